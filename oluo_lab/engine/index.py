@@ -1,0 +1,519 @@
+"""Compound vector index: an immutable faiss HNSW base plus an exact mutable delta.
+
+* **base**: ``faiss.IndexHNSWFlat`` (cosine/ip: inner product, l2: squared L2)
+  or ``faiss.IndexBinaryHNSW`` (hamming over all bits of packed codes). Base
+  position ``i`` holds key ``base_keys[i]``; positions are in ascending key
+  order. Deleted, evicted and shadowed (re-ingested) positions are tombstoned in
+  ``base_alive`` and dropped by the next compaction.
+* **delta**: NumPy rows searched exactly with ``faiss.knn`` / ``faiss.knn_hamming``.
+  A key in the delta shadows its base position.
+
+Filters (scope, optional per-key mask) are applied inside the base search with an
+``IDSelectorBitmap`` in ``SearchParametersHNSW``; rows that still come back short
+(HNSW can miss allowed points under a very selective filter) are retried with a
+doubled ``efSearch`` and finally answered exactly, so a query returns
+``min(k, allowed)`` hits. Very selective filters (<= ``EXACT_LIMIT`` allowed base
+positions) are answered exactly from the stored vectors straight away.
+
+Scores (ascending = better): cosine ``1 - cos``; l2 squared Euclidean; ip
+``-<q, x>``; hamming differing bits / n_bits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+from .errors import CompactCompleteFailed, DimensionMismatch, EngineRestoreFailed, InvalidVector
+
+__all__ = ["IndexConfig", "CompoundIndex", "METRICS", "EXACT_LIMIT", "LEVEL_SEED"]
+
+METRICS = ("cosine", "l2", "ip", "hamming")
+#: allowed-base-position count at or below which filtered search is exact brute force
+EXACT_LIMIT = 2048
+#: the HNSW level generator is reseeded with LEVEL_SEED + ntotal before every add,
+#: so the index bytes depend only on (base bytes, added vectors), not on process history.
+LEVEL_SEED = 12345
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """Index parameters; they travel with every snapshot."""
+
+    dim: int
+    metric: str
+    M: int = 16
+    ef_construction: int = 128
+    ef_search: int = 64
+
+    @property
+    def binary(self) -> bool:
+        return self.metric == "hamming"
+
+    @property
+    def width(self) -> int:
+        """Row width of a stored vector: dim floats, or dim/8 bytes for hamming."""
+        return self.dim // 8 if self.binary else self.dim
+
+    @property
+    def faiss_metric(self) -> int:
+        return faiss.METRIC_L2 if self.metric == "l2" else faiss.METRIC_INNER_PRODUCT
+
+    def as_dict(self) -> dict:
+        return {
+            "dim": self.dim,
+            "metric": self.metric,
+            "M": self.M,
+            "ef_construction": self.ef_construction,
+            "ef_search": self.ef_search,
+            "faiss_version": faiss.__version__,
+        }
+
+
+def _digest(data: bytes | memoryview) -> bytes:
+    return hashlib.blake2b(data, digest_size=32).digest()
+
+
+class _SingleThread:
+    """faiss builds with one OpenMP thread (deterministic graphs); restored afterwards."""
+
+    def __enter__(self) -> None:
+        self.prev = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+
+    def __exit__(self, *exc: object) -> None:
+        faiss.omp_set_num_threads(self.prev)
+
+
+class CompoundIndex:
+    """Base + delta + tombstones. Pure in-memory; the engine owns all policy."""
+
+    def __init__(self, config: IndexConfig) -> None:
+        self.config = config
+        w = config.width
+        self._vdtype = np.uint8 if config.binary else np.float32
+        # base
+        self.base = None
+        self.base_mapped = False
+        self.base_digest: bytes | None = None
+        self.base_keys = np.zeros(0, np.int64)
+        self.base_alive = np.zeros(0, bool)
+        self.base_scope = np.zeros(0, np.int8)
+        self.n_dead = 0
+        self._base_vecs: np.ndarray | None = None
+        # delta (rows 0..delta_n-1 are valid; order is arbitrary)
+        self.delta_n = 0
+        self.delta_keys = np.zeros(16, np.int64)
+        self.delta_vecs = np.zeros((16, w), self._vdtype)
+        self.delta_scope = np.zeros(16, np.int8)
+        self.delta_row: dict[int, int] = {}
+        # caches
+        self._scope_cache: dict[int, tuple] = {}
+        self._params: dict[int, object] = {}
+
+    # ------------------------------------------------------------------ vectors
+    def prepare(self, vectors: object, what: str = "vectors") -> np.ndarray:
+        """Validate a batch and return it in storage form ((n, width), C-contiguous).
+
+        Raises DimensionMismatch / InvalidVector; never mutates anything.
+        """
+        cfg = self.config
+        a = np.asarray(vectors)
+        if a.ndim == 1:
+            a = a[None, :]
+        if a.ndim != 2:
+            raise DimensionMismatch(f"{what} must be 1-D or 2-D, got shape {a.shape}")
+        if cfg.binary:
+            if a.dtype != np.uint8:
+                raise InvalidVector(
+                    f"{what}: metric 'hamming' takes packed bits as uint8, got dtype {a.dtype}"
+                )
+            if a.shape[1] != cfg.width:
+                raise DimensionMismatch(
+                    f"{what} have {a.shape[1]} bytes per row; dim={cfg.dim} bits needs {cfg.width}"
+                )
+            return np.ascontiguousarray(a)
+        if a.dtype.kind != "f":
+            raise InvalidVector(f"{what} must be floating point (float32), got dtype {a.dtype}")
+        if a.shape[1] != cfg.dim:
+            raise DimensionMismatch(f"{what} have dimension {a.shape[1]}, engine dim is {cfg.dim}")
+        a = np.ascontiguousarray(a, dtype=np.float32)
+        if not np.isfinite(a).all():
+            bad = np.nonzero(~np.isfinite(a).all(axis=1))[0]
+            raise InvalidVector(f"{what} contain NaN or inf (rows {bad[:5].tolist()})")
+        if cfg.metric == "cosine":
+            norms = np.sqrt(np.einsum("ij,ij->i", a, a))
+            if (norms == 0).any():
+                bad = np.nonzero(norms == 0)[0]
+                raise InvalidVector(
+                    f"{what}: zero vector has no cosine direction (rows {bad[:5].tolist()})"
+                )
+            a = a / norms[:, None]
+        return a
+
+    def _to_scores(self, d: np.ndarray) -> np.ndarray:
+        m = self.config.metric
+        if m == "cosine":
+            # rounding can push 1 - cos a few ulp outside [0, 2]
+            return np.clip(1.0 - d.astype(np.float64), 0.0, 2.0)
+        if m == "ip":
+            return -d.astype(np.float64)
+        if m == "l2":
+            return np.maximum(d.astype(np.float64), 0.0)
+        return d.astype(np.float64) / self.config.dim
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def base_n(self) -> int:
+        return 0 if self.base is None else int(self.base.ntotal)
+
+    def _new_index(self):
+        cfg = self.config
+        if cfg.binary:
+            ix = faiss.IndexBinaryHNSW(cfg.dim, cfg.M)
+        else:
+            ix = faiss.IndexHNSWFlat(cfg.dim, cfg.M, cfg.faiss_metric)
+        ix.hnsw.efConstruction = cfg.ef_construction
+        ix.hnsw.efSearch = cfg.ef_search
+        return ix
+
+    def base_vectors(self) -> np.ndarray:
+        """Zero-copy (n, width) view of the base's stored vectors."""
+        if self._base_vecs is None:
+            n, w = self.base_n, self.config.width
+            if n == 0:
+                self._base_vecs = np.zeros((0, w), self._vdtype)
+            elif self.config.binary:
+                st = faiss.downcast_IndexBinary(self.base.storage)
+                self._base_vecs = faiss.rev_swig_ptr(st.xb.data(), n * w).reshape(n, w)
+            else:
+                st = faiss.downcast_index(self.base.storage)
+                self._base_vecs = faiss.rev_swig_ptr(st.get_xb(), n * w).reshape(n, w)
+        return self._base_vecs
+
+    def base_pos(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Base positions of ``keys`` and a mask of which keys are alive in the base."""
+        pos = np.searchsorted(self.base_keys, keys)
+        ok = pos < len(self.base_keys)
+        ok[ok] = self.base_keys[pos[ok]] == keys[ok]
+        ok[ok] = self.base_alive[pos[ok]]
+        return pos, ok
+
+    def _invalidate(self) -> None:
+        self._scope_cache.clear()
+
+    # ------------------------------------------------------------------ mutation
+    def upsert(self, keys: np.ndarray, vecs: np.ndarray, scopes: np.ndarray) -> None:
+        """Put prepared vectors into the delta (shadowing any base copy). Keys are unique."""
+        pos, alive = self.base_pos(keys)
+        if alive.any():
+            self.base_alive[pos[alive]] = False
+            self.n_dead += int(alive.sum())
+            self._invalidate()
+        rows = np.fromiter((self.delta_row.get(int(k), -1) for k in keys), np.int64, len(keys))
+        old = rows >= 0
+        if old.any():
+            self.delta_vecs[rows[old]] = vecs[old]
+            self.delta_scope[rows[old]] = scopes[old]
+        new = ~old
+        n_new = int(new.sum())
+        if n_new:
+            need = self.delta_n + n_new
+            if need > len(self.delta_keys):
+                cap = max(need, 2 * len(self.delta_keys))
+                self.delta_keys = np.resize(self.delta_keys, cap)
+                self.delta_scope = np.resize(self.delta_scope, cap)
+                grown = np.zeros((cap, self.config.width), self._vdtype)
+                grown[: self.delta_n] = self.delta_vecs[: self.delta_n]
+                self.delta_vecs = grown
+            sl = slice(self.delta_n, need)
+            self.delta_keys[sl] = keys[new]
+            self.delta_vecs[sl] = vecs[new]
+            self.delta_scope[sl] = scopes[new]
+            for i, k in enumerate(keys[new].tolist()):
+                self.delta_row[k] = self.delta_n + i
+            self.delta_n = need
+
+    def remove(self, keys: np.ndarray) -> None:
+        """Remove keys from the delta and tombstone them in the base (unknown keys ignored)."""
+        pos, alive = self.base_pos(keys)
+        if alive.any():
+            self.base_alive[pos[alive]] = False
+            self.n_dead += int(alive.sum())
+            self._invalidate()
+        for k in keys.tolist():
+            row = self.delta_row.pop(k, None)
+            if row is None:
+                continue
+            last = self.delta_n - 1
+            if row != last:
+                lk = int(self.delta_keys[last])
+                self.delta_keys[row] = lk
+                self.delta_vecs[row] = self.delta_vecs[last]
+                self.delta_scope[row] = self.delta_scope[last]
+                self.delta_row[lk] = row
+            self.delta_n = last
+
+    # ------------------------------------------------------------------ search
+    def _scope_allowed(self, scope: int) -> tuple[np.ndarray, int, bool, object]:
+        hit = self._scope_cache.get(scope)
+        if hit is None:
+            allowed = self.base_alive & (self.base_scope <= scope)
+            count = int(allowed.sum())
+            packed = np.packbits(allowed, bitorder="little")
+            sel = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(packed))
+            hit = (allowed, count, count == self.base_n, (packed, sel))
+            self._scope_cache[scope] = hit
+        return hit
+
+    def _plain_params(self, ef: int):
+        p = self._params.get(ef)
+        if p is None:
+            p = faiss.SearchParametersHNSW(efSearch=ef)
+            self._params[ef] = p
+        return p
+
+    def _exact(self, q: np.ndarray, xb: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k of q against xb: (faiss distances, row indices, -1 padded)."""
+        nq = q.shape[0]
+        kk = min(k, xb.shape[0])
+        D = np.full((nq, k), np.inf if not self.config.binary else 0, np.float64)
+        I = np.full((nq, k), -1, np.int64)
+        if kk == 0:
+            return D, I
+        if self.config.binary:
+            d, i = faiss.knn_hamming(q, xb, kk)
+        else:
+            d, i = faiss.knn(q, xb, kk, metric=self.config.faiss_metric)
+        D[:, :kk] = d
+        I[:, :kk] = i
+        return D, I
+
+    def _search_base(
+        self, q: np.ndarray, k: int, ef: int, scope: int, key_mask: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Base hits as (scores, keys); -1 keys / inf scores pad."""
+        nq = q.shape[0]
+        if key_mask is None:
+            allowed, count, everything, holder = self._scope_allowed(scope)
+        else:
+            allowed = self.base_alive & (self.base_scope <= scope) & key_mask[self.base_keys]
+            count = int(allowed.sum())
+            everything = count == self.base_n
+            holder = None
+        if count == 0:
+            return np.full((nq, k), np.inf), np.full((nq, k), -1, np.int64)
+        if everything:
+            D, I = self.base.search(q, k, params=self._plain_params(ef))
+        elif count <= EXACT_LIMIT:
+            positions = np.nonzero(allowed)[0]
+            D, rows = self._exact(q, self.base_vectors()[positions], k)
+            I = np.where(rows >= 0, positions[np.maximum(rows, 0)], -1)
+        else:
+            if holder is None:
+                packed = np.packbits(allowed, bitorder="little")
+                holder = (packed, faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(packed)))
+            sel = holder[1]
+            D, I = self.base.search(q, k, params=faiss.SearchParametersHNSW(sel=sel, efSearch=ef))
+            want = min(k, count)
+            short = np.nonzero((I >= 0).sum(axis=1) < want)[0]
+            cur = ef
+            while len(short) and cur < self.base_n:
+                cur *= 2
+                p = faiss.SearchParametersHNSW(sel=sel, efSearch=cur)
+                d2, i2 = self.base.search(q[short], k, params=p)
+                D[short], I[short] = d2, i2
+                short = short[(i2 >= 0).sum(axis=1) < want]
+            if len(short):
+                positions = np.nonzero(allowed)[0]
+                d2, rows = self._exact(q[short], self.base_vectors()[positions], k)
+                D[short] = d2
+                I[short] = np.where(rows >= 0, positions[np.maximum(rows, 0)], -1)
+        valid = I >= 0
+        scores = np.where(valid, self._to_scores(D), np.inf)
+        keys = np.where(valid, self.base_keys[np.maximum(I, 0)], -1)
+        return scores, keys
+
+    def _search_delta(
+        self, q: np.ndarray, k: int, scope: int, key_mask: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        n = self.delta_n
+        keys = self.delta_keys[:n]
+        allowed = self.delta_scope[:n] <= scope
+        if key_mask is not None:
+            allowed &= key_mask[keys]
+        if allowed.all():
+            xb, kb = self.delta_vecs[:n], keys
+        else:
+            xb, kb = self.delta_vecs[:n][allowed], keys[allowed]
+        D, rows = self._exact(q, xb, k)
+        valid = rows >= 0
+        scores = np.where(valid, self._to_scores(D), np.inf)
+        out = np.where(valid, kb[np.maximum(rows, 0)] if len(kb) else -1, -1)
+        return scores, out
+
+    def search(
+        self,
+        q: np.ndarray,
+        k: int,
+        ef: int,
+        scope: int = 2,
+        key_mask: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, keys) for prepared queries; ties broken by key."""
+        parts = []
+        if self.base_n:
+            parts.append(self._search_base(q, k, ef, scope, key_mask))
+        if self.delta_n:
+            parts.append(self._search_delta(q, k, scope, key_mask))
+        nq = q.shape[0]
+        if not parts:
+            return np.full((nq, k), np.inf), np.full((nq, k), -1, np.int64)
+        if len(parts) == 1:
+            scores, keys = parts[0]
+            if not (scores[:, 1:] == scores[:, :-1]).any():
+                return scores, keys
+        else:
+            scores = np.concatenate([p[0] for p in parts], axis=1)
+            keys = np.concatenate([p[1] for p in parts], axis=1)
+        # padding (-1) must sort after real keys at equal (inf) score
+        tie = np.where(keys < 0, np.iinfo(np.int64).max, keys)
+        order = np.lexsort((tie, scores), axis=-1)[:, :k]
+        return np.take_along_axis(scores, order, 1), np.take_along_axis(keys, order, 1)
+
+    # ------------------------------------------------------------------ compaction
+    def pending(self) -> bool:
+        """True when a compaction would change the base."""
+        return self.delta_n > 0 or self.n_dead > 0 or self.base is None
+
+    def compact(self) -> tuple[object, bytes, np.ndarray, np.ndarray]:
+        """Build the next base without touching the current state.
+
+        Returns (index, index_bytes, keys, scopes); :meth:`install` makes it current.
+        Copy-on-write append when the base has no dead positions, else a rebuild
+        from the live vectors in key order. One faiss thread, reseeded level RNG.
+        """
+        n = self.delta_n
+        order = np.argsort(self.delta_keys[:n], kind="stable")
+        d_keys = self.delta_keys[:n][order]
+        d_vecs = self.delta_vecs[:n][order]
+        d_scope = self.delta_scope[:n][order]
+        append = (
+            self.base is not None
+            and self.n_dead == 0
+            and (self.base_n == 0 or n == 0 or d_keys[0] > self.base_keys[-1])
+        )
+        if append:
+            if self.base_mapped:
+                ser = self._serialize(self.base)
+                ix = self._deserialize(ser)
+            else:
+                ix = (
+                    faiss.clone_binary_index(self.base)
+                    if self.config.binary
+                    else faiss.clone_index(self.base)
+                )
+            keys = np.concatenate([self.base_keys, d_keys])
+            scopes = np.concatenate([self.base_scope, d_scope])
+            vecs = d_vecs
+        else:
+            live = np.nonzero(self.base_alive)[0]
+            keys = np.concatenate([self.base_keys[live], d_keys])
+            scopes = np.concatenate([self.base_scope[live], d_scope])
+            vecs = np.concatenate([self.base_vectors()[live], d_vecs])
+            o = np.argsort(keys, kind="stable")
+            keys, scopes, vecs = keys[o], scopes[o], np.ascontiguousarray(vecs[o])
+            ix = self._new_index()
+        if len(vecs):
+            ix.hnsw.rng = faiss.RandomGenerator(LEVEL_SEED + int(ix.ntotal))
+            with _SingleThread():
+                ix.add(vecs)
+        data = self._serialize(ix)
+        return ix, data, keys, scopes.astype(np.int8)
+
+    def install(self, ix: object, data: bytes, keys: np.ndarray, scopes: np.ndarray) -> None:
+        """Make a compacted (or restored) index the base and empty the delta."""
+        self.base = ix
+        self.base_mapped = False
+        self.base_digest = _digest(data)
+        self.base_keys = np.ascontiguousarray(keys, np.int64)
+        self.base_alive = np.ones(len(keys), bool)
+        self.base_scope = np.ascontiguousarray(scopes, np.int8)
+        self.n_dead = 0
+        self._base_vecs = None
+        self.delta_n = 0
+        self.delta_row = {}
+        self._invalidate()
+
+    def _serialize(self, ix: object) -> bytes:
+        if self.config.binary:
+            return faiss.serialize_index_binary(ix).tobytes()
+        return faiss.serialize_index(ix).tobytes()
+
+    def _deserialize(self, data: bytes):
+        buf = np.frombuffer(data, dtype=np.uint8)
+        if self.config.binary:
+            return faiss.deserialize_index_binary(buf)
+        return faiss.deserialize_index(buf)
+
+    def load_bytes(self, data: bytes) -> object:
+        """Deserialise index bytes and check they match this config (EngineRestoreFailed)."""
+        try:
+            ix = self._deserialize(data)
+        except Exception as exc:
+            raise EngineRestoreFailed(f"index bytes are not a faiss index: {exc}") from exc
+        self.check_index(ix, EngineRestoreFailed)
+        return ix
+
+    def check_index(self, ix: object, err: type[Exception]) -> None:
+        cfg = self.config
+        want = "IndexBinaryHNSW" if cfg.binary else "IndexHNSWFlat"
+        if type(ix).__name__ != want:
+            raise err(f"index is {type(ix).__name__}, config metric {cfg.metric!r} needs {want}")
+        if ix.d != cfg.dim:
+            raise err(f"index dim {ix.d} != config dim {cfg.dim}")
+        if not cfg.binary and ix.metric_type != cfg.faiss_metric:
+            raise err(f"index metric_type {ix.metric_type} does not match metric {cfg.metric!r}")
+        if ix.hnsw.nb_neighbors(1) != cfg.M:
+            raise err(f"index M {ix.hnsw.nb_neighbors(1)} != config M {cfg.M}")
+        if ix.hnsw.efConstruction != cfg.ef_construction:
+            raise err(
+                f"index efConstruction {ix.hnsw.efConstruction} != config {cfg.ef_construction}"
+            )
+
+    def swap_to_file(self, path: str) -> None:
+        """Replace the in-RAM base by a memory-mapped read of ``path`` (must hold the same bytes).
+
+        Uses ``faiss.IO_FLAG_MMAP_IFC``: the stored vectors (flat codes) are mapped
+        zero-copy from the file; the HNSW graph is read into RAM. The file must not be
+        modified in place afterwards (replace it by rename only).
+        """
+        if self.base is None:
+            raise CompactCompleteFailed("no base to swap")
+        try:
+            with open(path, "rb") as f:
+                digest = hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=32)).digest()
+        except OSError as exc:
+            raise CompactCompleteFailed(f"cannot read {path}: {exc}") from exc
+        if digest != self.base_digest:
+            raise CompactCompleteFailed(
+                f"{path} does not hold the current base (content hash differs)"
+            )
+        try:
+            flags = faiss.IO_FLAG_MMAP_IFC
+            if self.config.binary:
+                ix = faiss.read_index_binary(str(path), flags)
+            else:
+                ix = faiss.read_index(str(path), flags)
+        except Exception as exc:
+            raise CompactCompleteFailed(f"faiss could not map {path}: {exc}") from exc
+        self.check_index(ix, CompactCompleteFailed)
+        if ix.ntotal != self.base_n:
+            raise CompactCompleteFailed(f"{path} has {ix.ntotal} vectors, base has {self.base_n}")
+        self.base = ix
+        self.base_mapped = True
+        self._base_vecs = None
+        self._invalidate()
