@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +36,7 @@ __all__ = [
     "Target",
 ]
 
-Target = Union[str, int]
+Target = str | int
 
 
 class Scope(enum.IntEnum):
@@ -77,7 +77,7 @@ class IndexLightweight:
     ttl_secs: int
 
 
-IngestDecision = Union[Reject, IndexFull, IndexLightweight]
+IngestDecision = Reject | IndexFull | IndexLightweight
 
 
 @dataclass(frozen=True)

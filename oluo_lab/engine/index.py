@@ -73,6 +73,23 @@ class IndexConfig:
         }
 
 
+_HASH_MULT = np.random.default_rng(0x01C0).integers(1, 2**63, 4096, dtype=np.uint64) | np.uint64(1)
+
+
+def row_hashes(rows: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each row's bytes (collisions are verified by the caller)."""
+    n = rows.shape[0]
+    b = np.ascontiguousarray(rows).view(np.uint8).reshape(n, -1)
+    pad = (-b.shape[1]) % 8
+    if pad:
+        b = np.concatenate([b, np.zeros((n, pad), np.uint8)], axis=1)
+    words = b.view(np.uint64)
+    with np.errstate(over="ignore"):
+        h = (words * _HASH_MULT[: words.shape[1]]).sum(axis=1, dtype=np.uint64)
+        h ^= h >> np.uint64(29)
+    return h
+
+
 def _digest(data: bytes | memoryview) -> bytes:
     return hashlib.blake2b(data, digest_size=32).digest()
 
@@ -104,6 +121,8 @@ class CompoundIndex:
         self.base_scope = np.zeros(0, np.int8)
         self.n_dead = 0
         self._base_vecs: np.ndarray | None = None
+        self._hash_sorted: np.ndarray | None = None  # exact-match lookup over base rows
+        self._hash_pos: np.ndarray | None = None
         # delta (rows 0..delta_n-1 are valid; order is arbitrary)
         self.delta_n = 0
         self.delta_keys = np.zeros(16, np.int64)
@@ -280,17 +299,17 @@ class CompoundIndex:
         """Exact top-k of q against xb: (faiss distances, row indices, -1 padded)."""
         nq = q.shape[0]
         kk = min(k, xb.shape[0])
-        D = np.full((nq, k), np.inf if not self.config.binary else 0, np.float64)
-        I = np.full((nq, k), -1, np.int64)
+        dist = np.full((nq, k), np.inf if not self.config.binary else 0, np.float64)
+        pos_ = np.full((nq, k), -1, np.int64)
         if kk == 0:
-            return D, I
+            return dist, pos_
         if self.config.binary:
             d, i = faiss.knn_hamming(q, xb, kk)
         else:
             d, i = faiss.knn(q, xb, kk, metric=self.config.faiss_metric)
-        D[:, :kk] = d
-        I[:, :kk] = i
-        return D, I
+        dist[:, :kk] = d
+        pos_[:, :kk] = i
+        return dist, pos_
 
     def _search_base(
         self, q: np.ndarray, k: int, ef: int, scope: int, key_mask: np.ndarray | None
@@ -306,36 +325,82 @@ class CompoundIndex:
             holder = None
         if count == 0:
             return np.full((nq, k), np.inf), np.full((nq, k), -1, np.int64)
-        if everything:
-            D, I = self.base.search(q, k, params=self._plain_params(ef))
-        elif count <= EXACT_LIMIT:
+        if count <= EXACT_LIMIT and not everything:
             positions = np.nonzero(allowed)[0]
-            D, rows = self._exact(q, self.base_vectors()[positions], k)
-            I = np.where(rows >= 0, positions[np.maximum(rows, 0)], -1)
+            dist, rows = self._exact(q, self.base_vectors()[positions], k)
+            pos_ = np.where(rows >= 0, positions[np.maximum(rows, 0)], -1)
         else:
-            if holder is None:
-                packed = np.packbits(allowed, bitorder="little")
-                holder = (packed, faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(packed)))
-            sel = holder[1]
-            D, I = self.base.search(q, k, params=faiss.SearchParametersHNSW(sel=sel, efSearch=ef))
+            if everything:
+                sel = None
+                dist, pos_ = self.base.search(q, k, params=self._plain_params(ef))
+            else:
+                if holder is None:
+                    packed = np.packbits(allowed, bitorder="little")
+                    holder = (packed, faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(packed)))
+                sel = holder[1]
+                p = faiss.SearchParametersHNSW(sel=sel, efSearch=ef)
+                dist, pos_ = self.base.search(q, k, params=p)
+            # HNSW can come back short (selective filter, unreachable nodes, ties):
+            # retry those rows with a doubled efSearch, finally answer them exactly.
             want = min(k, count)
-            short = np.nonzero((I >= 0).sum(axis=1) < want)[0]
+            short = np.nonzero((pos_ >= 0).sum(axis=1) < want)[0]
             cur = ef
             while len(short) and cur < self.base_n:
                 cur *= 2
-                p = faiss.SearchParametersHNSW(sel=sel, efSearch=cur)
+                if sel is None:
+                    p = faiss.SearchParametersHNSW(efSearch=cur)
+                else:
+                    p = faiss.SearchParametersHNSW(sel=sel, efSearch=cur)
                 d2, i2 = self.base.search(q[short], k, params=p)
-                D[short], I[short] = d2, i2
+                dist[short], pos_[short] = d2, i2
                 short = short[(i2 >= 0).sum(axis=1) < want]
             if len(short):
                 positions = np.nonzero(allowed)[0]
                 d2, rows = self._exact(q[short], self.base_vectors()[positions], k)
-                D[short] = d2
-                I[short] = np.where(rows >= 0, positions[np.maximum(rows, 0)], -1)
-        valid = I >= 0
-        scores = np.where(valid, self._to_scores(D), np.inf)
-        keys = np.where(valid, self.base_keys[np.maximum(I, 0)], -1)
+                dist[short] = d2
+                pos_[short] = np.where(rows >= 0, positions[np.maximum(rows, 0)], -1)
+        valid = pos_ >= 0
+        scores = np.where(valid, self._to_scores(dist), np.inf)
+        keys = np.where(valid, self.base_keys[np.maximum(pos_, 0)], -1)
+        if everything or count > EXACT_LIMIT:
+            self._add_exact_matches(q, k, allowed, scores, keys)
         return scores, keys
+
+    def _add_exact_matches(
+        self, q: np.ndarray, k: int, allowed: np.ndarray, scores: np.ndarray, keys: np.ndarray
+    ) -> None:
+        """Guarantee that a query equal to a stored vector finds it (HNSW can miss it).
+
+        Base rows whose bytes equal the query's (after cosine normalisation) are
+        merged into the row's results in place; most queries cost one hash lookup.
+        """
+        if self._hash_sorted is None:
+            h = row_hashes(self.base_vectors())
+            order = np.argsort(h, kind="stable")
+            self._hash_sorted, self._hash_pos = h[order], order
+        hs = self._hash_sorted
+        qh = row_hashes(q)
+        lo = np.searchsorted(hs, qh, "left")
+        hit = np.nonzero((lo < len(hs)) & (hs[np.minimum(lo, len(hs) - 1)] == qh))[0]
+        if not len(hit):
+            return
+        vecs = self.base_vectors()
+        hi = np.searchsorted(hs, qh[hit], "right")
+        for qi, a, b in zip(hit.tolist(), lo[hit].tolist(), hi.tolist(), strict=True):
+            cand = [
+                p
+                for p in self._hash_pos[a:b].tolist()
+                if allowed[p] and np.array_equal(vecs[p], q[qi])
+            ]
+            cand = [p for p in cand if self.base_keys[p] not in keys[qi]]
+            if not cand:
+                continue
+            d, _ = self._exact(q[qi : qi + 1], vecs[cand], len(cand))
+            row_s = np.concatenate([scores[qi], self._to_scores(d[0])])
+            row_k = np.concatenate([keys[qi], self.base_keys[cand]])
+            tie = np.where(row_k < 0, np.iinfo(np.int64).max, row_k)
+            o = np.lexsort((tie, row_s))[:k]
+            scores[qi], keys[qi] = row_s[o], row_k[o]
 
     def _search_delta(
         self, q: np.ndarray, k: int, scope: int, key_mask: np.ndarray | None
@@ -349,9 +414,9 @@ class CompoundIndex:
             xb, kb = self.delta_vecs[:n], keys
         else:
             xb, kb = self.delta_vecs[:n][allowed], keys[allowed]
-        D, rows = self._exact(q, xb, k)
+        dist, rows = self._exact(q, xb, k)
         valid = rows >= 0
-        scores = np.where(valid, self._to_scores(D), np.inf)
+        scores = np.where(valid, self._to_scores(dist), np.inf)
         out = np.where(valid, kb[np.maximum(rows, 0)] if len(kb) else -1, -1)
         return scores, out
 
@@ -444,6 +509,7 @@ class CompoundIndex:
         self.base_scope = np.ascontiguousarray(scopes, np.int8)
         self.n_dead = 0
         self._base_vecs = None
+        self._hash_sorted = self._hash_pos = None
         self.delta_n = 0
         self.delta_row = {}
         self._invalidate()
@@ -516,4 +582,5 @@ class CompoundIndex:
         self.base = ix
         self.base_mapped = True
         self._base_vecs = None
+        self._hash_sorted = self._hash_pos = None
         self._invalidate()

@@ -1,0 +1,145 @@
+"""Scores and neighbours against a NumPy brute-force oracle, for every metric."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from engine_helpers import make_vectors, oracle_scores, oracle_topk
+
+from oluo_lab.engine import OluoEngine
+
+METRICS = [("cosine", 24), ("l2", 24), ("ip", 24), ("hamming", 256)]
+
+
+def _engine(metric, dim, base, threshold=10_000, **kw):
+    eng = OluoEngine(dim, metric, compact_threshold=threshold, **kw)
+    eng.add(base)
+    return eng
+
+
+@pytest.mark.parametrize("metric,dim", METRICS)
+@pytest.mark.parametrize("where", ["delta", "base", "mapped"])
+def test_scores_match_oracle_exactly_small_n(metric, dim, where, tmp_path):
+    """With efSearch >= n HNSW is exhaustive: ids and scores equal brute force."""
+    base = make_vectors(metric, 300, dim, seed=1)
+    queries = make_vectors(metric, 20, dim, seed=2)
+    eng = _engine(metric, dim, base, ef_search=512)
+    if where != "delta":
+        snap = eng.compact()
+        assert eng.delta_size == 0 and eng.base_size == 300
+        if where == "mapped":
+            p = tmp_path / "base.bin"
+            p.write_bytes(snap.index_bytes)
+            eng.compact_complete(str(p), snap.generation)
+            assert eng._index.base_mapped
+    res = eng.search(queries, k=10)
+    want_idx, want_scores = oracle_topk(metric, queries, base, dim, 10)
+    np.testing.assert_allclose(res.scores, want_scores, rtol=1e-5, atol=1e-5)
+    # ids may differ only inside exact ties
+    all_scores = oracle_scores(metric, queries, base, dim)
+    got_scores = np.take_along_axis(all_scores, res.ids.astype(np.int64), 1)
+    np.testing.assert_allclose(got_scores, want_scores, rtol=1e-5, atol=1e-5)
+    assert np.all(np.diff(res.scores, axis=1) >= 0)
+
+
+@pytest.mark.parametrize("metric,dim", METRICS)
+def test_exact_duplicates_find_themselves(metric, dim):
+    def vecs(n, seed):
+        v = make_vectors(metric, n, dim, seed=seed)
+        if metric == "ip":  # a duplicate is only the ip-nearest among unit vectors
+            v /= np.linalg.norm(v, axis=1, keepdims=True)
+        return v
+
+    base = vecs(3000, 3)
+    eng = _engine(metric, dim, base, threshold=1000)  # one auto-compaction, then base
+    assert eng.delta_size == 0 and eng.generation == 1
+    extra = vecs(200, 4)
+    eng.add(extra, ids=range(3000, 3200))  # these stay in the delta
+    assert eng.delta_size == 200
+    res = eng.search(np.concatenate([base, extra]), k=1)
+    assert res.ids[:, 0].tolist() == list(range(3200))
+    self_score = -1.0 if metric == "ip" else 0.0
+    np.testing.assert_allclose(res.scores[:, 0], self_score, atol=1e-5)
+
+
+def test_score_definitions():
+    """Each metric's documented score on hand-computed vectors."""
+    a = np.array([[1, 0, 0, 0]], np.float32)
+    b = np.array([[3, 4, 0, 0]], np.float32)
+    for metric, want in (("cosine", 1 - 3 / 5), ("l2", 4 + 16), ("ip", -3.0)):
+        eng = OluoEngine(4, metric)
+        eng.add(b, ids=["b"])
+        res = eng.search(a, k=1)
+        assert res.ids[0, 0] == "b"
+        assert res.scores[0, 0] == pytest.approx(want, rel=1e-6)
+
+
+def test_hamming_counts_every_bit():
+    """Regression for upstream defect 1: bits beyond the first 64 count, score = bits/256."""
+    zero = np.zeros((1, 32), np.uint8)
+    eng = OluoEngine(256, "hamming")
+    vecs = np.zeros((40, 32), np.uint8)
+    for i in range(32):
+        vecs[i, i] = 0x01  # one bit set in byte i
+    vecs[32] = 0xFF  # all 256 bits
+    vecs[33, 8:] = 0xFF  # 192 bits, none in the first 8 bytes
+    vecs[34, 31] = 0x80  # the very last byte only
+    eng.add(vecs[:35])
+    res = eng.search(zero, k=35)
+    scores = dict(zip(res.ids[0].tolist(), res.scores[0].tolist(), strict=True))
+    for i in range(32):
+        assert scores[i] == pytest.approx(1 / 256)
+    assert scores[32] == 1.0
+    assert scores[33] == pytest.approx(192 / 256)
+    assert scores[34] == pytest.approx(1 / 256)
+    # and after compaction into the faiss IndexBinaryHNSW base
+    eng.compact()
+    res2 = eng.search(zero, k=35, ef=64)
+    assert dict(zip(res2.ids[0].tolist(), res2.scores[0].tolist(), strict=True)) == scores
+
+
+def test_hamming_rejects_non_multiple_of_8():
+    from oluo_lab.engine import InvalidEvent
+
+    with pytest.raises(InvalidEvent):
+        OluoEngine(100, "hamming")
+
+
+def _recall(found: np.ndarray, truth: np.ndarray) -> float:
+    k = truth.shape[1]
+    return float(np.mean([len(set(f[:k]) & set(t)) / k for f, t in zip(found, truth, strict=True)]))
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2", "ip"])
+def test_recall_random_data_default_parameters(metric):
+    rng = np.random.default_rng(7)
+    # clustered data in 32 dims: a realistic, non-uniform distribution
+    centers = rng.standard_normal((50, 32)).astype(np.float32) * 3
+    base = (centers[rng.integers(0, 50, 8000)] + rng.standard_normal((8000, 32))).astype(np.float32)
+    queries = (centers[rng.integers(0, 50, 200)] + rng.standard_normal((200, 32))).astype(
+        np.float32
+    )
+    eng = OluoEngine(32, metric)  # defaults: M=16, efC=128, ef=64, threshold 1000
+    eng.add(base)
+    assert eng.generation == 1 and eng.delta_size == 0
+    truth, _ = oracle_topk(metric, queries, base, 32, 10)
+    res = eng.search(queries, k=10)
+    assert _recall(res.ids.astype(np.int64), truth) >= 0.95
+
+
+def test_recall_hamming_structured_codes():
+    rng = np.random.default_rng(8)
+    centers = rng.integers(0, 256, (40, 32), dtype=np.uint8)
+    noise = (rng.random((6000, 256)) < 0.08).astype(np.uint8)
+    base = centers[rng.integers(0, 40, 6000)] ^ np.packbits(noise, axis=1)
+    qnoise = (rng.random((200, 256)) < 0.08).astype(np.uint8)
+    queries = centers[rng.integers(0, 40, 200)] ^ np.packbits(qnoise, axis=1)
+    eng = OluoEngine(256, "hamming")
+    eng.add(base)
+    s = oracle_scores("hamming", queries, base, 256)
+    res = eng.search(queries, k=10)
+    # ties are common in Hamming space: count a hit as correct if its score is within the true top-10
+    kth = np.sort(s, axis=1)[:, 9]
+    assert np.all(np.diff(res.scores, axis=1) >= 0)
+    ok = res.scores <= kth[:, None] + 1e-12
+    assert ok.mean() >= 0.95
