@@ -1,0 +1,194 @@
+"""The abstract book store every backend implements, and its statistics record.
+
+A backend implements five primitives (``_store``, ``_load``, ``_has``, ``_delete``,
+``_iter_unsorted``); the base class owns every check that must never differ between
+backends: book size limits, bundle validation, and hash verification on every read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+
+import blake3
+
+from oluo_lab.cas.cid import CID, KIND_META
+from oluo_lab.cas.errors import (
+    BookNotFound,
+    BookTooLarge,
+    CorruptBook,
+    DagDepthExceeded,
+    MalformedBundle,
+    MalformedCID,
+)
+from oluo_lab.cas.params import CID_LEN, MAX_BOOK_SIZE, MAX_DEPTH
+
+Buffer = bytes | bytearray | memoryview
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    """Size accounting of a store. ``compression_ratio`` = logical / stored (1.0 if empty)."""
+
+    books: int
+    logical_bytes: int
+    stored_bytes: int
+
+    @property
+    def compression_ratio(self) -> float:
+        return self.logical_bytes / self.stored_bytes if self.stored_bytes else 1.0
+
+    def as_dict(self) -> dict[str, float]:
+        d: dict[str, float] = dict(asdict(self))
+        d["compression_ratio"] = self.compression_ratio
+        return d
+
+    def to_frame(self):  # pandas is a project dependency but only needed here
+        import pandas as pd
+
+        return pd.DataFrame([self.as_dict()])
+
+    def __repr__(self) -> str:
+        return (
+            f"StoreStats(books={self.books}, logical_bytes={self.logical_bytes}, "
+            f"stored_bytes={self.stored_bytes}, compression_ratio={self.compression_ratio:.3f})"
+        )
+
+
+def verify_book(cid: CID, data: Buffer) -> None:
+    """Raise CorruptBook unless ``data`` has exactly the length and blake3 digest of ``cid``."""
+    if len(data) != cid.size:
+        raise CorruptBook(cid, f"length {len(data)} != {cid.size}")
+    if blake3.blake3(data).digest() != cid.digest:
+        raise CorruptBook(cid, "blake3 digest mismatch")
+
+
+def bundle_depth(data: Buffer, allow_meta: bool = True) -> int:
+    """Depth a bundle with bytes ``data`` must have: max child depth + 1.
+
+    The first entry may be a root-metadata record (``allow_meta``); every other entry must be
+    a valid CID. Raises MalformedBundle / DagDepthExceeded (without a CID: the bundle has none yet).
+    """
+    n = len(data)
+    if n % CID_LEN:
+        raise MalformedBundle(f"bundle length {n} is not a multiple of {CID_LEN}")
+    mv = memoryview(data)
+    start = CID_LEN if allow_meta and n and mv[1] == KIND_META else 0
+    if start >= n:
+        raise MalformedBundle("bundle has no children")
+    deepest = 0
+    for off in range(start, n, CID_LEN):
+        try:
+            child = CID.from_bytes(mv[off : off + CID_LEN])
+        except MalformedCID as exc:
+            raise MalformedBundle(f"bundle entry {off // CID_LEN} is not a CID: {exc}") from None
+        deepest = max(deepest, child.depth)
+    if deepest + 1 > MAX_DEPTH:
+        raise DagDepthExceeded(f"bundle depth {deepest + 1} exceeds MAX_DEPTH {MAX_DEPTH}")
+    return deepest + 1
+
+
+class BookStore(ABC):
+    """Abstract content-addressed book store.
+
+    Public contract (proven for every backend by tests/cas/store_conformance.py):
+    ``put`` is idempotent and returns the book CID; ``get`` re-verifies length and blake3
+    on every read (CorruptBook / BookNotFound name the CID); ``delete`` of an absent CID
+    raises BookNotFound; iteration yields CIDs in sorted (binary) order.
+    """
+
+    # --- backend primitives ---------------------------------------------------------
+    @abstractmethod
+    def _store(self, cid: CID, data: Buffer) -> None:
+        """Persist ``data`` (already known to hash to ``cid``) unless ``cid`` is present."""
+
+    @abstractmethod
+    def _load(self, cid: CID) -> Buffer:
+        """Return the stored (decoded, unverified) bytes; BookNotFound / CorruptBook."""
+
+    @abstractmethod
+    def _has(self, cid: CID) -> bool: ...
+
+    @abstractmethod
+    def _delete(self, cid: CID) -> None:
+        """Remove ``cid``; raise BookNotFound if absent."""
+
+    @abstractmethod
+    def _iter_unsorted(self) -> Iterable[CID]: ...
+
+    @abstractmethod
+    def stats(self) -> StoreStats: ...
+
+    # --- public API --------------------------------------------------------------------
+    def put(self, data: Buffer) -> CID:
+        """Store ``data`` as one book and return its CID (idempotent)."""
+        if len(data) > MAX_BOOK_SIZE:
+            raise BookTooLarge(f"book of {len(data)} bytes exceeds MAX_BOOK_SIZE {MAX_BOOK_SIZE}")
+        cid = CID.for_book(data)
+        self._store(cid, data)
+        return cid
+
+    def put_bundle(self, data: Buffer) -> CID:
+        """Store bundle bytes (concatenated 40-byte CIDs, optionally led by a root-metadata
+        record); the depth is derived from the children. Returns the bundle CID."""
+        if len(data) > MAX_BOOK_SIZE:
+            raise BookTooLarge(f"bundle of {len(data)} bytes exceeds MAX_BOOK_SIZE {MAX_BOOK_SIZE}")
+        cid = CID.for_bundle(data, bundle_depth(data))
+        self._store(cid, data)
+        return cid
+
+    def put_raw(self, cid: CID, data: Buffer) -> CID:
+        """Store ``data`` under a given CID after checking that it hashes to it.
+
+        For copying books between stores; DAG structure is not checked here (readers do).
+        """
+        if not isinstance(cid, CID):
+            raise TypeError(f"cid must be a CID, got {type(cid).__name__}")
+        verify_book(cid, data)
+        self._store(cid, data)
+        return cid
+
+    def get(self, cid: CID) -> bytes:
+        """The verified bytes of ``cid``: BookNotFound if absent, CorruptBook if they do not
+        have the CID's exact length and blake3 digest."""
+        if not isinstance(cid, CID):
+            raise TypeError(f"cid must be a CID, got {type(cid).__name__}")
+        data = self._load(cid)
+        verify_book(cid, data)
+        return bytes(data) if not isinstance(data, bytes) else data
+
+    def get_many(self, cids: Iterable[CID]) -> Iterator[bytes]:
+        """Verified bytes of each CID, in order. Backends may prefetch ahead."""
+        for cid in cids:
+            yield self.get(cid)
+
+    def has(self, cid: CID) -> bool:
+        return isinstance(cid, CID) and self._has(cid)
+
+    def __contains__(self, cid: object) -> bool:
+        return isinstance(cid, CID) and self._has(cid)
+
+    def delete(self, cid: CID) -> None:
+        """Remove a book. Raises BookNotFound if it is absent (so gc notices double frees)."""
+        if not isinstance(cid, CID):
+            raise TypeError(f"cid must be a CID, got {type(cid).__name__}")
+        self._delete(cid)
+
+    def __iter__(self) -> Iterator[CID]:
+        return iter(sorted(self._iter_unsorted()))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self._iter_unsorted())
+
+    def batch(self) -> contextlib.AbstractContextManager[BookStore]:
+        """Group many puts; durable stores may defer syncing to the end of the block.
+
+        Everything put inside the block is durable when the block exits normally.
+        """
+        return contextlib.nullcontext(self)
+
+    def _check_present(self, cid: CID) -> None:
+        if not self._has(cid):
+            raise BookNotFound(cid)

@@ -1,0 +1,197 @@
+"""Content identifiers: a fixed 40-byte id over the uncompressed bytes (blake3-256).
+
+Layout (big-endian, see docs/FORMAT.md section 1)::
+
+    0      version (0x01)
+    1      kind: 0x00 book, 0x01 bundle
+    2      depth: 0 for a book, 1..MAX_DEPTH for a bundle
+    3      reserved, 0x00
+    4..7   u32 exact byte length of the (uncompressed) book bytes
+    8..39  blake3-256 digest of those bytes
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from typing import Literal
+
+import blake3
+
+from oluo_lab.cas.errors import MalformedCID
+from oluo_lab.cas.params import CID_LEN, MAX_BOOK_SIZE, MAX_DEPTH
+
+CID_VERSION = 0x01
+KIND_BOOK = 0x00
+KIND_BUNDLE = 0x01
+KIND_META = 0x02  # root-metadata record in a bundle; never a CID
+
+_HEADER = struct.Struct(">BBBBI")
+_HEX_RE = re.compile(r"[0-9a-fA-F]{%d}" % (2 * CID_LEN))
+_KIND_NAMES = {KIND_BOOK: "book", KIND_BUNDLE: "bundle"}
+
+
+def _validate(raw: bytes) -> None:
+    """Raise MalformedCID unless ``raw`` is a valid 40-byte CID."""
+    if len(raw) != CID_LEN:
+        raise MalformedCID(f"CID must be {CID_LEN} bytes, got {len(raw)}")
+    version, kind, depth, reserved, size = _HEADER.unpack_from(raw)
+    hx = raw.hex()
+    if version != CID_VERSION:
+        raise MalformedCID(f"unknown CID version {version:#04x} in {hx}")
+    if reserved != 0:
+        raise MalformedCID(f"reserved CID byte is {reserved:#04x}, must be 0 in {hx}")
+    if size > MAX_BOOK_SIZE:
+        raise MalformedCID(f"CID size {size} exceeds MAX_BOOK_SIZE {MAX_BOOK_SIZE} in {hx}")
+    if kind == KIND_BOOK:
+        if depth != 0:
+            raise MalformedCID(f"book CID with depth {depth} (must be 0): {hx}")
+    elif kind == KIND_BUNDLE:
+        if not 1 <= depth <= MAX_DEPTH:
+            raise MalformedCID(f"bundle CID depth {depth} outside 1..{MAX_DEPTH}: {hx}")
+        if size == 0 or size % CID_LEN:
+            raise MalformedCID(
+                f"bundle CID size {size} is not a positive multiple of {CID_LEN}: {hx}"
+            )
+    else:
+        raise MalformedCID(f"unknown CID kind {kind:#04x} in {hx}")
+
+
+class CID:
+    """Immutable, hashable, ordered content id. ``str(cid) == cid.hex`` (lowercase).
+
+    Ordering compares the 40 binary bytes, so sorting a list of CIDs is deterministic.
+    """
+
+    __slots__ = ("_raw",)
+    _raw: bytes
+
+    def __init__(self, raw: bytes) -> None:
+        raw = bytes(raw)
+        _validate(raw)
+        object.__setattr__(self, "_raw", raw)
+
+    # construction -----------------------------------------------------------------
+    @classmethod
+    def from_bytes(cls, raw: bytes | bytearray | memoryview) -> CID:
+        """The CID whose 40-byte binary form is ``raw`` (validated; MalformedCID if not)."""
+        return cls(bytes(raw))
+
+    @classmethod
+    def parse(cls, text: str) -> CID:
+        """Parse the 80-char hex text form. Either case is accepted; ``str()`` is lowercase.
+
+        Raises MalformedCID (a ValueError) on anything that is not a valid CID.
+        """
+        if not isinstance(text, str):
+            raise MalformedCID(f"CID text must be str, got {type(text).__name__}")
+        if not _HEX_RE.fullmatch(text):
+            shown = text if len(text) <= 100 else text[:100] + "..."
+            raise MalformedCID(f"CID text must be {2 * CID_LEN} hex characters: {shown!r}")
+        return cls(bytes.fromhex(text))
+
+    @classmethod
+    def _build(cls, kind: int, depth: int, size: int, digest: bytes) -> CID:
+        return cls(_HEADER.pack(CID_VERSION, kind, depth, 0, size) + digest)
+
+    @classmethod
+    def for_book(cls, data: bytes | bytearray | memoryview) -> CID:
+        """The book CID of ``data`` (MalformedCID if longer than MAX_BOOK_SIZE)."""
+        return cls._build(KIND_BOOK, 0, len(data), blake3.blake3(data).digest())
+
+    @classmethod
+    def for_bundle(cls, data: bytes | bytearray | memoryview, depth: int) -> CID:
+        """The bundle CID of bundle bytes ``data`` at ``depth`` (not checked against content)."""
+        return cls._build(KIND_BUNDLE, depth, len(data), blake3.blake3(data).digest())
+
+    # accessors ---------------------------------------------------------------------
+    @property
+    def raw(self) -> bytes:
+        """The 40-byte binary form."""
+        return self._raw
+
+    def __bytes__(self) -> bytes:
+        return self._raw
+
+    @property
+    def hex(self) -> str:
+        """Canonical text: 80 lowercase hex characters."""
+        return self._raw.hex()
+
+    @property
+    def kind(self) -> Literal["book", "bundle"]:
+        return _KIND_NAMES[self._raw[1]]  # type: ignore[return-value]
+
+    @property
+    def is_book(self) -> bool:
+        return self._raw[1] == KIND_BOOK
+
+    @property
+    def depth(self) -> int:
+        return self._raw[2]
+
+    @property
+    def size(self) -> int:
+        """Exact byte length of the uncompressed book (bundle bytes for a bundle)."""
+        return int.from_bytes(self._raw[4:8], "big")
+
+    @property
+    def digest(self) -> bytes:
+        """The 32-byte blake3 digest."""
+        return self._raw[8:]
+
+    @property
+    def short(self) -> str:
+        """First 12 hex characters of the digest, for display."""
+        return self._raw[8:14].hex()
+
+    # value semantics ------------------------------------------------------------
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("CID is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError("CID is immutable")
+
+    def __reduce__(self):  # pickling goes through the validated constructor
+        return (CID, (self._raw,))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CID) and other._raw == self._raw
+
+    def __hash__(self) -> int:
+        return hash(self._raw)
+
+    def __lt__(self, other: CID) -> bool:
+        if not isinstance(other, CID):
+            return NotImplemented
+        return self._raw < other._raw
+
+    def __le__(self, other: CID) -> bool:
+        if not isinstance(other, CID):
+            return NotImplemented
+        return self._raw <= other._raw
+
+    def __gt__(self, other: CID) -> bool:
+        if not isinstance(other, CID):
+            return NotImplemented
+        return self._raw > other._raw
+
+    def __ge__(self, other: CID) -> bool:
+        if not isinstance(other, CID):
+            return NotImplemented
+        return self._raw >= other._raw
+
+    def __str__(self) -> str:
+        return self.hex
+
+    def __repr__(self) -> str:
+        if self.is_book:
+            return f"CID('book', {self.size} B, '{self.short}…')"
+        return f"CID('bundle', depth {self.depth}, {self.size} B, '{self.short}…')"
+
+    def _repr_html_(self) -> str:
+        return (
+            "<table><tr><th>kind</th><th>depth</th><th>size (B)</th><th>cid</th></tr>"
+            f"<tr><td>{self.kind}</td><td>{self.depth}</td><td>{self.size}</td>"
+            f"<td><code>{self.hex}</code></td></tr></table>"
+        )

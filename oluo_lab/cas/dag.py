@@ -1,0 +1,385 @@
+"""Chunked blobs: FastCDC chunks -> books -> bundles of child CIDs -> one root.
+
+``ingest`` turns bytes or a binary stream into a root CID; ``reassemble``, ``iter_chunks``
+and ``open_blob`` read it back. Readers verify every book (the store re-hashes), check
+each bundle's depth header against its children, and compare the root's recorded total
+size and chunk count with the exact sizes carried by the leaf CIDs *before* any leaf is
+fetched, so a lying root fails fast and nothing is ever preallocated from a claim.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from pyfastcdc.cy import FastCDC
+
+from oluo_lab.cas.base import BookStore
+from oluo_lab.cas.cid import CID, CID_VERSION, KIND_META
+from oluo_lab.cas.errors import (
+    DagDepthExceeded,
+    DagSizeMismatch,
+    MalformedBundle,
+    MalformedCID,
+    UnsupportedChunker,
+)
+from oluo_lab.cas.params import (
+    CHUNK_PARAMS,
+    CID_LEN,
+    FANOUT,
+    KNOWN_CHUNK_PARAMS,
+    MAX_DEPTH,
+    ChunkParams,
+)
+
+# version, kind, 2 zero, total_size u64, chunk_count u64, min/avg/max u32, nc u8, 7 zero
+_META = struct.Struct(">BBHQQIIIB7s")
+assert _META.size == CID_LEN
+
+
+@dataclass(frozen=True)
+class RootMeta:
+    """The 40-byte record that leads every root bundle."""
+
+    total_size: int
+    chunk_count: int
+    params: ChunkParams
+
+    def encode(self) -> bytes:
+        p = self.params
+        return _META.pack(
+            CID_VERSION,
+            KIND_META,
+            0,
+            self.total_size,
+            self.chunk_count,
+            p.min_size,
+            p.avg_size,
+            p.max_size,
+            p.normalized_chunking,
+            bytes(7),
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes | memoryview, cid: CID) -> RootMeta:
+        version, kind, zero, total, count, mn, avg, mx, nc, tail = _META.unpack(raw)
+        if version != CID_VERSION or kind != KIND_META or zero or any(tail):
+            raise MalformedBundle(f"root {cid.hex} has a malformed metadata record", cid)
+        return cls(total, count, ChunkParams(mn, avg, mx, nc, 0))
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """What a root says about its blob, checked against its leaves (no leaf data read)."""
+
+    cid: CID
+    total_size: int
+    chunk_count: int
+    depth: int
+    params: ChunkParams | None  # None for a bare book
+    bundles: tuple[CID, ...]
+    leaves: tuple[CID, ...]
+
+    def __repr__(self) -> str:
+        return (
+            f"BlobInfo({self.cid!r}, total_size={self.total_size}, "
+            f"chunk_count={self.chunk_count}, depth={self.depth})"
+        )
+
+
+@lru_cache(maxsize=8)
+def _chunker(params: ChunkParams) -> FastCDC:
+    return FastCDC(
+        params.avg_size,
+        min_size=params.min_size,
+        max_size=params.max_size,
+        normalized_chunking=params.normalized_chunking,
+        seed=params.seed,
+    )
+
+
+def _cut(data: Any, params: ChunkParams) -> tuple[Iterator[Any], Any]:
+    """Chunk iterator for a buffer, a binary file object or a path; plus a file to close."""
+    cdc = _chunker(params)
+    if isinstance(data, os.PathLike):
+        f = open(data, "rb", buffering=0)  # noqa: SIM115 - closed by ingest
+        return cdc.cut_stream(f), f
+    if isinstance(data, str):
+        raise TypeError(
+            "ingest takes bytes-like data or a binary file; pass a pathlib.Path for a path"
+        )
+    if hasattr(data, "readinto") or hasattr(data, "read"):
+        return cdc.cut_stream(data), None
+    try:
+        mv = memoryview(data)
+    except TypeError:
+        raise TypeError(f"cannot ingest {type(data).__name__}: not bytes-like or a file") from None
+    if not mv.c_contiguous:
+        raise TypeError("ingest needs a C-contiguous buffer")
+    if mv.format != "B" or mv.ndim != 1:
+        mv = mv.cast("B")
+    return cdc.cut_buf(mv), None
+
+
+def _join(cids: list[CID]) -> bytes:
+    return b"".join(c.raw for c in cids)
+
+
+def build_tree(leaves: list[CID], store: BookStore, meta: RootMeta, fanout: int = FANOUT) -> CID:
+    """Store left-packed bundle levels over ``leaves`` and a root led by ``meta``.
+
+    ``fanout`` is the format constant; tests pass a small one to build deep trees cheaply.
+    """
+    if fanout < 2 or fanout > FANOUT:
+        raise ValueError(f"fanout must be in 2..{FANOUT}")
+    level = leaves
+    while len(level) > fanout - 1:  # the root needs one slot for the metadata record
+        level = [
+            store.put_bundle(_join(level[i : i + fanout])) for i in range(0, len(level), fanout)
+        ]
+    return store.put_bundle(meta.encode() + _join(level))
+
+
+def ingest(data: Any, store: BookStore) -> CID:
+    """Chunk ``data`` (bytes-like, binary file object, or ``pathlib.Path``) into ``store``.
+
+    Returns a book CID when the data is at most one chunk (including empty data), else the
+    root bundle CID. Files are streamed: memory stays bounded by a few chunks. Same bytes
+    and same format constants always give the same CID. Durable when it returns.
+    """
+    params = CHUNK_PARAMS
+    chunks, owned = _cut(data, params)
+    try:
+        with store.batch():
+            leaves: list[CID] = []
+            total = 0
+            put = store.put
+            for chunk in chunks:
+                leaves.append(put(chunk.data))
+                total += chunk.length
+            if not leaves:
+                return store.put(b"")
+            if len(leaves) == 1:
+                return leaves[0]
+            return build_tree(leaves, store, RootMeta(total, len(leaves), params))
+    finally:
+        if owned is not None:
+            owned.close()
+
+
+def _parse_bundle(cid: CID, raw: bytes, root: bool) -> tuple[RootMeta | None, list[CID]]:
+    if len(raw) % CID_LEN:
+        raise MalformedBundle(f"bundle {cid.hex} is {len(raw)} B, not a multiple of {CID_LEN}", cid)
+    mv = memoryview(raw)
+    meta = None
+    start = 0
+    if root:
+        if len(raw) < CID_LEN or raw[1] != KIND_META:
+            raise MalformedBundle(f"root bundle {cid.hex} lacks its metadata record", cid)
+        meta = RootMeta.decode(mv[:CID_LEN], cid)
+        start = CID_LEN
+    children = []
+    for off in range(start, len(raw), CID_LEN):
+        try:
+            children.append(CID.from_bytes(mv[off : off + CID_LEN]))
+        except MalformedCID as exc:
+            raise MalformedBundle(
+                f"bundle {cid.hex} entry {off // CID_LEN} is not a CID: {exc}", cid
+            ) from None
+    if not children:
+        raise MalformedBundle(f"bundle {cid.hex} has no children", cid)
+    deepest = max(c.depth for c in children)
+    if deepest + 1 != cid.depth:
+        raise MalformedBundle(
+            f"bundle {cid.hex} claims depth {cid.depth} but its deepest child has depth {deepest}",
+            cid,
+        )
+    return meta, children
+
+
+def blob_info(cid: CID, store: BookStore) -> BlobInfo:
+    """Read and check the bundles of a blob (never its leaves) and describe it."""
+    if not isinstance(cid, CID):
+        raise TypeError(f"cid must be a CID, got {type(cid).__name__}")
+    if cid.is_book:
+        return BlobInfo(cid, cid.size, 1, 0, None, (), (cid,))
+    meta, children = _parse_bundle(cid, store.get(cid), root=True)
+    assert meta is not None
+    if meta.params not in KNOWN_CHUNK_PARAMS:
+        raise UnsupportedChunker(f"root {cid.hex} records unknown chunker {meta.params!r}", cid)
+    bundles = [cid]
+    leaves: list[CID] = []
+
+    def collect(kids: list[CID], level: int) -> None:
+        for child in kids:
+            if child.is_book:
+                leaves.append(child)
+                continue
+            if level >= MAX_DEPTH:
+                raise DagDepthExceeded(f"DAG under {cid.hex} is deeper than {MAX_DEPTH}", child)
+            bundles.append(child)
+            collect(_parse_bundle(child, store.get(child), root=False)[1], level + 1)
+
+    collect(children, 1)
+    total = sum(c.size for c in leaves)
+    if total != meta.total_size or len(leaves) != meta.chunk_count:
+        raise DagSizeMismatch(
+            f"root {cid.hex} records {meta.total_size} B in {meta.chunk_count} chunks, "
+            f"its leaves hold {total} B in {len(leaves)} chunks",
+            cid,
+        )
+    return BlobInfo(cid, total, len(leaves), cid.depth, meta.params, tuple(bundles), tuple(leaves))
+
+
+def iter_chunks(cid: CID, store: BookStore) -> Iterator[bytes]:
+    """Verified chunk bytes of a blob in order (the DAG is checked before the first one)."""
+    info = blob_info(cid, store)
+    return store.get_many(info.leaves)
+
+
+def reassemble(cid: CID, store: BookStore) -> bytes:
+    """The whole blob as bytes; every book is verified. Peak memory is about twice the blob
+    (chunks plus the joined result): use ``open_blob``/``iter_chunks`` for large blobs."""
+    info = blob_info(cid, store)
+    if info.params is None:
+        return store.get(cid)
+    return b"".join(store.get_many(info.leaves))
+
+
+class BlobReader(io.RawIOBase):
+    """Read-only, seekable file over a blob, fetching (and verifying) one book at a time."""
+
+    def __init__(self, info: BlobInfo, store: BookStore) -> None:
+        super().__init__()
+        self._info = info
+        self._store = store
+        self._starts: list[int] = []
+        pos = 0
+        for leaf in info.leaves:
+            self._starts.append(pos)
+            pos += leaf.size
+        self._pos = 0
+        self._idx = -1  # index of the chunk held in self._buf
+        self._buf = b""
+        self._stream: Iterator[bytes] | None = None
+        self._next_idx = 0
+
+    @property
+    def size(self) -> int:
+        return self._info.total_size
+
+    @property
+    def cid(self) -> CID:
+        return self._info.cid
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            pos = offset
+        elif whence == io.SEEK_CUR:
+            pos = self._pos + offset
+        elif whence == io.SEEK_END:
+            pos = self.size + offset
+        else:
+            raise ValueError(f"invalid whence {whence}")
+        if pos < 0:
+            raise ValueError(f"negative seek position {pos}")
+        self._pos = pos
+        return pos
+
+    def _chunk_for(self, pos: int) -> int:
+        lo, hi = 0, len(self._starts) - 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self._starts[mid] <= pos:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    def _load(self, idx: int) -> None:
+        if idx != self._next_idx or self._stream is None:
+            self._close_stream()
+            self._stream = self._store.get_many(self._info.leaves[idx:])
+        self._buf = next(self._stream)
+        self._idx = idx
+        self._next_idx = idx + 1
+
+    def _close_stream(self) -> None:
+        if self._stream is not None:
+            close = getattr(self._stream, "close", None)
+            if close is not None:
+                close()
+            self._stream = None
+
+    def _ensure(self) -> int:
+        """Load the chunk holding ``self._pos``; return the offset of pos inside it."""
+        idx = self._idx
+        if idx < 0 or not self._starts[idx] <= self._pos < self._starts[idx] + len(self._buf):
+            self._load(self._chunk_for(self._pos))  # largest start <= pos skips empty leaves
+        return self._pos - self._starts[self._idx]
+
+    def readinto(self, b: Any) -> int:
+        if self.closed:
+            raise ValueError("I/O operation on closed BlobReader")
+        if self._pos >= self.size:
+            return 0
+        off = self._ensure()
+        out = memoryview(b).cast("B")
+        n = min(len(out), len(self._buf) - off)
+        out[:n] = self._buf[off : off + n]
+        self._pos += n
+        return n
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Up to ``size`` bytes (all remaining if negative); short only at end of blob."""
+        if size is None or size < 0:
+            return self.readall()
+        buf = bytearray(max(0, min(size, self.size - self._pos)))
+        mv = memoryview(buf)
+        got = 0
+        while got < len(buf):
+            n = self.readinto(mv[got:])
+            if not n:
+                break
+            got += n
+        del mv
+        return bytes(buf[:got]) if got < len(buf) else bytes(buf)
+
+    def readall(self) -> bytes:
+        if self.closed:
+            raise ValueError("I/O operation on closed BlobReader")
+        parts = []
+        while self._pos < self.size:
+            off = self._ensure()
+            piece = self._buf[off:] if off else self._buf
+            parts.append(piece)
+            self._pos += len(piece)
+        return b"".join(parts)
+
+    def close(self) -> None:
+        self._close_stream()
+        self._buf = b""
+        super().close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"pos={self._pos}"
+        return f"BlobReader({self._info.cid!r}, size={self.size}, {state})"
+
+
+def open_blob(cid: CID, store: BookStore) -> BlobReader:
+    """A file-like reader over a blob (checked like ``reassemble`` before the first read)."""
+    return BlobReader(blob_info(cid, store), store)

@@ -1,0 +1,50 @@
+"""In-memory book store (a dict of CID -> bytes), verified on every read like any other."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from oluo_lab.cas.base import BookStore, Buffer, StoreStats
+from oluo_lab.cas.cid import CID
+from oluo_lab.cas.errors import BookNotFound
+
+
+class MemoryStore(BookStore):
+    """Books kept uncompressed in a dict; stats report stored == logical bytes."""
+
+    def __init__(self) -> None:
+        self._books: dict[CID, bytes] = {}
+
+    def _store(self, cid: CID, data: Buffer) -> None:
+        if cid not in self._books:
+            self._books[cid] = bytes(data)
+
+    def _load(self, cid: CID) -> bytes:
+        try:
+            return self._books[cid]
+        except KeyError:
+            raise BookNotFound(cid) from None
+
+    def _has(self, cid: CID) -> bool:
+        return cid in self._books
+
+    def _delete(self, cid: CID) -> None:
+        if self._books.pop(cid, None) is None:
+            raise BookNotFound(cid)
+
+    def _iter_unsorted(self) -> Iterable[CID]:
+        return list(self._books)
+
+    def __len__(self) -> int:
+        return len(self._books)
+
+    def stats(self) -> StoreStats:
+        logical = sum(c.size for c in self._books)
+        stored = sum(len(b) for b in self._books.values())
+        return StoreStats(books=len(self._books), logical_bytes=logical, stored_bytes=stored)
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(books={len(self._books)})"
+
+    def _repr_html_(self) -> str:
+        return f"<table><tr><th>MemoryStore</th><td>{len(self._books)} books</td></tr></table>"
