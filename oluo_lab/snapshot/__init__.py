@@ -1,0 +1,55 @@
+"""Snapshots: persist/load engine generations into the CAS, with history.
+
+Joins ``oluo_lab.cas`` and ``oluo_lab.engine``; neither of them imports this.
+"""
+
+from .durable import atomic_write, data_dir_lock, sweep_temp_files
+from .errors import (
+    EngineRestoreError,
+    HeadRegression,
+    LockTimeout,
+    ManifestSerde,
+    MetadataDeserialize,
+    OluoPersistError,
+    PersistIOError,
+    SnapshotNotFound,
+    UnsupportedVersion,
+)
+from .manifest import MANIFEST_VERSION, SnapshotManifest
+from .persist import (
+    BASE_NAME,
+    HEAD_NAME,
+    REFS_LOG_NAME,
+    Head,
+    fetch_manifest,
+    load_snapshot,
+    persist_snapshot,
+    read_head,
+    restore_engine,
+)
+
+__all__ = [
+    "BASE_NAME",
+    "HEAD_NAME",
+    "MANIFEST_VERSION",
+    "REFS_LOG_NAME",
+    "EngineRestoreError",
+    "Head",
+    "HeadRegression",
+    "LockTimeout",
+    "ManifestSerde",
+    "MetadataDeserialize",
+    "OluoPersistError",
+    "PersistIOError",
+    "SnapshotManifest",
+    "SnapshotNotFound",
+    "UnsupportedVersion",
+    "atomic_write",
+    "data_dir_lock",
+    "fetch_manifest",
+    "load_snapshot",
+    "persist_snapshot",
+    "read_head",
+    "restore_engine",
+    "sweep_temp_files",
+]

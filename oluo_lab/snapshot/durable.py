@@ -1,0 +1,149 @@
+"""Durable, atomic file replacement and the data-directory lock.
+
+Every file the snapshot layer publishes goes through :func:`atomic_write`:
+a uniquely named temp file created exclusively in the target directory,
+written, fsynced, renamed over the target, and the directory fsynced, so a
+crash leaves either the old file or the new one, never a torn one, and two
+writers never share a temp file. :func:`sweep_temp_files` removes temp files a
+crashed writer left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import LockTimeout, PersistIOError
+
+TEMP_PREFIX = ".oluo-tmp-"
+LOCK_NAME = "oluo.lock"
+
+__all__ = [
+    "LOCK_NAME",
+    "TEMP_PREFIX",
+    "atomic_write",
+    "data_dir_lock",
+    "fsync_dir",
+    "sweep_temp_files",
+]
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a directory entry table to disk (makes renames and creates durable)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unique_temp(directory: Path, name: str) -> tuple[int, Path]:
+    for attempt in range(100):
+        tmp = directory / f"{TEMP_PREFIX}{name}.{os.getpid()}.{time.monotonic_ns()}.{attempt}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            continue
+        return fd, tmp
+    raise PersistIOError(f"could not create a unique temp file for {name} in {directory}")
+
+
+def atomic_write(path: Path | str, data: bytes | bytearray | memoryview) -> None:
+    """Replace ``path`` with ``data`` atomically and durably.
+
+    Raises :class:`PersistIOError` (wrapping the ``OSError``) on failure; the
+    temp file is removed and the previous content of ``path`` is untouched.
+    """
+    path = Path(path)
+    directory = path.parent
+    try:
+        fd, tmp = _unique_temp(directory, path.name)
+    except OSError as exc:
+        raise PersistIOError(f"cannot create a temp file next to {path.name}", exc) from exc
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        fsync_dir(directory)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise PersistIOError(f"cannot write {path.name}", exc) from exc
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def sweep_temp_files(directory: Path | str, older_than_s: float = 0.0) -> list[str]:
+    """Remove temp files left by crashed writers; returns the names removed.
+
+    Call it while holding :func:`data_dir_lock`: under the lock no live writer
+    of this directory can own a temp file, so ``older_than_s=0`` is safe.
+    """
+    directory = Path(directory)
+    removed: list[str] = []
+    now = time.time()
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        if not entry.name.startswith(TEMP_PREFIX):
+            continue
+        try:
+            if now - entry.stat(follow_symlinks=False).st_mtime < older_than_s:
+                continue
+            os.unlink(entry.path)
+            removed.append(entry.name)
+        except FileNotFoundError:
+            continue
+    return sorted(removed)
+
+
+@contextlib.contextmanager
+def data_dir_lock(directory: Path | str, timeout_s: float = 60.0) -> Iterator[None]:
+    """Hold an exclusive advisory lock (``flock``) on ``directory/oluo.lock``.
+
+    The lock file is never deleted (deleting it would let two processes lock
+    different inodes). Waits up to ``timeout_s`` and raises :class:`LockTimeout`.
+    """
+    directory = Path(directory)
+    lock_path = directory / LOCK_NAME
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise PersistIOError(
+            f"cannot open the lock file {LOCK_NAME} in the data directory", exc
+        ) from exc
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise PersistIOError(f"cannot lock {LOCK_NAME}", exc) from exc
+                if time.monotonic() >= deadline:
+                    raise LockTimeout(
+                        f"{LOCK_NAME} is held by another process for more than {timeout_s:g} s"
+                    ) from exc
+                time.sleep(0.01)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

@@ -1,0 +1,295 @@
+"""The seed API: ``persist_snapshot`` and ``load_snapshot`` (upstream §3, fixed).
+
+Files in ``data_dir``:
+
+* ``oluo_head.json`` — canonical JSON naming the current manifest CID and its
+  generation; written last, atomically and durably.
+* ``oluo_base.bin`` — the raw index bytes of the head, a local cache for
+  memory-mapping (derivable from the CAS, never the source of truth).
+* ``oluo.lock`` — the advisory lock held across a whole persist.
+* ``oluo_refs.log`` — an append-only local log of every head move, with wall
+  times (kept outside the content-addressed data).
+
+Order of a persist: DAG-ingest the index bytes, DAG-ingest the metadata bytes,
+put the manifest book (all durable in a ``DirStore``), write the base file,
+append the refs log, write the head. A crash at any point leaves the previous
+head loadable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as _dt
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..cas import CHUNK_PARAMS, CID, BookNotFound, BookStore, ingest, reassemble
+from ..engine import OluoEngine, decode_metadata
+from .durable import atomic_write, data_dir_lock, fsync_dir, sweep_temp_files
+from .errors import (
+    EngineRestoreError,
+    HeadRegression,
+    ManifestSerde,
+    MetadataDeserialize,
+    PersistIOError,
+    SnapshotNotFound,
+    UnsupportedVersion,
+)
+from .manifest import SnapshotManifest
+
+HEAD_NAME = "oluo_head.json"
+BASE_NAME = "oluo_base.bin"
+REFS_LOG_NAME = "oluo_refs.log"
+HEAD_VERSION = 1
+
+__all__ = [
+    "BASE_NAME",
+    "HEAD_NAME",
+    "REFS_LOG_NAME",
+    "Head",
+    "fetch_manifest",
+    "load_snapshot",
+    "persist_snapshot",
+    "read_head",
+]
+
+
+@dataclass(frozen=True)
+class Head:
+    """The decoded head file."""
+
+    cid: CID
+    generation: int
+
+    def to_bytes(self) -> bytes:
+        doc = {"generation": self.generation, "head": self.cid.hex, "version": HEAD_VERSION}
+        return (json.dumps(doc, sort_keys=True, separators=(",", ":")) + "\n").encode()
+
+
+def _as_dir(data_dir: Path | str) -> Path:
+    path = Path(data_dir)
+    if not path.exists():
+        raise PersistIOError(f"data directory {path} does not exist")
+    if not path.is_dir():
+        raise PersistIOError(f"data directory {path} is not a directory")
+    return path
+
+
+def read_head(data_dir: Path | str) -> Head | None:
+    """Read and validate ``oluo_head.json``; ``None`` when there is none (a fresh start)."""
+    path = Path(data_dir) / HEAD_NAME
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise PersistIOError(f"cannot read {path}", exc) from exc
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ManifestSerde(
+            f"{path} is not valid JSON ({exc}); recover with Lab.checkout(<older generation>)"
+        ) from exc
+    if not isinstance(doc, dict):
+        raise ManifestSerde(f"{path}: expected a JSON object, got {type(doc).__name__}")
+    if "version" not in doc:
+        raise ManifestSerde(f"{path}: no 'version' field")
+    if doc["version"] != HEAD_VERSION:
+        raise UnsupportedVersion(doc["version"], "head")
+    text = doc.get("head")
+    if not isinstance(text, str):
+        raise ManifestSerde(f"{path}: 'head' must be a CID string")
+    try:
+        cid = CID.parse(text)
+    except ValueError as exc:
+        raise ManifestSerde(f"{path}: 'head' is not a valid CID: {exc}") from exc
+    generation = doc.get("generation")
+    if generation is None:
+        generation = -1  # an upstream-style head without a generation: learnt from the manifest
+    elif not isinstance(generation, int) or isinstance(generation, bool) or generation < 0:
+        raise ManifestSerde(f"{path}: 'generation' must be a non-negative int, got {generation!r}")
+    return Head(cid, generation)
+
+
+def fetch_manifest(store: BookStore, cid: CID, role: str = "manifest") -> SnapshotManifest:
+    """Fetch (hash-verified) and decode a manifest; a missing book is :class:`SnapshotNotFound`."""
+    try:
+        raw = store.get(cid)
+    except BookNotFound as exc:
+        raise SnapshotNotFound(cid.hex, f"{role} is not in the store") from exc
+    return SnapshotManifest.from_bytes(raw, cid)
+
+
+def _append_refs_log(data_dir: Path, record: dict[str, Any]) -> None:
+    line = (json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n").encode()
+    path = data_dir / REFS_LOG_NAME
+    try:
+        created = not path.exists()
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if created:
+            fsync_dir(data_dir)
+    except OSError as exc:
+        raise PersistIOError(f"cannot append to {path}", exc) from exc
+
+
+def _describe_metadata(metadata_bytes: bytes) -> tuple[dict[str, Any], int]:
+    try:
+        decoded = decode_metadata(metadata_bytes)
+    except Exception as exc:  # the engine's decoder names its own failure
+        raise MetadataDeserialize(f"metadata payload does not decode: {exc}") from exc
+    return dict(decoded.config), len(decoded.entries)
+
+
+def persist_snapshot(
+    data_dir: Path | str,
+    store: BookStore,
+    index_bytes: bytes,
+    metadata_bytes: bytes,
+    key_counter: int,
+    generation: int,
+    *,
+    note: str = "",
+    annotations: dict[str, Any] | None = None,
+) -> tuple[Path, int]:
+    """Persist one compaction's payloads as a new head generation.
+
+    Returns ``(base_path, generation)``; the caller then sends
+    ``CompactComplete(base_path, generation)`` to the engine. The parent of the
+    new manifest is the current head. Raises :class:`HeadRegression` when
+    ``generation`` is not above the head's (re-persisting exactly the head's
+    content is an idempotent no-op), and leaves every existing file untouched
+    on any error.
+    """
+    data_dir = _as_dir(data_dir)
+    if not isinstance(generation, int) or isinstance(generation, bool) or generation < 0:
+        raise ManifestSerde(f"generation must be a non-negative int, got {generation!r}")
+    index_config, entries = _describe_metadata(bytes(metadata_bytes))
+    with data_dir_lock(data_dir):
+        sweep_temp_files(data_dir)
+        head = read_head(data_dir)
+        parent: CID | None = None
+        if head is not None:
+            head_manifest = fetch_manifest(store, head.cid, "head manifest")
+            current = head_manifest.compact_generation
+            parent = head.cid if generation > current else head_manifest.parent
+            if generation < current:
+                raise HeadRegression(current, generation)
+        index_cid = ingest(index_bytes, store)
+        metadata_cid = ingest(metadata_bytes, store)
+        manifest = SnapshotManifest(
+            index_cid=index_cid,
+            metadata_cid=metadata_cid,
+            key_counter=key_counter,
+            compact_generation=generation,
+            parent=parent,
+            index_config=index_config,
+            chunker=dataclasses.asdict(CHUNK_PARAMS),
+            entries=entries,
+            index_size=len(index_bytes),
+            metadata_size=len(metadata_bytes),
+            note=note,
+            annotations=dict(annotations or {}),
+        )
+        manifest_bytes = manifest.to_bytes()
+        if (
+            head is not None
+            and generation == head_manifest.compact_generation
+            and CID.for_book(manifest_bytes) != head.cid
+        ):
+            raise HeadRegression(head_manifest.compact_generation, generation)
+        manifest_cid = store.put(manifest_bytes)
+        base_path = data_dir / BASE_NAME
+        _write_base_if_changed(base_path, index_bytes)
+        new_head = Head(manifest_cid, generation)
+        if head is None or head.cid != manifest_cid:
+            _append_refs_log(
+                data_dir,
+                {
+                    "op": "persist",
+                    "generation": generation,
+                    "head": manifest_cid.hex,
+                    "parent": None if parent is None else parent.hex,
+                    "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+                },
+            )
+            atomic_write(data_dir / HEAD_NAME, new_head.to_bytes())
+    return base_path, generation
+
+
+def _write_base_if_changed(base_path: Path, index_bytes: bytes) -> bool:
+    """Write the base cache unless it already holds exactly ``index_bytes``."""
+    with contextlib.suppress(OSError):
+        if base_path.stat().st_size == len(index_bytes) and base_path.read_bytes() == index_bytes:
+            return False
+    atomic_write(base_path, index_bytes)
+    return True
+
+
+def load_snapshot(
+    data_dir: Path | str, store: BookStore, compact_threshold: int = 1000
+) -> tuple[OluoEngine, Path, int] | None:
+    """Restore the head generation; ``None`` when the directory has no head.
+
+    Every book read is hash-verified; the head manifest's parent link is
+    checked. The base cache is rewritten only when it does not already hold
+    the head's index bytes.
+    """
+    data_dir = _as_dir(data_dir)
+    head = read_head(data_dir)
+    if head is None:
+        return None
+    manifest = fetch_manifest(store, head.cid, "head manifest")
+    if head.generation >= 0 and head.generation != manifest.compact_generation:
+        raise ManifestSerde(
+            f"{data_dir / HEAD_NAME} says generation {head.generation} but manifest {head.cid} "
+            f"is generation {manifest.compact_generation}"
+        )
+    if manifest.parent is not None:
+        parent = fetch_manifest(store, manifest.parent, f"parent of manifest {head.cid}")
+        if parent.compact_generation >= manifest.compact_generation:
+            raise ManifestSerde(
+                f"manifest {head.cid}: parent {manifest.parent} has generation "
+                f"{parent.compact_generation}, not below {manifest.compact_generation}"
+            )
+    engine, index_bytes = restore_engine(store, manifest, compact_threshold)
+    base_path = data_dir / BASE_NAME
+    with data_dir_lock(data_dir):
+        sweep_temp_files(data_dir)
+        _write_base_if_changed(base_path, index_bytes)
+    return engine, base_path, manifest.compact_generation
+
+
+def restore_engine(
+    store: BookStore, manifest: SnapshotManifest, compact_threshold: int = 1000
+) -> tuple[OluoEngine, bytes]:
+    """Reassemble a manifest's payloads and rebuild the engine from them."""
+    index_bytes = reassemble(manifest.index_cid, store)
+    metadata_bytes = reassemble(manifest.metadata_cid, store)
+    if len(index_bytes) != manifest.index_size or len(metadata_bytes) != manifest.metadata_size:
+        raise ManifestSerde(f"manifest sizes disagree with the payloads it names ({manifest!r})")
+    try:
+        decoded = decode_metadata(metadata_bytes)
+    except Exception as exc:
+        raise MetadataDeserialize(
+            f"metadata {manifest.metadata_cid} does not decode: {exc}"
+        ) from exc
+    try:
+        engine = OluoEngine.from_snapshot(
+            index_bytes,
+            decoded,
+            manifest.key_counter,
+            manifest.compact_generation,
+            compact_threshold,
+        )
+    except Exception as exc:
+        raise EngineRestoreError(f"engine restore from {manifest.index_cid} failed: {exc}") from exc
+    return engine, index_bytes
