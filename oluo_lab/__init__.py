@@ -1,3 +1,100 @@
-"""oluo_lab: ANN search experiments whose every index state is a content-addressed snapshot."""
+"""oluo_lab: ANN search experiments whose every index state is a content-addressed snapshot.
+
+Everything in ``../shared/API.md`` is importable from here (``import oluo_lab as ol``).
+Layers: ``cas`` (content-addressed store) and ``engine`` (sans-I/O search) know
+nothing of each other; ``snapshot`` joins them.
+"""
+
+from . import datasets
+from .cas import (
+    CID,
+    BookNotFound,
+    BookStore,
+    ContentError,
+    CorruptBook,
+    DirStore,
+    MemoryStore,
+    ingest,
+    iter_chunks,
+    open_blob,
+    reassemble,
+)
+from .engine import (
+    CompactComplete,
+    Delete,
+    EngineError,
+    EngineInputError,
+    EngineRestoreFailed,
+    EntryMetadata,
+    EvictExpired,
+    IndexFull,
+    IndexLightweight,
+    IndexUpdated,
+    Ingest,
+    OluoEngine,
+    PersistSnapshot,
+    PrivacyTier,
+    Reject,
+    Scope,
+    Search,
+    SearchResults,
+)
+from .snapshot import (
+    EngineRestoreError,
+    HeadRegression,
+    ManifestSerde,
+    MetadataDeserialize,
+    OluoPersistError,
+    PersistIOError,
+    SnapshotManifest,
+    SnapshotNotFound,
+    UnsupportedVersion,
+    load_snapshot,
+    persist_snapshot,
+)
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "CID",
+    "BookNotFound",
+    "BookStore",
+    "CompactComplete",
+    "ContentError",
+    "CorruptBook",
+    "Delete",
+    "DirStore",
+    "EngineError",
+    "EngineInputError",
+    "EngineRestoreError",
+    "EngineRestoreFailed",
+    "EntryMetadata",
+    "EvictExpired",
+    "HeadRegression",
+    "IndexFull",
+    "IndexLightweight",
+    "IndexUpdated",
+    "Ingest",
+    "ManifestSerde",
+    "MemoryStore",
+    "MetadataDeserialize",
+    "OluoEngine",
+    "OluoPersistError",
+    "PersistIOError",
+    "PersistSnapshot",
+    "PrivacyTier",
+    "Reject",
+    "Scope",
+    "Search",
+    "SearchResults",
+    "SnapshotManifest",
+    "SnapshotNotFound",
+    "UnsupportedVersion",
+    "datasets",
+    "ingest",
+    "iter_chunks",
+    "load_snapshot",
+    "open_blob",
+    "persist_snapshot",
+    "reassemble",
+]
