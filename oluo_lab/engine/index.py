@@ -159,7 +159,8 @@ class CompoundIndex:
             raise InvalidVector(f"{what} must be floating point (float32), got dtype {a.dtype}")
         if a.shape[1] != cfg.dim:
             raise DimensionMismatch(f"{what} have dimension {a.shape[1]}, engine dim is {cfg.dim}")
-        a = np.ascontiguousarray(a, dtype=np.float32)
+        with np.errstate(over="ignore"):  # overflow becomes inf, rejected just below
+            a = np.ascontiguousarray(a, dtype=np.float32)
         if not np.isfinite(a).all():
             bad = np.nonzero(~np.isfinite(a).all(axis=1))[0]
             raise InvalidVector(f"{what} contain NaN or inf (rows {bad[:5].tolist()})")
