@@ -27,7 +27,7 @@ KIND_BUNDLE = 0x01
 KIND_META = 0x02  # root-metadata record in a bundle; never a CID
 
 _HEADER = struct.Struct(">BBBBI")
-_HEX_RE = re.compile(r"[0-9a-fA-F]{%d}" % (2 * CID_LEN))
+_HEX_RE = re.compile(rf"[0-9a-fA-F]{{{2 * CID_LEN}}}")
 _KIND_NAMES = {KIND_BOOK: "book", KIND_BUNDLE: "bundle"}
 
 

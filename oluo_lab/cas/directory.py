@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import os
 import secrets
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -56,66 +58,155 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def _syncfs_available() -> bool:
+    return _LIBC is not None and hasattr(_LIBC, "syncfs")
+
+
+def _load_libc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+_LIBC = _load_libc()
+
+
+def _syncfs(path: str) -> None:
+    """Flush every dirty page and journal entry of the filesystem holding ``path`` (Linux)."""
+    fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
+    try:
+        if _LIBC.syncfs(fd) != 0:  # type: ignore[union-attr]
+            err = ctypes.get_errno()
+            raise OSError(err, f"syncfs failed: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class _Batch:
-    """Deferred-durability write group: worker threads write + fsync each book file; the
-    touched directories are fsync'd once when the group closes."""
+    """Deferred-durability write group.
 
-    def __init__(self, store: DirStore, workers: int) -> None:
+    Each new book is written (unsynced) to a unique temp file in its fan-out directory. On
+    close: (1) make all temp files durable (one ``syncfs`` of the store's filesystem, or an
+    fsync of every temp file on worker threads); (2) hard-link each temp file to its final
+    name (never replacing an existing book) and remove the temp name; (3) make the new
+    names durable (``syncfs`` again, or an fsync of each touched directory). A crash at any
+    point leaves only complete, durable books under final names, plus temp files that the
+    next open sweeps.
+    """
+
+    def __init__(self, store: DirStore) -> None:
         self.store = store
-        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="oluo-cas-write")
-        self.slots = threading.BoundedSemaphore(4 * workers)  # bounds payloads in flight
-        self.pending: dict[CID, Future[None]] = {}
-        self.dirs: set[str] = set()
+        self.pending: dict[CID, tuple[str, str, str]] = {}  # cid -> (dir, tmp, final)
+        self.jobs: dict[CID, Future[None]] = {}
+        self.pool = ThreadPoolExecutor(store._workers, thread_name_prefix="oluo-cas-write")
+        self.slots = threading.BoundedSemaphore(2 * store._workers)  # payloads in flight
 
-    def submit(self, cid: CID, dirpath: str, path: str, header: bytes, payload: Buffer) -> None:
+    def submit(self, cid: CID, data: Buffer, dirpath: str, path: str) -> None:
+        """Compress and write ``data`` to a temp file on a worker thread."""
+        tmp = os.path.join(dirpath, f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(8)}")
+        self.pending[cid] = (dirpath, tmp, path)
         self.slots.acquire()
         try:
-            fut = self.pool.submit(self.store._write_file, dirpath, path, header, payload, False)
+            fut = self.pool.submit(self.store._encode_to, tmp, data)
         except BaseException:
             self.slots.release()
             raise
         fut.add_done_callback(lambda _f: self.slots.release())
-        self.pending[cid] = fut
-        self.dirs.add(dirpath)
+        self.jobs[cid] = fut
 
-    def close(self) -> None:
+    def wait(self, cid: CID) -> None:
+        fut = self.jobs.get(cid)
+        if fut is not None:
+            fut.result()
+
+    def close(self, commit: bool) -> None:
+        store = self.store
         first: BaseException | None = None
         try:
-            for fut in self.pending.values():
+            for fut in self.jobs.values():
                 exc = fut.exception()
                 if exc is not None and first is None:
                     first = exc
         finally:
             self.pool.shutdown(wait=True)
         if first is not None:
+            commit = False
+        items = list(self.pending.values())
+        try:
+            if commit and items:
+                if store._fsync:
+                    if store._sync_mode == "syncfs":
+                        _syncfs(store._books_dir)
+                    else:
+                        with ThreadPoolExecutor(store._workers) as pool:
+                            list(pool.map(_fsync_path, [tmp for _, tmp, _ in items]))
+                for _, tmp, final in items:
+                    with contextlib.suppress(FileExistsError):  # same content already there
+                        os.link(tmp, final)
+                if store._fsync:
+                    if store._sync_mode == "syncfs":
+                        _syncfs(store._books_dir)
+                    else:
+                        for d in sorted({d for d, _, _ in items}):
+                            _fsync_dir(d)
+        finally:
+            for _, tmp, _ in items:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+            self.pending.clear()
+            self.jobs.clear()
+        if first is not None:
             raise first
-        if self.store._fsync:
-            for d in sorted(self.dirs):
-                _fsync_dir(d)
 
 
 class DirStore(BookStore):
     """Durable on-disk store. ``level`` is the zstd level for new books (recorded per book,
     so changing it never changes a CID). ``fsync=False`` skips every fsync (scratch stores
-    only). ``workers`` threads write files inside ``batch()`` and prefetch in ``get_many``.
+    only). ``sync_mode`` picks how ``batch()`` makes its books durable: ``"syncfs"`` (Linux
+    default: two filesystem-wide syncs per batch) or ``"fsync"`` (per file on ``workers``
+    threads, then per directory). A plain ``put`` outside a batch always fsyncs its file and
+    directory before returning.
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], level: int = 3, *, fsync: bool = True, workers: int = 4
+        self,
+        path: str | os.PathLike[str],
+        level: int = 3,
+        *,
+        fsync: bool = True,
+        sync_mode: str | None = None,
+        workers: int = 2,
     ) -> None:
         if not isinstance(level, int) or not 1 <= level <= 22:
             raise ValueError(f"zstd level must be an int in 1..22, got {level!r}")
+        if sync_mode is None:
+            sync_mode = "syncfs" if _syncfs_available() else "fsync"
+        if sync_mode not in ("syncfs", "fsync") or (
+            sync_mode == "syncfs" and not _syncfs_available()
+        ):
+            raise ValueError(f"sync_mode must be 'fsync' or (on Linux) 'syncfs', got {sync_mode!r}")
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.path = Path(path)
         self.level = level
         self._fsync = fsync
+        self._sync_mode = sync_mode
         self._workers = workers
         self._books_dir = os.fspath(self.path / "books")
         self._local = threading.local()
         self._made: set[str] = set()
         self._batch: _Batch | None = None
-        self._batch_depth = 0
         self._init_layout()
         self._sweep_stale_tmp()
 
@@ -127,6 +218,12 @@ class DirStore(BookStore):
             if text != FORMAT_TEXT:
                 raise ContentError(f"{FORMAT_FILE} says {text!r}; this build reads {FORMAT_TEXT!r}")
         os.makedirs(self._books_dir, exist_ok=True)
+        existing = set(os.listdir(self._books_dir))
+        missing = [f"{i:02x}" for i in range(256) if f"{i:02x}" not in existing]
+        for name in missing:
+            os.makedirs(os.path.join(self._books_dir, name), exist_ok=True)
+        if missing and self._fsync:
+            _fsync_dir(self._books_dir)
         if not marker.exists():
             d = os.fspath(self.path)
             self._write_file(d, os.fspath(marker), b"", FORMAT_TEXT.encode(), True)
@@ -217,22 +314,35 @@ class DirStore(BookStore):
         return out
 
     # --- file I/O ------------------------------------------------------------------------
+    def _encode_to(self, tmp: str, data: Buffer) -> None:
+        self._ensure_dir(os.path.dirname(tmp))
+        header, payload = self._encode(data)
+        self._write_tmp(tmp, header, payload, sync=False)
+
+    def _write_tmp(self, tmp: str, header: bytes, payload: Buffer, sync: bool) -> str:
+        """Write header + payload to the new (O_EXCL) temp file ``tmp``."""
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o644)
+        try:
+            if header:
+                _write_all(fd, header)
+            _write_all(fd, payload)
+            if sync:
+                os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+        os.close(fd)
+        return tmp
+
     def _write_file(
         self, dirpath: str, path: str, header: bytes, payload: Buffer, sync_dir: bool
     ) -> None:
-        """Write header + payload to a unique temp file, fsync, link into place (no clobber)."""
+        """Durably write one file: temp file, fsync, link into place (no clobber), fsync dir."""
         self._ensure_dir(dirpath)
         tmp = os.path.join(dirpath, f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(8)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o644)
+        self._write_tmp(tmp, header, payload, sync=self._fsync)
         try:
-            try:
-                if header:
-                    _write_all(fd, header)
-                _write_all(fd, payload)
-                if self._fsync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
             with contextlib.suppress(FileExistsError):  # another writer won: same content
                 os.link(tmp, path)
         finally:
@@ -247,19 +357,23 @@ class DirStore(BookStore):
             return
         if os.path.exists(path):
             return
-        header, payload = self._encode(data)
         if batch is None:
+            header, payload = self._encode(data)
             self._write_file(dirpath, path, header, payload, True)
             return
-        if payload is data and not isinstance(data, bytes):
-            payload = bytes(data)  # the caller may reuse its buffer once put() returns
-        batch.submit(cid, dirpath, path, header, payload)
+        if not isinstance(data, bytes) and not (
+            isinstance(data, memoryview) and isinstance(data.obj, bytes)
+        ):
+            data = bytes(data)  # the caller may reuse a mutable buffer once put() returns
+        batch.submit(cid, data, dirpath, path)
 
     def _load(self, cid: CID) -> bytes:
         batch = self._batch
         if batch is not None and cid in batch.pending:
-            batch.pending[cid].result()
-        _, path = self._locate(cid)
+            batch.wait(cid)
+            path = batch.pending[cid][1]
+        else:
+            path = self._locate(cid)[1]
         try:
             fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
         except FileNotFoundError:
@@ -323,22 +437,22 @@ class DirStore(BookStore):
     # --- batching and prefetch --------------------------------------------------------------
     @contextlib.contextmanager
     def batch(self) -> Iterator[DirStore]:
-        """Write books on ``workers`` threads; each file is fsync'd before it is linked into
-        place, and every touched directory is fsync'd once when the block exits. Nested
-        blocks join the outer one. Everything put inside is durable when this returns."""
+        """Write many books with one durability barrier at the end (see ``_Batch``).
+
+        Books put inside the block are readable at once and durable when it exits
+        normally; if the block raises, they are discarded. Nested blocks join the outer one.
+        """
         if self._batch is not None:
-            self._batch_depth += 1
-            try:
-                yield self
-            finally:
-                self._batch_depth -= 1
+            yield self
             return
-        self._batch = _Batch(self, self._workers)
+        self._batch = _Batch(self)
+        ok = False
         try:
             yield self
+            ok = True
         finally:
             batch, self._batch = self._batch, None
-            batch.close()
+            batch.close(commit=ok)
 
     def get_many(self, cids: Iterable[CID]) -> Iterator[bytes]:
         """Verified bytes of each CID in order, reading a few books ahead on worker threads."""

@@ -1,0 +1,196 @@
+"""Conformance tests every BookStore backend must pass (zarr-python style).
+
+A backend's test module subclasses ``StoreConformance`` and implements ``make_store``
+(a fresh, empty store) and ``corrupt`` (damage one stored book behind the store's back).
+"""
+
+from __future__ import annotations
+
+import os
+
+import blake3
+import pytest
+
+from oluo_lab.cas import (
+    CID,
+    MAX_BOOK_SIZE,
+    BookNotFound,
+    BookStore,
+    BookTooLarge,
+    CorruptBook,
+    MalformedBundle,
+    ingest,
+    iter_chunks,
+    open_blob,
+    reassemble,
+)
+
+
+def xof(seed: bytes, n: int) -> bytes:
+    return blake3.blake3(seed).digest(length=n)
+
+
+class StoreConformance:
+    """Behaviour shared by every store. Subclasses provide the two hooks below."""
+
+    def make_store(self, tmp_path) -> BookStore:
+        raise NotImplementedError
+
+    def corrupt(self, store: BookStore, cid: CID, how: str) -> None:
+        """Damage ``cid``'s stored form: how in {"flip", "truncate", "delete", "swap"}."""
+        raise NotImplementedError
+
+    @pytest.fixture
+    def store(self, tmp_path) -> BookStore:
+        return self.make_store(tmp_path)
+
+    # --- put / get ------------------------------------------------------------------------
+    @pytest.mark.parametrize("data", [b"", b"x", b"hello world" * 1000, None])
+    def test_put_get_round_trip(self, store, data):
+        data = xof(b"rt", 300_000) if data is None else data
+        cid = store.put(data)
+        assert cid == CID.for_book(data)
+        assert cid.kind == "book" and cid.size == len(data)
+        assert store.get(cid) == data
+        assert isinstance(store.get(cid), bytes)
+
+    def test_put_accepts_buffers(self, store):
+        data = xof(b"buf", 5000)
+        a = store.put(bytearray(data))
+        b = store.put(memoryview(data)[100:200])
+        assert store.get(a) == data
+        assert store.get(b) == data[100:200]
+
+    def test_put_is_idempotent(self, store):
+        c1 = store.put(b"same")
+        c2 = store.put(b"same")
+        assert c1 == c2 and len(store) == 1
+
+    def test_max_book_size_boundary(self, store):
+        data = xof(b"max", MAX_BOOK_SIZE)
+        assert store.get(store.put(data)) == data
+        with pytest.raises(BookTooLarge):
+            store.put(data + b"!")
+        assert len(store) == 1
+
+    def test_get_missing_names_cid(self, store):
+        cid = CID.for_book(b"never stored")
+        with pytest.raises(BookNotFound) as ei:
+            store.get(cid)
+        assert ei.value.cid == cid and cid.hex in str(ei.value)
+
+    def test_get_rejects_non_cid(self, store):
+        with pytest.raises(TypeError):
+            store.get(CID.for_book(b"a").hex)
+
+    def test_has_contains_len_iter(self, store):
+        cids = [store.put(bytes([i]) * (i + 1)) for i in range(20)]
+        other = CID.for_book(b"absent")
+        assert all(store.has(c) and c in store for c in cids)
+        assert not store.has(other) and other not in store
+        assert "not a cid" not in store
+        assert len(store) == 20
+        assert list(store) == sorted(cids)
+
+    def test_delete(self, store):
+        a, b = store.put(b"a"), store.put(b"b")
+        store.delete(a)
+        assert a not in store and b in store and len(store) == 1
+        with pytest.raises(BookNotFound) as ei:
+            store.delete(a)
+        assert ei.value.cid == a
+        with pytest.raises(BookNotFound):
+            store.get(a)
+
+    # --- bundles / raw puts ----------------------------------------------------------------
+    def test_put_bundle_derives_depth(self, store):
+        leaves = [store.put(bytes([i])) for i in range(3)]
+        b1 = store.put_bundle(b"".join(c.raw for c in leaves))
+        assert b1.kind == "bundle" and b1.depth == 1 and b1.size == 120
+        b2 = store.put_bundle(b1.raw + leaves[0].raw)
+        assert b2.depth == 2
+        assert store.get(b2) == b1.raw + leaves[0].raw
+
+    def test_put_bundle_rejects_bad_bytes(self, store):
+        leaf = store.put(b"leaf")
+        with pytest.raises(MalformedBundle):
+            store.put_bundle(leaf.raw + b"\x00")
+        with pytest.raises(MalformedBundle):
+            store.put_bundle(b"\xff" * 40)
+        with pytest.raises(MalformedBundle):
+            store.put_bundle(b"")
+        assert len(store) == 1
+
+    def test_put_raw_checks_hash(self, store):
+        cid = CID.for_book(b"payload")
+        with pytest.raises(CorruptBook) as ei:
+            store.put_raw(cid, b"other bytes")
+        assert ei.value.cid == cid and len(store) == 0
+        assert store.put_raw(cid, b"payload") == cid and store.get(cid) == b"payload"
+
+    # --- corruption --------------------------------------------------------------------------
+    @pytest.mark.parametrize("how", ["flip", "truncate", "swap"])
+    @pytest.mark.parametrize("kind", ["compressible", "random"])
+    def test_corruption_detected(self, store, how, kind):
+        data = b"abc" * 20_000 if kind == "compressible" else xof(b"c", 60_000)
+        cid = store.put(data)
+        store.put(b"another valid book")
+        self.corrupt(store, cid, how)
+        with pytest.raises(CorruptBook) as ei:
+            store.get(cid)
+        assert ei.value.cid == cid and cid.hex in str(ei.value)
+
+    def test_deleted_behind_back(self, store):
+        cid = store.put(b"gone")
+        self.corrupt(store, cid, "delete")
+        with pytest.raises(BookNotFound) as ei:
+            store.get(cid)
+        assert ei.value.cid == cid
+
+    def test_corrupt_leaf_named_by_reassemble(self, store):
+        data = xof(b"leafy", 700_000)
+        root = ingest(data, store)
+        leaf = sorted(c for c in store if c.kind == "book")[0]
+        self.corrupt(store, leaf, "flip")
+        with pytest.raises(CorruptBook) as ei:
+            reassemble(root, store)
+        assert ei.value.cid == leaf
+
+    # --- stats / batch / DAG ---------------------------------------------------------------------
+    def test_stats(self, store):
+        assert store.stats().books == 0
+        store.put(b"x" * 1000)
+        store.put(b"y" * 10)
+        st = store.stats()
+        assert st.books == 2 and st.logical_bytes == 1010
+        assert 0 < st.stored_bytes
+        assert st.compression_ratio == pytest.approx(st.logical_bytes / st.stored_bytes)
+        assert st.as_dict()["books"] == 2
+        assert list(st.to_frame().columns) == [
+            "books",
+            "logical_bytes",
+            "stored_bytes",
+            "compression_ratio",
+        ]
+
+    def test_batch_visible_inside_and_after(self, store):
+        with store.batch():
+            cid = store.put(b"in batch" * 100)
+            assert cid in store and store.get(cid) == b"in batch" * 100
+            assert store.put(b"in batch" * 100) == cid
+        assert store.get(cid) == b"in batch" * 100 and len(store) == 1
+
+    def test_ingest_round_trip(self, store):
+        data = xof(b"dag", 2_000_000) + b"\x00" * 500_000
+        root = ingest(data, store)
+        assert root.kind == "bundle"
+        assert reassemble(root, store) == data
+        assert b"".join(iter_chunks(root, store)) == data
+        with open_blob(root, store) as f:
+            assert f.read() == data
+        assert ingest(data, store) == root
+
+    def test_repr_is_deterministic(self, store):
+        r = repr(store)
+        assert "0x" not in r and os.sep + "tmp" not in r
+        assert repr(store) == r
