@@ -163,7 +163,7 @@ class StoreConformance:
         store.put(b"y" * 10)
         st = store.stats()
         assert st.books == 2 and st.logical_bytes == 1010
-        assert 0 < st.stored_bytes
+        assert st.stored_bytes > 0
         assert st.compression_ratio == pytest.approx(st.logical_bytes / st.stored_bytes)
         assert st.as_dict()["books"] == 2
         assert list(st.to_frame().columns) == [
