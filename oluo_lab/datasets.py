@@ -22,7 +22,6 @@ import hashlib
 import html
 import json
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -455,222 +454,17 @@ def _cached_ground_truth(
     return neighbors, distances
 
 
-# --------------------------------------------------------------------------- parquet words
-#
-# The GloVe words ship as a one-column Parquet file. Rather than depend on pyarrow for
-# 3.6 MB of strings, this reads the subset of Parquet that file uses: one BYTE_ARRAY
-# column, PLAIN or dictionary (RLE_DICTIONARY) encoding, data page v1/v2, no nulls,
-# UNCOMPRESSED or SNAPPY pages. Anything else raises ValueError naming the feature.
-
-
 def read_glove_words(path: str | os.PathLike[str]) -> np.ndarray:
-    """The strings of a single-column Parquet file, as a numpy object array."""
-    data = Path(path).read_bytes()
-    if len(data) < 12 or data[:4] != b"PAR1" or data[-4:] != b"PAR1":
-        raise ValueError(f"{Path(path).name}: not a Parquet file")
-    (meta_len,) = struct.unpack("<I", data[-8:-4])
-    meta, _ = _thrift_struct(data, len(data) - 8 - meta_len)
-    schema = meta[2]
-    if len(schema) != 2:
-        raise ValueError(f"{Path(path).name}: expected one column, found {len(schema) - 1}")
-    optional = schema[1].get(3, 0) == 1
-    words: list[str] = []
-    for group in meta[4]:
-        (column,) = group[1]
-        cmeta = column[3]
-        if cmeta[1] != 6:
-            raise ValueError(f"{Path(path).name}: column type {cmeta[1]} is not BYTE_ARRAY")
-        codec = cmeta[4]
-        pos = cmeta.get(11, cmeta[9])
-        end = pos + cmeta[7]
-        dictionary: list[str] | None = None
-        while pos < end:
-            header, pos = _thrift_struct(data, pos)
-            body = data[pos : pos + header[3]]
-            pos += header[3]
-            if header[1] == 2:  # dictionary page
-                dictionary = _plain_strings(_decompress(body, codec), header[7][1])
-            elif header[1] == 0:  # data page v1: levels and values compressed together
-                page = _decompress(body, codec)
-                count, encoding = header[5][1], header[5][2]
-                if optional:
-                    (lvl_len,) = struct.unpack_from("<I", page, 0)
-                    _check_no_nulls(page[4 : 4 + lvl_len], count, path)
-                    page = page[4 + lvl_len :]
-                words.extend(_page_values(page, count, encoding, dictionary, path))
-            elif header[1] == 3:  # data page v2: levels stored uncompressed
-                h = header[8]
-                count, nulls, encoding = h[1], h[2], h[4]
-                if nulls:
-                    raise ValueError(f"{Path(path).name}: null strings are not supported")
-                skip = h.get(5, 0) + h.get(6, 0)
-                values = body[skip:]
-                if h.get(7, True):
-                    values = _decompress(values, codec)
-                words.extend(_page_values(values, count, encoding, dictionary, path))
-            else:
-                raise ValueError(f"{Path(path).name}: unsupported page type {header[1]}")
-    return np.array(words, dtype=object)
+    """The strings of the GloVe word list (a one-column Parquet file) as a numpy object array.
 
+    Reading Parquet needs pyarrow, which the ``glove`` extra installs.
+    """
+    import pandas as pd
 
-def _check_no_nulls(levels: bytes, count: int, path: object) -> None:
-    if not (_rle_hybrid(levels, 1, count) == 1).all():
-        raise ValueError(f"{Path(str(path)).name}: null strings are not supported")
-
-
-def _page_values(
-    page: bytes, count: int, encoding: int, dictionary: list[str] | None, path: object
-) -> list[str]:
-    if encoding == 0:
-        return _plain_strings(page, count)
-    if encoding in (2, 8) and dictionary is not None:
-        ids = _rle_hybrid(page[1:], page[0], count)
-        return [dictionary[i] for i in ids.tolist()]
-    raise ValueError(f"{Path(str(path)).name}: unsupported value encoding {encoding}")
-
-
-def _plain_strings(buf: bytes, count: int) -> list[str]:
-    out, pos = [], 0
-    for _ in range(count):
-        (n,) = struct.unpack_from("<I", buf, pos)
-        out.append(buf[pos + 4 : pos + 4 + n].decode("utf-8"))
-        pos += 4 + n
-    return out
-
-
-def _rle_hybrid(buf: bytes, width: int, count: int) -> np.ndarray:
-    """Decode Parquet's RLE / bit-packed hybrid encoding of ``count`` ints of ``width`` bits."""
-    out: list[np.ndarray] = []
-    pos, got = 0, 0
-    nbytes = (width + 7) // 8
-    weights = (1 << np.arange(width, dtype=np.int64)) if width else None
-    while got < count:
-        header, pos = _varint(buf, pos)
-        if header & 1:
-            groups = header >> 1
-            raw = np.frombuffer(buf, np.uint8, groups * width, pos)
-            pos += groups * width
-            bits = np.unpackbits(raw, bitorder="little").reshape(-1, width)
-            vals = bits.astype(np.int64) @ weights
-        else:
-            run = header >> 1
-            value = int.from_bytes(buf[pos : pos + nbytes], "little")
-            pos += nbytes
-            vals = np.full(run, value, dtype=np.int64)
-        out.append(vals)
-        got += len(vals)
-    return np.concatenate(out)[:count]
-
-
-def _decompress(buf: bytes, codec: int) -> bytes:
-    if codec == 0:
-        return bytes(buf)
-    if codec == 1:
-        return _snappy(buf)
-    raise ValueError(f"unsupported Parquet compression codec {codec} (only none and snappy)")
-
-
-def _snappy(buf: bytes) -> bytes:
-    """Raw Snappy block decompression (the format Parquet uses for SNAPPY pages)."""
-    size, pos = _varint(buf, 0)
-    out = bytearray()
-    n = len(buf)
-    while pos < n:
-        tag = buf[pos]
-        pos += 1
-        kind = tag & 3
-        if kind == 0:
-            length = (tag >> 2) + 1
-            if length > 60:
-                extra = length - 60
-                length = int.from_bytes(buf[pos : pos + extra], "little") + 1
-                pos += extra
-            out += buf[pos : pos + length]
-            pos += length
-            continue
-        if kind == 1:
-            length = ((tag >> 2) & 7) + 4
-            offset = ((tag >> 5) << 8) | buf[pos]
-            pos += 1
-        else:
-            length = (tag >> 2) + 1
-            width = 2 if kind == 2 else 4
-            offset = int.from_bytes(buf[pos : pos + width], "little")
-            pos += width
-        if offset == 0 or offset > len(out):
-            raise ValueError("corrupt snappy data: bad copy offset")
-        start = len(out) - offset
-        if offset >= length:
-            out += out[start : start + length]
-        else:  # overlapping copy repeats the last `offset` bytes
-            chunk = out[start:]
-            out += (chunk * (length // offset + 1))[:length]
-    if len(out) != size:
-        raise ValueError(f"corrupt snappy data: {len(out)} bytes, header says {size}")
-    return bytes(out)
-
-
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, pos
-        shift += 7
-
-
-def _zigzag(n: int) -> int:
-    return (n >> 1) ^ -(n & 1)
-
-
-def _thrift_struct(buf: bytes, pos: int) -> tuple[dict[int, object], int]:
-    """Decode a Thrift compact-protocol struct into ``{field id: value}``."""
-    fields: dict[int, object] = {}
-    fid = 0
-    while True:
-        byte = buf[pos]
-        pos += 1
-        if byte == 0:
-            return fields, pos
-        delta, ftype = byte >> 4, byte & 0x0F
-        if delta:
-            fid += delta
-        else:
-            raw, pos = _varint(buf, pos)
-            fid = _zigzag(raw)
-        fields[fid], pos = _thrift_value(buf, pos, ftype)
-
-
-def _thrift_value(buf: bytes, pos: int, ftype: int) -> tuple[object, int]:
-    if ftype in (1, 2):  # booleans live in the type nibble of struct fields
-        return ftype == 1, pos
-    if ftype == 3:
-        return buf[pos], pos + 1
-    if ftype in (4, 5, 6):
-        raw, pos = _varint(buf, pos)
-        return _zigzag(raw), pos
-    if ftype == 7:
-        return struct.unpack_from("<d", buf, pos)[0], pos + 8
-    if ftype == 8:
-        n, pos = _varint(buf, pos)
-        return bytes(buf[pos : pos + n]), pos + n
-    if ftype in (9, 10):
-        head = buf[pos]
-        pos += 1
-        size, etype = head >> 4, head & 0x0F
-        if size == 15:
-            size, pos = _varint(buf, pos)
-        items = []
-        for _ in range(size):
-            if etype in (1, 2):  # list<bool> stores one byte per element
-                items.append(buf[pos] == 1)
-                pos += 1
-            else:
-                item, pos = _thrift_value(buf, pos, etype)
-                items.append(item)
-        return items, pos
-    if ftype == 12:
-        return _thrift_struct(buf, pos)
-    raise ValueError(f"unsupported Thrift compact type {ftype} in Parquet metadata")
+    frame = pd.read_parquet(path)
+    if frame.shape[1] != 1:
+        raise ValueError(f"{Path(path).name}: expected one column, found {frame.shape[1]}")
+    column = frame.iloc[:, 0]
+    if column.isna().any():
+        raise ValueError(f"{Path(path).name}: the word list has missing values")
+    return np.array([str(w) for w in column.tolist()], dtype=object)

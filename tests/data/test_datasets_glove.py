@@ -1,4 +1,4 @@
-"""glove_full (needs the 'glove' extra) and the minimal Parquet/Snappy reader."""
+"""glove_full and the GloVe word list (need the 'glove' extra)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from oluo_lab import datasets
-from oluo_lab.datasets import _snappy, glove_held_out, read_glove_words
+from oluo_lab.datasets import glove_held_out, read_glove_words
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "data" / datasets.SAMPLE_NAME
@@ -105,27 +105,9 @@ def test_cache_dir_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     assert datasets.cache_dir() == Path.home() / ".cache" / "oluo_lab"
 
 
-def test_snappy_literals_and_copies() -> None:
-    # "abcd" literal, then copy len 8 offset 4 (1-byte-offset form, overlapping),
-    # then copy len 3 offset 12 (2-byte-offset form), then literal "Z".
-    stream = bytes([16, 0x0C]) + b"abcd" + bytes([(4 << 2) | 1, 4, (2 << 2) | 2, 12, 0])
-    stream += bytes([0]) + b"Z"
-    assert _snappy(stream) == b"abcdabcdabcdabcZ"
-
-
-def test_snappy_long_literal_and_errors() -> None:
-    payload = bytes(range(256)) * 2
-    # literal length 512 - 1 = 511 in two extra bytes (tag 61 << 2)
-    stream = bytes([0x80, 0x04]) + bytes([61 << 2]) + (511).to_bytes(2, "little") + payload
-    assert _snappy(stream) == payload
-    with pytest.raises(ValueError, match="bad copy offset"):
-        _snappy(bytes([4, (0 << 2) | 1, 9]))
-    with pytest.raises(ValueError, match="header says 9"):
-        _snappy(bytes([9, 0]) + b"a")
-
-
 def test_not_a_parquet_file(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow", reason="reading Parquet needs the 'glove' extra")
     path = tmp_path / "words.parquet"
     path.write_bytes(b"hello world, not parquet")
-    with pytest.raises(ValueError, match="words.parquet: not a Parquet file"):
+    with pytest.raises(Exception, match="(?i)parquet|magic"):
         read_glove_words(path)
