@@ -164,6 +164,17 @@ class BookStore(ABC):
         for cid in cids:
             yield self.get(cid)
 
+    def get_into(self, cid: CID, out: memoryview) -> None:
+        """Write the verified bytes of ``cid`` into ``out`` (whose length must be cid.size)."""
+        if len(out) != cid.size:
+            raise ValueError(f"buffer of {len(out)} B for a {cid.size} B book")
+        out[:] = self.get(cid)
+
+    def get_many_into(self, items: Iterable[tuple[CID, memoryview]]) -> None:
+        """``get_into`` for each (cid, buffer) pair; backends may run them concurrently."""
+        for cid, out in items:
+            self.get_into(cid, out)
+
     def has(self, cid: CID) -> bool:
         return isinstance(cid, CID) and self._has(cid)
 
