@@ -420,12 +420,22 @@ class OluoEngine:
     # ------------------------------------------------------------------ search
     def _search(self, ev: Search) -> SearchResults:
         k = ev.k
-        if not _is_int(k) or k < 0:
+        if type(k) is not int and (not _is_int(k) or k < 0):
+            raise InvalidK(f"k must be a non-negative int, got {k!r}")
+        if k < 0:
             raise InvalidK(f"k must be a non-negative int, got {k!r}")
         ef = self.config.ef_search if ev.ef is None else ev.ef
-        if not _is_int(ef) or ef <= 0:
+        if type(ef) is not int and not _is_int(ef) or ef <= 0:
             raise InvalidK(f"ef must be a positive int, got {ef!r}")
         scope = ev.scope if type(ev.scope) is Scope else _scope(ev.scope)
+        v = ev.vectors
+        if k and ev.predicate is None and type(v) is np.ndarray and v.ndim == 1:
+            hit = self._index.search_one(v, int(k), max(int(ef), int(k)), int(scope))
+            if hit is not None:
+                scores, keys = hit
+                return SearchResults(
+                    ev.query_id, self._ids_by_key[keys], keys, scores, self._ent_by_key[keys]
+                )
         q = self._index.prepare(ev.vectors, "queries")
         k = int(k)
         if k == 0:

@@ -22,10 +22,16 @@ Scores (ascending = better): cosine ``1 - cos``; l2 squared Euclidean; ip
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 
 import faiss
 import numpy as np
+
+try:  # the C entry point skips einsum's Python dispatch (~1 us per single query)
+    from numpy._core.multiarray import c_einsum as _einsum
+except ImportError:  # numpy < 2
+    from numpy.core.multiarray import c_einsum as _einsum
 
 from .errors import CompactCompleteFailed, DimensionMismatch, EngineRestoreFailed, InvalidVector
 
@@ -73,21 +79,16 @@ class IndexConfig:
         }
 
 
-_HASH_MULT = np.random.default_rng(0x01C0).integers(1, 2**63, 4096, dtype=np.uint64) | np.uint64(1)
+def row_keys(rows: np.ndarray) -> np.ndarray:
+    """Lookup key of each row: its first 8 bytes as a uint64 (zero-padded).
 
-
-def row_hashes(rows: np.ndarray) -> np.ndarray:
-    """A 64-bit hash of each row's bytes (collisions are verified by the caller)."""
-    n = rows.shape[0]
-    b = np.ascontiguousarray(rows).view(np.uint8).reshape(n, -1)
-    pad = (-b.shape[1]) % 8
-    if pad:
-        b = np.concatenate([b, np.zeros((n, pad), np.uint8)], axis=1)
-    words = b.view(np.uint64)
-    with np.errstate(over="ignore"):
-        h = (words * _HASH_MULT[: words.shape[1]]).sum(axis=1, dtype=np.uint64)
-        h ^= h >> np.uint64(29)
-    return h
+    Only a bucket key for the exact-match check: candidates are always verified
+    by comparing whole rows, so collisions cost time, never correctness.
+    """
+    b = np.ascontiguousarray(rows).view(np.uint8)
+    if b.shape[1] < 8:
+        b = np.concatenate([b, np.zeros((b.shape[0], 8 - b.shape[1]), np.uint8)], axis=1)
+    return np.ascontiguousarray(b[:, :8]).view(np.uint64)[:, 0]
 
 
 def _digest(data: bytes | memoryview) -> bytes:
@@ -112,6 +113,7 @@ class CompoundIndex:
         self.config = config
         w = config.width
         self._vdtype = np.uint8 if config.binary else np.float32
+        self._vdtype_obj = np.dtype(self._vdtype)
         # base
         self.base = None
         self.base_mapped = False
@@ -123,6 +125,7 @@ class CompoundIndex:
         self._base_vecs: np.ndarray | None = None
         self._hash_sorted: np.ndarray | None = None  # exact-match lookup over base rows
         self._hash_pos: np.ndarray | None = None
+        self._hash_set: set[int] | None = None  # same keys, for single-query lookups
         # delta (rows 0..delta_n-1 are valid; order is arbitrary)
         self.delta_n = 0
         self.delta_keys = np.zeros(16, np.int64)
@@ -159,13 +162,28 @@ class CompoundIndex:
             raise InvalidVector(f"{what} must be floating point (float32), got dtype {a.dtype}")
         if a.shape[1] != cfg.dim:
             raise DimensionMismatch(f"{what} have dimension {a.shape[1]}, engine dim is {cfg.dim}")
-        with np.errstate(over="ignore"):  # overflow becomes inf, rejected just below
-            a = np.ascontiguousarray(a, dtype=np.float32)
-        if not np.isfinite(a).all():
+        if a.dtype != np.float32 or not a.flags.c_contiguous:
+            with np.errstate(over="ignore"):  # overflow becomes inf, rejected just below
+                a = np.ascontiguousarray(a, dtype=np.float32)
+        # NaN/inf make the squared norm non-finite; only then look element-wise
+        sq = _einsum("ij,ij->i", a, a)
+        if a.shape[0] == 1:  # single-query fast path: scalar checks, same arithmetic
+            s = float(sq[0])
+            if math.isfinite(s):
+                if cfg.metric != "cosine":
+                    return a
+                if s == 0.0:
+                    raise InvalidVector(f"{what}: zero vector has no cosine direction (rows [0])")
+                # float32(sqrt in double) is the correctly rounded float32 sqrt, so this
+                # equals the batch path bit for bit (exact-match lookups rely on it)
+                return a / np.float32(math.sqrt(s))
+        if not np.isfinite(sq).all() and not np.isfinite(a).all():
             bad = np.nonzero(~np.isfinite(a).all(axis=1))[0]
             raise InvalidVector(f"{what} contain NaN or inf (rows {bad[:5].tolist()})")
         if cfg.metric == "cosine":
-            norms = np.sqrt(np.einsum("ij,ij->i", a, a))
+            norms = np.sqrt(sq)
+            if not np.isfinite(norms).all():  # finite but huge: norm in float64
+                norms = np.sqrt(np.einsum("ij,ij->i", a, a, dtype=np.float64)).astype(np.float32)
             if (norms == 0).any():
                 bad = np.nonzero(norms == 0)[0]
                 raise InvalidVector(
@@ -177,12 +195,13 @@ class CompoundIndex:
     def _to_scores(self, d: np.ndarray) -> np.ndarray:
         m = self.config.metric
         if m == "cosine":
-            # rounding can push 1 - cos a few ulp outside [0, 2]
-            return np.clip(1.0 - d.astype(np.float64), 0.0, 2.0)
+            # rounding can push 1 - cos a few ulp below 0 (exact duplicates): clip there
+            s = np.subtract(1.0, d, dtype=np.float64)
+            return np.maximum(s, 0.0, out=s)
         if m == "ip":
-            return -d.astype(np.float64)
+            return np.negative(d, dtype=np.float64)
         if m == "l2":
-            return np.maximum(d.astype(np.float64), 0.0)
+            return np.maximum(d, 0.0, dtype=np.float64)
         return d.astype(np.float64) / self.config.dim
 
     # ------------------------------------------------------------------ sizes
@@ -326,6 +345,7 @@ class CompoundIndex:
             holder = None
         if count == 0:
             return np.full((nq, k), np.inf), np.full((nq, k), -1, np.int64)
+        all_valid = False
         if count <= EXACT_LIMIT and not everything:
             positions = np.nonzero(allowed)[0]
             dist, rows = self._exact(q, self.base_vectors()[positions], k)
@@ -344,7 +364,13 @@ class CompoundIndex:
             # HNSW can come back short (selective filter, unreachable nodes, ties):
             # retry those rows with a doubled efSearch, finally answer them exactly.
             want = min(k, count)
-            short = np.nonzero((pos_ >= 0).sum(axis=1) < want)[0]
+            # faiss fills rows left to right: column want-1 tells which rows are short
+            full = (pos_[0, want - 1] >= 0) if nq == 1 else (pos_[:, want - 1].min() >= 0)
+            if full:
+                short = ()
+                all_valid = want == k
+            else:
+                short = np.nonzero((pos_ >= 0).sum(axis=1) < want)[0]
             cur = ef
             while len(short) and cur < self.base_n:
                 cur *= 2
@@ -360,9 +386,13 @@ class CompoundIndex:
                 d2, rows = self._exact(q[short], self.base_vectors()[positions], k)
                 dist[short] = d2
                 pos_[short] = np.where(rows >= 0, positions[np.maximum(rows, 0)], -1)
-        valid = pos_ >= 0
-        scores = np.where(valid, self._to_scores(dist), np.inf)
-        keys = np.where(valid, self.base_keys[np.maximum(pos_, 0)], -1)
+        if all_valid or pos_.min() >= 0:
+            scores = self._to_scores(dist)
+            keys = self.base_keys[pos_]
+        else:
+            valid = pos_ >= 0
+            scores = np.where(valid, self._to_scores(dist), np.inf)
+            keys = np.where(valid, self.base_keys[np.maximum(pos_, 0)], -1)
         if everything or count > EXACT_LIMIT:
             self._add_exact_matches(q, k, allowed, scores, keys)
         return scores, keys
@@ -376,11 +406,16 @@ class CompoundIndex:
         merged into the row's results in place; most queries cost one hash lookup.
         """
         if self._hash_sorted is None:
-            h = row_hashes(self.base_vectors())
+            h = row_keys(self.base_vectors())
             order = np.argsort(h, kind="stable")
             self._hash_sorted, self._hash_pos = h[order], order
         hs = self._hash_sorted
-        qh = row_hashes(q)
+        if q.shape[0] == 1 and q.nbytes >= 8:  # single query: a set lookup, no numpy calls
+            if self._hash_set is None:
+                self._hash_set = set(hs.tolist())
+            if int.from_bytes(q.tobytes()[:8], "little") not in self._hash_set:
+                return
+        qh = row_keys(q)
         lo = np.searchsorted(hs, qh, "left")
         hit = np.nonzero((lo < len(hs)) & (hs[np.minimum(lo, len(hs) - 1)] == qh))[0]
         if not len(hit):
@@ -388,12 +423,10 @@ class CompoundIndex:
         vecs = self.base_vectors()
         hi = np.searchsorted(hs, qh[hit], "right")
         for qi, a, b in zip(hit.tolist(), lo[hit].tolist(), hi.tolist(), strict=True):
-            cand = [
-                p
-                for p in self._hash_pos[a:b].tolist()
-                if allowed[p] and np.array_equal(vecs[p], q[qi])
-            ]
-            cand = [p for p in cand if self.base_keys[p] not in keys[qi]]
+            bucket = self._hash_pos[a:b]
+            bucket = bucket[allowed[bucket]]
+            bucket = bucket[(vecs[bucket] == q[qi]).all(axis=1)]
+            cand = [p for p in bucket.tolist() if self.base_keys[p] not in keys[qi]]
             if not cand:
                 continue
             d, _ = self._exact(q[qi : qi + 1], vecs[cand], len(cand))
@@ -421,6 +454,44 @@ class CompoundIndex:
         out = np.where(valid, kb[np.maximum(rows, 0)] if len(kb) else -1, -1)
         return scores, out
 
+    def search_one(self, v: np.ndarray, k: int, ef: int, scope: int) -> tuple | None:
+        """Single-query fast path for the common case, or None when it does not apply.
+
+        Applies to a 1-D float32 (or uint8 for hamming) query against a base with no
+        delta and nothing filtered for ``scope``. It computes exactly what
+        :meth:`search` would (same normalisation, same faiss call, same scores), with
+        fewer interpreter round-trips; anything unusual (validation problems, a short
+        row, an exact-match candidate, tied scores) falls back to the general path.
+        """
+        if v.dtype is not self._vdtype_obj or v.shape[0] != self.config.width:
+            return None
+        hit = self._scope_cache.get(scope)
+        if hit is None or not hit[2] or self.delta_n or self.base is None:
+            return None
+        a = v.reshape(1, -1)
+        if not self.config.binary:
+            sq = _einsum("ij,ij->i", a, a)
+            s = float(sq[0])
+            if not math.isfinite(s) or s == 0.0:
+                return None
+            if self.config.metric == "cosine":
+                a = a / np.float32(math.sqrt(s))
+        if (
+            self._hash_set is not None
+            and int.from_bytes(a.tobytes()[:8], "little") in self._hash_set
+        ):
+            return None
+        if self._hash_set is None:
+            return None
+        dist, pos_ = self.base.search(a, k, params=self._plain_params(ef))
+        if pos_[0, k - 1] < 0:
+            return None
+        scores = self._to_scores(dist)
+        row = scores[0].tolist()
+        if len(set(row)) != k:
+            return None
+        return scores, self.base_keys[pos_]
+
     def search(
         self,
         q: np.ndarray,
@@ -431,16 +502,20 @@ class CompoundIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, keys) for prepared queries; ties broken by key."""
         parts = []
-        if self.base_n:
+        nq = q.shape[0]
+        if self.base is not None and self.base.ntotal:
             parts.append(self._search_base(q, k, ef, scope, key_mask))
         if self.delta_n:
             parts.append(self._search_delta(q, k, scope, key_mask))
-        nq = q.shape[0]
         if not parts:
             return np.full((nq, k), np.inf), np.full((nq, k), -1, np.int64)
         if len(parts) == 1:
             scores, keys = parts[0]
-            if not (scores[:, 1:] == scores[:, :-1]).any():
+            if nq == 1:
+                row = scores[0].tolist()
+                if all(a != b for a, b in zip(row, row[1:], strict=False)):
+                    return scores, keys
+            elif not (scores[:, 1:] == scores[:, :-1]).any():
                 return scores, keys
         else:
             scores = np.concatenate([p[0] for p in parts], axis=1)
@@ -510,7 +585,7 @@ class CompoundIndex:
         self.base_scope = np.ascontiguousarray(scopes, np.int8)
         self.n_dead = 0
         self._base_vecs = None
-        self._hash_sorted = self._hash_pos = None
+        self._hash_sorted = self._hash_pos = self._hash_set = None
         self.delta_n = 0
         self.delta_row = {}
         self._invalidate()
@@ -583,5 +658,5 @@ class CompoundIndex:
         self.base = ix
         self.base_mapped = True
         self._base_vecs = None
-        self._hash_sorted = self._hash_pos = None
+        self._hash_sorted = self._hash_pos = self._hash_set = None
         self._invalidate()
