@@ -143,3 +143,17 @@ def test_recall_hamming_structured_codes():
     assert np.all(np.diff(res.scores, axis=1) >= 0)
     ok = res.scores <= kth[:, None] + 1e-12
     assert ok.mean() >= 0.95
+
+
+@pytest.mark.parametrize("metric,dim", METRICS)
+def test_single_query_fast_path_equals_batch_path(metric, dim):
+    base = make_vectors(metric, 2000, dim, seed=51)
+    eng = _engine(metric, dim, base, threshold=500)
+    assert eng.delta_size == 0
+    queries = np.concatenate([make_vectors(metric, 30, dim, seed=52), base[:10]])
+    batch = eng.search(queries, k=10)
+    for i, q in enumerate(queries):
+        one = eng.search(q, k=10)
+        assert one.ids[0].tolist() == batch.ids[i].tolist()
+        assert np.array_equal(one.scores[0], batch.scores[i])
+    assert batch.ids[30:, 0].tolist() == list(range(10))
