@@ -242,7 +242,8 @@ class OluoEngine:
             if isinstance(event, EvictExpired):
                 return self._evict(event)
             if isinstance(event, Compact):
-                snap = self._compact() if self._index.delta_n or self._index.n_dead else None
+                changed = self._index.delta_n or self._index.n_dead or self._index.base is None
+                snap = self._compact() if changed or event.force else None
                 return [] if snap is None else [snap]
             if isinstance(event, CompactComplete):
                 return self._compact_complete(event)
@@ -429,6 +430,8 @@ class OluoEngine:
             raise InvalidK(f"ef must be a positive int, got {ef!r}")
         scope = ev.scope if type(ev.scope) is Scope else _scope(ev.scope)
         v = ev.vectors
+        if ev.exact:
+            return self._search_exact(ev, int(k), int(scope))
         if k and ev.predicate is None and type(v) is np.ndarray and v.ndim == 1:
             hit = self._index.search_one(v, int(k), max(int(ef), int(k)), int(scope))
             if hit is not None:
@@ -443,21 +446,91 @@ class OluoEngine:
             return SearchResults(
                 ev.query_id, e.astype(object), e.astype(np.int64), e, e.astype(object)
             )
-        mask = None
-        if ev.predicate is not None:
-            pred = ev.predicate
-            if not callable(pred):
-                raise InvalidEvent("predicate must be callable")
-            mask = np.zeros(len(self._ids_by_key), bool)
-            try:
-                allowed = [key for key, e in self._entries.items() if pred(e)]
-            except Exception as exc:
-                raise EngineInputError(f"predicate raised {type(exc).__name__}: {exc}") from exc
-            mask[allowed] = True
+        mask = self._predicate_mask(ev.predicate)
         scores, keys = self._index.search(q, k, max(int(ef), k), int(scope), mask)
         return SearchResults(
             ev.query_id, self._ids_by_key[keys], keys, scores, self._ent_by_key[keys]
         )
+
+    def _predicate_mask(self, pred: Callable[[EntryMetadata], bool] | None) -> np.ndarray | None:
+        if pred is None:
+            return None
+        if not callable(pred):
+            raise InvalidEvent("predicate must be callable")
+        mask = np.zeros(len(self._ids_by_key), bool)
+        try:
+            allowed = [key for key, e in self._entries.items() if pred(e)]
+        except Exception as exc:
+            raise EngineInputError(f"predicate raised {type(exc).__name__}: {exc}") from exc
+        mask[allowed] = True
+        return mask
+
+    def _search_exact(self, ev: Search, k: int, scope: int) -> SearchResults:
+        """Brute force over every allowed live entry: the oracle for recall."""
+        q = self._index.prepare(ev.vectors, "queries")
+        keys, _, vectors = self.live_vectors()
+        allowed = np.fromiter(
+            (int(self._entries[key].scope) <= scope for key in keys.tolist()), bool, len(keys)
+        )
+        mask = self._predicate_mask(ev.predicate)
+        if mask is not None:
+            allowed &= mask[keys]
+        keys, vectors = keys[allowed], vectors[allowed]
+        dist, rows = self._index._exact(q, vectors, k)
+        valid = rows >= 0
+        scores = np.where(valid, self._index._to_scores(dist), np.inf)
+        out = np.where(valid, keys[np.maximum(rows, 0)] if len(keys) else -1, -1)
+        tie = np.where(out < 0, np.iinfo(np.int64).max, out)
+        order = np.lexsort((tie, scores), axis=-1)
+        scores = np.take_along_axis(scores, order, 1)
+        out = np.take_along_axis(out, order, 1)
+        return SearchResults(ev.query_id, self._ids_by_key[out], out, scores, self._ent_by_key[out])
+
+    def live_vectors(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every live entry as (keys int64, caller ids object array, vectors), in key order.
+
+        Vectors are as stored: unit-normalised for cosine, packed bits for hamming.
+        """
+        idx = self._index
+        parts_k, parts_v = [], []
+        if idx.base is not None and idx.base_n:
+            alive = np.nonzero(idx.base_alive)[0]
+            parts_k.append(idx.base_keys[alive])
+            parts_v.append(idx.base_vectors()[alive])
+        if idx.delta_n:
+            parts_k.append(idx.delta_keys[: idx.delta_n])
+            parts_v.append(idx.delta_vecs[: idx.delta_n])
+        if not parts_k:
+            width = self.config.width
+            dtype = np.uint8 if self.config.binary else np.float32
+            return np.zeros(0, np.int64), np.zeros(0, object), np.zeros((0, width), dtype)
+        keys = np.concatenate(parts_k)
+        vecs = np.concatenate(parts_v)
+        order = np.argsort(keys, kind="stable")
+        keys = keys[order]
+        return keys, self._ids_by_key[keys], np.ascontiguousarray(vecs[order])
+
+    def current_snapshot(self) -> PersistSnapshot | None:
+        """The payloads of the current generation without compacting, or None when
+        the delta or tombstones hold changes not in the base yet (compact first)."""
+        idx = self._index
+        if idx.base is None or idx.delta_n or idx.n_dead:
+            return None
+        data = idx._serialize(idx.base)
+        meta = encode_metadata(
+            self.config.as_dict(), self._key_counter, self._generation, self._entries
+        )
+        return PersistSnapshot(data, meta, self._key_counter, self._generation)
+
+    def renumber(self, generation: int) -> None:
+        """Continue numbering from a later ``generation`` (never backwards): the next
+        compaction becomes ``generation + 1``. A Lab uses it when an old generation is
+        checked out, so that committing it extends the history instead of rewriting it."""
+        if not _is_int(generation) or int(generation) < self._generation:
+            raise InvalidEvent(
+                f"generation can only move forward: {generation!r} < {self._generation}"
+            )
+        self._generation = int(generation)
 
     # ------------------------------------------------------------------ compaction
     def _compact(self) -> PersistSnapshot:
@@ -622,9 +695,14 @@ class OluoEngine:
         ef: int | None = None,
         scope: Scope | None = None,
         predicate: Callable[[EntryMetadata], bool] | None = None,
+        exact: bool = False,
     ) -> SearchResults:
-        """Search a batch of queries ((d,) or (n, d)); see :class:`SearchResults`."""
-        ev = Search(None, queries, k, Scope.NETWORK_WIDE if scope is None else scope, ef, predicate)
+        """Search a batch of queries ((d,) or (n, d)); see :class:`SearchResults`.
+
+        ``exact=True`` answers by brute force (the ground truth for recall)."""
+        ev = Search(
+            None, queries, k, Scope.NETWORK_WIDE if scope is None else scope, ef, predicate, exact
+        )
         return self._run(ev)[0]
 
     def delete(self, ids: Target | Iterable[Target]) -> None:
@@ -636,9 +714,10 @@ class OluoEngine:
         acts = self._run(EvictExpired(now_ms))
         return [t for a in acts if isinstance(a, IndexUpdated) for t in a.removed]
 
-    def compact(self) -> PersistSnapshot | None:
-        """Compact now; returns the snapshot (to persist) or None when nothing changed."""
-        acts = self._run(Compact())
+    def compact(self, force: bool = False) -> PersistSnapshot | None:
+        """Compact now; returns the snapshot (to persist) or None when nothing changed
+        (with ``force``, always a new generation)."""
+        acts = self._run(Compact(force))
         return acts[0] if acts else None
 
     def compact_complete(self, path: str, generation: int) -> None:

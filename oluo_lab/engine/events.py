@@ -151,6 +151,8 @@ class Search:
     k hits come back whenever k allowed entries exist. ``ef`` defaults to the
     engine's ef_search. ``k == 0`` returns an empty result (upstream
     max_results=0); ``k < 0`` is an :class:`~oluo_lab.engine.errors.InvalidK`.
+    ``exact``: answer by brute force over every allowed live entry (the oracle
+    that recall is measured against) instead of the HNSW graph.
     """
 
     query_id: int | None
@@ -159,6 +161,7 @@ class Search:
     scope: Scope = Scope.NETWORK_WIDE
     ef: int | None = None
     predicate: Callable[[EntryMetadata], bool] | None = None
+    exact: bool = False
 
     def __repr__(self) -> str:
         shape = getattr(self.vectors, "shape", None)
@@ -184,8 +187,12 @@ class Compact:
     """Compact now (merge delta into base, drop dead vectors) if anything changed.
 
     Not in upstream (which only compacts on the ingest trigger); the convenience
-    ``compact()`` sends it.
+    ``compact()`` sends it. ``force``: compact even when nothing changed, giving
+    a new generation with the same entries (a Lab uses it to record a note or a
+    restored state as a new generation).
     """
+
+    force: bool = False
 
 
 @dataclass(frozen=True)
