@@ -92,7 +92,7 @@ def read_head(data_dir: Path | str) -> Head | None:
         doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ManifestSerde(
-            f"{path} is not valid JSON ({exc}); recover with Lab.checkout(<older generation>)"
+            f"{path} is not valid JSON ({exc}); recover with Lab(...).repair_head()"
         ) from exc
     if not isinstance(doc, dict):
         raise ManifestSerde(f"{path}: expected a JSON object, got {type(doc).__name__}")
@@ -139,6 +139,11 @@ def _append_refs_log(data_dir: Path, record: dict[str, Any]) -> None:
             fsync_dir(data_dir)
     except OSError as exc:
         raise PersistIOError(f"cannot append to {path}", exc) from exc
+
+
+def _now_text() -> str:
+    """Wall time for the local refs log (never in content-addressed data)."""
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def _describe_metadata(metadata_bytes: bytes) -> tuple[dict[str, Any], int]:
@@ -218,7 +223,7 @@ def persist_snapshot(
                     "generation": generation,
                     "head": manifest_cid.hex,
                     "parent": None if parent is None else parent.hex,
-                    "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+                    "time": _now_text(),
                 },
             )
             atomic_write(data_dir / HEAD_NAME, new_head.to_bytes())

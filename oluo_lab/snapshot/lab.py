@@ -1,0 +1,450 @@
+"""``Lab``: the notebook workspace over one data directory.
+
+A Lab is a data directory (head, base cache, lock, refs log, tags) plus a
+:class:`~oluo_lab.cas.DirStore` under ``path/cas``. It commits engines as
+generations, walks and tabulates their history, checks out any generation,
+names checkpoints with tags, diffs, verifies and garbage-collects.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import blake3
+
+from ..cas import CID, ContentError, DirStore
+from ..engine import OluoEngine, PersistSnapshot
+from .checks import diff_snapshots, gc_lab, verify_lab
+from .durable import atomic_write, data_dir_lock
+from .errors import ManifestSerde, OluoPersistError, PersistIOError, SnapshotNotFound
+from .history import Generation, generation_books, walk_history
+from .manifest import SnapshotManifest
+from .persist import (
+    HEAD_NAME,
+    REFS_LOG_NAME,
+    Head,
+    _append_refs_log,
+    _now_text,
+    fetch_manifest,
+    persist_snapshot,
+    read_head,
+    restore_engine,
+)
+from .reports import GcReport, ManifestDiff, VerifyReport
+
+TAGS_NAME = "oluo_tags.json"
+_TAG_RE = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
+
+__all__ = ["Lab", "Snapshot"]
+
+Ref = int | str | CID
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One committed generation: its manifest CID and decoded manifest."""
+
+    cid: CID
+    manifest: SnapshotManifest
+
+    @property
+    def generation(self) -> int:
+        return self.manifest.compact_generation
+
+    @property
+    def entries(self) -> int:
+        return self.manifest.entries
+
+    @property
+    def note(self) -> str:
+        return self.manifest.note
+
+    @property
+    def annotations(self) -> Mapping[str, Any]:
+        return self.manifest.annotations
+
+    @property
+    def parent(self) -> CID | None:
+        return self.manifest.parent
+
+    def __repr__(self) -> str:
+        note = f", note={self.note!r}" if self.note else ""
+        return f"Snapshot(generation={self.generation}, cid={self.cid.short}, entries={self.entries}{note})"
+
+
+class Lab:
+    """A history of engine generations in one directory (created if missing)."""
+
+    def __init__(self, path: Path | str, *, compact_threshold: int = 1000) -> None:
+        self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise PersistIOError(f"lab path {self.path} exists and is not a directory")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PersistIOError(f"cannot create lab directory {self.path}", exc) from exc
+        self.store = DirStore(self.path / "cas")
+        self.compact_threshold = compact_threshold
+
+    def __repr__(self) -> str:
+        head = read_head(self.path)
+        where = "empty" if head is None else f"head=generation {head.generation}"
+        return f"Lab({self.path.name!r}, {where})"
+
+    # ------------------------------------------------------------------ reading
+    def head(self) -> Snapshot | None:
+        """The head generation, or None for an empty lab."""
+        head = read_head(self.path)
+        if head is None:
+            return None
+        return Snapshot(head.cid, fetch_manifest(self.store, head.cid, "head manifest"))
+
+    def history(self, limit: int | None = None) -> list[Snapshot]:
+        """Generations from the head back along parent links, newest first."""
+        head = read_head(self.path)
+        if head is None:
+            return []
+        return [Snapshot(g.cid, g.manifest) for g in walk_history(self.store, head.cid, limit)]
+
+    def log(self):
+        """One row per generation, newest first (a pandas DataFrame).
+
+        ``bytes`` counts the logical bytes of every book the generation reaches;
+        ``new_bytes`` those of its books its parent does not reach.
+        """
+        import pandas as pd
+
+        rows = []
+        snaps = self.history()
+        tags = self._tags_by_cid()
+        books = [generation_books(self.store, s.cid, s.manifest) for s in snaps]
+        for i, snap in enumerate(snaps):
+            mine = books[i]
+            parent_books = books[i + 1] if i + 1 < len(books) else set()
+            rows.append(
+                {
+                    "generation": snap.generation,
+                    "manifest": snap.cid.short,
+                    "parent": "" if snap.parent is None else snap.parent.short,
+                    "entries": snap.entries,
+                    "bytes": sum(c.size for c in mine),
+                    "new_bytes": sum(c.size for c in mine - parent_books),
+                    "note": snap.note,
+                    "annotations": dict(snap.annotations),
+                    "tags": ", ".join(tags.get(snap.cid, [])),
+                }
+            )
+        columns = [
+            "generation",
+            "manifest",
+            "parent",
+            "entries",
+            "bytes",
+            "new_bytes",
+            "note",
+            "annotations",
+            "tags",
+        ]
+        return pd.DataFrame(rows, columns=columns)
+
+    def resolve(self, ref: Ref | Snapshot) -> Snapshot:
+        """Find a generation by number, tag, ``"HEAD"``, CID, or unique CID hex prefix.
+
+        Works without a readable head file for CIDs, tags and generation
+        numbers recorded in the refs log, so a damaged head can be recovered
+        from with :meth:`checkout`.
+        """
+        if isinstance(ref, Snapshot):
+            return ref
+        if isinstance(ref, CID):
+            return Snapshot(ref, fetch_manifest(self.store, ref))
+        if isinstance(ref, bool) or not isinstance(ref, int | str):
+            raise TypeError(
+                f"a generation reference is an int, str or CID, not {type(ref).__name__}"
+            )
+        if isinstance(ref, int):
+            return self._by_generation(ref)
+        if ref.upper() == "HEAD":
+            head = self.head()
+            if head is None:
+                raise SnapshotNotFound("HEAD", "the lab is empty")
+            return head
+        tags = self.tags()
+        if ref in tags:
+            return self.resolve(tags[ref])
+        if re.fullmatch(r"[0-9a-f]{80}", ref):
+            return self.resolve(CID.parse(ref))
+        if re.fullmatch(r"[0-9a-f]{6,79}", ref):
+            matches = [
+                s
+                for s in self.history()
+                if s.cid.hex.startswith(ref) or s.cid.short.startswith(ref)
+            ]
+            if len(matches) == 1:
+                return matches[0]
+            if len(matches) > 1:
+                raise SnapshotNotFound(ref, f"prefix matches {len(matches)} generations")
+        raise SnapshotNotFound(ref, "no generation, tag or CID by that name")
+
+    def _by_generation(self, generation: int) -> Snapshot:
+        try:
+            for snap in self.history():
+                if snap.generation == generation:
+                    return snap
+                if snap.generation < generation:
+                    break
+        except (OluoPersistError, ValueError):
+            pass  # damaged head or history: fall back to the refs log below
+        for cid in self._refs_log_candidates(generation):
+            try:
+                snap = Snapshot(cid, fetch_manifest(self.store, cid))
+            except OluoPersistError:
+                continue
+            if snap.generation == generation:
+                return snap
+        raise SnapshotNotFound(str(generation), "no such generation in the history or refs log")
+
+    def _refs_log_candidates(self, generation: int) -> list[CID]:
+        path = self.path / REFS_LOG_NAME
+        try:
+            lines = path.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise PersistIOError(f"cannot read {path}", exc) from exc
+        found: list[CID] = []
+        for line in reversed(lines):  # newest first; a torn last line is skipped
+            try:
+                rec = json.loads(line)
+                if rec.get("generation") == generation:
+                    found.append(CID.parse(rec["head"]))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue
+        return found
+
+    # ------------------------------------------------------------------ writing
+    def commit(self, engine: OluoEngine, note: str = "", **annotations: Any) -> Snapshot:
+        """Persist the engine's state as the next generation and return it.
+
+        Snapshots queued by automatic compactions are persisted first, in order;
+        then the engine is compacted and the result persisted with ``note`` and
+        ``annotations`` (experiment parameters, results). With nothing changed
+        and no note or annotations, the head is returned as it is; with a note
+        or annotations on unchanged state, a new generation records them.
+        """
+        snaps: list[PersistSnapshot] = engine.take_snapshots()
+        last = engine.compact()
+        if last is not None:
+            snaps.append(last)
+        head = self.head()
+        if not snaps:
+            current = engine.current_snapshot()
+            unchanged = head is not None and self._holds(head, current)
+            if unchanged and not note and not annotations:
+                return head
+            if head is None or unchanged or current.generation <= head.generation:
+                forced = engine.compact(force=True)
+                snaps.append(forced)
+            else:
+                snaps.append(current)
+        for i, snap in enumerate(snaps):
+            final = i == len(snaps) - 1
+            base_path, generation = persist_snapshot(
+                self.path,
+                self.store,
+                snap.index_bytes,
+                snap.metadata_bytes,
+                snap.key_counter,
+                snap.generation,
+                note=note if final else "automatic compaction",
+                annotations=annotations if final else None,
+            )
+        engine.compact_complete(str(base_path), generation)
+        return self.head()
+
+    def _holds(self, snap: Snapshot, payload: PersistSnapshot) -> bool:
+        """Does the generation hold exactly these payload bytes (by size and digest)?"""
+        from ..cas import reassemble
+
+        m = snap.manifest
+        if (m.index_size, m.metadata_size) != (
+            len(payload.index_bytes),
+            len(payload.metadata_bytes),
+        ):
+            return False
+        meta = reassemble(m.metadata_cid, self.store)
+        if blake3.blake3(meta).digest() != blake3.blake3(payload.metadata_bytes).digest():
+            return False
+        return reassemble(m.index_cid, self.store) == payload.index_bytes
+
+    def checkout(self, ref: Ref | Snapshot = "HEAD") -> OluoEngine:
+        """An engine holding exactly the entries of generation ``ref``.
+
+        The engine continues the lab's history: its next commit becomes
+        generation head + 1 with the head as parent, so going back to an old
+        generation never rewrites history.
+        """
+        snap = self.resolve(ref)
+        engine, _ = restore_engine(self.store, snap.manifest, self.compact_threshold)
+        try:
+            head = self.head()
+        except (OluoPersistError, ContentError):
+            head = None  # damaged head: see repair_head
+        if head is not None and head.generation > engine.generation:
+            engine.renumber(head.generation)
+        return engine
+
+    def repair_head(self, ref: Ref | Snapshot | None = None) -> Snapshot:
+        """Point a damaged (or lost) head file at a known-good generation.
+
+        ``ref`` defaults to the newest generation in the refs log whose manifest
+        and payloads load. The head otherwise never moves backwards; this is the
+        explicit way to recover. The move is recorded in the refs log.
+        """
+        if ref is None:
+            snap = self._newest_loadable()
+        else:
+            snap = self.resolve(ref)
+            restore_engine(self.store, snap.manifest, self.compact_threshold)
+        with data_dir_lock(self.path):
+            _append_refs_log(
+                self.path,
+                {
+                    "op": "repair",
+                    "generation": snap.generation,
+                    "head": snap.cid.hex,
+                    "parent": None if snap.parent is None else snap.parent.hex,
+                    "time": _now_text(),
+                },
+            )
+            atomic_write(self.path / HEAD_NAME, Head(snap.cid, snap.generation).to_bytes())
+        return snap
+
+    def _newest_loadable(self) -> Snapshot:
+        path = self.path / REFS_LOG_NAME
+        try:
+            lines = path.read_text().splitlines()
+        except OSError as exc:
+            raise SnapshotNotFound("HEAD", f"no refs log to recover from ({exc})") from exc
+        candidates: list[tuple[int, CID]] = []
+        for line in lines:
+            try:
+                rec = json.loads(line)
+                candidates.append((int(rec["generation"]), CID.parse(rec["head"])))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue
+        for _, cid in sorted(set(candidates), key=lambda gc: (-gc[0], gc[1])):
+            try:
+                snap = Snapshot(cid, fetch_manifest(self.store, cid))
+                restore_engine(self.store, snap.manifest, self.compact_threshold)
+                return snap
+            except (OluoPersistError, ContentError):
+                continue
+        raise SnapshotNotFound("HEAD", "no generation in the refs log loads")
+
+    # ------------------------------------------------------------------ tags
+    def tags(self) -> dict[str, CID]:
+        """Named checkpoints (tags double as gc pins): name -> manifest CID."""
+        path = self.path / TAGS_NAME
+        try:
+            doc = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return {}
+        except ValueError as exc:
+            raise ManifestSerde(f"{path} is not valid JSON ({exc})") from exc
+        except OSError as exc:
+            raise PersistIOError(f"cannot read {path}", exc) from exc
+        if (
+            not isinstance(doc, dict)
+            or doc.get("version") != 1
+            or not isinstance(doc.get("tags"), dict)
+        ):
+            raise ManifestSerde(f"{path}: expected {{'version': 1, 'tags': {{...}}}}")
+        try:
+            return {str(k): CID.parse(v) for k, v in sorted(doc["tags"].items())}
+        except (ValueError, TypeError) as exc:
+            raise ManifestSerde(f"{path}: bad tag target ({exc})") from exc
+
+    def _tags_by_cid(self) -> dict[CID, list[str]]:
+        out: dict[CID, list[str]] = {}
+        for name, cid in self.tags().items():
+            out.setdefault(cid, []).append(name)
+        return out
+
+    def _write_tags(self, tags: Mapping[str, CID]) -> None:
+        doc = {"tags": {k: v.hex for k, v in sorted(tags.items())}, "version": 1}
+        atomic_write(
+            self.path / TAGS_NAME, (json.dumps(doc, sort_keys=True, indent=1) + "\n").encode()
+        )
+
+    def tag(self, name: str, ref: Ref | Snapshot = "HEAD", *, force: bool = False) -> Snapshot:
+        """Name a generation (a checkpoint gc always keeps); ``force`` moves an existing tag."""
+        if not isinstance(name, str) or not _TAG_RE.match(name) or name.upper() == "HEAD":
+            raise ValueError(
+                f"bad tag name {name!r}: start with a letter; letters, digits, '.', '_', '-'; "
+                "at most 64 characters; not HEAD"
+            )
+        snap = self.resolve(ref)
+        with data_dir_lock(self.path):
+            tags = self.tags()
+            if name in tags and tags[name] != snap.cid and not force:
+                raise ValueError(
+                    f"tag {name!r} already names {tags[name].short}; pass force=True to move it"
+                )
+            tags[name] = snap.cid
+            self._write_tags(tags)
+        return snap
+
+    def untag(self, name: str) -> None:
+        """Remove a tag (KeyError naming it when absent)."""
+        with data_dir_lock(self.path):
+            tags = self.tags()
+            if name not in tags:
+                raise KeyError(f"no tag named {name!r}")
+            del tags[name]
+            self._write_tags(tags)
+
+    pin = tag
+    unpin = untag
+
+    # ------------------------------------------------------------------ views
+    def snapshot(self, ref: Ref | Snapshot = "HEAD") -> Snapshot:
+        """Alias of :meth:`resolve` that reads well in notebooks."""
+        return self.resolve(ref)
+
+    def generations(self) -> list[Generation]:
+        head = read_head(self.path)
+        return [] if head is None else list(walk_history(self.store, head.cid))
+
+    # ------------------------------------------------------------------ inspection
+
+    def diff(
+        self,
+        a: Ref | Snapshot,
+        b: Ref | Snapshot = "HEAD",
+        *,
+        queries: Any = None,
+        k: int = 10,
+        semantic: bool = True,
+    ) -> ManifestDiff:
+        """What changed from generation ``a`` to ``b``: manifest fields, books and bytes,
+        entries (ids added, removed, metadata or vector changed) and, with ``semantic``,
+        the answers on a fixed query set (``queries``, default a deterministic sample of
+        ``a``'s vectors): recall@k of each side against its exact answers and the
+        neighbour overlap between the sides."""
+        return diff_snapshots(self, self.resolve(a), self.resolve(b), queries, k, semantic)
+
+    def verify(self, sample: int = 32) -> VerifyReport:
+        """Check everything reachable (like ``restic check``); truthy when clean."""
+        return verify_lab(self, sample)
+
+    def gc(
+        self, dry_run: bool = True, *, grace_s: float = 3600.0, keep_last: int | None = None
+    ) -> GcReport:
+        """Delete unreachable books older than ``grace_s`` (only reports when ``dry_run``)."""
+        return gc_lab(self, dry_run, grace_s, keep_last)
