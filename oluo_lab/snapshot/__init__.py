@@ -15,6 +15,7 @@ from .errors import (
     SnapshotNotFound,
     UnsupportedVersion,
 )
+from .lab import Lab, Snapshot
 from .manifest import MANIFEST_VERSION, SnapshotManifest
 from .persist import (
     BASE_NAME,
@@ -27,6 +28,7 @@ from .persist import (
     read_head,
     restore_engine,
 )
+from .reports import GcReport, ManifestDiff, Problem, SemanticDiff, VerifyReport
 
 __all__ = [
     "BASE_NAME",
@@ -34,6 +36,13 @@ __all__ = [
     "MANIFEST_VERSION",
     "REFS_LOG_NAME",
     "EngineRestoreError",
+    "GcReport",
+    "Lab",
+    "ManifestDiff",
+    "Problem",
+    "SemanticDiff",
+    "Snapshot",
+    "VerifyReport",
     "Head",
     "HeadRegression",
     "LockTimeout",
