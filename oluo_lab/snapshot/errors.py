@@ -74,3 +74,14 @@ class HeadRegression(OluoPersistError):
 
 class LockTimeout(PersistIOError):
     """Another process held the data directory's lock for too long."""
+
+
+class IndexCodecError(OluoPersistError):
+    """An index record (oluo_lab.snapshot.index_codec) that cannot be decoded: a malformed
+    record, a patch that does not apply, a delta chain over the bound, or an output whose
+    length or blake3 digest differs from the record's. ``.cid`` is the offending record CID."""
+
+    def __init__(self, message: str, cid: object = None) -> None:
+        self.cid = cid
+        hexed = getattr(cid, "hex", None)
+        super().__init__(f"index record {hexed}: {message}" if hexed else message)

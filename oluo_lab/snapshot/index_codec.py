@@ -1,0 +1,622 @@
+"""Dedup-friendly, lossless storage of faiss HNSW serialisations in the CAS.
+
+A byte-level chunker cannot dedupe two HNSW generations: every insert batch rewrites
+neighbour lists all over the serialisation (docs/BENCHMARKS.md, "chunking"). This codec
+parses the faiss bytes of an ``IndexHNSWFlat`` ("IHNf") or ``IndexBinaryHNSW`` ("IBHf")
+into sections and stores each where it dedupes:
+
+* ``frame`` — every byte outside the big arrays (headers, vector length prefixes, the
+  HNSW scalars), kept verbatim inside the record;
+* ``levels``, ``offsets``, ``codes`` (the stored vectors) — append-only under the
+  engine's copy-on-write compaction, so a plain FastCDC DAG dedupes them;
+* ``neighbors`` — either the full int32 array (a DAG), or, when a ``parent`` record is
+  given and the new graph is the parent plus appended nodes, a *patch*: a bitmap of
+  the changed fixed-size blocks of the old part, those blocks, and the appended tail.
+  Patches chain to their parent's neighbours; the chain is bounded
+  (:data:`MAX_PATCH_CHAIN`), and a patch larger than :data:`REBASE_FRACTION` of the
+  full array is replaced by the full array.
+
+Anything else (unknown fourcc, a parse failure, a big-endian file) is stored ``raw``:
+one DAG of the whole bytes. Every form is lossless: :func:`decode_index` returns the
+original bytes and checks their length and blake3 digest against the record.
+
+The record is one small book of canonical CBOR; its layout is in docs/FORMAT.md.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import blake3
+import cbor2
+import numpy as np
+
+from ..cas import CID, BookStore, MalformedCID, blob_info, ingest, reassemble
+from ..cas.params import MAX_BOOK_SIZE
+from .errors import IndexCodecError
+
+__all__ = [
+    "INDEX_RECORD_FORMAT",
+    "INDEX_RECORD_VERSION",
+    "MAX_PATCH_CHAIN",
+    "PATCH_BLOCK",
+    "REBASE_FRACTION",
+    "IndexRecord",
+    "decode_index",
+    "encode_index",
+    "index_books",
+    "is_index_record",
+    "read_index_record",
+]
+
+INDEX_RECORD_FORMAT = "oluo-index-record"
+INDEX_RECORD_VERSION = 1
+#: Longest chain of neighbour patches a reader follows (a format limit: deeper is refused).
+MAX_PATCH_CHAIN = 8
+#: Block size of neighbour patches, in int32 entries (encoder policy; recorded per patch).
+PATCH_BLOCK = 8
+#: A patch larger than this fraction of the full neighbour array re-bases the chain.
+REBASE_FRACTION = 0.5
+
+_HNSW_FLAT = b"IHNf"
+_HNSW_BINARY = b"IBHf"
+_FLAT_STORAGE = (b"IxFI", b"IxF2", b"IxFl")
+_BINARY_STORAGE = b"IBxF"
+_KINDS = {"raw", "hnsw-flat", "hnsw-binary"}
+_SECTIONS = ("levels", "offsets", "neighbors", "codes")
+_ITEM = {"levels": 4, "offsets": 8, "neighbors": 4, "codes": 1}
+_I32 = np.dtype("<i4")
+
+
+class _ParseError(Exception):
+    """The bytes are not a serialisation this codec understands (-> raw)."""
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+class _Reader:
+    def __init__(self, mv: memoryview) -> None:
+        self.mv = mv
+        self.pos = 0
+
+    def take(self, fmt: str) -> tuple:
+        s = struct.Struct(fmt)
+        if self.pos + s.size > len(self.mv):
+            raise _ParseError(f"truncated at byte {self.pos}")
+        out = s.unpack_from(self.mv, self.pos)
+        self.pos += s.size
+        return out
+
+    def vector(self, item: int, unit: int | None = None) -> tuple[int, int]:
+        """A faiss vector: u64 count then count * ``unit`` bytes; returns (start, nbytes)."""
+        (count,) = self.take("<Q")
+        nbytes = count * (unit or item)
+        start = self.pos
+        if nbytes % item or start + nbytes > len(self.mv):
+            raise _ParseError(f"vector of {count} items at byte {start} overruns the data")
+        self.pos += nbytes
+        return start, nbytes
+
+
+@dataclass(frozen=True)
+class _Layout:
+    kind: str
+    ntotal: int
+    spans: dict[str, tuple[int, int]]  # section -> (start, nbytes) in the serialisation
+    cum_nneighbor: tuple[int, ...]
+
+
+def _array(mv: memoryview, span: tuple[int, int], dtype: str) -> np.ndarray:
+    start, nbytes = span
+    return np.frombuffer(mv[start : start + nbytes], dtype=dtype)
+
+
+def _parse(mv: memoryview) -> _Layout:
+    """Locate the sections of an IHNf / IBHf serialisation (faiss 1.x, little-endian)."""
+    r = _Reader(mv)
+    fourcc = bytes(mv[:4])
+    r.pos = 4
+    if fourcc == _HNSW_FLAT:
+        kind = "hnsw-flat"
+        d, ntotal, _, _, _, metric = r.take("<iqqq?i")
+        if metric > 1:
+            r.take("<f")
+    elif fourcc == _HNSW_BINARY:
+        kind = "hnsw-binary"
+        d, code_size, ntotal, _, metric = r.take("<iiq?i")
+    else:
+        raise _ParseError(f"fourcc {fourcc!r} is not an HNSW index this codec splits")
+    spans: dict[str, tuple[int, int]] = {}
+    r.vector(8)  # assign_probas
+    cum = r.vector(4)
+    spans["levels"] = r.vector(4)
+    spans["offsets"] = r.vector(8)
+    spans["neighbors"] = r.vector(4)
+    r.take("<iiiii")  # entry_point, max_level, efConstruction, efSearch, upper_beam
+    sfour = bytes(r.take("<4s")[0])
+    if kind == "hnsw-flat":
+        if sfour not in _FLAT_STORAGE:
+            raise _ParseError(f"storage fourcc {sfour!r} is not a flat index")
+        sd, sn, _, _, _, smetric = r.take("<iqqq?i")
+        if smetric > 1:
+            r.take("<f")
+        spans["codes"] = r.vector(1, unit=4)  # faiss writes flat codes as a float count
+        row = 4 * d
+    else:
+        if sfour != _BINARY_STORAGE:
+            raise _ParseError(f"storage fourcc {sfour!r} is not a binary flat index")
+        sd, scode, sn, _, _ = r.take("<iiq?i")
+        if scode != code_size:
+            raise _ParseError("storage code size differs from the index's")
+        spans["codes"] = r.vector(1)
+        row = code_size
+    if r.pos != len(mv):
+        raise _ParseError(f"{len(mv) - r.pos} trailing bytes after the storage")
+    if sd != d or sn != ntotal or ntotal < 0:
+        raise _ParseError("storage header disagrees with the index header")
+    levels = _array(mv, spans["levels"], "<i4")
+    offsets = _array(mv, spans["offsets"], "<u8")
+    if len(levels) != ntotal or len(offsets) != ntotal + 1:
+        raise _ParseError("levels/offsets do not have ntotal / ntotal + 1 entries")
+    if offsets[0] != 0 or int(offsets[-1]) * 4 != spans["neighbors"][1]:
+        raise _ParseError("offsets do not frame the neighbour array")
+    if ntotal and (np.diff(offsets.astype(np.int64)) <= 0).any():
+        raise _ParseError("offsets are not increasing")
+    if spans["codes"][1] != ntotal * row:
+        raise _ParseError("codes do not hold ntotal vectors")
+    cum_nn = tuple(int(x) for x in _array(mv, cum, "<i4"))
+    return _Layout(kind, int(ntotal), spans, cum_nn)
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class IndexRecord:
+    """A decoded index record (see docs/FORMAT.md for the CBOR layout)."""
+
+    cid: CID
+    kind: str
+    length: int
+    digest: bytes
+    doc: dict[str, Any]
+
+    @property
+    def depth(self) -> int:
+        """Patches between this record's neighbours and a full array (0 if full or raw)."""
+        nb = self.doc["sections"]["neighbors"] if self.kind != "raw" else {}
+        return int(nb.get("depth", 0))
+
+    @property
+    def parent(self) -> CID | None:
+        """The record whose neighbours a patch applies to (None unless patched)."""
+        nb = self.doc["sections"]["neighbors"] if self.kind != "raw" else {}
+        if nb.get("form") == "patch":
+            return CID.from_bytes(nb["parent"])
+        return None
+
+    def __repr__(self) -> str:
+        extra = f", depth={self.depth}" if self.kind != "raw" else ""
+        return f"IndexRecord('{self.cid.short}…', kind={self.kind!r}, length={self.length}{extra})"
+
+    def _repr_html_(self) -> str:
+        rows: list[tuple[str, object]] = [
+            ("cid", self.cid.hex),
+            ("kind", self.kind),
+            ("length", self.length),
+        ]
+        if self.kind != "raw":
+            rows.append(("neighbour patch depth", self.depth))
+        body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+        return f"<table><caption>IndexRecord</caption>{body}</table>"
+
+
+def _bad(cid: CID, msg: str) -> IndexCodecError:
+    return IndexCodecError(msg, cid)
+
+
+def _need(doc: dict, key: str, typ: type | tuple, cid: CID, where: str = "record") -> Any:
+    val = doc.get(key)
+    if not isinstance(val, typ) or isinstance(val, bool) and typ is int:
+        raise _bad(cid, f"{where} field {key!r} is missing or not {typ}")
+    if typ is int and val < 0:
+        raise _bad(cid, f"{where} field {key!r} is negative")
+    return val
+
+
+def _cid_field(doc: dict, key: str, cid: CID, where: str = "record") -> CID:
+    raw = _need(doc, key, bytes, cid, where)
+    try:
+        return CID.from_bytes(raw)
+    except MalformedCID as exc:
+        raise _bad(cid, f"{where} field {key!r} is not a CID: {exc}") from None
+
+
+def _looks_like_record(data: bytes) -> dict | None:
+    try:
+        doc = cbor2.loads(data)
+    except Exception:
+        return None
+    if isinstance(doc, dict) and doc.get("format") == INDEX_RECORD_FORMAT:
+        return doc
+    return None
+
+
+def is_index_record(cid: CID, store: BookStore) -> bool:
+    """True when ``cid`` names an index record (a book tagged "oluo-index-record"), False for
+    anything else, e.g. the root of a plain DAG. BookNotFound if the book is absent."""
+    if not isinstance(cid, CID):
+        raise TypeError(f"cid must be a CID, got {type(cid).__name__}")
+    if not cid.is_book:
+        return False
+    return _looks_like_record(store.get(cid)) is not None
+
+
+def read_index_record(cid: CID, store: BookStore) -> IndexRecord:
+    """Fetch and validate the record ``cid`` (IndexCodecError names it if malformed)."""
+    if not isinstance(cid, CID):
+        raise TypeError(f"cid must be a CID, got {type(cid).__name__}")
+    if not cid.is_book:
+        raise _bad(cid, "a bundle is not an index record")
+    doc = _looks_like_record(store.get(cid))
+    if doc is None:
+        raise _bad(cid, f"not canonical CBOR tagged {INDEX_RECORD_FORMAT!r}")
+    if doc.get("version") != INDEX_RECORD_VERSION:
+        raise _bad(cid, f"unsupported index record version {doc.get('version')!r}")
+    kind = doc.get("kind")
+    if kind not in _KINDS:
+        raise _bad(cid, f"unknown kind {kind!r}")
+    length = _need(doc, "length", int, cid)
+    digest = _need(doc, "blake3", bytes, cid)
+    if len(digest) != 32:
+        raise _bad(cid, "blake3 digest is not 32 bytes")
+    if kind == "raw":
+        _cid_field(doc, "blob", cid)
+    else:
+        _need(doc, "frame", bytes, cid)
+        secs = _need(doc, "sections", dict, cid)
+        if set(secs) != set(_SECTIONS):
+            raise _bad(cid, f"sections must be {list(_SECTIONS)}, got {sorted(secs)}")
+        for name in _SECTIONS:
+            sec = _need(secs, name, dict, cid)
+            _need(sec, "at", int, cid, name)
+            if _need(sec, "len", int, cid, name) % _ITEM[name]:
+                raise _bad(cid, f"section {name} length is not a multiple of {_ITEM[name]}")
+        nb = secs["neighbors"]
+        form = nb.get("form")
+        if form == "full":
+            _cid_field(nb, "blob", cid, "neighbors")
+        elif form == "patch":
+            _cid_field(nb, "blob", cid, "neighbors")
+            _cid_field(nb, "parent", cid, "neighbors")
+            if _need(nb, "block", int, cid, "neighbors") < 1:
+                raise _bad(cid, "patch block size must be >= 1")
+            _need(nb, "base_len", int, cid, "neighbors")
+            depth = _need(nb, "depth", int, cid, "neighbors")
+            if not 1 <= depth <= MAX_PATCH_CHAIN:
+                raise _bad(cid, f"patch depth {depth} outside 1..{MAX_PATCH_CHAIN}")
+        else:
+            raise _bad(cid, f"unknown neighbors form {form!r}")
+        for name in ("levels", "offsets", "codes"):
+            _cid_field(secs[name], "blob", cid, name)
+    return IndexRecord(cid, kind, length, digest, doc)
+
+
+def _put_record(doc: dict, store: BookStore) -> CID:
+    data = cbor2.dumps(doc, canonical=True)
+    if len(data) > MAX_BOOK_SIZE:
+        raise _ParseError("record does not fit one book")
+    return store.put(data)
+
+
+# --------------------------------------------------------------------------- encode
+
+
+def _blob_into(cid: CID, store: BookStore, out: memoryview, owner: CID) -> None:
+    """Read the DAG ``cid`` straight into ``out`` (every book verified by the store)."""
+    info = blob_info(cid, store)
+    if info.total_size != len(out):
+        raise _bad(
+            owner, f"blob {cid.hex} holds {info.total_size} B, the record expects {len(out)}"
+        )
+    items: list[tuple[CID, memoryview]] = []
+    pos = 0
+    try:
+        for leaf in info.leaves:
+            items.append((leaf, out[pos : pos + leaf.size]))
+            pos += leaf.size
+        store.get_many_into(items)
+    finally:
+        for _, part in items:
+            part.release()
+
+
+def _neighbors_of(rec: IndexRecord, store: BookStore) -> np.ndarray:
+    """The full neighbour array of a record (follows its patch chain), as a fresh array."""
+    n = rec.doc["sections"]["neighbors"]["len"]
+    buf = bytearray(n)
+    mv = memoryview(buf)
+    try:
+        _neighbors_into(rec, store, mv)
+    finally:
+        mv.release()
+    return np.frombuffer(buf, dtype=_I32)
+
+
+def _block_mask(old: np.ndarray, new: np.ndarray, block: int) -> np.ndarray:
+    """Per block of ``old``, whether ``new`` (same length) differs in it."""
+    n = len(old)
+    full = n // block
+    ne = old != new
+    mask = ne[: full * block].reshape(full, block).any(axis=1)
+    if n % block:
+        mask = np.append(mask, ne[full * block :].any())
+    return mask
+
+
+def _make_patch(old: np.ndarray, new: np.ndarray, block: int) -> bytes:
+    """bitmap of changed blocks of the old part | those blocks | appended tail."""
+    base = len(old)
+    mask = _block_mask(old, new[:base], block)
+    bitmap = np.packbits(mask, bitorder="little")
+    full = base // block
+    idx = np.flatnonzero(mask)
+    partial = bool(base % block and len(idx) and idx[-1] == full)
+    idx_full = idx[:-1] if partial else idx
+    parts = [bitmap.tobytes(), new[: full * block].reshape(full, block)[idx_full].tobytes()]
+    if partial:
+        parts.append(new[full * block : base].tobytes())
+    parts.append(new[base:].tobytes())
+    return b"".join(parts)
+
+
+def _patch_parent(
+    parent: CID | None, layout: _Layout, mv: memoryview, store: BookStore
+) -> IndexRecord | None:
+    """The parent record when the new graph is the parent plus appended nodes, else None."""
+    if parent is None or not is_index_record(parent, store):
+        return None
+    prec = read_index_record(parent, store)
+    if prec.kind != layout.kind or prec.doc.get("cum_nneighbor") != list(layout.cum_nneighbor):
+        return None
+    psecs = prec.doc["sections"]
+    n_old = psecs["levels"]["len"] // 4
+    if n_old > layout.ntotal or psecs["offsets"]["len"] != 8 * (n_old + 1):
+        return None
+    for name in ("levels", "offsets"):
+        start, _ = layout.spans[name]
+        old = reassemble(_cid_field(psecs[name], "blob", parent, name), store)
+        if len(old) != psecs[name]["len"] or mv[start : start + len(old)] != old:
+            return None
+    return prec
+
+
+def encode_index(
+    index_bytes: bytes, store: BookStore, parent: CID | None = None, *, block: int = PATCH_BLOCK
+) -> CID:
+    """Store a faiss index serialisation and return the CID of its index record.
+
+    ``parent`` is the previous generation's index record: when the new index is the
+    parent plus appended nodes (copy-on-write compaction), the neighbour array is stored
+    as a patch against it (bounded chain). A ``parent`` that is not an index record
+    (e.g. a plain DAG root) is ignored. Unknown bytes are stored raw. Same bytes and same
+    parent give the same record CID. ``block`` is the patch block size in int32 entries
+    (recorded in the patch; benchmarks vary it).
+    """
+    if not isinstance(block, int) or block < 1:
+        raise ValueError(f"block must be a positive int, got {block!r}")
+    if parent is not None and not isinstance(parent, CID):
+        raise TypeError(f"parent must be a CID or None, got {type(parent).__name__}")
+    mv = memoryview(index_bytes).cast("B")
+    digest = blake3.blake3(mv, max_threads=blake3.blake3.AUTO).digest()
+    head = {"format": INDEX_RECORD_FORMAT, "version": INDEX_RECORD_VERSION}
+    head.update(length=len(mv), blake3=digest)
+    try:
+        layout = _parse(mv)
+        return _encode_sections(mv, layout, head, store, parent, block)
+    except _ParseError:
+        pass
+    blob = ingest(mv, store)
+    return store.put(cbor2.dumps(dict(head, kind="raw", blob=blob.raw), canonical=True))
+
+
+def _encode_sections(
+    mv: memoryview, layout: _Layout, head: dict, store: BookStore, parent: CID | None, block: int
+) -> CID:
+    spans = layout.spans
+    order = sorted(_SECTIONS, key=lambda s: spans[s][0])
+    frame, pos = [], 0
+    secs: dict[str, dict] = {}
+    for name in order:
+        start, nbytes = spans[name]
+        frame.append(mv[pos:start])
+        secs[name] = {"at": start, "len": nbytes}
+        pos = start + nbytes
+    frame.append(mv[pos:])
+    for name in ("levels", "offsets", "codes"):
+        start, nbytes = spans[name]
+        secs[name]["blob"] = ingest(mv[start : start + nbytes], store).raw
+    start, nbytes = spans["neighbors"]
+    new = np.frombuffer(mv[start : start + nbytes], dtype=_I32)
+    nb = secs["neighbors"]
+    prec = _patch_parent(parent, layout, mv, store)
+    patch = None
+    if prec is not None and prec.depth < MAX_PATCH_CHAIN:
+        old = _neighbors_of(prec, store)
+        patch = _make_patch(old, new, block)
+        if len(patch) > REBASE_FRACTION * nbytes:
+            patch = None
+    if patch is not None:
+        assert prec is not None
+        nb.update(
+            form="patch",
+            parent=prec.cid.raw,
+            depth=prec.depth + 1,
+            block=block,
+            base_len=len(old) * 4,
+            blob=ingest(patch, store).raw,
+        )
+    else:
+        nb.update(form="full", blob=ingest(new, store).raw)
+    doc = dict(head, kind=layout.kind, frame=b"".join(frame), sections=secs)
+    doc["cum_nneighbor"] = list(layout.cum_nneighbor)
+    return _put_record(doc, store)
+
+
+# --------------------------------------------------------------------------- decode
+
+
+def _apply_patch(rec: IndexRecord, store: BookStore, arr: np.ndarray, base: int, n: int) -> None:
+    """Apply ``rec``'s neighbour patch to ``arr[:base]`` and write its tail to ``arr[base:n]``."""
+    nb = rec.doc["sections"]["neighbors"]
+    block = nb["block"]
+    data = reassemble(CID.from_bytes(nb["blob"]), store)
+    nblocks = -(-base // block)
+    nbit = -(-nblocks // 8)
+    if len(data) < nbit:
+        raise _bad(rec.cid, f"patch of {len(data)} B is shorter than its {nbit} B bitmap")
+    bits = np.frombuffer(data, np.uint8, nbit)
+    mask = np.unpackbits(bits, bitorder="little")
+    if mask[nblocks:].any():
+        raise _bad(rec.cid, "patch bitmap sets bits past the last block")
+    idx = np.flatnonzero(mask[:nblocks])
+    full = base // block
+    partial = bool(base % block and len(idx) and idx[-1] == full)
+    idx_full = idx[:-1] if partial else idx
+    n_changed = len(idx_full) * block + (base - full * block if partial else 0)
+    if len(data) != nbit + 4 * (n_changed + n - base):
+        raise _bad(
+            rec.cid,
+            f"patch of {len(data)} B does not fit {len(idx)} changed blocks "
+            f"and a tail of {n - base} entries",
+        )
+    vals = np.frombuffer(data, _I32, offset=nbit)
+    k = len(idx_full) * block
+    arr[: full * block].reshape(full, block)[idx_full] = vals[:k].reshape(-1, block)
+    if partial:
+        arr[full * block : base] = vals[k:n_changed]
+    arr[base:n] = vals[n_changed:]
+
+
+def _neighbors_into(rec: IndexRecord, store: BookStore, out: memoryview) -> None:
+    """Write the neighbour array of ``rec`` into ``out`` (its exact byte size)."""
+    chain: list[IndexRecord] = []
+    cur = rec
+    while cur.doc["sections"]["neighbors"]["form"] == "patch":
+        chain.append(cur)
+        if len(chain) > MAX_PATCH_CHAIN:
+            raise _bad(rec.cid, f"neighbour patch chain is deeper than {MAX_PATCH_CHAIN}")
+        nb = cur.doc["sections"]["neighbors"]
+        parent = read_index_record(CID.from_bytes(nb["parent"]), store)
+        pnb = parent.doc["sections"].get("neighbors") if parent.kind != "raw" else None
+        if pnb is None or pnb["len"] != nb["base_len"] or parent.kind != cur.kind:
+            raise _bad(cur.cid, f"patch parent {parent.cid.hex} does not have its base array")
+        if parent.depth != nb["depth"] - 1:
+            raise _bad(cur.cid, f"patch depth {nb['depth']} but parent depth {parent.depth}")
+        if nb["base_len"] > nb["len"]:
+            raise _bad(cur.cid, "patch shrinks the neighbour array")
+        cur = parent
+    full_len = cur.doc["sections"]["neighbors"]["len"]
+    if full_len > len(out):
+        raise _bad(rec.cid, "neighbour chain base is longer than the array")
+    _blob_into(
+        CID.from_bytes(cur.doc["sections"]["neighbors"]["blob"]), store, out[:full_len], cur.cid
+    )
+    arr = np.frombuffer(out, dtype=_I32)
+    try:
+        for link in reversed(chain):
+            nb = link.doc["sections"]["neighbors"]
+            _apply_patch(link, store, arr, nb["base_len"] // 4, nb["len"] // 4)
+    finally:
+        del arr
+
+
+def decode_index(cid: CID, store: BookStore) -> bytes:
+    """The original index bytes of record ``cid``, byte for byte.
+
+    Every book is verified by the store; the output's length and blake3 digest are
+    checked against the record (IndexCodecError naming ``cid`` on any mismatch). Memory:
+    one output buffer, plus one patch at a time.
+    """
+    rec = read_index_record(cid, store)
+    if rec.kind == "raw":
+        out = reassemble(CID.from_bytes(rec.doc["blob"]), store)
+    else:
+        out = _decode_sections(rec, store)
+    if len(out) != rec.length:
+        raise _bad(cid, f"decoded {len(out)} B, the record says {rec.length}")
+    if blake3.blake3(out, max_threads=blake3.blake3.AUTO).digest() != rec.digest:
+        raise _bad(cid, "decoded bytes do not match the record's blake3 digest")
+    return out
+
+
+def _decode_sections(rec: IndexRecord, store: BookStore) -> bytes:
+    secs = rec.doc["sections"]
+    frame = rec.doc["frame"]
+    order = sorted(_SECTIONS, key=lambda s: secs[s]["at"])
+    total = len(frame) + sum(secs[s]["len"] for s in _SECTIONS)
+    if total != rec.length:
+        raise _bad(rec.cid, f"frame and sections hold {total} B, the record says {rec.length}")
+    bio = io.BytesIO()
+    if total:
+        bio.seek(total - 1)
+        bio.write(b"\0")
+    view = bio.getbuffer()
+    try:
+        pos = fpos = 0
+        for name in order:
+            at, n = secs[name]["at"], secs[name]["len"]
+            gap = at - pos
+            if gap < 0 or fpos + gap > len(frame):
+                raise _bad(rec.cid, f"section {name} at byte {at} overlaps or leaves the frame")
+            view[pos:at] = frame[fpos : fpos + gap]
+            fpos += gap
+            part = view[at : at + n]
+            try:
+                if name == "neighbors":
+                    _neighbors_into(rec, store, part)
+                else:
+                    _blob_into(CID.from_bytes(secs[name]["blob"]), store, part, rec.cid)
+            finally:
+                part.release()
+            pos = at + n
+        view[pos:] = frame[fpos:]
+    finally:
+        view.release()
+    return bio.getvalue()
+
+
+# --------------------------------------------------------------------------- reachability
+
+
+def _dag_books(cid: CID, store: BookStore) -> set[CID]:
+    info = blob_info(cid, store)
+    return set(info.bundles) | set(info.leaves)
+
+
+def index_books(cid: CID, store: BookStore) -> set[CID]:
+    """Every book that decoding record ``cid`` reads: the record, its section DAGs
+    (bundles and leaves) and, for a patch, the parent records and neighbour books the
+    chain needs (not the parents' other sections). For gc marking and diff sizes."""
+    rec = read_index_record(cid, store)
+    books = {cid}
+    if rec.kind == "raw":
+        return books | _dag_books(CID.from_bytes(rec.doc["blob"]), store)
+    for name in ("levels", "offsets", "codes"):
+        books |= _dag_books(CID.from_bytes(rec.doc["sections"][name]["blob"]), store)
+    cur = rec
+    for _ in range(MAX_PATCH_CHAIN + 1):
+        nb = cur.doc["sections"]["neighbors"]
+        books |= _dag_books(CID.from_bytes(nb["blob"]), store)
+        if nb["form"] == "full":
+            return books
+        parent = CID.from_bytes(nb["parent"])
+        books.add(parent)
+        cur = read_index_record(parent, store)
+        if cur.kind == "raw":
+            raise _bad(rec.cid, f"patch parent {parent.hex} is a raw record")
+    raise _bad(rec.cid, f"neighbour patch chain is deeper than {MAX_PATCH_CHAIN}")
