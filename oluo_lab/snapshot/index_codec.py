@@ -43,6 +43,7 @@ __all__ = [
     "INDEX_RECORD_VERSION",
     "MAX_PATCH_CHAIN",
     "PATCH_BLOCK",
+    "REBASE_DEPTH",
     "REBASE_FRACTION",
     "IndexRecord",
     "decode_index",
@@ -56,6 +57,9 @@ INDEX_RECORD_FORMAT = "oluo-index-record"
 INDEX_RECORD_VERSION = 1
 #: Longest chain of neighbour patches a reader follows (a format limit: deeper is refused).
 MAX_PATCH_CHAIN = 8
+#: Encoder policy: start a new full neighbour array after this many patches (each level
+#: of the chain adds ~6% to load time at 100k vectors; see docs/BENCHMARKS.md).
+REBASE_DEPTH = 4
 #: Block size of neighbour patches, in int32 entries (encoder policy; recorded per patch).
 PATCH_BLOCK = 8
 #: A patch larger than this fraction of the full neighbour array re-bases the chain.
@@ -396,7 +400,12 @@ def _patch_parent(
 
 
 def encode_index(
-    index_bytes: bytes, store: BookStore, parent: CID | None = None, *, block: int = PATCH_BLOCK
+    index_bytes: bytes,
+    store: BookStore,
+    parent: CID | None = None,
+    *,
+    block: int = PATCH_BLOCK,
+    max_chain: int = REBASE_DEPTH,
 ) -> CID:
     """Store a faiss index serialisation and return the CID of its index record.
 
@@ -405,10 +414,13 @@ def encode_index(
     as a patch against it (bounded chain). A ``parent`` that is not an index record
     (e.g. a plain DAG root) is ignored. Unknown bytes are stored raw. Same bytes and same
     parent give the same record CID. ``block`` is the patch block size in int32 entries
-    (recorded in the patch; benchmarks vary it).
+    (recorded in the patch; benchmarks vary it); ``max_chain`` (1..MAX_PATCH_CHAIN) is the
+    patch depth after which the neighbours are stored in full again.
     """
     if not isinstance(block, int) or block < 1:
         raise ValueError(f"block must be a positive int, got {block!r}")
+    if not isinstance(max_chain, int) or not 1 <= max_chain <= MAX_PATCH_CHAIN:
+        raise ValueError(f"max_chain must be an int in 1..{MAX_PATCH_CHAIN}, got {max_chain!r}")
     if parent is not None and not isinstance(parent, CID):
         raise TypeError(f"parent must be a CID or None, got {type(parent).__name__}")
     mv = memoryview(index_bytes).cast("B")
@@ -417,7 +429,7 @@ def encode_index(
     head.update(length=len(mv), blake3=digest)
     try:
         layout = _parse(mv)
-        return _encode_sections(mv, layout, head, store, parent, block)
+        return _encode_sections(mv, layout, head, store, parent, block, max_chain)
     except _ParseError:
         pass
     blob = ingest(mv, store)
@@ -425,7 +437,13 @@ def encode_index(
 
 
 def _encode_sections(
-    mv: memoryview, layout: _Layout, head: dict, store: BookStore, parent: CID | None, block: int
+    mv: memoryview,
+    layout: _Layout,
+    head: dict,
+    store: BookStore,
+    parent: CID | None,
+    block: int,
+    max_chain: int,
 ) -> CID:
     spans = layout.spans
     order = sorted(_SECTIONS, key=lambda s: spans[s][0])
@@ -445,7 +463,7 @@ def _encode_sections(
     nb = secs["neighbors"]
     prec = _patch_parent(parent, layout, mv, store)
     patch = None
-    if prec is not None and prec.depth < MAX_PATCH_CHAIN:
+    if prec is not None and prec.depth < max_chain:
         old = _neighbors_of(prec, store)
         patch = _make_patch(old, new, block)
         if len(patch) > REBASE_FRACTION * nbytes:
@@ -470,29 +488,31 @@ def _encode_sections(
 # --------------------------------------------------------------------------- decode
 
 
-def _apply_patch(rec: IndexRecord, store: BookStore, arr: np.ndarray, base: int, n: int) -> None:
-    """Apply ``rec``'s neighbour patch to ``arr[:base]`` and write its tail to ``arr[base:n]``."""
-    nb = rec.doc["sections"]["neighbors"]
-    block = nb["block"]
-    data = reassemble(CID.from_bytes(nb["blob"]), store)
+def _apply_patch(
+    data: bytes, arr: np.ndarray, base: int, n: int, block: int, owner: CID | None
+) -> None:
+    """Apply patch bytes to ``arr[:base]`` and write their tail to ``arr[base:n]``.
+
+    Inverse of :func:`_make_patch`; vectorised (no loop over blocks). IndexCodecError
+    naming ``owner`` when the bytes do not fit the recorded lengths.
+    """
     nblocks = -(-base // block)
     nbit = -(-nblocks // 8)
     if len(data) < nbit:
-        raise _bad(rec.cid, f"patch of {len(data)} B is shorter than its {nbit} B bitmap")
-    bits = np.frombuffer(data, np.uint8, nbit)
-    mask = np.unpackbits(bits, bitorder="little")
+        raise IndexCodecError(f"patch of {len(data)} B is shorter than its {nbit} B bitmap", owner)
+    mask = np.unpackbits(np.frombuffer(data, np.uint8, nbit), bitorder="little")
     if mask[nblocks:].any():
-        raise _bad(rec.cid, "patch bitmap sets bits past the last block")
+        raise IndexCodecError("patch bitmap sets bits past the last block", owner)
     idx = np.flatnonzero(mask[:nblocks])
     full = base // block
     partial = bool(base % block and len(idx) and idx[-1] == full)
     idx_full = idx[:-1] if partial else idx
     n_changed = len(idx_full) * block + (base - full * block if partial else 0)
     if len(data) != nbit + 4 * (n_changed + n - base):
-        raise _bad(
-            rec.cid,
+        raise IndexCodecError(
             f"patch of {len(data)} B does not fit {len(idx)} changed blocks "
             f"and a tail of {n - base} entries",
+            owner,
         )
     vals = np.frombuffer(data, _I32, offset=nbit)
     k = len(idx_full) * block
@@ -530,7 +550,8 @@ def _neighbors_into(rec: IndexRecord, store: BookStore, out: memoryview) -> None
     try:
         for link in reversed(chain):
             nb = link.doc["sections"]["neighbors"]
-            _apply_patch(link, store, arr, nb["base_len"] // 4, nb["len"] // 4)
+            data = reassemble(CID.from_bytes(nb["blob"]), store)
+            _apply_patch(data, arr, nb["base_len"] // 4, nb["len"] // 4, nb["block"], link.cid)
     finally:
         del arr
 
