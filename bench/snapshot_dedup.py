@@ -87,6 +87,9 @@ def main() -> None:
 
     step = max(1, int(args.n * args.grow))
     x = load_glove(args.n + step * (1 + args.chain))
+    if len(x) < args.n + step * (1 + args.chain):  # GloVe-6B has 400,000 words
+        args.n = len(x) - step * (1 + args.chain)
+        print(f"# only {len(x)} GloVe vectors: generation 1 holds {args.n}")
     eng = OluoEngine(x.shape[1], "cosine", compact_threshold=10**9, M=16, ef_construction=128)
     t = time.perf_counter()
     eng.add(x[: args.n])

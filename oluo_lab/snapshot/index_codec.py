@@ -241,6 +241,8 @@ def _cid_field(doc: dict, key: str, cid: CID, where: str = "record") -> CID:
 
 
 def _looks_like_record(data: bytes) -> dict | None:
+    if not data or data[0] >> 5 != 5:  # not a CBOR map: skip decoding arbitrary book bytes
+        return None
     try:
         doc = cbor2.loads(data)
     except Exception:
