@@ -41,6 +41,14 @@ FORMAT_FILE = "oluo-cas-format"
 FORMAT_TEXT = "oluo-cas 1\n"
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _RAW_HEADER = MAGIC + bytes((CODEC_RAW, 0, 0, 0)) + bytes(8)
+#: Bounds of the contiguous runs of books one read task fills (see ``get_many_into``).
+_RUN_MIN = 1 << 20
+_RUN_MAX = 8 << 20
+#: Bytes of books queued before a batch hands them to a write worker as one task.
+_GROUP_BYTES = 1 << 20
+#: zstd is tried on a book only if this many bytes sampled from it shrink (see ``_encode``).
+_PROBE_LEN = 4096
+_PROBE_PIECES = 4
 
 
 def _write_all(fd: int, data: Buffer) -> None:
@@ -110,22 +118,44 @@ class _Batch:
         self.pending: dict[CID, tuple[str, str, str]] = {}  # cid -> (dir, tmp, final)
         self.jobs: dict[CID, Future[None]] = {}
         self.pool = ThreadPoolExecutor(store._workers, thread_name_prefix="oluo-cas-write")
-        self.slots = threading.BoundedSemaphore(2 * store._workers)  # payloads in flight
+        self.slots = threading.BoundedSemaphore(2 * store._workers)  # groups in flight
+        self.group: list[tuple[str, Buffer]] = []  # (tmp, data) not yet handed to a worker
+        self.group_cids: set[CID] = set()
+        self.group_bytes = 0
 
     def submit(self, cid: CID, data: Buffer, dirpath: str, path: str) -> None:
-        """Compress and write ``data`` to a temp file on a worker thread."""
+        """Queue ``data`` to be compressed and written to a temp file on a worker thread.
+
+        Books go to the workers in groups of about ``_GROUP_BYTES``: one task per ~64 KiB
+        book costs more in future bookkeeping and GIL hand-offs than the write itself.
+        """
         tmp = os.path.join(dirpath, f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(8)}")
         self.pending[cid] = (dirpath, tmp, path)
+        self.group.append((tmp, data))
+        self.group_cids.add(cid)
+        self.group_bytes += len(data)
+        if self.group_bytes >= _GROUP_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand the queued group to a worker (blocks while ``2 * workers`` groups are in flight)."""
+        if not self.group:
+            return
+        group, cids = self.group, self.group_cids
+        self.group, self.group_cids, self.group_bytes = [], set(), 0
         self.slots.acquire()
         try:
-            fut = self.pool.submit(self.store._encode_to, tmp, data)
+            fut = self.pool.submit(self.store._encode_group, group)
         except BaseException:
             self.slots.release()
             raise
         fut.add_done_callback(lambda _f: self.slots.release())
-        self.jobs[cid] = fut
+        for cid in cids:
+            self.jobs[cid] = fut
 
     def wait(self, cid: CID) -> None:
+        if cid in self.group_cids:
+            self.flush()
         fut = self.jobs.get(cid)
         if fut is not None:
             fut.result()
@@ -134,6 +164,8 @@ class _Batch:
         store = self.store
         first: BaseException | None = None
         try:
+            if commit:
+                self.flush()
             for fut in self.jobs.values():
                 exc = fut.exception()
                 if exc is not None and first is None:
@@ -166,6 +198,8 @@ class _Batch:
                     os.unlink(tmp)
             self.pending.clear()
             self.jobs.clear()
+            self.group.clear()
+            self.group_cids.clear()
         if first is not None:
             raise first
 
@@ -276,7 +310,23 @@ class DirStore(BookStore):
         return d
 
     def _encode(self, data: Buffer) -> tuple[bytes, Buffer]:
-        comp = self._cctx().compress(data)
+        """File header and payload for ``data``: zstd if that is strictly shorter, else raw.
+
+        A book above ``2 * _PROBE_LEN`` bytes whose probe (``_PROBE_PIECES`` slices spread
+        over the book) does not shrink under zstd is stored raw without compressing the
+        whole: random-looking bytes cost a full zstd pass for nothing. Deterministic (a
+        function of the bytes only); readers accept a raw book whatever its content.
+        """
+        cctx = self._cctx()
+        n = len(data)
+        if n > 2 * _PROBE_LEN:
+            mv = memoryview(data)
+            w = _PROBE_LEN // _PROBE_PIECES
+            step = (n - w) // (_PROBE_PIECES - 1)
+            probe = b"".join([mv[k * step : k * step + w] for k in range(_PROBE_PIECES)])
+            if len(cctx.compress(probe)) >= len(probe):
+                return _RAW_HEADER, data
+        comp = cctx.compress(data)
         if len(comp) < len(data):
             head = MAGIC + bytes((CODEC_ZSTD, self.level, 0, 0))
             h = blake3.blake3(head)
@@ -305,19 +355,21 @@ class DirStore(BookStore):
         try:
             if zstandard.frame_content_size(payload) != cid.size:
                 raise CorruptBook(cid, "zstd frame content size differs from the CID size")
-            dobj = self._dctx().decompressobj()
-            out = dobj.decompress(payload)
-            if not dobj.eof or dobj.unused_data:
-                raise CorruptBook(cid, "zstd frame truncated or followed by extra bytes")
+            # One-shot decode into exactly the recorded size; a truncated frame or bytes
+            # after it raise ZstdError. (decompressobj would decode in 128 KiB pieces and join.)
+            out = self._dctx().decompress(payload, allow_extra_data=False)
         except zstandard.ZstdError as exc:
             raise CorruptBook(cid, f"zstd: {exc}") from None
+        if len(out) != cid.size:
+            raise CorruptBook(cid, f"zstd frame decoded to {len(out)} B, not {cid.size}")
         return out
 
     # --- file I/O ------------------------------------------------------------------------
-    def _encode_to(self, tmp: str, data: Buffer) -> None:
-        self._ensure_dir(os.path.dirname(tmp))
-        header, payload = self._encode(data)
-        self._write_tmp(tmp, header, payload, sync=False)
+    def _encode_group(self, group: list[tuple[str, Buffer]]) -> None:
+        for tmp, data in group:
+            self._ensure_dir(os.path.dirname(tmp))
+            header, payload = self._encode(data)
+            self._write_tmp(tmp, header, payload, sync=False)
 
     def _write_tmp(self, tmp: str, header: bytes, payload: Buffer, sync: bool) -> str:
         """Write header + payload to the new (O_EXCL) temp file ``tmp``."""
@@ -398,9 +450,13 @@ class DirStore(BookStore):
             raise TypeError(f"cid must be a CID, got {type(cid).__name__}")
         if len(out) != cid.size:
             raise ValueError(f"buffer of {len(out)} B for a {cid.size} B book")
+        self._fill(cid, out)
+
+    def _fill(self, cid: CID, out: memoryview) -> None:
+        """``get_into`` without the argument checks (``len(out) == cid.size`` is given)."""
         batch = self._batch
         if batch is not None and cid in batch.pending:
-            super().get_into(cid, out)
+            out[:] = self.get(cid)
             return
         try:
             fd = os.open(self._locate(cid)[1], os.O_RDONLY | _O_CLOEXEC)
@@ -408,6 +464,10 @@ class DirStore(BookStore):
             raise BookNotFound(cid) from None
         try:
             size = os.fstat(fd).st_size
+            if size < HEADER_LEN:
+                raise CorruptBook(cid, f"file of {size} bytes is shorter than the header")
+            if size - HEADER_LEN > cid.size:
+                raise CorruptBook(cid, f"file payload {size - HEADER_LEN} B exceeds book size")
             header = os.read(fd, HEADER_LEN)
             if header == _RAW_HEADER and size - HEADER_LEN == cid.size:
                 got = 0
@@ -420,15 +480,55 @@ class DirStore(BookStore):
                     raise CorruptBook(cid, "file grew while being read")
                 verify_book(cid, out)
                 return
+            payload = os.read(fd, size - HEADER_LEN)
+            if len(header) != HEADER_LEN or len(payload) != size - HEADER_LEN:
+                raise CorruptBook(cid, "file changed size while being read")
         finally:
             os.close(fd)
-        out[:] = self.get(cid)  # compressed, or malformed: the full path reports why
+        data = self._decode(cid, header, payload)
+        verify_book(cid, data)  # while the decoded bytes are still in cache
+        out[:] = data
+
+    def _fill_run(self, items: list[tuple[CID, memoryview]]) -> None:
+        for cid, out in items:
+            self._fill(cid, out)
 
     def get_many_into(self, items: Iterable[tuple[CID, memoryview]]) -> None:
-        """Fill the buffers on ``workers`` threads (file reads, zstd and blake3 drop the GIL)."""
-        with ThreadPoolExecutor(self._workers, thread_name_prefix="oluo-cas-read") as pool:
-            for fut in [pool.submit(self.get_into, cid, out) for cid, out in items]:
+        """Fill the buffers on ``workers`` threads (file reads, zstd and blake3 drop the GIL).
+
+        Books are handed out in contiguous runs of a few MiB, not one task per book: with a
+        future per ~64 KiB book the threads mostly wait for each other's GIL hand-offs. The
+        first failing book in ``items`` order is the one reported.
+        """
+        todo = list(items)
+        for cid, out in todo:
+            if not isinstance(cid, CID):
+                raise TypeError(f"cid must be a CID, got {type(cid).__name__}")
+            if len(out) != cid.size:
+                raise ValueError(f"buffer of {len(out)} B for a {cid.size} B book")
+        total = sum(len(out) for _, out in todo)
+        target = min(_RUN_MAX, max(_RUN_MIN, total // (4 * self._workers)))
+        runs: list[list[tuple[CID, memoryview]]] = []
+        run: list[tuple[CID, memoryview]] = []
+        acc = 0
+        for item in todo:
+            run.append(item)
+            acc += len(item[1])
+            if acc >= target:
+                runs.append(run)
+                run, acc = [], 0
+        if run:
+            runs.append(run)
+        if len(runs) <= 1 or self._workers == 1:
+            for r in runs:
+                self._fill_run(r)
+            return
+        pool = ThreadPoolExecutor(self._workers, thread_name_prefix="oluo-cas-read")
+        try:
+            for fut in [pool.submit(self._fill_run, r) for r in runs]:
                 fut.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _has(self, cid: CID) -> bool:
         batch = self._batch
