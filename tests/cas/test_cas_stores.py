@@ -18,6 +18,7 @@ from oluo_lab.cas import (
     CorruptBook,
     DirStore,
     MemoryStore,
+    blob_info,
     ingest,
     reassemble,
 )
@@ -184,6 +185,48 @@ class TestDirStore(StoreConformance):
         st = s.stats()
         assert st.logical_bytes == 600_000
         assert st.stored_bytes < 200_000 and st.compression_ratio > 3
+
+    def test_probe_stores_incompressible_raw_and_compressible_zstd(self, tmp_path):
+        s = DirStore(tmp_path / "cas", fsync=False)
+        noise = xof(b"noise", 200_000)
+        # Compressible only between the probe's sample points: stored raw by design, and
+        # still read back exactly (a raw book is valid whatever its content).
+        hidden = bytearray(noise)
+        hidden[20_000:40_000] = bytes(20_000)
+        # One of the four samples lands in the zeros: the whole book is compressed.
+        tail = noise[:150_000] + bytes(50_000)
+        for data, codec in ((noise, 0), (bytes(hidden), 0), (tail, 1), (b"v" * 200_000, 1)):
+            cid = s.put(data)
+            raw = book_path(s, cid).read_bytes()
+            assert raw[4] == codec, (len(data), codec)
+            assert s.get(cid) == data
+            if codec == 0:
+                assert raw[HEADER_LEN:] == data
+
+    def test_reassemble_over_many_runs_names_first_bad_leaf(self, tmp_path):
+        # ~6 MB of leaves: several read runs on the worker threads, mixing raw and zstd books.
+        data = b"".join(
+            xof(bytes([i]), 300_000) if i % 2 else bytes([i]) * 300_000 for i in range(20)
+        )
+        s = DirStore(tmp_path / "cas", fsync=False)
+        root = ingest(data, s)
+        assert reassemble(root, s) == data
+        leaves = list(blob_info(root, s).leaves)
+        assert len(leaves) > 40
+        early, late = leaves[3], leaves[-2]
+        dir_corrupt(s, late, "flip")
+        dir_corrupt(s, early, "flip")
+        with pytest.raises(CorruptBook) as exc:
+            reassemble(root, s)
+        assert exc.value.cid == early and early.hex in str(exc.value)
+
+    def test_reassemble_inside_batch_reads_unflushed_books(self, tmp_path):
+        s = DirStore(tmp_path / "cas")
+        data = xof(b"pending", 3_000_000)
+        with s.batch():
+            root = ingest(data, s)
+            assert reassemble(root, s) == data  # books still queued or on temp files
+        assert reassemble(root, s) == data
 
     def test_format_marker_mismatch(self, tmp_path):
         DirStore(tmp_path / "cas")
