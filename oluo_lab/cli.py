@@ -27,18 +27,10 @@ def _recall_at(found: np.ndarray, truth: np.ndarray) -> float:
     return hits / (k * len(truth))
 
 
-def _books_of(cid, store) -> set:
-    from .cas import blob_info
-
-    info = blob_info(cid, store)
-    return set(info.leaves) | set(info.bundles) | {cid}
-
-
 def _generation_bytes(store, manifest_cid) -> tuple[set, int]:
-    from .snapshot import fetch_manifest
+    from .snapshot.history import generation_books
 
-    m = fetch_manifest(store, manifest_cid)
-    books = _books_of(m.index_cid, store) | _books_of(m.metadata_cid, store) | {manifest_cid}
+    books = generation_books(store, manifest_cid)
     return books, sum(c.size for c in books)
 
 

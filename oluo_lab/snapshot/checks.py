@@ -13,6 +13,7 @@ from ..engine import decode_metadata
 from .durable import data_dir_lock, sweep_temp_files
 from .errors import OluoPersistError
 from .history import generation_books, payload_collected, walk_history
+from .index_codec import decode_index
 from .persist import (
     BASE_NAME,
     REFS_LOG_NAME,
@@ -308,7 +309,7 @@ def _check_base_cache(lab: Lab, problems: list[Problem]) -> None:
     except OSError as exc:
         problems.append(Problem("warning", "base-cache", BASE_NAME, head.generation, str(exc)))
         return
-    if len(data) != head.manifest.index_size or data != reassemble(
+    if len(data) != head.manifest.index_size or data != decode_index(
         head.manifest.index_cid, lab.store
     ):
         problems.append(

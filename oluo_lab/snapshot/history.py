@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from ..cas import CID, BookStore, blob_info
 from .errors import SnapshotNotFound
+from .index_codec import index_books
 from .manifest import SnapshotManifest
 from .persist import fetch_manifest
 
@@ -73,7 +74,5 @@ def generation_books(
     if payload_collected(store, manifest):
         return {cid}
     return (
-        {cid}
-        | payload_books(store, manifest.index_cid)
-        | payload_books(store, manifest.metadata_cid)
+        {cid} | index_books(manifest.index_cid, store) | payload_books(store, manifest.metadata_cid)
     )

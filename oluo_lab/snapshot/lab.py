@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import blake3
-
-from ..cas import CID, ContentError, DirStore
+from ..cas import CID, ContentError, DirStore, reassemble
 from ..engine import OluoEngine, PersistSnapshot
 from .checks import diff_snapshots, gc_lab, verify_lab
 from .durable import atomic_write, data_dir_lock
 from .errors import ManifestSerde, OluoPersistError, PersistIOError, SnapshotNotFound
 from .history import Generation, generation_books, walk_history
+from .index_codec import decode_index
 from .manifest import SnapshotManifest
 from .persist import (
     HEAD_NAME,
@@ -269,18 +268,15 @@ class Lab:
 
     def _holds(self, snap: Snapshot, payload: PersistSnapshot) -> bool:
         """Does the generation hold exactly these payload bytes (by size and digest)?"""
-        from ..cas import reassemble
-
         m = snap.manifest
         if (m.index_size, m.metadata_size) != (
             len(payload.index_bytes),
             len(payload.metadata_bytes),
         ):
             return False
-        meta = reassemble(m.metadata_cid, self.store)
-        if blake3.blake3(meta).digest() != blake3.blake3(payload.metadata_bytes).digest():
+        if reassemble(m.metadata_cid, self.store) != payload.metadata_bytes:
             return False
-        return reassemble(m.index_cid, self.store) == payload.index_bytes
+        return decode_index(m.index_cid, self.store) == payload.index_bytes
 
     def checkout(self, ref: Ref | Snapshot = "HEAD") -> OluoEngine:
         """An engine holding exactly the entries of generation ``ref``.

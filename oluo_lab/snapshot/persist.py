@@ -10,7 +10,8 @@ Files in ``data_dir``:
 * ``oluo_refs.log`` — an append-only local log of every head move, with wall
   times (kept outside the content-addressed data).
 
-Order of a persist: DAG-ingest the index bytes, DAG-ingest the metadata bytes,
+Order of a persist: store the index bytes through the index codec (sections and
+neighbour patches against the parent generation), DAG-ingest the metadata bytes,
 put the manifest book (all durable in a ``DirStore``), write the base file,
 append the refs log, write the head. A crash at any point leaves the previous
 head loadable.
@@ -39,6 +40,7 @@ from .errors import (
     SnapshotNotFound,
     UnsupportedVersion,
 )
+from .index_codec import decode_index, encode_index
 from .manifest import SnapshotManifest
 
 HEAD_NAME = "oluo_head.json"
@@ -182,13 +184,19 @@ def persist_snapshot(
         sweep_temp_files(data_dir)
         head = read_head(data_dir)
         parent: CID | None = None
+        index_parent: CID | None = None
         if head is not None:
             head_manifest = fetch_manifest(store, head.cid, "head manifest")
             current = head_manifest.compact_generation
             parent = head.cid if generation > current else head_manifest.parent
             if generation < current:
                 raise HeadRegression(current, generation)
-        index_cid = ingest(index_bytes, store)
+            if parent is not None:
+                parent_manifest = (
+                    head_manifest if parent == head.cid else fetch_manifest(store, parent, "parent")
+                )
+                index_parent = parent_manifest.index_cid
+        index_cid = _encode_index_against(index_bytes, store, index_parent)
         metadata_cid = ingest(metadata_bytes, store)
         manifest = SnapshotManifest(
             index_cid=index_cid,
@@ -228,6 +236,14 @@ def persist_snapshot(
             )
             atomic_write(data_dir / HEAD_NAME, new_head.to_bytes())
     return base_path, generation
+
+
+def _encode_index_against(index_bytes: bytes, store: BookStore, index_parent: CID | None) -> CID:
+    """Store the index through the codec (docs/FORMAT.md 3.6), as a patch against the
+    parent generation's index when that is still in the store, else in full."""
+    if index_parent is not None and not store.has(index_parent):
+        index_parent = None
+    return encode_index(index_bytes, store, index_parent)
 
 
 def _write_base_if_changed(base_path: Path, index_bytes: bytes) -> bool:
@@ -277,7 +293,7 @@ def restore_engine(
     store: BookStore, manifest: SnapshotManifest, compact_threshold: int = 1000
 ) -> tuple[OluoEngine, bytes]:
     """Reassemble a manifest's payloads and rebuild the engine from them."""
-    index_bytes = reassemble(manifest.index_cid, store)
+    index_bytes = decode_index(manifest.index_cid, store)
     metadata_bytes = reassemble(manifest.metadata_cid, store)
     if len(index_bytes) != manifest.index_size or len(metadata_bytes) != manifest.metadata_size:
         raise ManifestSerde(f"manifest sizes disagree with the payloads it names ({manifest!r})")

@@ -26,6 +26,7 @@ from oluo_lab.snapshot import (
     persist_snapshot,
     read_head,
 )
+from oluo_lab.snapshot.index_codec import decode_index, encode_index
 
 
 def persist(engine, data_dir, store):
@@ -77,7 +78,7 @@ def test_manifest_fields_match_payload(lab_dir, engine_and_vectors):
     assert m.key_counter == snap.key_counter and m.parent is None
     assert m.entries == len(eng)
     assert m.index_config["dim"] == 16 and m.index_config["metric"] == "cosine"
-    assert reassemble(m.index_cid, store) == snap.index_bytes
+    assert decode_index(m.index_cid, store) == snap.index_bytes
     assert reassemble(m.metadata_cid, store) == snap.metadata_bytes
     assert (m.index_size, m.metadata_size) == (len(snap.index_bytes), len(snap.metadata_bytes))
 
@@ -130,7 +131,7 @@ def test_base_file_not_rewritten_when_it_holds_the_right_bytes(lab_dir, engine_a
     # a damaged base cache is rebuilt from the CAS
     (d / BASE_NAME).write_bytes(b"garbage")
     load_snapshot(d, store)
-    assert (d / BASE_NAME).read_bytes() == reassemble(
+    assert (d / BASE_NAME).read_bytes() == decode_index(
         fetch_manifest(store, read_head(d).cid).index_cid, store
     )
 
@@ -227,7 +228,7 @@ def test_metadata_that_does_not_decode(persisted):
 def test_index_bytes_the_engine_refuses(persisted):
     d, store, _ = persisted
     m = fetch_manifest(store, read_head(d).cid)
-    junk = store.put(b"\x00" * 64)
+    junk = encode_index(b"\x00" * 64, store)  # a valid (raw) record of bytes faiss refuses
     bad = SnapshotManifest(**{**m.__dict__, "index_cid": junk, "index_size": 64})
     _rewrite_head_to(d, store, bad)
     with pytest.raises(EngineRestoreError):
