@@ -7,6 +7,7 @@ from .durable import atomic_write, data_dir_lock, sweep_temp_files
 from .errors import (
     EngineRestoreError,
     HeadRegression,
+    IndexCodecError,
     LockTimeout,
     ManifestSerde,
     MetadataDeserialize,
@@ -45,6 +46,7 @@ __all__ = [
     "VerifyReport",
     "Head",
     "HeadRegression",
+    "IndexCodecError",
     "LockTimeout",
     "ManifestSerde",
     "MetadataDeserialize",

