@@ -119,6 +119,10 @@ class BookStore(ABC):
     def _iter_unsorted(self) -> Iterable[CID]: ...
 
     @abstractmethod
+    def _stat(self, cid: CID) -> tuple[int, float]:
+        """(stored bytes, last-write time in POSIX seconds) of a book; BookNotFound."""
+
+    @abstractmethod
     def stats(self) -> StoreStats: ...
 
     # --- public API --------------------------------------------------------------------
@@ -180,6 +184,14 @@ class BookStore(ABC):
 
     def __contains__(self, cid: object) -> bool:
         return isinstance(cid, CID) and self._has(cid)
+
+    def stored_size(self, cid: CID) -> int:
+        """Bytes the book occupies in this store (after compression, with any header)."""
+        return self._stat(cid)[0]
+
+    def book_mtime(self, cid: CID) -> float:
+        """When the book was written (POSIX seconds): gc's grace period is measured from it."""
+        return self._stat(cid)[1]
 
     def delete(self, cid: CID) -> None:
         """Remove a book. Raises BookNotFound if it is absent (so gc notices double frees)."""

@@ -536,6 +536,19 @@ class DirStore(BookStore):
             return True
         return os.path.exists(self._locate(cid)[1])
 
+    def _stat(self, cid: CID) -> tuple[int, float]:
+        batch = self._batch
+        path = (
+            batch.pending[cid][1]
+            if batch is not None and cid in batch.pending
+            else self._locate(cid)[1]
+        )
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise BookNotFound(cid) from None
+        return st.st_size, st.st_mtime
+
     def _delete(self, cid: CID) -> None:
         dirpath, path = self._locate(cid)
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
 from oluo_lab.cas.base import BookStore, Buffer, StoreStats
@@ -14,10 +15,18 @@ class MemoryStore(BookStore):
 
     def __init__(self) -> None:
         self._books: dict[CID, bytes] = {}
+        self._written: dict[CID, float] = {}
 
     def _store(self, cid: CID, data: Buffer) -> None:
         if cid not in self._books:
             self._books[cid] = bytes(data)
+            self._written[cid] = time.time()
+
+    def _stat(self, cid: CID) -> tuple[int, float]:
+        try:
+            return len(self._books[cid]), self._written.get(cid, 0.0)
+        except KeyError:
+            raise BookNotFound(cid) from None
 
     def _load(self, cid: CID) -> bytes:
         try:
@@ -31,6 +40,7 @@ class MemoryStore(BookStore):
     def _delete(self, cid: CID) -> None:
         if self._books.pop(cid, None) is None:
             raise BookNotFound(cid)
+        self._written.pop(cid, None)
 
     def _iter_unsorted(self) -> Iterable[CID]:
         return list(self._books)

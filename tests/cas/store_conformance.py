@@ -103,6 +103,20 @@ class StoreConformance:
             store.get(a)
 
     # --- bundles / raw puts ----------------------------------------------------------------
+    def test_stored_size_and_mtime(self, store):
+        import time
+
+        before = time.time()
+        cid = store.put(b"timed book" * 100)
+        assert 0 < store.stored_size(cid) <= cid.size + 64
+        assert before - 2 <= store.book_mtime(cid) <= time.time() + 2
+        missing = CID.for_book(b"never stored")
+        with pytest.raises(BookNotFound) as ei:
+            store.book_mtime(missing)
+        assert ei.value.cid == missing
+        with pytest.raises(BookNotFound):
+            store.stored_size(missing)
+
     def test_put_bundle_derives_depth(self, store):
         leaves = [store.put(bytes([i])) for i in range(3)]
         b1 = store.put_bundle(b"".join(c.raw for c in leaves))
