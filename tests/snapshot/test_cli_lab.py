@@ -1,0 +1,88 @@
+"""``oluo-lab log|show|diff|verify|gc|tag DIR``: tables for people, JSON for scripts,
+non-zero exit on problems."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from snap_helpers import DIM, book_path
+
+from oluo_lab.cli import main
+from oluo_lab.engine import OluoEngine
+from oluo_lab.snapshot.lab import Lab
+
+
+@pytest.fixture
+def lab(tmp_path):
+    lab = Lab(tmp_path / "lab")
+    rng = np.random.default_rng(0)
+    eng = OluoEngine(DIM, compact_threshold=10_000, M=8, ef_construction=40)
+    eng.add(rng.standard_normal((200, DIM)).astype(np.float32), ids=[f"a{i}" for i in range(200)])
+    lab.commit(eng, note="first")
+    eng.delete([f"a{i}" for i in range(20)])
+    eng.add(rng.standard_normal((30, DIM)).astype(np.float32), ids=[f"b{i}" for i in range(30)])
+    lab.commit(eng, note="second", ef=64)
+    return lab
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_log_table_and_json(lab, capsys):
+    code, out, _ = run(capsys, "log", str(lab.path))
+    assert code == 0 and "second" in out and "first" in out
+    code, out, _ = run(capsys, "log", str(lab.path), "--json")
+    rows = json.loads(out)
+    assert [r["generation"] for r in rows] == [2, 1]
+    assert rows[0]["annotations"] == {"ef": 64} and rows[0]["entries"] == 210
+
+
+def test_show_and_diff(lab, capsys):
+    code, out, _ = run(capsys, "show", str(lab.path), "1", "--json")
+    info = json.loads(out)
+    assert code == 0 and info["generation"] == 1 and info["parent"] is None
+    assert info["manifest"] == lab.resolve(1).cid.hex
+    code, out, _ = run(capsys, "diff", str(lab.path), "1", "2", "--json")
+    d = json.loads(out)
+    assert code == 0 and len(d["ids_removed"]) == 20 and len(d["ids_added"]) == 30
+    assert d["semantic"]["k"] == 10
+    code, out, _ = run(capsys, "diff", str(lab.path), "1", "--no-semantic")
+    assert code == 0 and "ids added" in out
+
+
+def test_verify_exit_codes(lab, capsys):
+    code, out, _ = run(capsys, "verify", str(lab.path))
+    assert code == 0 and "clean" in out
+    victim = lab.head().manifest.metadata_cid
+    path = book_path(lab.store, victim)
+    path.write_bytes(path.read_bytes()[:-3])
+    code, out, _ = run(capsys, "verify", str(lab.path), "--json")
+    report = json.loads(out)
+    assert code == 1 and not report["ok"]
+    assert any(p["where"] == victim.hex for p in report["problems"])
+
+
+def test_gc_is_dry_by_default(lab, capsys):
+    orphan = lab.store.put(b"orphan")
+    code, out, _ = run(capsys, "gc", str(lab.path), "--grace", "0", "--json")
+    assert code == 0 and json.loads(out)["deleted_books"] == 1 and orphan in lab.store
+    code, out, _ = run(capsys, "gc", str(lab.path), "--grace", "0", "--run")
+    assert code == 0 and orphan not in lab.store
+
+
+def test_tag_set_list_delete_and_errors(lab, capsys):
+    assert run(capsys, "tag", str(lab.path), "base", "1")[0] == 0
+    code, out, _ = run(capsys, "tag", str(lab.path), "--json")
+    assert json.loads(out) == {"base": lab.resolve(1).cid.hex}
+    code, _, err = run(capsys, "tag", str(lab.path), "base", "2")
+    assert code == 2 and "already names" in err
+    assert run(capsys, "tag", str(lab.path), "base", "--delete")[0] == 0
+    code, _, err = run(capsys, "show", str(lab.path), "nope")
+    assert code == 2 and "nope" in err
+    code, _, err = run(capsys, "log", str(lab.path / "missing"))
+    assert code == 2 and "not a directory" in err

@@ -1,0 +1,240 @@
+"""Lab: commit, log, checkout, tags, diff, verify and gc over a 5-generation history."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+from snap_helpers import DIM, book_path
+
+from oluo_lab.cas import CID
+from oluo_lab.engine import OluoEngine
+from oluo_lab.snapshot import HEAD_NAME, HeadRegression, ManifestSerde, SnapshotNotFound
+from oluo_lab.snapshot.index_codec import decode_index
+from oluo_lab.snapshot.lab import Lab
+
+
+def lab_books(lab: Lab, snap) -> set:
+    from oluo_lab.snapshot.history import generation_books
+
+    return generation_books(lab.store, snap.cid, snap.manifest)
+
+
+def _vectors(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+
+
+@pytest.fixture
+def history(tmp_path):
+    """Five generations: add 300, add 100, delete 50, re-add 20 with new vectors, add 60."""
+    lab = Lab(tmp_path / "lab")
+    eng = OluoEngine(DIM, compact_threshold=10_000, M=8, ef_construction=40, ef_search=64)
+    x = _vectors(300, 0)
+    eng.add(x, ids=[f"w{i}" for i in range(300)], metadata=[{"i": i} for i in range(300)])
+    snaps = [lab.commit(eng, note="300 words", size=300)]
+    eng.add(
+        _vectors(100, 1), ids=[f"v{i}" for i in range(100)], metadata=[{"i": i} for i in range(100)]
+    )
+    snaps.append(lab.commit(eng, note="+100"))
+    eng.delete([f"w{i}" for i in range(50)])
+    snaps.append(lab.commit(eng, note="-50"))
+    eng.add(
+        _vectors(20, 2),
+        ids=[f"w{i}" for i in range(100, 120)],
+        metadata=[{"i": i, "v": 2} for i in range(100, 120)],
+    )
+    snaps.append(lab.commit(eng, note="changed 20"))
+    eng.add(_vectors(60, 3), ids=[f"u{i}" for i in range(60)])
+    snaps.append(lab.commit(eng, note="+60", recall=0.97))
+    return lab, eng, snaps
+
+
+def test_commit_and_log_walks_the_parent_chain(history):
+    lab, eng, snaps = history
+    assert [s.generation for s in snaps] == [1, 2, 3, 4, 5]
+    log = lab.log()
+    assert log["generation"].tolist() == [5, 4, 3, 2, 1]
+    assert log["entries"].tolist() == [410, 350, 350, 400, 300]
+    assert log["note"].tolist() == ["+60", "changed 20", "-50", "+100", "300 words"]
+    assert log["parent"].tolist()[-1] == ""
+    assert log["parent"].tolist()[:-1] == [s.cid.short for s in reversed(snaps[:-1])]
+    assert log.loc[0, "annotations"] == {"recall": 0.97}
+    assert log.loc[4, "annotations"] == {"size": 300}
+    assert (log["new_bytes"] <= log["bytes"]).all()
+    assert log.loc[4, "new_bytes"] == log.loc[4, "bytes"]  # the first generation is all new
+
+
+def test_commit_without_changes_returns_head(history):
+    lab, eng, snaps = history
+    assert lab.commit(eng).cid == snaps[-1].cid
+    noted = lab.commit(eng, note="same index, new note")
+    assert noted.generation == 6
+    assert decode_index(noted.manifest.index_cid, lab.store) == decode_index(
+        snaps[-1].manifest.index_cid, lab.store
+    )
+    # only the manifest, the small index record and the metadata (which records the
+    # generation) are new; the graph and vectors are shared
+    assert lab.log().loc[0, "new_bytes"] < lab.log().loc[1, "bytes"] // 5
+
+
+def test_checkout_gives_exact_old_state_and_continues_history(history):
+    lab, eng, snaps = history
+    old = lab.checkout(2)
+    assert len(old) == 400 and "w0" in old and "u0" not in old
+    assert old.entry("w100").metadata == {"i": 100}
+    again = lab.checkout(snaps[1].cid)
+    q = _vectors(20, 9)
+    a, b = old.search(q, k=5), again.search(q, k=5)
+    assert a.ids.tolist() == b.ids.tolist() and np.array_equal(a.scores, b.scores)
+    # committing the restored state becomes generation 6 with parent 5: history is kept
+    restored = lab.commit(old, note="back to 2")
+    assert restored.generation == 6 and restored.parent == snaps[-1].cid
+    assert decode_index(restored.manifest.index_cid, lab.store) == decode_index(
+        snaps[1].manifest.index_cid, lab.store
+    )
+    assert lab.log()["generation"].tolist() == [6, 5, 4, 3, 2, 1]
+
+
+def test_foreign_engine_behind_the_head_is_refused(history):
+    lab, _, _ = history
+    other = OluoEngine(DIM, compact_threshold=10_000, M=8, ef_construction=40)
+    other.add(_vectors(10, 5))
+    with pytest.raises(HeadRegression):
+        lab.commit(other)
+
+
+def test_resolve_by_tag_prefix_and_head(history):
+    lab, _, snaps = history
+    lab.tag("baseline", 1)
+    assert lab.resolve("baseline").cid == snaps[0].cid
+    assert lab.resolve(snaps[2].cid.hex).generation == 3
+    assert lab.resolve(snaps[2].cid.short).generation == 3
+    assert lab.resolve("HEAD").generation == 5
+    with pytest.raises(SnapshotNotFound):
+        lab.resolve(42)
+    with pytest.raises(SnapshotNotFound):
+        lab.resolve("no-such-tag")
+    with pytest.raises(ValueError):
+        lab.tag("baseline", 2)
+    lab.tag("baseline", 2, force=True)
+    assert lab.tags()["baseline"] == snaps[1].cid
+    with pytest.raises(ValueError):
+        lab.tag("bad name!", 1)
+    lab.untag("baseline")
+    with pytest.raises(KeyError):
+        lab.untag("baseline")
+
+
+def test_diff_reports_fields_bytes_entries_and_answers(history):
+    lab, _, snaps = history
+    d = lab.diff(2, 3)
+    assert d.ids_removed == tuple(f"w{i}" for i in range(50))
+    assert d.ids_added == () and d.ids_changed_metadata == ()
+    assert set(d.fields) >= {"entries", "compact_generation", "index_cid", "note", "parent"}
+    assert d.fields["entries"] == (400, 350)
+    assert d.books_added > 0 and d.bytes_added > 0 and d.books_removed > 0
+    assert d.books_added + d.books_shared == len(lab_books(lab, snaps[2]))
+
+    d4 = lab.diff(3, 4)
+    assert d4.ids_changed_metadata == tuple(f"w{i}" for i in range(100, 120))
+    assert set(d4.ids_changed_vector) == {f"w{i}" for i in range(100, 120)}
+    assert d4.semantic is not None
+    assert d4.semantic.recall_a >= 0.9 and d4.semantic.recall_b >= 0.9
+    assert 0.0 < d4.semantic.overlap < 1.0
+
+    same = lab.diff(5, 5)
+    assert same.fields == {} and same.books_added == same.books_removed == 0
+    assert same.semantic.overlap == 1.0
+
+
+def test_verify_clean_then_finds_each_corruption(history):
+    lab, _, snaps = history
+    report = lab.verify()
+    assert report, report.problems
+    assert report.generations_checked == (5, 4, 3, 2, 1)
+    assert report.entries_searched > 0 and report.unreachable_books == 0
+    victim = snaps[2].manifest.metadata_cid
+    path = book_path(lab.store, victim)
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    path.write_bytes(bytes(raw))
+    bad = lab.verify()
+    assert not bad
+    assert any(p.where == victim.hex and p.kind == "CorruptBook" for p in bad.errors)
+    path.unlink()
+    missing = lab.verify()
+    assert any(p.where == victim.hex and p.kind == "BookNotFound" for p in missing.errors)
+
+
+def test_verify_names_a_corrupt_head(history):
+    lab, _, _ = history
+    (lab.path / HEAD_NAME).write_text("{broken")
+    report = lab.verify()
+    assert not report and report.errors[0].where == HEAD_NAME
+    with pytest.raises(ManifestSerde):
+        lab.head()
+    # recovery: the refs log still knows every generation
+    eng = lab.checkout(4)
+    assert len(eng) == 350
+    with pytest.raises(ManifestSerde):
+        lab.commit(eng)  # no commit on top of an unreadable head
+    repaired = lab.repair_head()
+    assert repaired.generation == 5 and lab.head().cid == repaired.cid
+    assert lab.verify()
+    assert lab.commit(lab.checkout(4), note="back to 4").generation == 6
+
+
+def test_repair_head_to_an_explicit_generation_after_the_head_is_lost(history):
+    lab, _, snaps = history
+    (lab.path / HEAD_NAME).unlink()
+    assert lab.head() is None
+    assert lab.repair_head(3).cid == snaps[2].cid
+    assert lab.log()["generation"].tolist() == [3, 2, 1]
+
+
+def _age_all_books(lab: Lab, seconds: float) -> None:
+    old = time.time() - seconds
+    for cid in lab.store:
+        os.utime(book_path(lab.store, cid), (old, old))
+
+
+def test_gc_never_deletes_reachable_books_and_sweeps_orphans(history):
+    lab, _, snaps = history
+    orphan = lab.store.put(b"an orphan book nobody references")
+    dry = lab.gc()
+    assert dry.dry_run and dry.deleted_books == 0 and dry.young_books == 1  # within grace
+    _age_all_books(lab, 7200)
+    dry = lab.gc()
+    assert dry.deleted_books == 1 and orphan in lab.store
+    real = lab.gc(dry_run=False)
+    assert real.deleted_books == 1 and orphan not in lab.store
+    assert real.kept_books["head"] > 0 and real.kept_books["history"] > 0
+    assert lab.verify()
+    for s in snaps:
+        assert len(lab.checkout(s.generation)) == s.entries
+
+
+def test_gc_keep_last_retires_old_payloads_but_keeps_log_and_tags(history):
+    lab, _, snaps = history
+    lab.tag("first", 1)
+    _age_all_books(lab, 7200)
+    report = lab.gc(dry_run=False, keep_last=2)
+    assert report.deleted_books > 0
+    assert "tag first" in report.kept_books
+    assert lab.log()["generation"].tolist() == [5, 4, 3, 2, 1]
+    assert lab.verify(), lab.verify().problems
+    assert len(lab.checkout(1)) == 300  # tagged: kept
+    assert len(lab.checkout(4)) == 350  # retained
+    with pytest.raises(Exception) as ei:
+        lab.checkout(2)  # retired
+    assert snaps[1].manifest.index_cid.hex in str(ei.value) or "not found" in str(ei.value)
+
+
+def test_head_file_is_canonical_json(history):
+    lab, _, snaps = history
+    doc = json.loads((lab.path / HEAD_NAME).read_text())
+    assert doc == {"generation": 5, "head": snaps[-1].cid.hex, "version": 1}
+    assert CID.parse(doc["head"]) == snaps[-1].cid
