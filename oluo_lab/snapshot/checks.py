@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._faults import fault_point
 from ..cas import CID, ContentError, reassemble
 from ..engine import decode_metadata
 from .durable import data_dir_lock, sweep_temp_files
@@ -405,8 +406,11 @@ def gc_lab(
                     lab.path,
                     {"op": "gc-retire", "retired": [c.hex for c in retired], "time": _now_text()},
                 )
+                fault_point("gc.retire_logged")
             for cid in doomed:
+                fault_point("gc.before_delete")
                 store.delete(cid)
+                fault_point("gc.after_delete")
     return GcReport(
         dry_run=dry_run,
         deleted_books=len(doomed),

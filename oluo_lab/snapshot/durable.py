@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from .._faults import fault_point
 from .errors import LockTimeout, PersistIOError
 
 TEMP_PREFIX = ".oluo-tmp-"
@@ -71,11 +72,15 @@ def atomic_write(path: Path | str, data: bytes | bytearray | memoryview) -> None
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
+            fault_point("durable.tmp_written")
             os.fsync(fd)
+            fault_point("durable.fsynced")
         finally:
             os.close(fd)
         os.replace(tmp, path)
+        fault_point("durable.renamed")
         fsync_dir(directory)
+        fault_point("durable.dir_synced")
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()

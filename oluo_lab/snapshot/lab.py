@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._faults import fault_point
 from ..cas import CID, ContentError, DirStore, reassemble
 from ..engine import OluoEngine, PersistSnapshot
 from .checks import diff_snapshots, gc_lab, verify_lab
@@ -377,6 +378,7 @@ class Lab:
         atomic_write(
             self.path / TAGS_NAME, (json.dumps(doc, sort_keys=True, indent=1) + "\n").encode()
         )
+        fault_point("lab.tags_written")
 
     def tag(self, name: str, ref: Ref | Snapshot = "HEAD", *, force: bool = False) -> Snapshot:
         """Name a generation (a checkpoint gc always keeps); ``force`` moves an existing tag."""

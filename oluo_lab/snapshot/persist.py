@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._faults import fault_point
 from ..cas import CHUNK_PARAMS, CID, BookNotFound, BookStore, ingest, reassemble
 from ..engine import OluoEngine, decode_metadata
 from .durable import atomic_write, data_dir_lock, fsync_dir, sweep_temp_files
@@ -197,7 +198,9 @@ def persist_snapshot(
                 )
                 index_parent = parent_manifest.index_cid
         index_cid = _encode_index_against(index_bytes, store, index_parent)
+        fault_point("persist.index_encoded")
         metadata_cid = ingest(metadata_bytes, store)
+        fault_point("persist.metadata_ingested")
         manifest = SnapshotManifest(
             index_cid=index_cid,
             metadata_cid=metadata_cid,
@@ -220,8 +223,10 @@ def persist_snapshot(
         ):
             raise HeadRegression(head_manifest.compact_generation, generation)
         manifest_cid = store.put(manifest_bytes)
+        fault_point("persist.manifest_put")
         base_path = data_dir / BASE_NAME
         _write_base_if_changed(base_path, index_bytes)
+        fault_point("persist.base_written")
         new_head = Head(manifest_cid, generation)
         if head is None or head.cid != manifest_cid:
             _append_refs_log(
@@ -234,7 +239,9 @@ def persist_snapshot(
                     "time": _now_text(),
                 },
             )
+            fault_point("persist.refs_logged")
             atomic_write(data_dir / HEAD_NAME, new_head.to_bytes())
+            fault_point("persist.head_written")
     return base_path, generation
 
 
