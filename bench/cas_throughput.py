@@ -1,23 +1,39 @@
-"""CAS throughput: DirStore ingest + reassemble against the single-core compute limit.
+"""CAS throughput: DirStore ingest + reassemble against compute limits and this machine's limits.
 
 For each data set (incompressible bytes from a blake3 XOF, and GloVe-6B-50d float32 vectors
-tiled to size) this measures, in one process and on the same bytes:
+tiled to size) this measures, in one process and on the same bytes, interleaved round by
+round (best of ``--repeat`` rounds for every figure, so load noise hits both sides):
 
-* limit (ingest):       FastCDC cut + blake3 + zstd compress, one core, no store
-* ingest:               oluo_lab.cas.ingest(bytes, DirStore)   (durable when it returns)
-* limit (reassemble):   zstd decompress (of the books zstd shrinks) + blake3, one core
-* reassemble:           oluo_lab.cas.reassemble(root, DirStore)
+Issue limits (single-core compute, no store; the target ratios are computed against these):
 
-and prints MB/s with the ratio to the limit. Then, in a fresh subprocess, it ingests the
-data from a *file* and reports peak RSS (VmHWM) above the interpreter's baseline.
+* ingest limit:      FastCDC cut + blake3 + zstd compress of every chunk
+* reassemble limit:  zstd decompress (of the chunks zstd shrinks) + blake3 of every chunk
 
-    python bench/cas_throughput.py            # 256 MB per data set
+Physical limits of this machine (no compute at all):
+
+* durable-write limit:  write the same bytes to one new file + fsync
+* fresh-output limit:   allocate a fresh buffer of the same size and copy the bytes into it
+* files limit (informational): write each chunk, uncompressed, to its own new file in a
+  256-directory fan-out like DirStore's, then one syncfs -- what one file per book costs
+  on this filesystem before any compute
+
+Measured: ``ingest(bytes, DirStore)`` (durable when it returns) and ``reassemble(root,
+DirStore)`` (every book verified). Ratios are printed against the issue limit and against
+min(issue limit, physical limit). Then, in a fresh subprocess, the data is ingested from a
+*file* and peak RSS (VmHWM) above the interpreter's baseline is reported.
+
+Nothing is deleted until a data set is finished: on a journal-less ext4 (this VM) inodes
+freed in the last minutes are skipped by the allocator one by one, so deleting a previous
+round's 3,000 files would slow the next round's file creation several-fold.
+
+    python bench/cas_throughput.py            # 256 MB per data set, best of 3
     python bench/cas_throughput.py --mb 32    # quick run
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import platform
 import shutil
@@ -38,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from oluo_lab.cas import CHUNK_PARAMS, DirStore, ingest, reassemble  # noqa: E402
 
 MB = 1_000_000
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 def make_random(n: int) -> bytes:
@@ -53,15 +70,19 @@ def make_glove(n: int) -> bytes:
     return (raw * reps)[:n]
 
 
-def limit_ingest(data: bytes, level: int) -> tuple[float, list[bytes | None]]:
-    """Seconds for cut + blake3 + compress on one core; the frames zstd shrinks (else None)."""
+def _cdc() -> FastCDC:
     p = CHUNK_PARAMS
-    cdc = FastCDC(
+    return FastCDC(
         p.avg_size,
         min_size=p.min_size,
         max_size=p.max_size,
         normalized_chunking=p.normalized_chunking,
     )
+
+
+def limit_ingest(data: bytes, level: int) -> tuple[float, list[bytes | None]]:
+    """Seconds for cut + blake3 + compress on one core; the frames zstd shrinks (else None)."""
+    cdc = _cdc()
     cctx = zstandard.ZstdCompressor(level=level)
     frames: list[bytes | None] = []
     t0 = time.perf_counter()
@@ -69,20 +90,11 @@ def limit_ingest(data: bytes, level: int) -> tuple[float, list[bytes | None]]:
         blake3.blake3(ch.data).digest()
         comp = cctx.compress(ch.data)
         frames.append(comp if len(comp) < ch.length else None)
-    dt = time.perf_counter() - t0
-    return dt, frames
+    return time.perf_counter() - t0, frames
 
 
-def limit_reassemble(data: bytes, frames: list[bytes | None]) -> float:
+def limit_reassemble(raw_chunks: list[bytes], frames: list[bytes | None]) -> float:
     """Seconds for decompress (where compressed) + blake3 of every chunk on one core."""
-    p = CHUNK_PARAMS
-    cdc = FastCDC(
-        p.avg_size,
-        min_size=p.min_size,
-        max_size=p.max_size,
-        normalized_chunking=p.normalized_chunking,
-    )
-    raw_chunks = [bytes(ch.data) for ch in cdc.cut_buf(data)]
     dctx = zstandard.ZstdDecompressor()
     t0 = time.perf_counter()
     for frame, raw in zip(frames, raw_chunks, strict=True):
@@ -91,16 +103,57 @@ def limit_reassemble(data: bytes, frames: list[bytes | None]) -> float:
     return time.perf_counter() - t0
 
 
-def best(fn, repeat: int) -> float:
-    return min(fn() for _ in range(repeat))
+def durable_write(data: bytes, path: Path) -> float:
+    """Seconds to write ``data`` to one new file and fsync it."""
+    t0 = time.perf_counter()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        mv = memoryview(data)
+        while mv:
+            mv = mv[os.write(fd, mv) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return time.perf_counter() - t0
+
+
+def fresh_output(data: bytes) -> float:
+    """Seconds to allocate a fresh buffer of len(data) and copy ``data`` into it."""
+    t0 = time.perf_counter()
+    out = bytearray(len(data))
+    memoryview(out)[:] = data
+    dt = time.perf_counter() - t0
+    del out
+    return dt
+
+
+def files_write(raw_chunks: list[bytes], digests: list[bytes], root: Path) -> float:
+    """Seconds to write each chunk to its own new file (DirStore-like fan-out) + one syncfs."""
+    dirs = [os.fspath(root / f"{i:02x}") for i in range(256)]
+    for d in dirs:
+        os.makedirs(d)
+    t0 = time.perf_counter()
+    for i, (chunk, dg) in enumerate(zip(raw_chunks, digests, strict=True)):
+        fd = os.open(os.path.join(dirs[dg[0]], f"{i}"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, chunk)
+        finally:
+            os.close(fd)
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        if _LIBC.syncfs(fd) != 0:
+            raise OSError(ctypes.get_errno(), "syncfs failed")
+    finally:
+        os.close(fd)
+    return time.perf_counter() - t0
 
 
 RSS_CHILD = textwrap.dedent(
     """
-    import sys, resource
+    import sys
     sys.path.insert(0, {repo!r})
     from pathlib import Path
-    from oluo_lab.cas import DirStore, ingest, reassemble
+    from oluo_lab.cas import DirStore, ingest
     def hwm():
         for line in open("/proc/self/status"):
             if line.startswith("VmHWM:"):
@@ -114,11 +167,60 @@ RSS_CHILD = textwrap.dedent(
 )
 
 
+def run_dataset(name: str, data: bytes, scratch: Path, args, repo: str) -> dict:
+    n = len(data)
+    mbs = n / MB
+    raw_chunks = [bytes(ch.data) for ch in _cdc().cut_buf(data)]
+    digests = [blake3.blake3(c).digest() for c in raw_chunks]
+    best: dict[str, float] = {}
+
+    def note(key: str, secs: float) -> None:
+        best[key] = min(best.get(key, float("inf")), secs)
+
+    root = store = None
+    frames: list[bytes | None] = []
+    for r in range(args.repeat):
+        dt, frames = limit_ingest(data, args.level)
+        note("lim_ing", dt)
+        note("durable", durable_write(data, scratch / f"{name}-durable-{r}.bin"))
+        note("files", files_write(raw_chunks, digests, scratch / f"{name}-files-{r}"))
+        store = DirStore(scratch / f"{name}-store-{r}", level=args.level)
+        t0 = time.perf_counter()
+        root = ingest(data, store)
+        note("ingest", time.perf_counter() - t0)
+        note("lim_re", limit_reassemble(raw_chunks, frames))
+        note("fresh", fresh_output(data))
+        t0 = time.perf_counter()
+        out = reassemble(root, store)
+        note("reassemble", time.perf_counter() - t0)
+        assert out == data
+        del out
+    del frames
+    st = store.stats()
+    res = {k: mbs / v for k, v in best.items()}
+    res["stored"] = st.stored_bytes / st.logical_bytes
+    res["books"] = st.books
+
+    path = scratch / f"{name}.bin"
+    path.write_bytes(data)
+    child = RSS_CHILD.format(
+        repo=repo, store=str(scratch / f"{name}-rss"), level=args.level, path=str(path)
+    )
+    out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, check=True)
+    base, peak, hexroot = out.stdout.split()
+    assert hexroot == root.hex, "file ingest in a subprocess gave a different root"
+    res["rss_base"], res["rss_peak"] = int(base) / MB, int(peak) / MB
+    for p in scratch.iterdir():
+        if p.name.startswith(f"{name}"):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mb", type=int, default=256, help="MB per data set (default 256)")
     ap.add_argument("--level", type=int, default=3, help="zstd level (default 3, DirStore default)")
-    ap.add_argument("--repeat", type=int, default=2, help="repeats; best time is reported")
+    ap.add_argument("--repeat", type=int, default=3, help="interleaved rounds; best is reported")
     ap.add_argument("--dir", default=None, help="scratch directory (default: a temp dir)")
     args = ap.parse_args()
     n = args.mb * MB
@@ -126,65 +228,51 @@ def main() -> None:
     repo = str(Path(__file__).resolve().parents[1])
     print(
         f"# python {platform.python_version()}, blake3 {blake3.__version__}, zstandard "
-        f"{zstandard.__version__}, {os.cpu_count()} cpus, chunker {CHUNK_PARAMS!r}, level {args.level}"
+        f"{zstandard.__version__}, {os.cpu_count()} cpus, chunker {CHUNK_PARAMS!r}, "
+        f"level {args.level}, best of {args.repeat} interleaved rounds, "
+        f"loadavg at start {os.getloadavg()[0]:.2f}"
     )
-    print(
-        "| data | MB | limit ingest MB/s | ingest MB/s | ratio | limit reassemble MB/s "
-        "| reassemble MB/s | ratio | stored/logical |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|")
+    results = {}
     try:
         for name, make in (("random", make_random), ("glove", make_glove)):
-            data = make(n)
-            t_lim, frames = limit_ingest(data, args.level)
-            t_lim = min(t_lim, limit_ingest(data, args.level)[0])
-            t_rlim = best(
-                lambda data=data, frames=frames: limit_reassemble(data, frames), args.repeat
-            )
-            del frames
-            t_ing = float("inf")
-            for i in range(args.repeat):
-                sdir = scratch / f"{name}-{i}"
-                if i:  # recycle the previous run's page cache (fresh VM pages fault slowly)
-                    shutil.rmtree(scratch / f"{name}-{i - 1}")
-                store = DirStore(sdir, level=args.level)
-                t0 = time.perf_counter()
-                root = ingest(data, store)
-                t_ing = min(t_ing, time.perf_counter() - t0)
-            t_re = float("inf")
-            for _ in range(args.repeat):
-                t0 = time.perf_counter()
-                out = reassemble(root, store)
-                t_re = min(t_re, time.perf_counter() - t0)
-                assert out == data
-                del out
-            st = store.stats()
-            mbs = len(data) / MB
-            print(
-                f"| {name} | {mbs:.0f} | {mbs / t_lim:.0f} | {mbs / t_ing:.0f} | {t_lim / t_ing:.2f} "
-                f"| {mbs / t_rlim:.0f} | {mbs / t_re:.0f} | {t_rlim / t_re:.2f} "
-                f"| {st.stored_bytes / st.logical_bytes:.3f} |"
-            )
-            path = scratch / f"{name}.bin"
-            path.write_bytes(data)
-            del data
-            child = RSS_CHILD.format(
-                repo=repo, store=str(scratch / f"{name}-rss"), level=args.level, path=str(path)
-            )
-            res = subprocess.run(
-                [sys.executable, "-c", child], capture_output=True, text=True, check=True
-            )
-            base, peak, hexroot = res.stdout.split()
-            assert hexroot == root.hex, "file ingest in a subprocess gave a different root"
-            print(
-                f"#   {name}: ingest from file in a subprocess: peak RSS {int(peak) / MB:.1f} MB, "
-                f"baseline {int(base) / MB:.1f} MB, delta {(int(peak) - int(base)) / MB:.1f} MB "
-                f"(same root as in-memory ingest)"
-            )
-            path.unlink()
-            shutil.rmtree(sdir)
+            results[name] = run_dataset(name, make(n), scratch, args, repo)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    print(f"# loadavg at end {os.getloadavg()[0]:.2f}; all figures MB/s unless a ratio")
+    print()
+    print(
+        "| data | MB | ingest | issue limit (cut+blake3+zstd, 1 core) | ratio | "
+        "durable-write limit (1 file + fsync) | ratio to min(issue, durable) | "
+        "files limit (1 file per chunk + syncfs) | ratio to files limit |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, r in results.items():
+        phys = min(r["lim_ing"], r["durable"])
+        print(
+            f"| {name} | {args.mb} | {r['ingest']:.0f} | {r['lim_ing']:.0f} | "
+            f"{r['ingest'] / r['lim_ing']:.2f} | {r['durable']:.0f} | {r['ingest'] / phys:.2f} | "
+            f"{r['files']:.0f} | {r['ingest'] / r['files']:.2f} |"
+        )
+    print()
+    print(
+        "| data | MB | reassemble | issue limit (zstd -d + blake3, 1 core) | ratio | "
+        "fresh-output limit (alloc + copy) | ratio to min(issue, fresh) | stored/logical |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for name, r in results.items():
+        phys = min(r["lim_re"], r["fresh"])
+        print(
+            f"| {name} | {args.mb} | {r['reassemble']:.0f} | {r['lim_re']:.0f} | "
+            f"{r['reassemble'] / r['lim_re']:.2f} | {r['fresh']:.0f} | "
+            f"{r['reassemble'] / phys:.2f} | {r['stored']:.3f} |"
+        )
+    print()
+    for name, r in results.items():
+        print(
+            f"# {name}: {r['books']} books; ingest from a file in a fresh subprocess: peak RSS "
+            f"{r['rss_peak']:.1f} MB, baseline {r['rss_base']:.1f} MB, delta "
+            f"{r['rss_peak'] - r['rss_base']:.1f} MB (same root as the in-memory ingest)"
+        )
 
 
 if __name__ == "__main__":
