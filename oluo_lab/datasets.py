@@ -19,7 +19,6 @@ unless words are passed in.
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 import os
 from dataclasses import dataclass
@@ -164,10 +163,9 @@ class Dataset:
             if words is not None:
                 head = ", ".join(str(w) for w in words[:5])
                 rows.append((label, head + (", ..." if len(words) > 5 else "")))
-        body = "".join(
-            f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows
-        )
-        return f"<table><caption>Dataset</caption>{body}</table>"
+        from ._html import kv_table
+
+        return kv_table("Dataset", rows)
 
 
 # --------------------------------------------------------------------------- sample

@@ -56,6 +56,19 @@ class StoreStats:
             f"stored_bytes={self.stored_bytes}, compression_ratio={self.compression_ratio:.3f})"
         )
 
+    def _repr_html_(self) -> str:
+        from oluo_lab._html import fmt_bytes, kv_table
+
+        return kv_table(
+            "StoreStats",
+            [
+                ("books", self.books),
+                ("logical bytes", f"{self.logical_bytes} ({fmt_bytes(self.logical_bytes)})"),
+                ("stored bytes", f"{self.stored_bytes} ({fmt_bytes(self.stored_bytes)})"),
+                ("compression ratio", f"{self.compression_ratio:.3f}"),
+            ],
+        )
+
 
 def verify_book(cid: CID, data: Buffer) -> None:
     """Raise CorruptBook unless ``data`` has exactly the length and blake3 digest of ``cid``."""

@@ -190,8 +190,10 @@ class CID:
         return f"CID('bundle', depth {self.depth}, {self.size} B, '{self.short}…')"
 
     def _repr_html_(self) -> str:
-        return (
-            "<table><tr><th>kind</th><th>depth</th><th>size (B)</th><th>cid</th></tr>"
-            f"<tr><td>{self.kind}</td><td>{self.depth}</td><td>{self.size}</td>"
-            f"<td><code>{self.hex}</code></td></tr></table>"
-        )
+        from oluo_lab._html import Raw, kv_table
+
+        rows = [("kind", self.kind), ("size", f"{self.size} B"), ("short", self.short)]
+        if not self.is_book:
+            rows.insert(1, ("depth", self.depth))
+        rows.append(("hex", Raw(f"<code>{self.hex}</code>")))
+        return kv_table("CID", rows)

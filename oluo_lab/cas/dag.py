@@ -19,6 +19,7 @@ from typing import Any
 
 from pyfastcdc.cy import FastCDC
 
+from oluo_lab.cas._output import FreshBytes
 from oluo_lab.cas.base import BookStore
 from oluo_lab.cas.cid import CID, CID_VERSION, KIND_META
 from oluo_lab.cas.errors import (
@@ -90,6 +91,34 @@ class BlobInfo:
             f"BlobInfo({self.cid!r}, total_size={self.total_size}, "
             f"chunk_count={self.chunk_count}, depth={self.depth})"
         )
+
+    def _repr_html_(self) -> str:
+        from oluo_lab._html import Raw, details, fmt_bytes, kv_table, short_cid, table
+
+        p = self.params
+        chunker = (
+            "bare book"
+            if p is None
+            else f"FastCDC min {p.min_size} / avg {p.avg_size} / max {p.max_size}"
+        )
+        out = kv_table(
+            "BlobInfo",
+            [
+                ("cid", short_cid(self.cid)),
+                ("total size", f"{self.total_size} B ({fmt_bytes(self.total_size)})"),
+                ("chunks", self.chunk_count),
+                ("depth", self.depth),
+                ("chunker", chunker),
+                ("bundles", len(self.bundles)),
+            ],
+        )
+        if self.leaves:
+            rows = [[i, short_cid(c), c.size] for i, c in enumerate(self.leaves[:100])]
+            if len(self.leaves) > 100:
+                rows.append(["…", f"{len(self.leaves) - 100} more", ""])
+            leaves = table(None, ["#", "leaf", "bytes"], rows)
+            out += details(f"{len(self.leaves)} leaves", leaves)
+        return Raw(out)
 
 
 @lru_cache(maxsize=8)
@@ -249,25 +278,25 @@ def reassemble(cid: CID, store: BookStore) -> bytes:
     info = blob_info(cid, store)
     if info.params is None:
         return store.get(cid)
-    # One allocation of the verified total: BytesIO hands its buffer to getvalue() uncopied.
-    bio = io.BytesIO()
-    if info.total_size:
-        bio.seek(info.total_size - 1)
-        bio.write(b"\0")
-    view = bio.getbuffer()
+    # One allocation of the verified total, filled in place by the store (see _output.py).
+    out = FreshBytes(info.total_size)
+    view = out.view
     items: list[tuple[CID, memoryview]] = []
+    ok = False
     try:
         pos = 0
         for leaf in info.leaves:
             items.append((leaf, view[pos : pos + leaf.size]))
             pos += leaf.size
         store.get_many_into(items)
+        ok = True
     finally:
         for _, part in items:
             part.release()
         items.clear()
-        view.release()
-    return bio.getvalue()
+        if not ok:
+            out.discard()
+    return out.finish()
 
 
 class BlobReader(io.RawIOBase):

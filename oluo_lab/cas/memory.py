@@ -57,4 +57,13 @@ class MemoryStore(BookStore):
         return f"MemoryStore(books={len(self._books)})"
 
     def _repr_html_(self) -> str:
-        return f"<table><tr><th>MemoryStore</th><td>{len(self._books)} books</td></tr></table>"
+        from oluo_lab._html import fmt_bytes, kv_table
+
+        st = self.stats()
+        return kv_table(
+            "MemoryStore",
+            [
+                ("books", st.books),
+                ("logical bytes", f"{st.logical_bytes} ({fmt_bytes(st.logical_bytes)})"),
+            ],
+        )

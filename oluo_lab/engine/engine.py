@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import html
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from .._html import kv_table
 from .errors import (
     CompactionFailed,
     DuplicateIds,
@@ -216,13 +216,13 @@ class OluoEngine:
             ("delta", self._index.delta_n),
             ("generation", self._generation),
             ("key_counter", self._key_counter),
+            ("compact_threshold", self.compact_threshold),
             (
                 "M / efConstruction / efSearch",
                 f"{self.config.M} / {self.config.ef_construction} / {self.config.ef_search}",
             ),
         ]
-        body = "".join(f"<tr><th>{k}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
-        return f"<table><caption>OluoEngine</caption>{body}</table>"
+        return kv_table("OluoEngine", rows)
 
     # ------------------------------------------------------------------ core
     def handle(self, event: object) -> list[object]:

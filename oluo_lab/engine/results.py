@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,19 +71,45 @@ class SearchResults:
         return f"SearchResults(query_id={self.query_id}, queries={n}, k={k}, hits={hits})"
 
     def _repr_html_(self) -> str:
+        """Hits as a table (query, rank, id, score, metadata columns); the first
+        ``HTML_ROWS`` rows are shown, the rest (up to ``HTML_MAX_ROWS``) in ``<details>``."""
+        from .._html import Raw, details, fmt_num, table
+
         n, k = self.keys.shape
-        rows = []
-        for qi in range(min(n, 5)):
-            for ri in range(k):
-                if self.keys[qi, ri] < 0:
-                    continue
-                rows.append(
-                    f"<tr><td>{qi}</td><td>{ri}</td><td>{html.escape(repr(self.ids[qi, ri]))}</td>"
-                    f"<td>{self.scores[qi, ri]:.6g}</td></tr>"
-                )
-        return (
-            f"<table><caption>{html.escape(repr(self))}</caption>"
-            "<tr><th>query</th><th>rank</th><th>id</th><th>score</th></tr>"
-            + "".join(rows)
-            + "</table>"
-        )
+        q, r = np.nonzero(self.keys >= 0)
+        total = len(q)
+        q, r = q[:HTML_MAX_ROWS], r[:HTML_MAX_ROWS]
+        ents = self.entries[q, r]
+        names = sorted({name for e in ents for name in e.metadata})
+        header = ["query", "rank", "id", "score", *names]
+        rows = [
+            [
+                int(qi),
+                int(ri),
+                self.ids[qi, ri],
+                fmt_num(float(self.scores[qi, ri]), 5),
+                *(_cell(e.metadata.get(name, "")) for name in names),
+            ]
+            for qi, ri, e in zip(q.tolist(), r.tolist(), ents, strict=True)
+        ]
+        caption = f"SearchResults: {n} queries, k={k}, {total} hits"
+        out = table(caption, header, rows[:HTML_ROWS])
+        if len(rows) > HTML_ROWS:
+            rest = table(None, header, rows[HTML_ROWS:])
+            more = f"{len(rows) - HTML_ROWS} more hits"
+            if total > len(rows):
+                rest += Raw(f"<p>{total - len(rows)} further hits not shown: use .to_frame()</p>")
+                more = f"{total - HTML_ROWS} more hits"
+            out += details(more, rest)
+        return Raw(out)
+
+
+#: Hit rows shown in the open table of the HTML repr, and at most in total.
+HTML_ROWS = 20
+HTML_MAX_ROWS = 500
+
+
+def _cell(value: Any) -> str:
+    from .._html import fmt_num
+
+    return fmt_num(value) if isinstance(value, float) else str(value)

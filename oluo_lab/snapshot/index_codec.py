@@ -208,15 +208,19 @@ class IndexRecord:
         return f"IndexRecord('{self.cid.short}…', kind={self.kind!r}, length={self.length}{extra})"
 
     def _repr_html_(self) -> str:
+        from .._html import Raw, kv_table, short_cid
+
         rows: list[tuple[str, object]] = [
-            ("cid", self.cid.hex),
+            ("cid", Raw(f"<code>{self.cid.hex}</code>")),
             ("kind", self.kind),
             ("length", self.length),
         ]
         if self.kind != "raw":
             rows.append(("neighbour patch depth", self.depth))
-        body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
-        return f"<table><caption>IndexRecord</caption>{body}</table>"
+        parent = self.parent
+        if parent is not None:
+            rows.append(("patch parent", short_cid(parent)))
+        return kv_table("IndexRecord", rows)
 
 
 def _bad(cid: CID, msg: str) -> IndexCodecError:

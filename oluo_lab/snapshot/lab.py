@@ -18,12 +18,12 @@ from typing import Any
 from .._faults import fault_point
 from ..cas import CID, ContentError, DirStore, reassemble
 from ..engine import OluoEngine, PersistSnapshot
-from .checks import diff_snapshots, gc_lab, verify_lab
+from .checks import diff_snapshots, gc_lab, retired_generations, verify_lab
 from .durable import atomic_write, data_dir_lock
 from .errors import ManifestSerde, OluoPersistError, PersistIOError, SnapshotNotFound
 from .history import Generation, generation_books, walk_history
 from .index_codec import decode_index
-from .manifest import SnapshotManifest
+from .manifest import SnapshotManifest, manifest_html
 from .persist import (
     HEAD_NAME,
     REFS_LOG_NAME,
@@ -76,6 +76,9 @@ class Snapshot:
         note = f", note={self.note!r}" if self.note else ""
         return f"Snapshot(generation={self.generation}, cid={self.cid.short}, entries={self.entries}{note})"
 
+    def _repr_html_(self) -> str:
+        return manifest_html(self.manifest, f"Snapshot (generation {self.generation})", self.cid)
+
 
 class Lab:
     """A history of engine generations in one directory (created if missing)."""
@@ -95,6 +98,9 @@ class Lab:
         head = read_head(self.path)
         where = "empty" if head is None else f"head=generation {head.generation}"
         return f"Lab({self.path.name!r}, {where})"
+
+    def _repr_html_(self) -> str:
+        return lab_html(self)
 
     # ------------------------------------------------------------------ reading
     def head(self) -> Snapshot | None:
@@ -122,7 +128,8 @@ class Lab:
         rows = []
         snaps = self.history()
         tags = self._tags_by_cid()
-        books = [generation_books(self.store, s.cid, s.manifest) for s in snaps]
+        retired = retired_generations(self)
+        books = [generation_books(self.store, s.cid, s.manifest, retired) for s in snaps]
         for i, snap in enumerate(snaps):
             mine = books[i]
             parent_books = books[i + 1] if i + 1 < len(books) else set()
@@ -446,3 +453,58 @@ class Lab:
     ) -> GcReport:
         """Delete unreachable books older than ``grace_s`` (only reports when ``dry_run``)."""
         return gc_lab(self, dry_run, grace_s, keep_last)
+
+
+def lab_html(lab: Lab, rows_shown: int = 20) -> str:
+    """The Lab's HTML repr: one row per generation (newest first) with a stacked SVG bar
+    of the bytes it shares with its parent and the bytes it added, on one common scale.
+    The newest ``rows_shown`` generations are in the open table, the rest in ``<details>``."""
+    from .._html import COLORS, Raw, details, fmt_bytes, svg_bar, table
+
+    log = lab.log()
+    head = read_head(lab.path)
+    caption = (
+        f"Lab {lab.path.name!r}: empty"
+        if head is None
+        else f"Lab {lab.path.name!r}: {len(log)} generations, head = generation {head.generation}"
+    )
+    if log.empty:
+        return table(caption, None, [])
+    scale = max(int(log["bytes"].max()), 1)
+    header = [
+        "generation",
+        "manifest",
+        "entries",
+        "bytes",
+        "new bytes",
+        "shared | new",
+        "note",
+        "tags",
+    ]
+    rows = []
+    for rec in log.itertuples(index=False):
+        shared = int(rec.bytes) - int(rec.new_bytes)
+        bar = svg_bar(
+            [("shared", shared, COLORS["shared"]), ("new", int(rec.new_bytes), COLORS["new"])],
+            width=160,
+            total=scale,
+            fmt=lambda v: fmt_bytes(int(v)),
+        )
+        rows.append(
+            [
+                rec.generation,
+                Raw(f"<code>{rec.manifest}…</code>"),
+                rec.entries,
+                fmt_bytes(int(rec.bytes)),
+                fmt_bytes(int(rec.new_bytes)),
+                bar,
+                rec.note,
+                rec.tags,
+            ]
+        )
+    out = table(caption, header, rows[:rows_shown])
+    if len(rows) > rows_shown:
+        out += details(
+            f"{len(rows) - rows_shown} older generations", table(None, header, rows[rows_shown:])
+        )
+    return Raw(out)

@@ -191,3 +191,46 @@ class SnapshotManifest:
             f"SnapshotManifest(generation={self.compact_generation}, entries={self.entries}, "
             f"index={self.index_cid.short}, metadata={self.metadata_cid.short}, parent={parent})"
         )
+
+    def _repr_html_(self) -> str:
+        return manifest_html(self, f"SnapshotManifest (generation {self.compact_generation})")
+
+
+def _value_text(value: Any) -> str:
+    """Deterministic text of a manifest value (maps with sorted keys)."""
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k}: {_value_text(value[k])}" for k in sorted(value)) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_value_text(v) for v in value) + "]"
+    return repr(value) if isinstance(value, str | bytes) else str(value)
+
+
+def manifest_html(m: SnapshotManifest, caption: str, cid: CID | None = None) -> str:
+    """The HTML table of a manifest (shared by SnapshotManifest and Snapshot reprs):
+    short CIDs with the full hex in a title and in a closed ``<details>``."""
+    from .._html import Raw, details, kv_table, short_cid
+
+    rows: list[tuple[str, Any]] = [("generation", m.compact_generation)]
+    if cid is not None:
+        rows.append(("manifest", short_cid(cid)))
+    rows += [
+        ("parent", short_cid(m.parent)),
+        ("entries", m.entries),
+        ("key counter", m.key_counter),
+        ("index", Raw(f"{short_cid(m.index_cid)} {m.index_size} B")),
+        ("metadata", Raw(f"{short_cid(m.metadata_cid)} {m.metadata_size} B")),
+        ("index config", _value_text(dict(m.index_config))),
+        ("chunker", _value_text(dict(m.chunker))),
+        ("note", m.note),
+        ("format version", m.version),
+    ]
+    out = kv_table(caption, rows)
+    if m.annotations:
+        out += kv_table(
+            "annotations", [(k, _value_text(m.annotations[k])) for k in sorted(m.annotations)]
+        )
+    cids = [("index", m.index_cid), ("metadata", m.metadata_cid), ("parent", m.parent)]
+    if cid is not None:
+        cids.insert(0, ("manifest", cid))
+    full = kv_table(None, [(k, Raw(f"<code>{c.hex}</code>")) for k, c in cids if c is not None])
+    return Raw(out + details("full CIDs", full))

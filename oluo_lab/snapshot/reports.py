@@ -7,20 +7,13 @@ paths, no times), so notebook output is byte-reproducible.
 
 from __future__ import annotations
 
-import html
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._html import COLORS, Raw, details, fmt_bytes, kv_table, short_cid, svg_bar, table
+
 __all__ = ["GcReport", "ManifestDiff", "Problem", "SemanticDiff", "VerifyReport"]
-
-
-def _table(caption: str, header: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
-    )
-    return f"<table><caption>{html.escape(caption)}</caption><tr>{head}</tr>{body}</table>"
 
 
 @dataclass(frozen=True)
@@ -75,36 +68,39 @@ class VerifyReport:
         )
 
     def _repr_html_(self) -> str:
-        summary = _table(
-            "verify: " + ("clean" if self.ok else f"{len(self.errors)} error(s)"),
+        state = "clean" if self.ok else f"{len(self.errors)} error(s)"
+        warn = len(self.problems) - len(self.errors)
+        out = kv_table(
+            f"verify: {state}, {warn} warning(s)",
             [
-                "generations",
-                "books",
-                "bytes",
-                "entries searched",
-                "unreachable books",
-                "unreachable bytes",
-            ],
-            [
-                [
-                    ", ".join(map(str, self.generations_checked)),
-                    self.books_checked,
-                    self.bytes_checked,
-                    self.entries_searched,
-                    self.unreachable_books,
-                    self.unreachable_bytes,
-                ]
+                ("generations checked", ", ".join(map(str, self.generations_checked)) or "none"),
+                ("books re-hashed", self.books_checked),
+                ("bytes re-hashed", f"{self.bytes_checked} ({fmt_bytes(self.bytes_checked)})"),
+                ("entries searched for themselves", self.entries_searched),
+                ("unreachable books", self.unreachable_books),
+                (
+                    "unreachable bytes",
+                    f"{self.unreachable_bytes} ({fmt_bytes(self.unreachable_bytes)})",
+                ),
             ],
         )
         if not self.problems:
-            return summary
+            return out
         rows = [
-            [p.severity, p.kind, p.where, "" if p.generation is None else p.generation, p.message]
+            [
+                p.severity,
+                p.kind,
+                short_cid(p.where) if len(p.where) == 80 else p.where,
+                "" if p.generation is None else p.generation,
+                p.message,
+            ]
             for p in self.problems
         ]
-        return summary + _table(
-            "problems", ["severity", "kind", "where", "generation", "message"], rows
-        )
+        header = ["severity", "kind", "where", "generation", "message"]
+        out += table(f"problems ({len(rows)})", header, rows[:10])
+        if len(rows) > 10:
+            out += details(f"{len(rows) - 10} more problems", table(None, header, rows[10:]))
+        return Raw(out)
 
 
 @dataclass(frozen=True)
@@ -154,11 +150,29 @@ class GcReport:
         )
 
     def _repr_html_(self) -> str:
-        df = self.to_frame()
-        verb = "dry run" if self.dry_run else "run"
-        return _table(
-            f"gc ({verb}, grace {self.grace_s:g} s)", list(df.columns), df.values.tolist()
+        verb = "dry run: would delete" if self.dry_run else "deleted"
+        rows = [
+            [reason, self.kept_books[reason], fmt_bytes(self.kept_bytes[reason])]
+            for reason in self.kept_books
+        ]
+        rows.append(
+            ["unreachable, within grace period", self.young_books, fmt_bytes(self.young_bytes)]
         )
+        rows.append([verb, self.deleted_books, fmt_bytes(self.deleted_bytes)])
+        out = table(
+            f"gc ({'dry run' if self.dry_run else 'run'}, grace {self.grace_s:g} s)",
+            ["books kept or deleted, by reason", "books", "bytes"],
+            rows,
+        )
+        extra = [
+            (
+                "stored bytes freed" if not self.dry_run else "stored bytes to free",
+                fmt_bytes(self.deleted_stored_bytes),
+            )
+        ]
+        if self.temp_files_removed:
+            extra.append(("temp files removed", self.temp_files_removed))
+        return Raw(out + kv_table(None, extra))
 
 
 @dataclass(frozen=True)
@@ -176,6 +190,21 @@ class SemanticDiff:
         return (
             f"SemanticDiff(k={self.k}, queries={self.n_queries}, recall_a={self.recall_a:.4f}, "
             f"recall_b={self.recall_b:.4f}, overlap={self.overlap:.4f})"
+        )
+
+    def _repr_html_(self) -> str:
+        return table(
+            f"answers on {self.n_queries} fixed queries, k={self.k}",
+            ["", "a", "b"],
+            [
+                [
+                    f"recall@{self.k} vs own exact search",
+                    f"{self.recall_a:.4f}",
+                    f"{self.recall_b:.4f}",
+                ],
+                [f"neighbour overlap@{self.k} (a vs b)", f"{self.overlap:.4f}", ""],
+            ],
+            row_headers=True,
         )
 
 
@@ -238,12 +267,67 @@ class ManifestDiff:
         )
 
     def _repr_html_(self) -> str:
-        rows = [[k, v] for k, v in self.summary().items()]
-        out = _table(f"diff {self.a} -> {self.b}", ["", ""], rows)
+        """Fields, bytes (with a shared/new/removed bar), entries (first ids shown, the
+        rest in ``<details>``) and the semantic diff, each a small table."""
+        out = kv_table(
+            f"diff: generation {self.a} -> {self.b}",
+            [("a", short_cid(self.a_cid)), ("b", short_cid(self.b_cid))],
+        )
         if self.fields:
-            out += _table(
-                "field changes",
+            out += table(
+                f"manifest fields changed ({len(self.fields)})",
                 ["field", "a", "b"],
-                [[k, a, b] for k, (a, b) in self.fields.items()],
+                [[k, _field_text(a), _field_text(b)] for k, (a, b) in self.fields.items()],
             )
-        return out
+        else:
+            out += Raw("<p>manifest fields: no change</p>")
+        bar = svg_bar(
+            [
+                ("shared", self.bytes_shared, COLORS["shared"]),
+                ("added", self.bytes_added, COLORS["new"]),
+                ("removed", self.bytes_removed, COLORS["removed"]),
+            ],
+            width=240,
+            fmt=lambda v: fmt_bytes(int(v)),
+        )
+        out += table(
+            "books and bytes (shared | added | removed)",
+            ["", "books", "bytes", ""],
+            [
+                ["shared", self.books_shared, fmt_bytes(self.bytes_shared), bar],
+                ["added in b", self.books_added, fmt_bytes(self.bytes_added), ""],
+                ["removed from a", self.books_removed, fmt_bytes(self.bytes_removed), ""],
+            ],
+            row_headers=True,
+        )
+        groups = [
+            ("added", self.ids_added),
+            ("removed", self.ids_removed),
+            ("metadata changed", self.ids_changed_metadata),
+            ("vector changed", self.ids_changed_vector),
+        ]
+        out += table(
+            "entries",
+            ["", "count", f"first {_IDS_SHOWN} ids"],
+            [[name, len(ids), _ids_text(ids[:_IDS_SHOWN])] for name, ids in groups],
+            row_headers=True,
+        )
+        for name, ids in groups:
+            if len(ids) > _IDS_SHOWN:
+                out += details(f"all {len(ids)} ids {name}", _ids_text(ids))
+        if self.semantic is not None:
+            out += Raw(self.semantic._repr_html_())
+        return Raw(out)
+
+
+_IDS_SHOWN = 10
+
+
+def _ids_text(ids: tuple[Any, ...]) -> str:
+    return ", ".join(str(t) for t in ids)
+
+
+def _field_text(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k}: {value[k]!r}" for k in sorted(value)) + "}"
+    return str(value)
