@@ -27,6 +27,7 @@ from pathlib import Path
 import blake3
 import zstandard
 
+from oluo_lab._faults import fault_point
 from oluo_lab.cas.base import BookStore, Buffer, StoreStats, verify_book
 from oluo_lab.cas.cid import CID
 from oluo_lab.cas.errors import BookNotFound, ContentError, CorruptBook, MalformedCID
@@ -212,15 +213,18 @@ class _Batch:
                     else:
                         with ThreadPoolExecutor(store._workers) as pool:
                             list(pool.map(_fsync_path, [tmp for _, tmp, _ in items]))
+                    fault_point("cas.synced")
                 for _, tmp, final in items:
                     with contextlib.suppress(FileExistsError):  # same content already there
                         os.link(tmp, final)
+                    fault_point("cas.linked")
                 if store._fsync:
                     if store._sync_mode == "syncfs":
                         _syncfs(store._books_dir)
                     else:
                         for d in sorted({d for d, _, _ in items}):
                             _fsync_dir(d)
+                    fault_point("cas.dir_synced")
         finally:
             for _, tmp, _ in items:
                 with contextlib.suppress(FileNotFoundError):
@@ -292,14 +296,24 @@ class DirStore(BookStore):
             self._write_file(d, os.fspath(marker), b"", FORMAT_TEXT.encode(), True)
 
     def _sweep_stale_tmp(self) -> None:
-        cutoff = time.time() - STALE_TMP_SECONDS
+        self.sweep_temp_files(STALE_TMP_SECONDS)
+
+    def sweep_temp_files(self, older_than_s: float = STALE_TMP_SECONDS) -> int:
+        """Remove temp files (crash leftovers) older than ``older_than_s``; returns how many.
+
+        A small age is safe only while no other process writes to this store (a Lab's gc
+        holds the data-directory lock that every writer of its store holds)."""
+        cutoff = time.time() - older_than_s
+        removed = 0
         for sub in self._subdirs():
             with contextlib.suppress(FileNotFoundError), os.scandir(sub) as it:
                 for entry in it:
                     if entry.name.startswith(TMP_PREFIX):
                         with contextlib.suppress(FileNotFoundError):
-                            if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                            if entry.stat(follow_symlinks=False).st_mtime <= cutoff:
                                 os.unlink(entry.path)
+                                removed += 1
+        return removed
 
     def _subdirs(self) -> list[str]:
         try:
@@ -407,8 +421,10 @@ class DirStore(BookStore):
             if header:
                 _write_all(fd, header)
             _write_all(fd, payload)
+            fault_point("cas.tmp_written")
             if sync:
                 os.fsync(fd)
+                fault_point("cas.synced")
             elif self._fsync:
                 _start_writeback(fd)
         except BaseException:
@@ -428,10 +444,12 @@ class DirStore(BookStore):
         try:
             with contextlib.suppress(FileExistsError):  # another writer won: same content
                 os.link(tmp, path)
+            fault_point("cas.linked")
         finally:
             os.unlink(tmp)
         if sync_dir and self._fsync:
             _fsync_dir(dirpath)
+            fault_point("cas.dir_synced")
 
     def _store(self, cid: CID, data: Buffer) -> None:
         dirpath, path = self._locate(cid)

@@ -207,7 +207,7 @@ def verify_lab(lab: Lab, sample: int = 32) -> VerifyReport:
                 g = gen.generation
                 try:
                     store.get(gen.cid)
-                    if payload_collected(store, gen.manifest):
+                    if gen.cid in collected or payload_collected(store, gen.manifest):
                         reachable.add(gen.cid)
                         if gen.cid not in collected:
                             problems.append(
@@ -356,7 +356,11 @@ def gc_lab(
     store = lab.store
     with data_dir_lock(lab.path):
         temp_removed = 0 if dry_run else len(sweep_temp_files(lab.path))
+        sweep_store = getattr(store, "sweep_temp_files", None)
+        if not dry_run and sweep_store is not None:  # crash leftovers of the CAS's writers
+            temp_removed += sweep_store(grace_s)
         reasons: dict[str, set[CID]] = {}
+        retired_before = retired_generations(lab)
         head = read_head(lab.path)
         if head is not None:
             history = list(walk_history(store, head.cid))
@@ -365,7 +369,7 @@ def gc_lab(
                     reasons.setdefault("head", set()).update(
                         generation_books(store, gen.cid, gen.manifest)
                     )
-                elif keep_last is None or i < keep_last:
+                elif (keep_last is None or i < keep_last) and gen.cid not in retired_before:
                     reasons.setdefault("history", set()).update(
                         generation_books(store, gen.cid, gen.manifest)
                     )
@@ -376,7 +380,7 @@ def gc_lab(
             for gen in walk_history(store, cid):
                 books |= {gen.cid}
                 if gen.cid == cid:
-                    books |= generation_books(store, gen.cid, gen.manifest)
+                    books |= generation_books(store, gen.cid, gen.manifest, retired_before)
             reasons.setdefault(f"tag {name}", set()).update(books)
         marked: set[CID] = set().union(*reasons.values()) if reasons else set()
         kept_books: dict[str, int] = {}
@@ -400,7 +404,10 @@ def gc_lab(
             doomed.append(cid)
         stored = sum(store.stored_size(c) for c in doomed)
         if not dry_run:
-            retired = sorted(reasons.get("history (manifest only)", set()))
+            tagged = set(lab.tags().values())
+            retired = sorted(
+                reasons.get("history (manifest only)", set()) - retired_before - tagged
+            )
             if retired:
                 _append_refs_log(
                     lab.path,

@@ -6,7 +6,7 @@ of the DAGs it names. History is the chain of ``parent`` links from a head.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 from ..cas import CID, BookStore, blob_info
@@ -65,10 +65,16 @@ def payload_collected(store: BookStore, manifest: SnapshotManifest) -> bool:
 
 
 def generation_books(
-    store: BookStore, cid: CID, manifest: SnapshotManifest | None = None
+    store: BookStore,
+    cid: CID,
+    manifest: SnapshotManifest | None = None,
+    retired: Collection[CID] = (),
 ) -> set[CID]:
     """The manifest book plus every book its payloads reach (just the manifest when the
-    payloads were collected)."""
+    payloads were collected, or when ``cid`` is in ``retired``: gc recorded that it retires
+    this generation's payloads, and a gc killed half-way may have deleted only some)."""
+    if cid in retired:
+        return {cid}
     if manifest is None:
         manifest = fetch_manifest(store, cid)
     if payload_collected(store, manifest):
