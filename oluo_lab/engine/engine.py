@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from .._html import kv_table
+from .._progress import progress_bar
 from .errors import (
     CompactionFailed,
     DuplicateIds,
@@ -50,6 +51,8 @@ from .results import SearchResults
 __all__ = ["OluoEngine"]
 
 _U64_MAX = 2**64 - 1
+#: ``add`` shows a progress bar for batches of at least this many vectors.
+PROGRESS_MIN_ROWS = 10_000
 
 
 def _is_int(x: Any) -> bool:
@@ -659,12 +662,19 @@ class OluoEngine:
         privacy_tier: PrivacyTier = PrivacyTier.PUBLIC_DURABLE,
         ttl_secs: int | None = None,
         now_ms: int = 0,
+        progress: bool = True,
     ) -> list[int]:
         """Add (or re-add) a batch of vectors; returns their keys.
 
         ``ids`` default to running ints starting at the current key counter. A
         PersistSnapshot from an automatic compaction goes to ``on_snapshot`` or
         :attr:`pending_snapshots`.
+
+        ``progress``: batches of at least ``PROGRESS_MIN_ROWS`` vectors show a
+        ``tqdm.auto`` bar (after half a second). The batch stays one ``Ingest`` event,
+        so it is still all-or-nothing and triggers at most one compaction; faiss builds
+        the HNSW graph in one call, so the bar reports the batch as a whole (elapsed
+        time while it runs, the count and rate when done) rather than ticking inside it.
         """
         arr = np.asarray(vectors)
         n = 1 if arr.ndim == 1 else (arr.shape[0] if arr.ndim else 0)
@@ -679,7 +689,12 @@ class OluoEngine:
             arr = arr[None, :]
         decision = IndexFull() if ttl_secs is None else IndexLightweight(ttl_secs)
         ev = Ingest(arr, ids, metadata, decision, now_ms, scope, privacy_tier)
-        actions = self._run(ev)
+        rows = int(arr.shape[0]) if arr.ndim == 2 else 0
+        with progress_bar(
+            progress and rows >= PROGRESS_MIN_ROWS, total=rows, desc="add", unit="vec"
+        ) as bar:
+            actions = self._run(ev)
+            bar.update(rows)
         keys: list[int] = []
         for a in actions:
             if isinstance(a, PersistSnapshot):

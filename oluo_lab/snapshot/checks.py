@@ -175,9 +175,10 @@ def _changed_vectors(ea: OluoEngine, eb: OluoEngine, common: list[Any]) -> tuple
 # ---------------------------------------------------------------------- verify
 
 
-def verify_lab(lab: Lab, sample: int = 32) -> VerifyReport:
+def verify_lab(lab: Lab, sample: int = 32, bar: Any = None) -> VerifyReport:
     """Re-hash every reachable book, decode every manifest, load every retained index,
-    check its entries against the metadata and that a sample of entries finds itself."""
+    check its entries against the metadata and that a sample of entries finds itself.
+    ``bar`` (a tqdm-like progress bar or None) advances by the bytes of each book read."""
     store = lab.store
     problems: list[Problem] = []
     checked: list[int] = []
@@ -205,6 +206,8 @@ def verify_lab(lab: Lab, sample: int = 32) -> VerifyReport:
                     break
                 seen_manifests.add(gen.cid)
                 g = gen.generation
+                if bar is not None:
+                    bar.set_description(f"verify generation {g}")
                 try:
                     store.get(gen.cid)
                     if gen.cid in collected or payload_collected(store, gen.manifest):
@@ -227,6 +230,8 @@ def verify_lab(lab: Lab, sample: int = 32) -> VerifyReport:
                         store.get(cid)
                         books_checked += 1
                         bytes_checked += cid.size
+                        if bar is not None:
+                            bar.update(cid.size)
                     engine, _ = restore_engine(store, gen.manifest, lab.compact_threshold)
                     checked.append(g)
                     if len(engine) != gen.manifest.entries:
@@ -346,11 +351,16 @@ def retired_generations(lab: Lab) -> set[CID]:
 
 
 def gc_lab(
-    lab: Lab, dry_run: bool = True, grace_s: float = 3600.0, keep_last: int | None = None
+    lab: Lab,
+    dry_run: bool = True,
+    grace_s: float = 3600.0,
+    keep_last: int | None = None,
+    bar: Any = None,
 ) -> GcReport:
     """Mark from the head, retained history and tags; sweep unreachable books older than
     ``grace_s``. ``keep_last`` limits retained history to the newest N generations (their
-    manifests stay, so the log remains complete). Never deletes a reachable book."""
+    manifests stay, so the log remains complete). Never deletes a reachable book.
+    ``bar`` (a tqdm-like progress bar or None) advances per book swept and deleted."""
     if keep_last is not None and keep_last < 1:
         raise ValueError(f"keep_last must be >= 1 or None, got {keep_last}")
     store = lab.store
@@ -394,7 +404,11 @@ def gc_lab(
         now = time.time()
         doomed: list[CID] = []
         young = young_bytes = 0
+        if bar is not None:
+            bar.set_description("gc sweep")
         for cid in store:
+            if bar is not None:
+                bar.update(1)
             if cid in marked:
                 continue
             if now - store.book_mtime(cid) < grace_s:
@@ -418,6 +432,8 @@ def gc_lab(
                 fault_point("gc.before_delete")
                 store.delete(cid)
                 fault_point("gc.after_delete")
+                if bar is not None:
+                    bar.update(1)
     return GcReport(
         dry_run=dry_run,
         deleted_books=len(doomed),

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .._faults import fault_point
+from .._progress import progress_bar
 from ..cas import CID, ContentError, DirStore, reassemble
 from ..engine import OluoEngine, PersistSnapshot
 from .checks import diff_snapshots, gc_lab, retired_generations, verify_lab
@@ -235,7 +236,9 @@ class Lab:
         return found
 
     # ------------------------------------------------------------------ writing
-    def commit(self, engine: OluoEngine, note: str = "", **annotations: Any) -> Snapshot:
+    def commit(
+        self, engine: OluoEngine, note: str = "", *, progress: bool = True, **annotations: Any
+    ) -> Snapshot:
         """Persist the engine's state as the next generation and return it.
 
         Snapshots queued by automatic compactions are persisted first, in order;
@@ -243,7 +246,16 @@ class Lab:
         ``annotations`` (experiment parameters, results). With nothing changed
         and no note or annotations, the head is returned as it is; with a note
         or annotations on unchanged state, a new generation records them.
+
+        ``progress``: a ``tqdm.auto`` bar (shown after half a second) with one step for
+        the compaction and one per generation persisted.
         """
+        with progress_bar(progress, total=2, desc="commit: compact", unit="step") as bar:
+            return self._commit(engine, note, annotations, bar)
+
+    def _commit(
+        self, engine: OluoEngine, note: str, annotations: Mapping[str, Any], bar: Any
+    ) -> Snapshot:
         snaps: list[PersistSnapshot] = engine.take_snapshots()
         last = engine.compact()
         if last is not None:
@@ -259,8 +271,11 @@ class Lab:
                 snaps.append(forced)
             else:
                 snaps.append(current)
+        bar.total = 1 + len(snaps)
+        bar.update(1)
         for i, snap in enumerate(snaps):
             final = i == len(snaps) - 1
+            bar.set_description(f"commit: persist generation {snap.generation}")
             base_path, generation = persist_snapshot(
                 self.path,
                 self.store,
@@ -271,6 +286,7 @@ class Lab:
                 note=note if final else "automatic compaction",
                 annotations=annotations if final else None,
             )
+            bar.update(1)
         engine.compact_complete(str(base_path), generation)
         return self.head()
 
@@ -286,15 +302,23 @@ class Lab:
             return False
         return decode_index(m.index_cid, self.store) == payload.index_bytes
 
-    def checkout(self, ref: Ref | Snapshot = "HEAD") -> OluoEngine:
+    def checkout(self, ref: Ref | Snapshot = "HEAD", *, progress: bool = True) -> OluoEngine:
         """An engine holding exactly the entries of generation ``ref``.
 
         The engine continues the lab's history: its next commit becomes
         generation head + 1 with the head as parent, so going back to an old
         generation never rewrites history.
+
+        ``progress``: a ``tqdm.auto`` bar over the payload bytes (shown after half a
+        second); reading, decoding and rebuilding the engine are one step, so it
+        reports elapsed time while they run and the byte rate when done.
         """
         snap = self.resolve(ref)
-        engine, _ = restore_engine(self.store, snap.manifest, self.compact_threshold)
+        size = snap.manifest.index_size + snap.manifest.metadata_size
+        desc = f"checkout generation {snap.generation}"
+        with progress_bar(progress, total=size, desc=desc, unit="B", unit_scale=True) as bar:
+            engine, _ = restore_engine(self.store, snap.manifest, self.compact_threshold)
+            bar.update(size)
         try:
             head = self.head()
         except (OluoPersistError, ContentError):
@@ -444,15 +468,26 @@ class Lab:
         neighbour overlap between the sides."""
         return diff_snapshots(self, self.resolve(a), self.resolve(b), queries, k, semantic)
 
-    def verify(self, sample: int = 32) -> VerifyReport:
-        """Check everything reachable (like ``restic check``); truthy when clean."""
-        return verify_lab(self, sample)
+    def verify(self, sample: int = 32, *, progress: bool = True) -> VerifyReport:
+        """Check everything reachable (like ``restic check``); truthy when clean.
+
+        ``progress``: a ``tqdm.auto`` bar of the bytes re-hashed, per generation."""
+        with progress_bar(progress, desc="verify", unit="B", unit_scale=True) as bar:
+            return verify_lab(self, sample, bar)
 
     def gc(
-        self, dry_run: bool = True, *, grace_s: float = 3600.0, keep_last: int | None = None
+        self,
+        dry_run: bool = True,
+        *,
+        grace_s: float = 3600.0,
+        keep_last: int | None = None,
+        progress: bool = True,
     ) -> GcReport:
-        """Delete unreachable books older than ``grace_s`` (only reports when ``dry_run``)."""
-        return gc_lab(self, dry_run, grace_s, keep_last)
+        """Delete unreachable books older than ``grace_s`` (only reports when ``dry_run``).
+
+        ``progress``: a ``tqdm.auto`` bar counting the books swept and deleted."""
+        with progress_bar(progress, desc="gc", unit="book") as bar:
+            return gc_lab(self, dry_run, grace_s, keep_last, bar)
 
 
 def lab_html(lab: Lab, rows_shown: int = 20) -> str:
