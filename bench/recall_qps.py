@@ -1,0 +1,255 @@
+"""Recall / QPS of oluo_lab against raw faiss, hnswlib and usearch, same run, same data.
+
+Every library is built with the same M / efConstruction and searched at every
+efSearch with the same thread count; batch timings are interleaved across the
+libraries (best of --repeat after a warm-up). Recall@k is reported both by id
+intersection (``recall``) and by ann-benchmarks' distance rule (``recall_distance``).
+The engine's build is its deterministic single-thread compaction; --faiss-1thread
+also times a raw faiss build with one thread, for a same-thread comparison.
+
+    python bench/recall_qps.py                  # full GloVe-6B-50d: 390k base, 10k queries
+    python bench/recall_qps.py --quick          # committed 20k sample, a few seconds
+    python bench/recall_qps.py --n 100000 --queries 2000 --ef 32 64 128
+
+Writes bench/results/recall_qps-<label>.csv, docs/img/recall_qps-<label>.png and
+prints markdown tables (Pareto frontier, QPS ratios at recall 0.90/0.95/0.99, builds)
+together with the machine, library versions and thread count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from oluo_lab import datasets as ds_mod  # noqa: E402
+from oluo_lab.bench import (  # noqa: E402
+    BenchResults,
+    FaissHNSWAdapter,
+    GroundTruthCache,
+    environment,
+    glove_sample,
+    ground_truth,
+    sweep,
+)
+from oluo_lab.bench.runner import release, timed_build  # noqa: E402
+
+LIBS = ["oluo_lab", "faiss", "faiss-bfs", "hnswlib", "usearch"]
+
+
+def load(args: argparse.Namespace):
+    if args.quick:
+        return glove_sample()
+    cache = GroundTruthCache.default()
+    if args.n is None:
+        return ds_mod.glove_full(n_queries=args.queries, progress=False)
+    vectors, _ = ds_mod.load_glove_vectors()
+    held = ds_mod.glove_held_out(args.queries, 0)
+    keep = np.ones(len(vectors), bool)
+    keep[held] = False
+    base = vectors[keep][: args.n]
+    nb, dist = ground_truth(base, vectors[held], "cosine", 100, cache)
+    return ds_mod.Dataset(
+        name=f"glove-6b-50d-n{args.n}-q{args.queries}",
+        metric="cosine",
+        base=base,
+        queries=vectors[held],
+        base_words=None,
+        query_words=None,
+        neighbors=nb,
+        distances=dist,
+    )
+
+
+def md_table(frame: pd.DataFrame, floats: dict[str, str]) -> str:
+    cols = list(frame.columns)
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for rec in frame.itertuples(index=False):
+        cells = []
+        for c, v in zip(cols, rec, strict=True):
+            if isinstance(v, float):
+                cells.append(format(v, floats.get(c, ".4g")))
+            else:
+                cells.append(str(v))
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def plot(results: BenchResults, path: Path, title: str) -> str:
+    try:
+        from oluo_lab.notebook.plots import plot_recall_qps  # written by the notebook layer
+
+        fig = plot_recall_qps(results)
+        fig = getattr(fig, "figure", fig)
+        fig.suptitle(title, fontsize=9)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        return "oluo_lab.notebook.plots.plot_recall_qps"
+    except ImportError:
+        pass
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    front = results.pareto()
+    for (lib, index), g in front.groupby(["library", "index"], sort=True):
+        style = "-o" if lib == "oluo_lab" else "--."
+        ax.plot(g["recall"], g["qps"], style, label=f"{lib} {index}", ms=4)
+    ax.set_xlabel("recall@10 (id intersection)")
+    ax.set_ylabel("queries per second (log)")
+    ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=9)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return "matplotlib (Pareto frontier per library)"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--quick", action="store_true", help="committed 20k GloVe sample")
+    ap.add_argument("--n", type=int, default=None, help="first N base rows (default: all)")
+    ap.add_argument("--queries", type=int, default=10_000, help="held-out query words")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--M", type=int, nargs="+", default=[16])
+    ap.add_argument("--efc", type=int, nargs="+", default=[128])
+    ap.add_argument("--ef", type=int, nargs="+", default=[16, 32, 64, 96, 128, 192, 256])
+    ap.add_argument("--libraries", nargs="+", default=LIBS)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--latency-queries", type=int, default=1000)
+    ap.add_argument("--faiss-1thread", action="store_true", help="also time a 1-thread faiss build")
+    ap.add_argument("--label", default=None, help="output file label")
+    args = ap.parse_args()
+    if args.quick:
+        args.ef = [e for e in args.ef if e <= 128]
+
+    t0 = time.perf_counter()
+    data = load(args)
+    label = args.label or ("quick" if args.quick else f"n{data.n}")
+    env = environment(args.threads)
+    print(f"# recall/QPS on {data!r}")
+    print("machine:", json.dumps(env, sort_keys=True))
+    print(f"command: python bench/recall_qps.py {' '.join(sys.argv[1:])}")
+    results = sweep(
+        data,
+        libraries=args.libraries,
+        M=args.M,
+        ef_construction=args.efc,
+        ef_search=args.ef,
+        k=args.k,
+        threads=args.threads,
+        repeat=args.repeat,
+        latency_queries=args.latency_queries,
+        run=label,
+        cache=GroundTruthCache.default(),
+        keep_answers=False,
+        log=lambda m: print("  " + m, flush=True),
+    )
+    extra_builds = []
+    if args.faiss_1thread:
+        for m in args.M:
+            for efc in args.efc:
+                a = FaissHNSWAdapter(threads=1)
+                s = timed_build(
+                    a, data.base, {"metric": data.metric, "M": m, "ef_construction": efc}
+                )
+                release(a)
+                extra_builds.append(
+                    {
+                        "library": "faiss",
+                        "index": "HNSWFlat (1 thread)",
+                        "M": m,
+                        "ef_construction": efc,
+                        "build_s": s,
+                        "threads": 1,
+                    }
+                )
+                print(f"  built faiss HNSWFlat with 1 thread M={m} efC={efc} in {s:.1f}s")
+
+    out_csv = ROOT / "bench" / "results" / f"recall_qps-{label}.csv"
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    results.to_csv(out_csv)
+    img = ROOT / "docs" / "img" / f"recall_qps-{label}.png"
+    img.parent.mkdir(parents=True, exist_ok=True)
+    title = (
+        f"{data.name}: base {data.n}, {data.n_queries} queries, k={args.k}, "
+        f"{args.threads} threads, M={args.M} efC={args.efc}"
+    )
+    how = plot(results, img, title)
+
+    f = results.frame
+    print()
+    print(
+        f"machine: {env['cpu_model']}, {env['cpu_count']} cpus; threads={args.threads}; "
+        f"python {env['python']}, numpy {env['numpy']}, faiss {env['faiss']}, "
+        f"hnswlib {env['hnswlib']}, usearch {env['usearch']}"
+    )
+    print(
+        f"\n## All points ({len(f)} rows; recall = id intersection, recall_distance = ann-benchmarks rule)\n"
+    )
+    cols = [
+        "library",
+        "index",
+        "M",
+        "ef_construction",
+        "ef_search",
+        "recall",
+        "recall_distance",
+        "qps",
+        "p50_ms",
+        "p95_ms",
+        "p99_ms",
+    ]
+    print(md_table(f[cols], {"qps": ".0f", "p50_ms": ".3f", "p95_ms": ".3f", "p99_ms": ".3f"}))
+    print("\n## Pareto frontier (recall by ids)\n")
+    front = results.pareto()[
+        ["library", "index", "M", "ef_search", "recall", "recall_distance", "qps"]
+    ]
+    print(md_table(front, {"qps": ".0f"}))
+    for rc in ("recall", "recall_distance"):
+        print(f"\n## oluo_lab QPS / best peer QPS at {rc} >= target\n")
+        print(
+            md_table(
+                results.ratios(recall=rc),
+                {"oluo_lab_qps": ".0f", "best_peer_qps": ".0f", "ratio": ".3f"},
+            )
+        )
+    print("\n## Builds\n")
+    builds = (
+        f.groupby(["library", "index", "M", "ef_construction"], sort=True)
+        .agg(
+            build_s=("build_s", "first"),
+            index_bytes=("index_bytes", "first"),
+            memory_bytes=("memory_bytes", "first"),
+            threads=("threads", "first"),
+        )
+        .reset_index()
+    )
+    builds.loc[builds["library"] == "oluo_lab", "threads"] = 1  # deterministic single-thread build
+    if extra_builds:
+        builds = pd.concat([builds, pd.DataFrame(extra_builds)], ignore_index=True)
+    faiss_s = builds[(builds["library"] == "faiss") & (builds["index"] == "HNSWFlat")]["build_s"]
+    if len(faiss_s):
+        builds["vs_faiss_HNSWFlat"] = builds["build_s"] / float(faiss_s.iloc[0])
+    print(md_table(builds, {"build_s": ".1f", "vs_faiss_HNSWFlat": ".2f"}))
+    print(
+        f"\nplot: {img.relative_to(ROOT)} ({how}); csv: {out_csv.relative_to(ROOT)}; "
+        f"wall {time.perf_counter() - t0:.0f}s"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,438 @@
+"""Benchmark results: a DataFrame with fixed column names, the environment it was measured
+in, CSV and ann-benchmarks exports, Pareto frontiers, and commits into a Lab.
+
+Column names (:data:`COLUMNS`) are a contract: plots and notebook explorers read them.
+``recall`` is recall@k by id intersection; ``recall_distance`` is ann-benchmarks'
+distance-threshold recall (true k-th distance + 1e-3). ``qps`` is batch throughput
+(best of N after a warm-up) with ``threads`` threads; ``p50_ms``/``p95_ms``/``p99_ms``
+are one-query-at-a-time latencies; ``index_bytes`` is the serialised size (on disk);
+``memory_bytes`` the resident memory freed when the index was dropped (approximate).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import platform
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "COLUMNS",
+    "BenchResults",
+    "commit_results",
+    "cpu_model",
+    "environment",
+    "pareto_frontier",
+    "qps_at_recall",
+    "ratios_at_recall",
+]
+
+COLUMNS = [
+    "library",
+    "index",
+    "metric",
+    "M",
+    "ef_construction",
+    "ef_search",
+    "k",
+    "recall",
+    "recall_distance",
+    "qps",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "build_s",
+    "index_bytes",
+    "memory_bytes",
+    "threads",
+    "run",
+]
+_INT_COLUMNS = ("M", "ef_construction", "ef_search", "k", "index_bytes", "memory_bytes", "threads")
+_STR_COLUMNS = ("library", "index", "metric", "run")
+_CSV_MAGIC = "# oluo_lab bench results v1"
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def cpu_model() -> str:
+    """The CPU model name from ``/proc/cpuinfo`` (``platform.processor()`` elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _version(module: str) -> str | None:
+    try:
+        mod = __import__(module)
+    except ImportError:
+        return None
+    v = getattr(mod, "__version__", None)
+    if v is None:
+        from importlib import metadata
+
+        try:
+            v = metadata.version(module)
+        except metadata.PackageNotFoundError:
+            return None
+    return str(v)
+
+
+def environment(threads: int | None = None) -> dict[str, Any]:
+    """Where the numbers come from: Python and library versions, CPU model and count,
+    and the thread count (faiss's current OpenMP count when ``threads`` is None)."""
+    from .runner import thread_count
+
+    return {
+        "python": platform.python_version(),
+        "platform": f"{platform.system()}-{platform.machine()}",
+        "oluo_lab": _version("oluo_lab"),
+        "numpy": _version("numpy"),
+        "faiss": _version("faiss"),
+        "hnswlib": _version("hnswlib"),
+        "usearch": _version("usearch"),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "threads": thread_count() if threads is None else int(threads),
+    }
+
+
+# --------------------------------------------------------------------------- analysis
+
+
+def pareto_frontier(frame: pd.DataFrame, recall: str = "recall", qps: str = "qps") -> pd.DataFrame:
+    """Rows not dominated in (recall up, qps up), per (library, index), sorted by recall."""
+    frame = frame.reset_index(drop=True)
+    keep = []
+    for _, group in frame.groupby(["library", "index"], sort=True):
+        g = group.sort_values([recall, qps], ascending=[False, False])
+        best = -np.inf
+        for idx, row in g.iterrows():
+            if row[qps] > best:
+                keep.append(idx)
+                best = row[qps]
+    out = frame.loc[keep]
+    return out.sort_values(["library", "index", recall]).reset_index(drop=True)
+
+
+def qps_at_recall(frame: pd.DataFrame, target: float, recall: str = "recall") -> pd.Series:
+    """Best QPS of each (library, index) among rows with ``recall >= target`` (NaN if none)."""
+    out = {}
+    for key, group in frame.groupby(["library", "index"], sort=True):
+        ok = group[group[recall] >= target]
+        out[key] = float(ok["qps"].max()) if len(ok) else float("nan")
+    return pd.Series(out, name=f"qps@{recall}>={target}", dtype=float)
+
+
+def ratios_at_recall(
+    frame: pd.DataFrame,
+    targets: Sequence[float] = (0.90, 0.95, 0.99),
+    library: str = "oluo_lab",
+    recall: str = "recall",
+) -> pd.DataFrame:
+    """For each recall target: ``library``'s best QPS, the best peer's, and their ratio."""
+    rows = []
+    for t in targets:
+        s = qps_at_recall(frame, t, recall)
+        mine = s[[k for k in s.index if k[0] == library]]
+        peers = s[[k for k in s.index if k[0] != library]].dropna()
+        best_peer = peers.idxmax() if len(peers) else None
+        m = float(mine.max()) if len(mine.dropna()) else float("nan")
+        p = float(peers.max()) if len(peers) else float("nan")
+        rows.append(
+            {
+                "recall_target": t,
+                "recall_column": recall,
+                f"{library}_qps": m,
+                "best_peer": "" if best_peer is None else f"{best_peer[0]} {best_peer[1]}",
+                "best_peer_qps": p,
+                "ratio": m / p if p == p and p > 0 else float("nan"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- results
+
+
+def _clean_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"results frame lacks columns {missing}")
+    frame = frame.copy()
+    for c in _INT_COLUMNS:
+        frame[c] = frame[c].astype("int64")
+    for c in _STR_COLUMNS:
+        frame[c] = frame[c].astype(str)
+    extra = [c for c in frame.columns if c not in COLUMNS]
+    return frame[COLUMNS + extra].reset_index(drop=True)
+
+
+@dataclass(eq=False)
+class BenchResults:
+    """A sweep's rows (:attr:`frame`, columns :data:`COLUMNS`), the dataset description and
+    the :func:`environment` they were measured in.
+
+    ``answers`` optionally maps a row number to that row's ``(neighbors, distances,
+    best_search_s)`` for :meth:`export_ann_benchmarks`.
+    """
+
+    frame: pd.DataFrame
+    dataset: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, Any] = field(default_factory=dict)
+    answers: dict[int, tuple[np.ndarray, np.ndarray, float]] = field(
+        default_factory=dict, repr=False
+    )
+
+    def __post_init__(self) -> None:
+        self.frame = _clean_frame(self.frame)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @property
+    def libraries(self) -> list[str]:
+        return sorted(set(self.frame["library"]))
+
+    def environment(self) -> dict[str, Any]:
+        """The environment recorded with these results."""
+        return dict(self.env)
+
+    def pareto(self, recall: str = "recall") -> pd.DataFrame:
+        """The Pareto frontier of (recall, qps) per library and index."""
+        return pareto_frontier(self.frame, recall)
+
+    def ratios(
+        self, targets: Sequence[float] = (0.90, 0.95, 0.99), recall: str = "recall"
+    ) -> pd.DataFrame:
+        """oluo_lab's best QPS over the best peer's at each recall target."""
+        return ratios_at_recall(self.frame, targets, "oluo_lab", recall)
+
+    def concat(self, other: BenchResults) -> BenchResults:
+        """Rows of both (this one's dataset and environment are kept)."""
+        n = len(self.frame)
+        answers = dict(self.answers)
+        answers.update({n + i: a for i, a in other.answers.items()})
+        frame = pd.concat([self.frame, other.frame], ignore_index=True)
+        return BenchResults(frame, dict(self.dataset), dict(self.env), answers)
+
+    # ------------------------------------------------------------------ reprs
+    def __repr__(self) -> str:
+        libs = ", ".join(self.libraries)
+        name = self.dataset.get("name", "?")
+        return (
+            f"BenchResults(rows={len(self.frame)}, dataset={name!r}, libraries=[{libs}], "
+            f"threads={self.env.get('threads', '?')})"
+        )
+
+    def _repr_html_(self) -> str:
+        """A plain semantic table (timings vary run to run: mark such outputs as ignored)."""
+        shown = [
+            "library",
+            "index",
+            "M",
+            "ef_construction",
+            "ef_search",
+            "recall",
+            "recall_distance",
+            "qps",
+            "p50_ms",
+            "p99_ms",
+            "build_s",
+        ]
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in shown)
+        body = []
+        for row in self.frame[shown].itertuples(index=False):
+            cells = []
+            for v in row:
+                text = f"{v:.4g}" if isinstance(v, float) else str(v)
+                cells.append(f"<td>{html.escape(text)}</td>")
+            body.append("<tr>" + "".join(cells) + "</tr>")
+        return (
+            f"<table><caption>{html.escape(repr(self))}</caption>"
+            f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+        )
+
+    # ------------------------------------------------------------------ CSV
+    def to_csv(self, path: str | os.PathLike[str]) -> Path:
+        """Write the rows as CSV, preceded by ``#`` lines holding the dataset and environment."""
+        path = Path(path)
+        with open(path, "w", encoding="utf-8", newline="") as f:
+            f.write(_CSV_MAGIC + "\n")
+            f.write("# dataset: " + json.dumps(self.dataset, sort_keys=True) + "\n")
+            f.write("# environment: " + json.dumps(self.env, sort_keys=True) + "\n")
+            self.frame.to_csv(f, index=False, float_format="%.17g", lineterminator="\n")
+        return path
+
+    @classmethod
+    def from_csv(cls, path: str | os.PathLike[str]) -> BenchResults:
+        """Read what :meth:`to_csv` wrote (or any CSV with the :data:`COLUMNS` header)."""
+        path = Path(path)
+        dataset: dict[str, Any] = {}
+        env: dict[str, Any] = {}
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if not line.startswith("#"):
+                    break
+                if line.startswith("# dataset: "):
+                    dataset = json.loads(line[len("# dataset: ") :])
+                elif line.startswith("# environment: "):
+                    env = json.loads(line[len("# environment: ") :])
+        frame = pd.read_csv(path, comment="#", keep_default_na=False, na_values=[""])
+        return cls(frame, dataset, env)
+
+    # ------------------------------------------------------------------ ann-benchmarks
+    def export_ann_benchmarks(self, directory: str | os.PathLike[str]) -> list[Path]:
+        """Write the ann-benchmarks result layout under ``directory``.
+
+        With h5py: ``results/<dataset>/<k>/<algorithm>-batch/<params>.hdf5``, one file per
+        row, with the attributes ann-benchmarks' plotting reads (``build_time``,
+        ``index_size``, ``algo``, ``dataset``, ``count``, ``distance``, ``name``,
+        ``batch_mode``, ``best_search_time``, ``run_count``, ``expect_extra``) plus this
+        harness's columns, and ``times``/``neighbors``/``distances`` datasets when the
+        row's answers were kept. Without h5py: ``results.csv`` with the same fields.
+        """
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            import h5py
+        except ImportError:
+            return [self.to_csv(directory / "results.csv")]
+        name = str(self.dataset.get("name", "dataset"))
+        distance = {"cosine": "angular", "l2": "euclidean", "ip": "dot"}
+        written = []
+        for i, row in self.frame.iterrows():
+            algo = f"oluo-bench-{row['library']}-{row['index']}"
+            args = {
+                "M": int(row["M"]),
+                "ef_construction": int(row["ef_construction"]),
+                "ef_search": int(row["ef_search"]),
+            }
+            stem = re.sub(r"\W+", "_", json.dumps(args, sort_keys=True)).strip("_")
+            out = directory / "results" / name / str(int(row["k"])) / f"{algo}-batch"
+            out.mkdir(parents=True, exist_ok=True)
+            fn = out / f"{stem}.hdf5"
+            with h5py.File(fn, "w") as f:
+                nq = int(self.dataset.get("n_queries", 0))
+                best = nq / row["qps"] if nq else float("nan")
+                answers = self.answers.get(int(i))
+                if answers is not None:
+                    best = answers[2] / max(1, answers[0].shape[0])
+                f.attrs["build_time"] = float(row["build_s"])
+                f.attrs["index_size"] = int(row["index_bytes"])
+                f.attrs["algo"] = algo
+                f.attrs["dataset"] = name
+                f.attrs["count"] = int(row["k"])
+                f.attrs["distance"] = distance.get(row["metric"], row["metric"])
+                f.attrs["name"] = f"{algo}({json.dumps(args, sort_keys=True)})"
+                f.attrs["batch_mode"] = True
+                f.attrs["best_search_time"] = float(best)
+                f.attrs["run_count"] = 1
+                f.attrs["expect_extra"] = False
+                for c in COLUMNS:
+                    v = row[c]
+                    f.attrs[f"oluo_{c}"] = v if isinstance(v, str) else float(v)
+                if answers is not None:
+                    nb, dist, _ = answers
+                    f.create_dataset("times", data=np.full(nb.shape[0], best, np.float32))
+                    f.create_dataset("neighbors", data=nb.astype(np.int32))
+                    f.create_dataset("distances", data=dist.astype(np.float32))
+            written.append(fn)
+        return written
+
+    @classmethod
+    def from_ann_benchmarks(cls, directory: str | os.PathLike[str]) -> BenchResults:
+        """Read back the rows written by :meth:`export_ann_benchmarks` (either layout)."""
+        directory = Path(directory)
+        if (directory / "results.csv").is_file():
+            return cls.from_csv(directory / "results.csv")
+        import h5py
+
+        rows = []
+        answers = {}
+        files = sorted((directory / "results").rglob("*.hdf5"))
+        for fn in files:
+            with h5py.File(fn, "r") as f:
+                row = {}
+                for c in COLUMNS:
+                    v = f.attrs[f"oluo_{c}"]
+                    row[c] = v.decode() if isinstance(v, bytes) else v
+                if "neighbors" in f:
+                    answers[len(rows)] = (
+                        f["neighbors"][:],
+                        f["distances"][:],
+                        float(f.attrs["best_search_time"]) * f["neighbors"].shape[0],
+                    )
+                rows.append(row)
+        if not rows:
+            raise FileNotFoundError(f"no ann-benchmarks result files under {directory}")
+        frame = pd.DataFrame(rows, columns=COLUMNS)
+        return cls(frame, {}, {}, answers)
+
+    # ------------------------------------------------------------------ summaries
+    def summary(self, library: str | None = None) -> list[dict[str, Any]]:
+        """The rows as plain dicts (finite floats, ints, strs), optionally one library's."""
+        frame = self.frame if library is None else self.frame[self.frame["library"] == library]
+        out = []
+        for rec in frame.to_dict("records"):
+            clean = {}
+            for k, v in rec.items():
+                if isinstance(v, np.generic):
+                    v = v.item()
+                if isinstance(v, float) and not np.isfinite(v):
+                    v = None
+                clean[str(k)] = v
+            out.append(clean)
+        return out
+
+
+def commit_results(
+    lab: Any,
+    engine: Any,
+    results: BenchResults,
+    note: str = "",
+    parameters: Mapping[str, Any] | None = None,
+    libraries: Iterable[str] | None = None,
+) -> Any:
+    """Commit ``engine`` into ``lab`` with the benchmark as annotations.
+
+    The annotations hold ``bench_parameters`` (the engine's M / efConstruction /
+    efSearch / metric plus ``parameters``), ``bench_results`` (the rows of
+    ``libraries``, all by default), ``bench_dataset`` and ``bench_environment``;
+    the one manifest CID of the returned snapshot binds index, parameters, results
+    and environment.
+    """
+    cfg = engine.config
+    params: dict[str, Any] = {
+        "metric": cfg.metric,
+        "M": cfg.M,
+        "ef_construction": cfg.ef_construction,
+        "ef_search": cfg.ef_search,
+        "dim": cfg.dim,
+    }
+    if parameters:
+        params.update({str(k): v for k, v in parameters.items()})
+    rows: list[dict[str, Any]] = []
+    for lib in sorted(set(libraries) if libraries is not None else results.libraries):
+        rows.extend(results.summary(lib))
+    return lab.commit(
+        engine,
+        note=note,
+        bench_parameters=params,
+        bench_results=rows,
+        bench_dataset=dict(results.dataset),
+        bench_environment=dict(results.env),
+    )
