@@ -581,6 +581,34 @@ def decode_index(cid: CID, store: BookStore) -> bytes:
     return out
 
 
+def _check_section_sizes(rec: IndexRecord, store: BookStore) -> None:
+    """Refuse section lengths the record's DAGs cannot fill, before anything is allocated
+    from them (a forged record could otherwise claim terabytes). Reads bundles only."""
+    secs = rec.doc["sections"]
+    for name in ("levels", "offsets", "codes"):
+        size = blob_info(CID.from_bytes(secs[name]["blob"]), store).total_size
+        if size != secs[name]["len"]:
+            raise _bad(
+                rec.cid, f"section {name} claims {secs[name]['len']} B, its blob holds {size}"
+            )
+    cur = rec
+    for _ in range(MAX_PATCH_CHAIN + 1):
+        nb = cur.doc["sections"]["neighbors"]
+        size = blob_info(CID.from_bytes(nb["blob"]), store).total_size
+        if nb["form"] == "full":
+            if size != nb["len"]:
+                raise _bad(cur.cid, f"neighbors claim {nb['len']} B, their blob holds {size}")
+            return
+        if nb["len"] > nb["base_len"] + size:
+            raise _bad(cur.cid, f"a {size} B patch cannot grow {nb['base_len']} B to {nb['len']}")
+        parent = read_index_record(CID.from_bytes(nb["parent"]), store)
+        pnb = parent.doc["sections"].get("neighbors") if parent.kind != "raw" else None
+        if pnb is None or pnb["len"] != nb["base_len"]:
+            raise _bad(cur.cid, f"patch parent {parent.cid.hex} does not have its base array")
+        cur = parent
+    raise _bad(rec.cid, f"neighbour patch chain is deeper than {MAX_PATCH_CHAIN}")
+
+
 def _decode_sections(rec: IndexRecord, store: BookStore) -> bytes:
     secs = rec.doc["sections"]
     frame = rec.doc["frame"]
@@ -588,6 +616,7 @@ def _decode_sections(rec: IndexRecord, store: BookStore) -> bytes:
     total = len(frame) + sum(secs[s]["len"] for s in _SECTIONS)
     if total != rec.length:
         raise _bad(rec.cid, f"frame and sections hold {total} B, the record says {rec.length}")
+    _check_section_sizes(rec, store)
     bio = io.BytesIO()
     if total:
         bio.seek(total - 1)
