@@ -52,6 +52,8 @@ def fmt_num(value: Any, digits: int = 4) -> str:
         return str(value)
     if value != value or value in (float("inf"), float("-inf")):
         return str(value)
+    if abs(value) >= 10**digits:
+        return f"{value:.0f}"
     return f"{value:.{digits}g}"
 
 

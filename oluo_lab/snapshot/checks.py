@@ -207,7 +207,7 @@ def verify_lab(lab: Lab, sample: int = 32, bar: Any = None) -> VerifyReport:
                 seen_manifests.add(gen.cid)
                 g = gen.generation
                 if bar is not None:
-                    bar.set_description(f"verify generation {g}")
+                    bar.set_description(f"verify generation {g}", refresh=False)
                 try:
                     store.get(gen.cid)
                     if gen.cid in collected or payload_collected(store, gen.manifest):
@@ -405,7 +405,7 @@ def gc_lab(
         doomed: list[CID] = []
         young = young_bytes = 0
         if bar is not None:
-            bar.set_description("gc sweep")
+            bar.set_description("gc sweep", refresh=False)
         for cid in store:
             if bar is not None:
                 bar.update(1)

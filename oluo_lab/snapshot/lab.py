@@ -275,7 +275,7 @@ class Lab:
         bar.update(1)
         for i, snap in enumerate(snaps):
             final = i == len(snaps) - 1
-            bar.set_description(f"commit: persist generation {snap.generation}")
+            bar.set_description(f"commit: persist generation {snap.generation}", refresh=False)
             base_path, generation = persist_snapshot(
                 self.path,
                 self.store,
