@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from typing import TYPE_CHECKING, Any
@@ -255,7 +256,8 @@ def verify_lab(lab: Lab, sample: int = 32, bar: Any = None) -> VerifyReport:
             problems.append(Problem("error", type(exc).__name__, root.hex, None, f"{label}: {exc}"))
 
     if roots and roots[0][1] == "head" and checked:
-        _check_base_cache(lab, problems)
+        with contextlib.suppress(ContentError, OluoPersistError):
+            _check_base_cache(lab, problems)  # (a damaged head manifest is reported above)
     unreachable = [c for c in store if c not in reachable]
     return VerifyReport(
         generations_checked=tuple(sorted(set(checked), reverse=True)),
@@ -337,7 +339,7 @@ def retired_generations(lab: Lab) -> set[CID]:
     out: set[CID] = set()
     path = lab.path / REFS_LOG_NAME
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_bytes().decode("utf-8", "replace").splitlines()
     except OSError:
         return out
     for line in lines:

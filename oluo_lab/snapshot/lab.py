@@ -220,7 +220,7 @@ class Lab:
     def _refs_log_candidates(self, generation: int) -> list[CID]:
         path = self.path / REFS_LOG_NAME
         try:
-            lines = path.read_text().splitlines()
+            lines = path.read_bytes().decode("utf-8", "replace").splitlines()
         except FileNotFoundError:
             return []
         except OSError as exc:
@@ -356,7 +356,7 @@ class Lab:
     def _newest_loadable(self) -> Snapshot:
         path = self.path / REFS_LOG_NAME
         try:
-            lines = path.read_text().splitlines()
+            lines = path.read_bytes().decode("utf-8", "replace").splitlines()
         except OSError as exc:
             raise SnapshotNotFound("HEAD", f"no refs log to recover from ({exc})") from exc
         candidates: list[tuple[int, CID]] = []
