@@ -53,6 +53,9 @@ __all__ = ["OluoEngine"]
 _U64_MAX = 2**64 - 1
 #: ``add`` shows a progress bar for batches of at least this many vectors.
 PROGRESS_MIN_ROWS = 10_000
+#: Largest ``k`` a search accepts: results are padded to ``k`` columns, so an absurd k
+#: (say 10**12) would otherwise try to allocate that many slots per query.
+MAX_K = 1 << 20
 
 
 def _is_int(x: Any) -> bool:
@@ -426,8 +429,8 @@ class OluoEngine:
         k = ev.k
         if type(k) is not int and (not _is_int(k) or k < 0):
             raise InvalidK(f"k must be a non-negative int, got {k!r}")
-        if k < 0:
-            raise InvalidK(f"k must be a non-negative int, got {k!r}")
+        if k < 0 or k > MAX_K:
+            raise InvalidK(f"k must be an int in 0..{MAX_K}, got {k!r}")
         ef = self.config.ef_search if ev.ef is None else ev.ef
         if type(ef) is not int and not _is_int(ef) or ef <= 0:
             raise InvalidK(f"ef must be a positive int, got {ef!r}")

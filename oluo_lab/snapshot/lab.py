@@ -30,6 +30,7 @@ from .persist import (
     REFS_LOG_NAME,
     Head,
     _append_refs_log,
+    _check_note,
     _now_text,
     fetch_manifest,
     persist_snapshot,
@@ -256,6 +257,7 @@ class Lab:
     def _commit(
         self, engine: OluoEngine, note: str, annotations: Mapping[str, Any], bar: Any
     ) -> Snapshot:
+        _check_note(note, annotations)  # before the engine compacts: bad input changes nothing
         snaps: list[PersistSnapshot] = engine.take_snapshots()
         last = engine.compact()
         if last is not None:

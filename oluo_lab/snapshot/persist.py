@@ -42,7 +42,7 @@ from .errors import (
     UnsupportedVersion,
 )
 from .index_codec import decode_index, encode_index
-from .manifest import SnapshotManifest
+from .manifest import SnapshotManifest, check_annotations
 
 HEAD_NAME = "oluo_head.json"
 BASE_NAME = "oluo_base.bin"
@@ -157,6 +157,15 @@ def _describe_metadata(metadata_bytes: bytes) -> tuple[dict[str, Any], int]:
     return dict(decoded.config), len(decoded.entries)
 
 
+def _check_note(note: Any, annotations: Any) -> None:
+    """Refuse a note or annotations the manifest cannot hold *before* anything is written."""
+    if not isinstance(note, str):
+        raise ManifestSerde(f"manifest note must be str, got {type(note).__name__}")
+    if annotations is not None and not isinstance(annotations, dict):
+        raise ManifestSerde(f"annotations must be a dict, got {type(annotations).__name__}")
+    check_annotations(dict(annotations or {}))
+
+
 def persist_snapshot(
     data_dir: Path | str,
     store: BookStore,
@@ -180,6 +189,7 @@ def persist_snapshot(
     data_dir = _as_dir(data_dir)
     if not isinstance(generation, int) or isinstance(generation, bool) or generation < 0:
         raise ManifestSerde(f"generation must be a non-negative int, got {generation!r}")
+    _check_note(note, annotations)
     index_config, entries = _describe_metadata(bytes(metadata_bytes))
     with data_dir_lock(data_dir):
         sweep_temp_files(data_dir)
