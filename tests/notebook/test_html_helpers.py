@@ -47,7 +47,7 @@ def test_short_cid_keeps_full_hex_in_title():
 
 def test_svg_bar_widths_are_proportional_and_scaled():
     svg = svg_bar([("shared", 30, "#999"), ("new", 10, "#00f")], width=200)
-    widths = [float(w) for w in re.findall(r'width="([0-9.]+)" height', svg)]
+    widths = [float(w) for w in re.findall(r'<rect [^>]*width="([0-9.]+)"', svg)]
     assert widths == [150.0, 50.0]
     half = svg_bar([("new", 10, "#00f")], width=200, total=40)
     assert 'width="50.00"' in half and 'fill="none"' in half  # the rest is an empty frame
