@@ -278,7 +278,7 @@ def read_index_record(cid: CID, store: BookStore) -> IndexRecord:
     if doc.get("version") != INDEX_RECORD_VERSION:
         raise _bad(cid, f"unsupported index record version {doc.get('version')!r}")
     kind = doc.get("kind")
-    if kind not in _KINDS:
+    if not isinstance(kind, str) or kind not in _KINDS:
         raise _bad(cid, f"unknown kind {kind!r}")
     length = _need(doc, "length", int, cid)
     digest = _need(doc, "blake3", bytes, cid)
