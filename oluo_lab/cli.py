@@ -56,7 +56,7 @@ def _persist_all(engine, out: Path, store, note: str = "") -> int:
     return gen
 
 
-def run_demo(out: Path, echo=print) -> int:
+def run_demo(out: Path, echo=print, report: bool = True) -> int:
     """Run the demo into ``out``; returns a process exit code."""
     from . import datasets
     from .cas import DirStore, ingest, reassemble
@@ -125,7 +125,19 @@ def run_demo(out: Path, echo=print) -> int:
     stats = store.stats()
     echo(f"\nstore: {stats!r}")
     echo(f"lab written to {out}")
-    return 0 if identical else 1
+    if not identical:
+        return 1
+    if report:
+        from .report import ReportError, write_report
+
+        echo("\nwriting the report (runs notebooks/01_quickstart.ipynb) ...")
+        try:
+            html_path, png_path = write_report(out / "report")
+        except ReportError as exc:
+            echo(f"report failed: {exc}")
+            return 1
+        echo(f"report: {html_path}\nrecall/latency plot: {png_path}")
+    return 0
 
 
 def _json_default(value):
@@ -278,6 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run the end-to-end demo on the bundled GloVe sample")
     demo.add_argument("--out", type=Path, default=Path("oluo-demo"), help="output directory")
+    demo.add_argument("--no-report", action="store_true", help="skip the HTML report")
 
     def lab_cmd(name: str, help_: str):
         p = sub.add_parser(name, help=help_)
@@ -313,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "demo":
-        return run_demo(args.out)
+        return run_demo(args.out, report=not args.no_report)
     from .cas import ContentError
     from .snapshot import OluoPersistError
     from .snapshot.lab import Lab

@@ -13,6 +13,10 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out)]) == 0
     text = capsys.readouterr().out
+    assert (out / "report" / "quickstart.html").is_file()
+    assert (out / "report" / "recall_qps.png").stat().st_size > 1000
+    html = (out / "report" / "quickstart.html").read_text()
+    assert str(tmp_path) not in html  # no absolute paths in the report
     assert "answers identical = True" in text
     assert "queen" in text  # king's neighbours come from the real GloVe vectors
     recall = float(text.split("(id intersection): ")[1].split()[0])
@@ -28,8 +32,8 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
 
 def test_demo_refuses_a_directory_that_already_holds_a_lab(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out)]) == 0
-    assert main(["demo", "--out", str(out)]) == 2
+    assert main(["demo", "--out", str(out), "--no-report"]) == 0
+    assert main(["demo", "--out", str(out), "--no-report"]) == 2
     assert "already holds a lab" in capsys.readouterr().out
 
 
