@@ -5,7 +5,7 @@ Layers: ``cas`` (content-addressed store) and ``engine`` (sans-I/O search) know
 nothing of each other; ``snapshot`` joins them.
 """
 
-from . import datasets
+from . import datasets, notebook, testing
 from .cas import (
     CID,
     BookNotFound,
@@ -39,6 +39,16 @@ from .engine import (
     Search,
     SearchResults,
 )
+from .notebook import (
+    BenchExplorer,
+    SearchExplorer,
+    SnapshotBrowser,
+    pareto_frontier,
+    plot_latency,
+    plot_recall_drift,
+    plot_recall_qps,
+    plot_storage,
+)
 from .snapshot import (
     EngineRestoreError,
     GcReport,
@@ -57,10 +67,24 @@ from .snapshot import (
     load_snapshot,
     persist_snapshot,
 )
+from .testing import assert_manifest_equal, assert_recall, assert_same_answers
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BenchExplorer",
+    "SearchExplorer",
+    "SnapshotBrowser",
+    "assert_manifest_equal",
+    "assert_recall",
+    "assert_same_answers",
+    "notebook",
+    "pareto_frontier",
+    "plot_latency",
+    "plot_recall_drift",
+    "plot_recall_qps",
+    "plot_storage",
+    "testing",
     "CID",
     "BookNotFound",
     "BookStore",
