@@ -87,9 +87,9 @@ def plot(results: BenchResults, path: Path, title: str) -> str:
     try:
         from oluo_lab.notebook.plots import plot_recall_qps  # written by the notebook layer
 
-        fig = plot_recall_qps(results)
-        fig = getattr(fig, "figure", fig)
-        fig.suptitle(title, fontsize=9)
+        fig, ax = plot_recall_qps(results, by=["library", "index"])
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("recall@10 (id intersection)")
         fig.savefig(path, dpi=110, bbox_inches="tight")
         return "oluo_lab.notebook.plots.plot_recall_qps"
     except ImportError:
@@ -132,7 +132,11 @@ def main() -> None:
     ap.add_argument("--latency-queries", type=int, default=1000)
     ap.add_argument("--faiss-1thread", action="store_true", help="also time a 1-thread faiss build")
     ap.add_argument("--label", default=None, help="output file label")
+    ap.add_argument("--from-csv", default=None, help="re-render tables/plot from a saved run")
     args = ap.parse_args()
+    if args.from_csv:
+        path = Path(args.from_csv).resolve()
+        return render(args, BenchResults.from_csv(path), path)
     if args.quick:
         args.ef = [e for e in args.ef if e <= 128]
 
@@ -182,18 +186,34 @@ def main() -> None:
     out_csv = ROOT / "bench" / "results" / f"recall_qps-{label}.csv"
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     results.to_csv(out_csv)
+    out_csv.with_suffix(".builds.json").write_text(json.dumps(extra_builds, indent=1) + "\n")
+    render(args, results, out_csv)
+    print(f"wall {time.perf_counter() - t0:.0f}s")
+
+
+def render(args: argparse.Namespace, results: BenchResults, out_csv: Path) -> None:
+    """Print the markdown tables and draw the plot of one run."""
+    env = results.environment()
+    label = str(results.frame["run"].iloc[0])
+    side = out_csv.with_suffix(".builds.json")
+    extra_builds = json.loads(side.read_text()) if side.is_file() else []
+    d = results.dataset
+    k = int(results.frame["k"].iloc[0])
+    threads = int(env["threads"])
+    Ms = sorted(int(m) for m in set(results.frame["M"]))
+    efcs = sorted(int(e) for e in set(results.frame["ef_construction"]))
     img = ROOT / "docs" / "img" / f"recall_qps-{label}.png"
     img.parent.mkdir(parents=True, exist_ok=True)
     title = (
-        f"{data.name}: base {data.n}, {data.n_queries} queries, k={args.k}, "
-        f"{args.threads} threads, M={args.M} efC={args.efc}"
+        f"{d.get('name')}: base {d.get('n')}, {d.get('n_queries')} queries, k={k}, "
+        f"{threads} threads, M={Ms} efC={efcs}"
     )
     how = plot(results, img, title)
 
     f = results.frame
     print()
     print(
-        f"machine: {env['cpu_model']}, {env['cpu_count']} cpus; threads={args.threads}; "
+        f"machine: {env['cpu_model']}, {env['cpu_count']} cpus; threads={threads}; "
         f"python {env['python']}, numpy {env['numpy']}, faiss {env['faiss']}, "
         f"hnswlib {env['hnswlib']}, usearch {env['usearch']}"
     )
@@ -245,10 +265,7 @@ def main() -> None:
     if len(faiss_s):
         builds["vs_faiss_HNSWFlat"] = builds["build_s"] / float(faiss_s.iloc[0])
     print(md_table(builds, {"build_s": ".1f", "vs_faiss_HNSWFlat": ".2f"}))
-    print(
-        f"\nplot: {img.relative_to(ROOT)} ({how}); csv: {out_csv.relative_to(ROOT)}; "
-        f"wall {time.perf_counter() - t0:.0f}s"
-    )
+    print(f"\nplot: {img.relative_to(ROOT)} ({how}); csv: {out_csv.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
