@@ -5,7 +5,7 @@ Layers: ``cas`` (content-addressed store) and ``engine`` (sans-I/O search) know
 nothing of each other; ``snapshot`` joins them.
 """
 
-from . import datasets, notebook, testing
+from . import bench, datasets, notebook, testing
 from .cas import (
     CID,
     BookNotFound,
@@ -73,6 +73,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BenchExplorer",
+    "bench",
     "SearchExplorer",
     "SnapshotBrowser",
     "assert_manifest_equal",
