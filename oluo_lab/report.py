@@ -26,6 +26,7 @@ __all__ = [
     "default_notebook",
     "execute_notebook",
     "plot_recall_qps_png",
+    "strip_widget_views",
     "write_report",
 ]
 
@@ -33,6 +34,7 @@ DEFAULT_NOTEBOOK = "01_quickstart.ipynb"
 HTML_NAME = "quickstart.html"
 PNG_NAME = "recall_qps.png"
 _KERNEL_NAME = "oluo-lab-current-python"
+WIDGET_VIEW_MIME = "application/vnd.jupyter.widget-view+json"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -95,7 +97,11 @@ def execute_notebook(notebook: Path, workdir: Path, timeout: int = 600):
     env.pop("OLUO_LAB_FAULT", None)
     km = _kernel_manager()
     client = NotebookClient(
-        nb, km=km, timeout=timeout, resources={"metadata": {"path": str(workdir)}}
+        nb,
+        km=km,
+        timeout=timeout,
+        resources={"metadata": {"path": str(workdir)}},
+        store_widget_state=False,
     )
     try:
         client.execute(env=env, cleanup_kc=True)
@@ -107,6 +113,21 @@ def execute_notebook(notebook: Path, workdir: Path, timeout: int = 600):
     finally:
         if km.has_kernel:  # the client shuts down kernels it started; be sure
             km.shutdown_kernel(now=True)
+    return strip_widget_views(nb)
+
+
+def strip_widget_views(nb):
+    """Drop live-widget views from ``nb``'s outputs (in place; returns ``nb``).
+
+    A widget view names a model that only exists in the kernel that made it; without
+    that kernel, viewers show an empty box or an error. Every explorer in
+    ``oluo_lab.notebook`` also returns a static ``text/html`` view, which is what a
+    saved page should show; re-running the cell in a live kernel brings the widget back.
+    """
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            out.get("data", {}).pop(WIDGET_VIEW_MIME, None)
+    nb.metadata.pop("widgets", None)
     return nb
 
 
