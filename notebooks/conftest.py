@@ -4,7 +4,9 @@
 * The kernel imports this checkout's ``oluo_lab`` (the repository root is put first
   on the kernel's ``PYTHONPATH``), so the notebooks test the code next to them even
   when another copy is installed.
-* Progress bars are off in the kernel (``OLUO_LAB_PROGRESS=0``): their text is timing.
+* Each notebook turns progress bars off itself (``OLUO_LAB_PROGRESS=0`` in its first
+  cell: their text is timing); this file leaves the test process's environment alone
+  apart from ``PYTHONPATH``.
 * ``nbval_sanitize.cfg`` next to this file is used when no other sanitizer is given,
   whatever directory pytest was started from.
 """
@@ -23,7 +25,6 @@ ROOT = HERE.parent
 os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
 )
-os.environ["OLUO_LAB_PROGRESS"] = "0"
 
 
 def pytest_configure(config: pytest.Config) -> None:
