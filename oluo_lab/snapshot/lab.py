@@ -30,6 +30,7 @@ from .persist import (
     REFS_LOG_NAME,
     Head,
     _append_refs_log,
+    _base_holds,
     _check_note,
     _now_text,
     fetch_manifest,
@@ -289,8 +290,10 @@ class Lab:
                 annotations=annotations if final else None,
             )
             bar.update(1)
-        engine.compact_complete(str(base_path), generation)
-        return self.head()
+        with data_dir_lock(self.path):  # another process may have replaced the base since
+            if _base_holds(base_path, snap.index_bytes):
+                engine.compact_complete(str(base_path), generation)
+        return self._by_generation(generation)  # not head(): another commit may follow ours
 
     def _holds(self, snap: Snapshot, payload: PersistSnapshot) -> bool:
         """Does the generation hold exactly these payload bytes (by size and digest)?"""
@@ -315,16 +318,17 @@ class Lab:
         second); reading, decoding and rebuilding the engine are one step, so it
         reports elapsed time while they run and the byte rate when done.
         """
-        snap = self.resolve(ref)
+        try:  # read once, before resolving: a head read twice can move in between
+            head = self.head()
+        except (OluoPersistError, ContentError):
+            head = None  # damaged head: see repair_head
+        is_head = isinstance(ref, str) and ref.upper() == "HEAD" and head is not None
+        snap = head if is_head else self.resolve(ref)
         size = snap.manifest.index_size + snap.manifest.metadata_size
         desc = f"checkout generation {snap.generation}"
         with progress_bar(progress, total=size, desc=desc, unit="B", unit_scale=True) as bar:
             engine, _ = restore_engine(self.store, snap.manifest, self.compact_threshold)
             bar.update(size)
-        try:
-            head = self.head()
-        except (OluoPersistError, ContentError):
-            head = None  # damaged head: see repair_head
         if head is not None and head.generation > engine.generation:
             engine.renumber(head.generation)
         return engine

@@ -263,11 +263,18 @@ def _encode_index_against(index_bytes: bytes, store: BookStore, index_parent: CI
     return encode_index(index_bytes, store, index_parent)
 
 
-def _write_base_if_changed(base_path: Path, index_bytes: bytes) -> bool:
-    """Write the base cache unless it already holds exactly ``index_bytes``."""
+def _base_holds(base_path: Path, index_bytes: bytes) -> bool:
+    """Does the base cache hold exactly ``index_bytes``? (False when it is unreadable.)"""
     with contextlib.suppress(OSError):
         if base_path.stat().st_size == len(index_bytes) and base_path.read_bytes() == index_bytes:
-            return False
+            return True
+    return False
+
+
+def _write_base_if_changed(base_path: Path, index_bytes: bytes) -> bool:
+    """Write the base cache unless it already holds exactly ``index_bytes``."""
+    if _base_holds(base_path, index_bytes):
+        return False
     atomic_write(base_path, index_bytes)
     return True
 

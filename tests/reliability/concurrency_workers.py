@@ -26,7 +26,7 @@ def committer(lab_dir: str, who: int, rounds: int, out: str) -> None:
             lab = Lab(lab_dir)
             eng = lab.checkout("HEAD")
             base = eng.generation
-            eng.add(_vectors(8, 1000 * who + r), ids=[f"p{who}_{r}_{j}" for j in range(8)])
+            eng.add(_vectors(8, 10_000 + 1000 * who + r), ids=[f"p{who}_{r}_{j}" for j in range(8)])
             try:
                 snap = lab.commit(eng, note=f"committer {who} round {r}", who=who)
                 log.append(
@@ -65,8 +65,10 @@ def reader(lab_dir: str, stop: str, out: str) -> None:
             assert gen >= head.generation
             keys, ids, vecs = eng.live_vectors()
             rows = np.arange(0, len(ids), max(1, len(ids) // 5))
-            res = eng.search(vecs[rows], k=1)
-            assert res.ids[:, 0].tolist() == ids[rows].tolist(), "a vector does not find itself"
+            exact = eng.search(vecs[rows], k=1, exact=True)
+            assert exact.ids[:, 0].tolist() == ids[rows].tolist(), "a vector does not find itself"
+            approx = eng.search(vecs[rows], k=5)
+            assert set(approx.ids.ravel().tolist()) <= set(ids.tolist())
             loads += 1
         except BaseException:
             errors.append(traceback.format_exc())
