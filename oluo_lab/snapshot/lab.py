@@ -288,6 +288,7 @@ class Lab:
                 snap.generation,
                 note=note if final else "automatic compaction",
                 annotations=annotations if final else None,
+                progress=False,  # this commit's own bar counts the persists
             )
             bar.update(1)
         with data_dir_lock(self.path):  # another process may have replaced the base since

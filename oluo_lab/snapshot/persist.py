@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .._faults import fault_point
+from .._progress import progress_bar
 from ..cas import CHUNK_PARAMS, CID, BookNotFound, BookStore, ingest, reassemble
 from ..engine import OluoEngine, decode_metadata
 from .durable import atomic_write, data_dir_lock, fsync_dir, sweep_temp_files
@@ -176,6 +177,7 @@ def persist_snapshot(
     *,
     note: str = "",
     annotations: dict[str, Any] | None = None,
+    progress: bool = True,
 ) -> tuple[Path, int]:
     """Persist one compaction's payloads as a new head generation.
 
@@ -184,14 +186,18 @@ def persist_snapshot(
     new manifest is the current head. Raises :class:`HeadRegression` when
     ``generation`` is not above the head's (re-persisting exactly the head's
     content is an idempotent no-op), and leaves every existing file untouched
-    on any error.
+    on any error. ``progress``: a ``tqdm.auto`` bar over the five steps (index,
+    metadata, manifest, base, head), shown after half a second.
     """
     data_dir = _as_dir(data_dir)
     if not isinstance(generation, int) or isinstance(generation, bool) or generation < 0:
         raise ManifestSerde(f"generation must be a non-negative int, got {generation!r}")
     _check_note(note, annotations)
     index_config, entries = _describe_metadata(bytes(metadata_bytes))
-    with data_dir_lock(data_dir):
+    with (
+        progress_bar(progress, total=5, desc="persist", unit="step") as bar,
+        data_dir_lock(data_dir),
+    ):
         sweep_temp_files(data_dir)
         head = read_head(data_dir)
         parent: CID | None = None
@@ -209,8 +215,10 @@ def persist_snapshot(
                 index_parent = parent_manifest.index_cid
         index_cid = _encode_index_against(index_bytes, store, index_parent)
         fault_point("persist.index_encoded")
+        bar.update(1)
         metadata_cid = ingest(metadata_bytes, store)
         fault_point("persist.metadata_ingested")
+        bar.update(1)
         manifest = SnapshotManifest(
             index_cid=index_cid,
             metadata_cid=metadata_cid,
@@ -234,9 +242,11 @@ def persist_snapshot(
             raise HeadRegression(head_manifest.compact_generation, generation)
         manifest_cid = store.put(manifest_bytes)
         fault_point("persist.manifest_put")
+        bar.update(1)
         base_path = data_dir / BASE_NAME
         _write_base_if_changed(base_path, index_bytes)
         fault_point("persist.base_written")
+        bar.update(1)
         new_head = Head(manifest_cid, generation)
         if head is None or head.cid != manifest_cid:
             _append_refs_log(
@@ -252,6 +262,7 @@ def persist_snapshot(
             fault_point("persist.refs_logged")
             atomic_write(data_dir / HEAD_NAME, new_head.to_bytes())
             fault_point("persist.head_written")
+        bar.update(1)
     return base_path, generation
 
 
@@ -280,14 +291,26 @@ def _write_base_if_changed(base_path: Path, index_bytes: bytes) -> bool:
 
 
 def load_snapshot(
-    data_dir: Path | str, store: BookStore, compact_threshold: int = 1000
+    data_dir: Path | str,
+    store: BookStore,
+    compact_threshold: int = 1000,
+    *,
+    progress: bool = True,
 ) -> tuple[OluoEngine, Path, int] | None:
     """Restore the head generation; ``None`` when the directory has no head.
 
     Every book read is hash-verified; the head manifest's parent link is
     checked. The base cache is rewritten only when it does not already hold
-    the head's index bytes.
+    the head's index bytes. ``progress``: a ``tqdm.auto`` bar over the steps
+    (manifests, payloads and engine, base cache), shown after half a second.
     """
+    with progress_bar(progress, total=3, desc="load", unit="step") as bar:
+        return _load_snapshot(Path(data_dir), store, compact_threshold, bar)
+
+
+def _load_snapshot(
+    data_dir: Path, store: BookStore, compact_threshold: int, bar: Any
+) -> tuple[OluoEngine, Path, int] | None:
     data_dir = _as_dir(data_dir)
     head = read_head(data_dir)
     if head is None:
@@ -305,11 +328,14 @@ def load_snapshot(
                 f"manifest {head.cid}: parent {manifest.parent} has generation "
                 f"{parent.compact_generation}, not below {manifest.compact_generation}"
             )
+    bar.update(1)
     engine, index_bytes = restore_engine(store, manifest, compact_threshold)
+    bar.update(1)
     base_path = data_dir / BASE_NAME
     with data_dir_lock(data_dir):
         sweep_temp_files(data_dir)
         _write_base_if_changed(base_path, index_bytes)
+    bar.update(1)
     return engine, base_path, manifest.compact_generation
 
 

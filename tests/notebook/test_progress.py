@@ -59,3 +59,19 @@ def test_engine_add_bar_only_for_large_batches(capsys, no_delay):
     assert "add" in err and "10000" in err
     # one batch stays one ingest: same keys, same state as without a bar
     assert len(eng3) == len(eng2) == 10_000 and eng3.generation == eng2.generation == 0
+
+
+def test_seed_persist_and_load_show_and_silence_bars(tmp_path, capsys, no_delay):
+    from oluo_lab.cas import DirStore
+    from oluo_lab.snapshot import load_snapshot, persist_snapshot
+
+    store = DirStore(tmp_path / "cas")
+    snap = h.make_engine(100).compact()
+    args = (snap.index_bytes, snap.metadata_bytes, snap.key_counter, snap.generation)
+    persist_snapshot(tmp_path, store, *args, progress=False)
+    load_snapshot(tmp_path, store, progress=False)
+    assert capsys.readouterr().err == ""
+    persist_snapshot(tmp_path, store, *args)  # idempotent re-persist of the head
+    assert "persist" in capsys.readouterr().err
+    load_snapshot(tmp_path, store)
+    assert "load" in capsys.readouterr().err
