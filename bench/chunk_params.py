@@ -57,7 +57,9 @@ def main() -> None:
     gen2 = faiss.serialize_index(index).tobytes()
 
     print(f"# faiss {faiss.__version__}, python {platform.python_version()}, 1 build thread")
-    print(f"# gen1: {args.n} vectors, {len(gen1) / 1e6:.1f} MB; gen2: +{n2 - args.n}, {len(gen2) / 1e6:.1f} MB")
+    print(
+        f"# gen1: {args.n} vectors, {len(gen1) / 1e6:.1f} MB; gen2: +{n2 - args.n}, {len(gen2) / 1e6:.1f} MB"
+    )
     print("| min / avg / max (KiB) | chunks in gen2 | mean chunk (KiB) | new bytes in gen2 |")
     print("|---|---|---|---|")
     for avg_kib in CANDIDATES:

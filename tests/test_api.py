@@ -4,7 +4,36 @@ from __future__ import annotations
 
 import oluo_lab as ol
 
-PROMISED = ["CID", "MemoryStore", "DirStore", "ingest", "reassemble", "ContentError", "BookNotFound", "CorruptBook", "OluoEngine", "Ingest", "Search", "Delete", "EvictExpired", "CompactComplete", "IndexUpdated", "SearchResults", "PersistSnapshot", "EngineError", "persist_snapshot", "load_snapshot", "SnapshotManifest", "OluoPersistError", "ManifestSerde", "MetadataDeserialize", "EngineRestoreError", "UnsupportedVersion", "SnapshotNotFound", "PersistIOError"]
+PROMISED = [
+    "CID",
+    "MemoryStore",
+    "DirStore",
+    "ingest",
+    "reassemble",
+    "ContentError",
+    "BookNotFound",
+    "CorruptBook",
+    "OluoEngine",
+    "Ingest",
+    "Search",
+    "Delete",
+    "EvictExpired",
+    "CompactComplete",
+    "IndexUpdated",
+    "SearchResults",
+    "PersistSnapshot",
+    "EngineError",
+    "persist_snapshot",
+    "load_snapshot",
+    "SnapshotManifest",
+    "OluoPersistError",
+    "ManifestSerde",
+    "MetadataDeserialize",
+    "EngineRestoreError",
+    "UnsupportedVersion",
+    "SnapshotNotFound",
+    "PersistIOError",
+]
 
 
 def test_promised_names_exist():
