@@ -521,12 +521,23 @@ class CompoundIndex:
                 row = scores[0].tolist()
                 if all(a != b for a, b in zip(row, row[1:], strict=False)):
                     return scores, keys
-            elif not (scores[:, 1:] == scores[:, :-1]).any():
+            else:
+                tied = np.nonzero((scores[:, 1:] == scores[:, :-1]).any(axis=1))[0]
+                if len(tied) == 0:
+                    return scores, keys
+                # only rows with equal scores need the key tie-break
+                s2, k2 = self._tie_sort(scores[tied], keys[tied], k)
+                scores, keys = scores.copy(), keys.copy()
+                scores[tied], keys[tied] = s2, k2
                 return scores, keys
         else:
             scores = np.concatenate([p[0] for p in parts], axis=1)
             keys = np.concatenate([p[1] for p in parts], axis=1)
-        # padding (-1) must sort after real keys at equal (inf) score
+        return self._tie_sort(scores, keys, k)
+
+    @staticmethod
+    def _tie_sort(scores: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Sort rows by (score, key) and keep k; padding (-1) sorts after real keys."""
         tie = np.where(keys < 0, np.iinfo(np.int64).max, keys)
         order = np.lexsort((tie, scores), axis=-1)[:, :k]
         return np.take_along_axis(scores, order, 1), np.take_along_axis(keys, order, 1)
