@@ -22,7 +22,7 @@ from ..engine import OluoEngine, PersistSnapshot
 from .checks import diff_snapshots, gc_lab, retired_generations, verify_lab
 from .durable import atomic_write, data_dir_lock
 from .errors import ManifestSerde, OluoPersistError, PersistIOError, SnapshotNotFound
-from .history import Generation, generation_books, walk_history
+from .history import generation_books, walk_history
 from .index_codec import decode_index
 from .manifest import SnapshotManifest, manifest_html
 from .persist import (
@@ -447,15 +447,6 @@ class Lab:
 
     pin = tag
     unpin = untag
-
-    # ------------------------------------------------------------------ views
-    def snapshot(self, ref: Ref | Snapshot = "HEAD") -> Snapshot:
-        """Alias of :meth:`resolve` that reads well in notebooks."""
-        return self.resolve(ref)
-
-    def generations(self) -> list[Generation]:
-        head = read_head(self.path)
-        return [] if head is None else list(walk_history(self.store, head.cid))
 
     # ------------------------------------------------------------------ inspection
 
