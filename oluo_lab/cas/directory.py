@@ -475,6 +475,20 @@ class DirStore(BookStore):
             path = batch.pending[cid][1]
         else:
             path = self._locate(cid)[1]
+        fd, size = self._open_book(cid, path)
+        try:
+            header = os.read(fd, HEADER_LEN)
+            payload = os.read(fd, size - HEADER_LEN)
+            if len(header) != HEADER_LEN or len(payload) != size - HEADER_LEN:
+                raise CorruptBook(cid, "file changed size while being read")
+        finally:
+            os.close(fd)
+        return self._decode(cid, header, payload)
+
+    @staticmethod
+    def _open_book(cid: CID, path: str) -> tuple[int, int]:
+        """Open a book file and check its size against the header and the CID (the caller
+        closes the fd); BookNotFound / CorruptBook name the CID."""
         try:
             fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
         except FileNotFoundError:
@@ -485,13 +499,10 @@ class DirStore(BookStore):
                 raise CorruptBook(cid, f"file of {size} bytes is shorter than the header")
             if size - HEADER_LEN > cid.size:
                 raise CorruptBook(cid, f"file payload {size - HEADER_LEN} B exceeds book size")
-            header = os.read(fd, HEADER_LEN)
-            payload = os.read(fd, size - HEADER_LEN)
-            if len(header) != HEADER_LEN or len(payload) != size - HEADER_LEN:
-                raise CorruptBook(cid, "file changed size while being read")
-        finally:
+        except BaseException:
             os.close(fd)
-        return self._decode(cid, header, payload)
+            raise
+        return fd, size
 
     def get_into(self, cid: CID, out: memoryview) -> None:
         """Verified bytes of ``cid`` into ``out``; raw books are read straight into it."""
@@ -507,16 +518,8 @@ class DirStore(BookStore):
         if batch is not None and cid in batch.pending:
             out[:] = self.get(cid)
             return
+        fd, size = self._open_book(cid, self._locate(cid)[1])
         try:
-            fd = os.open(self._locate(cid)[1], os.O_RDONLY | _O_CLOEXEC)
-        except FileNotFoundError:
-            raise BookNotFound(cid) from None
-        try:
-            size = os.fstat(fd).st_size
-            if size < HEADER_LEN:
-                raise CorruptBook(cid, f"file of {size} bytes is shorter than the header")
-            if size - HEADER_LEN > cid.size:
-                raise CorruptBook(cid, f"file payload {size - HEADER_LEN} B exceeds book size")
             header = os.read(fd, HEADER_LEN)
             if header == _RAW_HEADER and size - HEADER_LEN == cid.size:
                 got = 0
