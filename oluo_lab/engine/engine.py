@@ -443,7 +443,7 @@ class OluoEngine:
             if hit is not None:
                 scores, keys = hit
                 return SearchResults(
-                    ev.query_id, self._ids_by_key[keys], keys, scores, self._ent_by_key[keys]
+                    ev.query_id, self._ids_by_key[keys], keys, scores, self._entries_for(keys)
                 )
         q = self._index.prepare(ev.vectors, "queries")
         k = int(k)
@@ -455,7 +455,7 @@ class OluoEngine:
         mask = self._predicate_mask(ev.predicate)
         scores, keys = self._index.search(q, k, max(int(ef), k), int(scope), mask)
         return SearchResults(
-            ev.query_id, self._ids_by_key[keys], keys, scores, self._ent_by_key[keys]
+            ev.query_id, self._ids_by_key[keys], keys, scores, self._entries_for(keys)
         )
 
     def _predicate_mask(self, pred: Callable[[EntryMetadata], bool] | None) -> np.ndarray | None:
@@ -490,7 +490,13 @@ class OluoEngine:
         order = np.lexsort((tie, scores), axis=-1)
         scores = np.take_along_axis(scores, order, 1)
         out = np.take_along_axis(out, order, 1)
-        return SearchResults(ev.query_id, self._ids_by_key[out], out, scores, self._ent_by_key[out])
+        return SearchResults(
+            ev.query_id, self._ids_by_key[out], out, scores, self._entries_for(out)
+        )
+
+    def _entries_for(self, keys: np.ndarray) -> np.ndarray:
+        """EntryMetadata of each key (object array, same shape; None where key == -1)."""
+        return self._ent_by_key[keys]
 
     def live_vectors(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every live entry as (keys int64, caller ids object array, vectors), in key order.
