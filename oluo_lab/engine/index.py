@@ -524,7 +524,8 @@ class CompoundIndex:
         _, c_search, base, width, vdtype, binary, metric, hashes, base_keys, ddtype = plan
         if v.dtype is not vdtype or v.shape[0] != width:
             return None
-        a = v.reshape(1, width)
+        # contiguous first, like prepare(): einsum sums a strided row in another order
+        a = v.reshape(1, width) if v.flags.c_contiguous else np.ascontiguousarray(v[None])
         if not binary:
             s = float(_einsum("ij,ij->i", a, a)[0])
             if not math.isfinite(s) or s == 0.0:

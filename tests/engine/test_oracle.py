@@ -152,8 +152,12 @@ def test_single_query_fast_path_equals_batch_path(metric, dim):
     assert eng.delta_size == 0
     queries = np.concatenate([make_vectors(metric, 30, dim, seed=52), base[:10]])
     batch = eng.search(queries, k=10)
+    strided = np.asfortranarray(queries)  # its rows are non-contiguous 1-D views
     for i, q in enumerate(queries):
-        one = eng.search(q, k=10)
-        assert one.ids[0].tolist() == batch.ids[i].tolist()
-        assert np.array_equal(one.scores[0], batch.scores[i])
+        for one in (eng.search(q, k=10), eng.search(strided[i], k=10)):
+            assert one.ids[0].tolist() == batch.ids[i].tolist()
+            assert np.array_equal(one.keys[0], batch.keys[i])
+            assert np.array_equal(one.scores[0], batch.scores[i])
+            assert one.scores.dtype == np.float64 and one.scores.shape == (1, 10)
+    assert eng._index._plans  # the fast path answered (most of) the single queries
     assert batch.ids[30:, 0].tolist() == list(range(10))
