@@ -57,6 +57,7 @@ PROGRESS_MIN_ROWS = 10_000
 #: Largest ``k`` a search accepts: results are padded to ``k`` columns, so an absurd k
 #: (say 10**12) would otherwise try to allocate that many slots per query.
 MAX_K = 1 << 20
+_NETWORK_WIDE = Scope.NETWORK_WIDE
 
 
 def _is_int(x: Any) -> bool:
@@ -435,8 +436,9 @@ class OluoEngine:
         return [IndexUpdated((), self._remove_keys(keys))] if keys else []
 
     # ------------------------------------------------------------------ search
-    #: search results whose ids/entries are still unresolved (weak refs; see handle)
-    _outstanding: weakref.WeakSet | None = None
+    #: weak references to search results whose ids/entries are still unresolved (see
+    #: handle); a dead result's reference removes itself (the set's discard is its callback)
+    _outstanding: set[weakref.ref] | None = None
 
     def _results(self, query_id: int | None, keys: np.ndarray, scores: np.ndarray) -> SearchResults:
         """A SearchResults whose ids and entries are gathered from ``keys`` on first
@@ -444,8 +446,8 @@ class OluoEngine:
         res = SearchResults._lazy(query_id, keys, scores, self._resolve_keys)
         outstanding = self._outstanding
         if outstanding is None:
-            outstanding = self._outstanding = weakref.WeakSet()
-        outstanding.add(res)
+            outstanding = self._outstanding = set()
+        outstanding.add(weakref.ref(res, outstanding.discard))
         return res
 
     def _resolve_keys(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -455,8 +457,10 @@ class OluoEngine:
     def _settle_results(self) -> None:
         """Resolve every outstanding result now, before the entries can change."""
         outstanding = self._outstanding
-        for res in list(outstanding):
-            res._settle()
+        for ref in list(outstanding):
+            res = ref()
+            if res is not None:
+                res._settle()
         outstanding.clear()
 
     def _search(self, ev: Search) -> SearchResults:
@@ -762,7 +766,7 @@ class OluoEngine:
 
         ``exact=True`` answers by brute force (the ground truth for recall)."""
         ev = Search(
-            None, queries, k, Scope.NETWORK_WIDE if scope is None else scope, ef, predicate, exact
+            None, queries, k, _NETWORK_WIDE if scope is None else scope, ef, predicate, exact
         )
         action = self.handle(ev)[0]  # exactly one action: SearchResults or EngineError
         if type(action) is EngineError:
