@@ -205,6 +205,9 @@ class CompoundIndex:
     _plans: dict[int, tuple] | None = None
     #: the base whose pages were last collapsed (see _collapse_huge_pages)
     _paged: object = None
+    #: _keys_are_positions cache: the base_keys array it was computed for, and the answer
+    _ident_keys: np.ndarray | None = None
+    _ident = False
 
     # ------------------------------------------------------------------ vectors
     def prepare(self, vectors: object, what: str = "vectors") -> np.ndarray:
@@ -461,7 +464,7 @@ class CompoundIndex:
                 pos_[short] = np.where(rows >= 0, positions[np.maximum(rows, 0)], -1)
         if all_valid or pos_.min() >= 0:
             scores = self._to_scores(dist)
-            keys = self.base_keys[pos_]
+            keys = pos_ if self._keys_are_positions() else self.base_keys[pos_]
         else:
             valid = pos_ >= 0
             scores = np.where(valid, self._to_scores(dist), np.inf)
@@ -527,6 +530,16 @@ class CompoundIndex:
         out = np.where(valid, kb[np.maximum(rows, 0)] if len(kb) else -1, -1)
         return scores, out
 
+    def _keys_are_positions(self) -> bool:
+        """True when base position i holds key i (a base built from keys 0..n-1), so
+        positions need no translation. Cached per base_keys array (sorted, unique)."""
+        bk = self.base_keys
+        if self._ident_keys is not bk:
+            n = len(bk)
+            self._ident = n == 0 or (int(bk[0]) == 0 and int(bk[-1]) == n - 1)
+            self._ident_keys = bk
+        return self._ident
+
     def _fast_plan(self, scope: int) -> tuple | None:
         """What :meth:`search_one` needs for ``scope``, or None when it does not apply.
 
@@ -548,7 +561,7 @@ class CompoundIndex:
             cfg.binary,
             cfg.metric,
             self._hash_set,
-            self.base_keys,
+            None if self._keys_are_positions() else self.base_keys,
             np.int32 if cfg.binary else np.float32,
         )
         if self._plans is None:
@@ -608,7 +621,7 @@ class CompoundIndex:
             row = [x / (width * 8) for x in d]
         if len(set(row)) != k:
             return None  # tied scores: the general path breaks ties by key
-        return np.array([row]), base_keys[pos_]
+        return np.array([row]), pos_ if base_keys is None else base_keys[pos_]
 
     def search(
         self,

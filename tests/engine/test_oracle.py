@@ -161,3 +161,15 @@ def test_single_query_fast_path_equals_batch_path(metric, dim):
             assert one.scores.dtype == np.float64 and one.scores.shape == (1, 10)
     assert eng._index._plans  # the fast path answered (most of) the single queries
     assert batch.ids[30:, 0].tolist() == list(range(10))
+    # keys that are no longer base positions (a delete + rebuild): same answers
+    eng.delete(list(range(0, 2000, 3)))
+    eng.compact()
+    assert not eng._index._keys_are_positions()
+    batch = eng.search(queries, k=10)
+    exact = eng.search(queries, k=10, exact=True)
+    alive = [i for i in range(10) if i % 3]
+    assert [batch.ids[30 + i, 0] for i in alive] == [exact.ids[30 + i, 0] for i in alive] == alive
+    for i, q in enumerate(queries):
+        one = eng.search(q, k=10)
+        assert np.array_equal(one.keys[0], batch.keys[i])
+        assert np.array_equal(one.scores[0], batch.scores[i])
