@@ -30,10 +30,12 @@ class SearchResults:
     access rather than per search (a search that only reads keys and scores does not
     pay for two object-array gathers); they always describe the engine as it was at
     search time, because the engine resolves every outstanding result before it
-    applies any event that can change its entries (see ``OluoEngine.handle``).
+    applies any event that can change its entries (see ``OluoEngine.handle``). Until
+    then an unresolved result keeps a reference to its engine. Pickling resolves it.
     """
 
     __slots__ = ("query_id", "keys", "scores", "_ids", "_entries", "_resolve", "__weakref__")
+    __match_args__ = ("query_id", "ids", "keys", "scores", "entries")
 
     query_id: int | None
     keys: np.ndarray

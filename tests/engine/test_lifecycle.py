@@ -316,3 +316,15 @@ def test_search_results_are_immutable_and_pickle_resolved():
     assert np.array_equal(back.keys, res.keys) and np.array_equal(back.scores, res.scores)
     assert back.ids.tolist() == res.ids.tolist()
     assert [[e.metadata for e in row] for row in back.entries] == res.metadata
+
+
+def test_search_results_match_positionally():
+    eng = OluoEngine(8, "l2")
+    vecs = make_vectors("l2", 4, 8, seed=24)
+    eng.add(vecs, ids=list("wxyz"))
+    match eng.handle(Search(7, vecs[:1], k=2)):
+        case [SearchResults(qid, ids, keys, scores, entries)]:
+            assert qid == 7 and ids[0, 0] == "w" and keys[0, 0] == 0 and scores[0, 0] == 0.0
+            assert entries[0, 0].target == "w"
+        case other:
+            raise AssertionError(other)
