@@ -173,3 +173,27 @@ def test_single_query_fast_path_equals_batch_path(metric, dim):
         one = eng.search(q, k=10)
         assert np.array_equal(one.keys[0], batch.keys[i])
         assert np.array_equal(one.scores[0], batch.scores[i])
+
+
+def test_huge_page_collapse_changes_nothing_visible():
+    """The engine asks Linux for huge pages under its base (MADV_COLLAPSE): advisory
+    only, so the index bytes and the search results must be exactly as before."""
+    import faiss
+
+    from oluo_lab.engine.index import _collapse_huge_pages
+
+    rng = np.random.default_rng(61)
+    xb = rng.standard_normal((12_000, 64)).astype(np.float32)  # 3 MB of codes: >= 1 huge page
+    ix = faiss.IndexHNSWFlat(64, 8)
+    ix.add(xb)
+    before = faiss.serialize_index(ix).tobytes()
+    d0, i0 = ix.search(xb[:50], 5)
+    _collapse_huge_pages(ix)
+    assert faiss.serialize_index(ix).tobytes() == before
+    d1, i1 = ix.search(xb[:50], 5)
+    assert np.array_equal(i0, i1) and np.array_equal(d0, d1)
+    bix = faiss.IndexBinaryHNSW(256, 8)
+    bix.add(rng.integers(0, 256, (2000, 32), dtype=np.uint8))
+    bbefore = faiss.serialize_index_binary(bix).tobytes()
+    _collapse_huge_pages(bix)
+    assert faiss.serialize_index_binary(bix).tobytes() == bbefore
