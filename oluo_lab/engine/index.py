@@ -52,6 +52,7 @@ def _c_search(index: object):
         fn = getattr(lib, f"{cls.__name__}_search", None)
         if fn is not None:
             return fn
+    return type(index).search_c
 
 
 #: Back a base's vectors and graph with 2 MiB pages before searching it (Linux only).
@@ -97,7 +98,6 @@ def _collapse_huge_pages(index: object) -> None:
                 _madvise(lo, hi - lo, _MADV_COLLAPSE)
     except Exception:  # advisory only: no ctypes, no libc madvise, odd SWIG build
         return
-    return type(index).search_c
 
 
 __all__ = ["IndexConfig", "CompoundIndex", "METRICS", "EXACT_LIMIT", "LEVEL_SEED"]
