@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -56,6 +57,7 @@ PROGRESS_MIN_ROWS = 10_000
 #: Largest ``k`` a search accepts: results are padded to ``k`` columns, so an absurd k
 #: (say 10**12) would otherwise try to allocate that many slots per query.
 MAX_K = 1 << 20
+_NETWORK_WIDE = Scope.NETWORK_WIDE
 
 
 def _is_int(x: Any) -> bool:
@@ -235,27 +237,36 @@ class OluoEngine:
         """Apply one event and return the actions it produces.
 
         Errors are returned as ``[EngineError(error, query_id)]`` with the engine
-        state unchanged; they are never raised from here.
+        state unchanged; they are never raised from here. Before any event other
+        than a Search, outstanding search results get their ids and entries
+        resolved, so a result always describes the engine as it was at search time.
         """
-        qid = getattr(event, "query_id", None) if isinstance(event, Search) else None
-        try:
-            if isinstance(event, Search):
+        if type(event) is Search:  # the hot path: no table lookup
+            try:
                 return [self._search(event)]
-            if isinstance(event, Ingest):
-                return self._ingest(event)
-            if isinstance(event, Delete):
-                return self._delete(event)
-            if isinstance(event, EvictExpired):
-                return self._evict(event)
-            if isinstance(event, Compact):
-                changed = self._index.delta_n or self._index.n_dead or self._index.base is None
-                snap = self._compact() if changed or event.force else None
-                return [] if snap is None else [snap]
-            if isinstance(event, CompactComplete):
-                return self._compact_complete(event)
-            raise InvalidEvent(f"unknown event type {type(event).__name__}")
+            except EngineErrorBase as exc:
+                return [EngineError(exc, event.query_id)]
+        outstanding = self._outstanding
+        if outstanding:
+            self._settle_results()
+        name = _HANDLERS.get(type(event))
+        if name is None:  # subclasses of the event types
+            name = next((m for t, m in _HANDLERS.items() if isinstance(event, t)), None)
+        qid = event.query_id if isinstance(event, Search) else None
+        try:
+            if name is None:
+                raise InvalidEvent(f"unknown event type {type(event).__name__}")
+            return getattr(self, name)(event)
         except EngineErrorBase as exc:
             return [EngineError(exc, qid)]
+
+    def _handle_search(self, ev: Search) -> list[object]:
+        return [self._search(ev)]
+
+    def _handle_compact(self, ev: Compact) -> list[object]:
+        changed = self._index.delta_n or self._index.n_dead or self._index.base is None
+        snap = self._compact() if changed or ev.force else None
+        return [] if snap is None else [snap]
 
     # ------------------------------------------------------------------ ingest
     def _ensure_capacity(self, max_key: int) -> None:
@@ -425,38 +436,70 @@ class OluoEngine:
         return [IndexUpdated((), self._remove_keys(keys))] if keys else []
 
     # ------------------------------------------------------------------ search
+    #: weak references to search results whose ids/entries are still unresolved (see
+    #: handle); a dead result's reference removes itself (the set's discard is its callback)
+    _outstanding: set[weakref.ref] | None = None
+
+    def _results(self, query_id: int | None, keys: np.ndarray, scores: np.ndarray) -> SearchResults:
+        """A SearchResults whose ids and entries are gathered from ``keys`` on first
+        access (most of a search's Python cost otherwise, for a large batch)."""
+        res = SearchResults._lazy(query_id, keys, scores, self._resolve_keys)
+        outstanding = self._outstanding
+        if outstanding is None:
+            outstanding = self._outstanding = set()
+        outstanding.add(weakref.ref(res, outstanding.discard))
+        return res
+
+    def _resolve_keys(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(caller ids, EntryMetadata) of each key, None where key == -1."""
+        return self._ids_by_key[keys], self._entries_for(keys)
+
+    def _settle_results(self) -> None:
+        """Resolve every outstanding result now, before the entries can change."""
+        outstanding = self._outstanding
+        for ref in list(outstanding):
+            res = ref()
+            if res is not None:
+                res._settle()
+        outstanding.clear()
+
     def _search(self, ev: Search) -> SearchResults:
         k = ev.k
-        if type(k) is not int and (not _is_int(k) or k < 0):
-            raise InvalidK(f"k must be a non-negative int, got {k!r}")
+        if type(k) is not int:
+            if not _is_int(k) or k < 0:
+                raise InvalidK(f"k must be a non-negative int, got {k!r}")
+            k = int(k)
         if k < 0 or k > MAX_K:
             raise InvalidK(f"k must be an int in 0..{MAX_K}, got {k!r}")
-        ef = self.config.ef_search if ev.ef is None else ev.ef
-        if type(ef) is not int and not _is_int(ef) or ef <= 0:
+        ef = ev.ef
+        if ef is None:
+            ef = self.config.ef_search
+        elif type(ef) is not int:
+            if not _is_int(ef):
+                raise InvalidK(f"ef must be a positive int, got {ef!r}")
+            ef = int(ef)
+        if ef <= 0:
             raise InvalidK(f"ef must be a positive int, got {ef!r}")
-        scope = ev.scope if type(ev.scope) is Scope else _scope(ev.scope)
-        v = ev.vectors
+        scope = ev.scope
+        scope = int(scope if type(scope) is Scope else _scope(scope))
         if ev.exact:
-            return self._search_exact(ev, int(k), int(scope))
+            return self._search_exact(ev, k, scope)
+        if ef < k:
+            ef = k
+        v = ev.vectors
         if k and ev.predicate is None and type(v) is np.ndarray and v.ndim == 1:
-            hit = self._index.search_one(v, int(k), max(int(ef), int(k)), int(scope))
+            hit = self._index.search_one(v, k, ef, scope)
             if hit is not None:
-                scores, keys = hit
-                return SearchResults(
-                    ev.query_id, self._ids_by_key[keys], keys, scores, self._ent_by_key[keys]
-                )
-        q = self._index.prepare(ev.vectors, "queries")
-        k = int(k)
+                return self._results(ev.query_id, hit[1], hit[0])
+        q = self._index.prepare(v, "queries")
         if k == 0:
             e = np.empty((q.shape[0], 0))
             return SearchResults(
                 ev.query_id, e.astype(object), e.astype(np.int64), e, e.astype(object)
             )
         mask = self._predicate_mask(ev.predicate)
-        scores, keys = self._index.search(q, k, max(int(ef), k), int(scope), mask)
-        return SearchResults(
-            ev.query_id, self._ids_by_key[keys], keys, scores, self._ent_by_key[keys]
-        )
+        scores, keys = self._index.search(q, k, ef, scope, mask)
+        return self._results(ev.query_id, keys, scores)
 
     def _predicate_mask(self, pred: Callable[[EntryMetadata], bool] | None) -> np.ndarray | None:
         if pred is None:
@@ -490,7 +533,11 @@ class OluoEngine:
         order = np.lexsort((tie, scores), axis=-1)
         scores = np.take_along_axis(scores, order, 1)
         out = np.take_along_axis(out, order, 1)
-        return SearchResults(ev.query_id, self._ids_by_key[out], out, scores, self._ent_by_key[out])
+        return self._results(ev.query_id, out, scores)
+
+    def _entries_for(self, keys: np.ndarray) -> np.ndarray:
+        """EntryMetadata of each key (object array, same shape; None where key == -1)."""
+        return self._ent_by_key[keys]
 
     def live_vectors(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every live entry as (keys int64, caller ids object array, vectors), in key order.
@@ -640,7 +687,7 @@ class OluoEngine:
     def _run(self, event: object) -> list[object]:
         actions = self.handle(event)
         for a in actions:
-            if isinstance(a, EngineError):
+            if type(a) is EngineError:
                 raise a.error
         return actions
 
@@ -719,9 +766,12 @@ class OluoEngine:
 
         ``exact=True`` answers by brute force (the ground truth for recall)."""
         ev = Search(
-            None, queries, k, Scope.NETWORK_WIDE if scope is None else scope, ef, predicate, exact
+            None, queries, k, _NETWORK_WIDE if scope is None else scope, ef, predicate, exact
         )
-        return self._run(ev)[0]
+        action = self.handle(ev)[0]  # exactly one action: SearchResults or EngineError
+        if type(action) is EngineError:
+            raise action.error
+        return action
 
     def delete(self, ids: Target | Iterable[Target]) -> None:
         """Delete live entries by caller id (UnknownId if any is absent; then nothing is deleted)."""
@@ -741,3 +791,14 @@ class OluoEngine:
     def compact_complete(self, path: str, generation: int) -> None:
         """Tell the engine the snapshot of ``generation`` is at ``path`` (maps it as base)."""
         self._run(CompactComplete(str(path), generation))
+
+
+#: handle() dispatch: event type -> method name (Search is special-cased first in handle)
+_HANDLERS: dict[type, str] = {
+    Search: "_handle_search",
+    Ingest: "_ingest",
+    Delete: "_delete",
+    EvictExpired: "_evict",
+    Compact: "_handle_compact",
+    CompactComplete: "_compact_complete",
+}

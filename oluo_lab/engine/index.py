@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sys
 from dataclasses import dataclass
 
 import faiss
@@ -35,7 +36,69 @@ except ImportError:  # numpy < 2
 
 from .errors import CompactCompleteFailed, DimensionMismatch, EngineRestoreFailed, InvalidVector
 
-_ptr = faiss.swig_ptr
+# the SWIG C functions themselves: faiss.swig_ptr and Index.search_c are Python
+# wrappers around them (one interpreter frame each, per call)
+_ptr = getattr(
+    getattr(sys.modules.get(faiss.swig_ptr.__module__), "_swigfaiss", None),
+    "swig_ptr",
+    faiss.swig_ptr,
+)
+
+
+def _c_search(index: object):
+    """The SWIG C function behind ``index.search_c``."""
+    lib = getattr(sys.modules.get(type(index).__module__), "_swigfaiss", None)
+    for cls in type(index).__mro__:
+        fn = getattr(lib, f"{cls.__name__}_search", None)
+        if fn is not None:
+            return fn
+    return type(index).search_c
+
+
+#: Back a base's vectors and graph with 2 MiB pages before searching it (Linux only).
+HUGE_PAGES = True
+_MADV_COLLAPSE = 25  # Linux >= 6.1; older kernels answer EINVAL, which is ignored
+_HUGE = 2 << 20
+_madvise = None
+
+
+def _collapse_huge_pages(index: object) -> None:
+    """Ask Linux to move the index's stored vectors and neighbour lists onto huge pages.
+
+    An HNSW search is a random walk over tens of MB; with 4 KiB pages most steps miss
+    the TLB. Whether faiss's allocations land on transparent huge pages is luck of the
+    heap (THP "madvise" mode: only memory somebody advised, e.g. a freed NumPy buffer),
+    and the same graph searched 10-25% slower on 4 KiB pages (docs/BENCHMARKS.md,
+    engine). ``MADV_COLLAPSE`` makes it deterministic; it only changes the page
+    backing, never the contents, and any failure leaves things as they were.
+    """
+    global _madvise
+    if not HUGE_PAGES or not sys.platform.startswith("linux"):
+        return
+    try:
+        if _madvise is None:
+            import ctypes
+
+            fn = ctypes.CDLL(None, use_errno=True).madvise
+            fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+            _madvise = fn
+        n = int(index.ntotal)
+        if isinstance(index, faiss.IndexBinary):
+            st = faiss.downcast_IndexBinary(index.storage)
+            spans = [(int(st.xb.data()), n * int(index.code_size))]
+        else:
+            st = faiss.downcast_index(index.storage)
+            spans = [(int(st.get_xb()), n * int(index.d) * 4)]
+        nb = index.hnsw.neighbors
+        spans.append((int(nb.data()), int(nb.size()) * 4))
+        for addr, size in spans:
+            lo = -(-addr // _HUGE) * _HUGE
+            hi = (addr + size) // _HUGE * _HUGE
+            if hi > lo:
+                _madvise(lo, hi - lo, _MADV_COLLAPSE)
+    except Exception:  # advisory only: no ctypes, no libc madvise, odd SWIG build
+        return
+
 
 __all__ = ["IndexConfig", "CompoundIndex", "METRICS", "EXACT_LIMIT", "LEVEL_SEED"]
 
@@ -137,6 +200,14 @@ class CompoundIndex:
         # caches
         self._scope_cache: dict[int, tuple] = {}
         self._params: dict[int, object] = {}
+
+    #: search_one plans per scope (see _fast_plan); created on first use
+    _plans: dict[int, tuple] | None = None
+    #: the base whose pages were last collapsed (see _collapse_huge_pages)
+    _paged: object = None
+    #: _keys_are_positions cache: the base_keys array it was computed for, and the answer
+    _ident_keys: np.ndarray | None = None
+    _ident = False
 
     # ------------------------------------------------------------------ vectors
     def prepare(self, vectors: object, what: str = "vectors") -> np.ndarray:
@@ -353,6 +424,9 @@ class CompoundIndex:
             dist, rows = self._exact(q, self.base_vectors()[positions], k)
             pos_ = np.where(rows >= 0, positions[np.maximum(rows, 0)], -1)
         else:
+            if self._paged is not self.base:  # once per base: see _collapse_huge_pages
+                self._paged = self.base
+                _collapse_huge_pages(self.base)
             if everything:
                 sel = None
                 dist, pos_ = self.base.search(q, k, params=self._plain_params(ef))
@@ -390,7 +464,7 @@ class CompoundIndex:
                 pos_[short] = np.where(rows >= 0, positions[np.maximum(rows, 0)], -1)
         if all_valid or pos_.min() >= 0:
             scores = self._to_scores(dist)
-            keys = self.base_keys[pos_]
+            keys = pos_ if self._keys_are_positions() else self.base_keys[pos_]
         else:
             valid = pos_ >= 0
             scores = np.where(valid, self._to_scores(dist), np.inf)
@@ -456,6 +530,45 @@ class CompoundIndex:
         out = np.where(valid, kb[np.maximum(rows, 0)] if len(kb) else -1, -1)
         return scores, out
 
+    def _keys_are_positions(self) -> bool:
+        """True when base position i holds key i (a base built from keys 0..n-1), so
+        positions need no translation. Cached per base_keys array (sorted, unique)."""
+        bk = self.base_keys
+        if self._ident_keys is not bk:
+            n = len(bk)
+            self._ident = n == 0 or (int(bk[0]) == 0 and int(bk[-1]) == n - 1)
+            self._ident_keys = bk
+        return self._ident
+
+    def _fast_plan(self, scope: int) -> tuple | None:
+        """What :meth:`search_one` needs for ``scope``, or None when it does not apply.
+
+        The plan is cached per scope and tied to the identity of the scope filter
+        entry, which :meth:`_invalidate` drops whenever the base, its tombstones or
+        its hash set change; the delta is checked on every call."""
+        hit = self._scope_cache.get(scope)
+        if hit is None or not hit[2] or self.delta_n or self.base is None:
+            return None
+        if self._hash_set is None:
+            return None
+        cfg = self.config
+        plan = (
+            hit,
+            _c_search(self.base),
+            self.base,
+            cfg.width,
+            self._vdtype_obj,
+            cfg.binary,
+            cfg.metric,
+            self._hash_set,
+            None if self._keys_are_positions() else self.base_keys,
+            np.int32 if cfg.binary else np.float32,
+        )
+        if self._plans is None:
+            self._plans = {}
+        self._plans[scope] = plan
+        return plan
+
     def search_one(self, v: np.ndarray, k: int, ef: int, scope: int) -> tuple | None:
         """Single-query fast path for the common case, or None when it does not apply.
 
@@ -465,38 +578,50 @@ class CompoundIndex:
         fewer interpreter round-trips; anything unusual (validation problems, a short
         row, an exact-match candidate, tied scores) falls back to the general path.
         """
-        if v.dtype is not self._vdtype_obj or v.shape[0] != self.config.width:
+        plans = self._plans
+        plan = None if plans is None else plans.get(scope)
+        if plan is None or plan[0] is not self._scope_cache.get(scope) or self.delta_n:
+            plan = self._fast_plan(scope)
+            if plan is None:
+                return None
+        _, c_search, base, width, vdtype, binary, metric, hashes, base_keys, ddtype = plan
+        if v.dtype is not vdtype or v.shape[0] != width:
             return None
-        hit = self._scope_cache.get(scope)
-        if hit is None or not hit[2] or self.delta_n or self.base is None:
-            return None
-        a = v.reshape(1, -1)
-        if not self.config.binary:
-            sq = _einsum("ij,ij->i", a, a)
-            s = float(sq[0])
+        # contiguous first, like prepare(): einsum sums a strided row in another order
+        a = v.reshape(1, width) if v.flags.c_contiguous else np.ascontiguousarray(v[None])
+        if not binary:
+            s = float(_einsum("ij,ij->i", a, a)[0])
             if not math.isfinite(s) or s == 0.0:
                 return None
-            if self.config.metric == "cosine":
+            if metric == "cosine":
+                # same arithmetic as prepare(): float32 of the double sqrt is the
+                # correctly rounded float32 sqrt, so the bytes equal the batch path's
                 a = a / np.float32(math.sqrt(s))
-        if (
-            self._hash_set is not None
-            and int.from_bytes(a.tobytes()[:8], "little") in self._hash_set
-        ):
-            return None
-        if self._hash_set is None:
-            return None
-        # the SWIG entry point directly: faiss's Python wrapper re-validates and
+        if int.from_bytes(a.tobytes()[:8], "little") in hashes:
+            return None  # a stored row may equal the query: the general path merges it
+        p = self._params.get(ef)
+        if p is None:
+            p = self._plain_params(ef)
+        # the SWIG function directly: faiss's Python wrapper re-validates and
         # converts what is already checked here (saves ~5 us per call)
-        dist = np.empty((1, k), np.float32 if not self.config.binary else np.int32)
+        dist = np.empty((1, k), ddtype)
         pos_ = np.empty((1, k), np.int64)
-        self.base.search_c(1, _ptr(a), k, _ptr(dist), _ptr(pos_), self._plain_params(ef))
+        c_search(base, 1, _ptr(a), k, _ptr(dist), _ptr(pos_), p)
         if pos_[0, k - 1] < 0:
             return None
-        scores = self._to_scores(dist)
-        row = scores[0].tolist()
+        d = dist[0].tolist()
+        # the scores of _to_scores, in Python floats (same IEEE double arithmetic)
+        if metric == "cosine":
+            row = [1.0 - x if x <= 1.0 else 0.0 for x in d]
+        elif metric == "ip":
+            row = [-x for x in d]
+        elif metric == "l2":
+            row = [x if x >= 0.0 else 0.0 for x in d]
+        else:
+            row = [x / (width * 8) for x in d]
         if len(set(row)) != k:
-            return None
-        return scores, self.base_keys[pos_]
+            return None  # tied scores: the general path breaks ties by key
+        return np.array([row]), pos_ if base_keys is None else base_keys[pos_]
 
     def search(
         self,

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import FrozenInstanceError
 from typing import Any
 
 import numpy as np
 
 __all__ = ["SearchResults"]
 
+_set = object.__setattr__
 
-@dataclass(frozen=True, eq=False)
+
 class SearchResults:
     """Answers to one batch of queries, best first.
 
@@ -23,13 +25,84 @@ class SearchResults:
       in [0, 1]. Ties are broken by key;
     * ``entries``: object array (n_queries, k) of
       :class:`~oluo_lab.engine.events.EntryMetadata` (``None`` padding).
+
+    Immutable. The engine builds ``ids`` and ``entries`` from ``keys`` on first
+    access rather than per search (a search that only reads keys and scores does not
+    pay for two object-array gathers); they always describe the engine as it was at
+    search time, because the engine resolves every outstanding result before it
+    applies any event that can change its entries (see ``OluoEngine.handle``). Until
+    then an unresolved result keeps a reference to its engine. Pickling resolves it.
     """
 
+    __slots__ = ("query_id", "keys", "scores", "_ids", "_entries", "_resolve", "__weakref__")
+    __match_args__ = ("query_id", "ids", "keys", "scores", "entries")
+
     query_id: int | None
-    ids: np.ndarray
     keys: np.ndarray
     scores: np.ndarray
-    entries: np.ndarray
+
+    def __init__(
+        self,
+        query_id: int | None,
+        ids: np.ndarray,
+        keys: np.ndarray,
+        scores: np.ndarray,
+        entries: np.ndarray,
+    ) -> None:
+        _set(self, "query_id", query_id)
+        _set(self, "keys", keys)
+        _set(self, "scores", scores)
+        _set(self, "_ids", ids)
+        _set(self, "_entries", entries)
+        _set(self, "_resolve", None)
+
+    @classmethod
+    def _lazy(
+        cls,
+        query_id: int | None,
+        keys: np.ndarray,
+        scores: np.ndarray,
+        resolve: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    ) -> SearchResults:
+        """A result whose ids and entries are ``resolve(keys)``, computed on first access.
+
+        The engine that builds it must call :meth:`_settle` before its entries change."""
+        self = object.__new__(cls)
+        _set(self, "query_id", query_id)
+        _set(self, "keys", keys)
+        _set(self, "scores", scores)
+        _set(self, "_resolve", resolve)
+        return self
+
+    def _settle(self) -> None:
+        """Materialise ids and entries now (idempotent)."""
+        resolve = self._resolve
+        if resolve is not None:
+            ids, entries = resolve(self.keys)
+            _set(self, "_ids", ids)
+            _set(self, "_entries", entries)
+            _set(self, "_resolve", None)
+
+    @property
+    def ids(self) -> np.ndarray:
+        if self._resolve is not None:
+            self._settle()
+        return self._ids
+
+    @property
+    def entries(self) -> np.ndarray:
+        if self._resolve is not None:
+            self._settle()
+        return self._entries
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def __reduce__(self) -> tuple:
+        return (SearchResults, (self.query_id, self.ids, self.keys, self.scores, self.entries))
 
     @property
     def k(self) -> int:

@@ -266,3 +266,65 @@ def test_single_vector_ingest_forms():
     assert eng.entry(7).overlays == ("p",)
     eng.handle(Ingest(make_vectors("l2", 2, 8, 2), ["x", "y"], overlays=[["p"], []]))
     assert eng.entry("y").overlays == ()
+
+
+@pytest.mark.parametrize("single", [False, True])
+def test_search_results_describe_the_engine_at_search_time(single):
+    """ids and entries are resolved lazily, but a later re-ingest / eviction / delete
+    never shows through in a result taken before it (single-query fast path too)."""
+    eng = OluoEngine(8, "cosine")
+    vecs = make_vectors("cosine", 40, 8, seed=21)
+    eng.add(vecs, ids=[f"w{i}" for i in range(40)], metadata=[{"n": i} for i in range(40)])
+    eng.compact()
+    q = make_vectors("cosine", 3, 8, seed=22)
+    q = q[0] if single else q
+    eng.search(q, k=5)  # warm the filter / exact-match caches so the fast path applies
+    res = [eng.search(q, k=5) for _ in range(4)]
+    if single:
+        assert eng._index._plans  # the fast path answered
+    first = res[0].ids.copy()  # resolved before any change
+    hit0, hit1 = first[0, 0], first[0, 1]
+    keys = res[0].keys.copy()
+    # each change happens with results still unresolved
+    eng.add(vecs[int(hit0[1:])], ids=[hit0], metadata={"n": -1})  # new metadata
+    eng.add(vecs[int(hit1[1:])], ids=[hit1], ttl_secs=1)
+    assert eng.evict_expired(10_000) == [hit1]
+    eng.delete([hit0])
+    for r in res[1:] + res[:1]:
+        assert np.array_equal(r.keys, keys) and np.array_equal(r.ids, first)
+        assert [e.target for e in r.entries[0, :2]] == [hit0, hit1]
+        assert r.entries[0, 0].metadata == {"n": int(hit0[1:])}
+        assert r.entries[0, 1].expires_at is None
+        assert r.to_frame()["id"].iloc[:2].tolist() == [hit0, hit1]
+    after = eng.search(q, k=5).ids.tolist()[0]
+    assert hit0 not in after and hit1 not in after
+
+
+def test_search_results_are_immutable_and_pickle_resolved():
+    import dataclasses
+    import pickle
+
+    eng = OluoEngine(8, "l2")
+    vecs = make_vectors("l2", 6, 8, seed=23)
+    eng.add(vecs, ids=list("abcdef"), metadata=[{"c": c} for c in "abcdef"])
+    res = eng.search(vecs[:2], k=3)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        res.ids = None
+    with pytest.raises(AttributeError):
+        res.keys = None
+    back = pickle.loads(pickle.dumps(res))
+    assert np.array_equal(back.keys, res.keys) and np.array_equal(back.scores, res.scores)
+    assert back.ids.tolist() == res.ids.tolist()
+    assert [[e.metadata for e in row] for row in back.entries] == res.metadata
+
+
+def test_search_results_match_positionally():
+    eng = OluoEngine(8, "l2")
+    vecs = make_vectors("l2", 4, 8, seed=24)
+    eng.add(vecs, ids=list("wxyz"))
+    match eng.handle(Search(7, vecs[:1], k=2)):
+        case [SearchResults(qid, ids, keys, scores, entries)]:
+            assert qid == 7 and ids[0, 0] == "w" and keys[0, 0] == 0 and scores[0, 0] == 0.0
+            assert entries[0, 0].target == "w"
+        case other:
+            raise AssertionError(other)

@@ -152,8 +152,48 @@ def test_single_query_fast_path_equals_batch_path(metric, dim):
     assert eng.delta_size == 0
     queries = np.concatenate([make_vectors(metric, 30, dim, seed=52), base[:10]])
     batch = eng.search(queries, k=10)
+    strided = np.asfortranarray(queries)  # its rows are non-contiguous 1-D views
+    for i, q in enumerate(queries):
+        for one in (eng.search(q, k=10), eng.search(strided[i], k=10)):
+            assert one.ids[0].tolist() == batch.ids[i].tolist()
+            assert np.array_equal(one.keys[0], batch.keys[i])
+            assert np.array_equal(one.scores[0], batch.scores[i])
+            assert one.scores.dtype == np.float64 and one.scores.shape == (1, 10)
+    assert eng._index._plans  # the fast path answered (most of) the single queries
+    assert batch.ids[30:, 0].tolist() == list(range(10))
+    # keys that are no longer base positions (a delete + rebuild): same answers
+    eng.delete(list(range(0, 2000, 3)))
+    eng.compact()
+    assert not eng._index._keys_are_positions()
+    batch = eng.search(queries, k=10)
+    exact = eng.search(queries, k=10, exact=True)
+    alive = [i for i in range(10) if i % 3]
+    assert [batch.ids[30 + i, 0] for i in alive] == [exact.ids[30 + i, 0] for i in alive] == alive
     for i, q in enumerate(queries):
         one = eng.search(q, k=10)
-        assert one.ids[0].tolist() == batch.ids[i].tolist()
+        assert np.array_equal(one.keys[0], batch.keys[i])
         assert np.array_equal(one.scores[0], batch.scores[i])
-    assert batch.ids[30:, 0].tolist() == list(range(10))
+
+
+def test_huge_page_collapse_changes_nothing_visible():
+    """The engine asks Linux for huge pages under its base (MADV_COLLAPSE): advisory
+    only, so the index bytes and the search results must be exactly as before."""
+    import faiss
+
+    from oluo_lab.engine.index import _collapse_huge_pages
+
+    rng = np.random.default_rng(61)
+    xb = rng.standard_normal((12_000, 64)).astype(np.float32)  # 3 MB of codes: >= 1 huge page
+    ix = faiss.IndexHNSWFlat(64, 8)
+    ix.add(xb)
+    before = faiss.serialize_index(ix).tobytes()
+    d0, i0 = ix.search(xb[:50], 5)
+    _collapse_huge_pages(ix)
+    assert faiss.serialize_index(ix).tobytes() == before
+    d1, i1 = ix.search(xb[:50], 5)
+    assert np.array_equal(i0, i1) and np.array_equal(d0, d1)
+    bix = faiss.IndexBinaryHNSW(256, 8)
+    bix.add(rng.integers(0, 256, (2000, 32), dtype=np.uint8))
+    bbefore = faiss.serialize_index_binary(bix).tobytes()
+    _collapse_huge_pages(bix)
+    assert faiss.serialize_index_binary(bix).tobytes() == bbefore
