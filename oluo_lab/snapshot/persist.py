@@ -32,6 +32,7 @@ from .._faults import fault_point
 from .._progress import progress_bar
 from ..cas import CHUNK_PARAMS, CID, BookNotFound, BookStore, ingest, reassemble
 from ..engine import OluoEngine, decode_metadata
+from ..engine.metadata import read_metadata_header
 from .durable import atomic_write, data_dir_lock, fsync_dir, sweep_temp_files
 from .errors import (
     EngineRestoreError,
@@ -151,11 +152,13 @@ def _now_text() -> str:
 
 
 def _describe_metadata(metadata_bytes: bytes) -> tuple[dict[str, Any], int]:
+    """Index config and entry count for the manifest, from the metadata header only
+    (the columns are validated when the snapshot is loaded or verified)."""
     try:
-        decoded = decode_metadata(metadata_bytes)
+        header = read_metadata_header(metadata_bytes)
     except Exception as exc:  # the engine's decoder names its own failure
         raise MetadataDeserialize(f"metadata payload does not decode: {exc}") from exc
-    return dict(decoded.config), len(decoded.entries)
+    return dict(header.config), header.entries
 
 
 def _check_note(note: Any, annotations: Any) -> None:
@@ -193,7 +196,7 @@ def persist_snapshot(
     if not isinstance(generation, int) or isinstance(generation, bool) or generation < 0:
         raise ManifestSerde(f"generation must be a non-negative int, got {generation!r}")
     _check_note(note, annotations)
-    index_config, entries = _describe_metadata(bytes(metadata_bytes))
+    index_config, entries = _describe_metadata(metadata_bytes)
     with (
         progress_bar(progress, total=5, desc="persist", unit="step") as bar,
         data_dir_lock(data_dir),
@@ -340,15 +343,24 @@ def _load_snapshot(
 
 
 def restore_engine(
-    store: BookStore, manifest: SnapshotManifest, compact_threshold: int = 1000
+    store: BookStore,
+    manifest: SnapshotManifest,
+    compact_threshold: int = 1000,
+    *,
+    check_entries: bool = False,
 ) -> tuple[OluoEngine, bytes]:
-    """Reassemble a manifest's payloads and rebuild the engine from them."""
+    """Reassemble a manifest's payloads and rebuild the engine from them.
+
+    The metadata columns are always validated; ``check_entries`` also decodes every
+    entry's caller metadata now (``Lab.verify``) instead of on first access."""
     index_bytes = decode_index(manifest.index_cid, store)
     metadata_bytes = reassemble(manifest.metadata_cid, store)
     if len(index_bytes) != manifest.index_size or len(metadata_bytes) != manifest.metadata_size:
         raise ManifestSerde(f"manifest sizes disagree with the payloads it names ({manifest!r})")
     try:
         decoded = decode_metadata(metadata_bytes)
+        if check_entries:
+            decoded.check_entries()
     except Exception as exc:
         raise MetadataDeserialize(
             f"metadata {manifest.metadata_cid} does not decode: {exc}"
