@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -731,8 +732,17 @@ class OluoEngine:
         compact_threshold: int = 1000,
         *,
         on_snapshot: Callable[[PersistSnapshot], None] | None = None,
+        index_digest: bytes | None = None,
+        base_path: str | None = None,
     ) -> OluoEngine:
         """Rebuild an engine from a PersistSnapshot's parts.
+
+        ``index_digest`` (optional) is the blake3-256 of ``index_bytes`` when the caller
+        has already verified it (it is otherwise computed, for CompactComplete's check).
+        ``base_path`` (optional) names a file the caller guarantees holds exactly
+        ``index_bytes`` (``load_snapshot`` has just compared it under the data-directory
+        lock): the base is then mapped from it, as after ``CompactComplete``, instead of
+        being deserialised from the bytes (5x faster at 137 MB; RAM holds only the graph).
 
         The configuration (dim, metric, M, efConstruction, efSearch) is read from
         the metadata, not from defaults. The index must match it and hold exactly
@@ -760,7 +770,17 @@ class OluoEngine:
             raise EngineRestoreFailed(f"snapshot config is invalid: {exc}") from exc
         if isinstance(index_bytes, memoryview | bytearray):
             index_bytes = bytes(index_bytes)
-        ix = eng._index.load_bytes(index_bytes)
+        if index_digest is not None and (
+            type(index_digest) is not bytes or len(index_digest) != 32
+        ):
+            raise EngineRestoreFailed("index_digest must be 32 bytes (blake3-256 of index_bytes)")
+        mapped = False
+        if base_path is not None:
+            # (if mapping fails, e.g. a filesystem without mmap, the bytes are read instead)
+            with contextlib.suppress(EngineRestoreFailed):
+                ix, mapped = eng._index.map_file(str(base_path)), True
+        if not mapped:
+            ix = eng._index.load_bytes(index_bytes)
         cols = meta.columns  # validated by decode_metadata (order, ranges, unique ids)
         n = len(cols)
         if ix.ntotal != n:
@@ -769,7 +789,7 @@ class OluoEngine:
             )
         keys = cols.keys
         scopes = cols.scope
-        eng._index.install(ix, index_bytes, keys, scopes)
+        eng._index.install(ix, index_bytes, keys, scopes, digest=index_digest, mapped=mapped)
         max_key = int(keys[-1]) if n else -1
         eng._key_counter = max(int(key_counter), max_key + 1)
         eng._generation = int(generation)

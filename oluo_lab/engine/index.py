@@ -594,11 +594,22 @@ class CompoundIndex:
         data = self._serialize(ix)
         return ix, data, keys, scopes.astype(np.int8)
 
-    def install(self, ix: object, data: bytes, keys: np.ndarray, scopes: np.ndarray) -> None:
-        """Make a compacted (or restored) index the base and empty the delta."""
+    def install(
+        self,
+        ix: object,
+        data: bytes,
+        keys: np.ndarray,
+        scopes: np.ndarray,
+        digest: bytes | None = None,
+        mapped: bool = False,
+    ) -> None:
+        """Make a compacted (or restored) index the base and empty the delta.
+
+        ``digest``: the blake3-256 of ``data`` when the caller already has it (a restore
+        from the CAS verified it); ``mapped``: ``ix`` was read with IO_FLAG_MMAP_IFC."""
         self.base = ix
-        self.base_mapped = False
-        self.base_digest = _digest(data)
+        self.base_mapped = mapped
+        self.base_digest = _digest(data) if digest is None else digest
         self.base_keys = np.ascontiguousarray(keys, np.int64)
         self.base_alive = np.ones(len(keys), bool)
         self.base_scope = np.ascontiguousarray(scopes, np.int8)
@@ -631,10 +642,7 @@ class CompoundIndex:
             return piece
 
         reader = faiss.PyCallbackIOReader(read, 1 << 20)
-        if self.config.binary:
-            ix = faiss.read_index_binary(reader)
-        else:
-            ix = faiss.read_index(reader)
+        ix = faiss.read_index_binary(reader) if self.config.binary else faiss.read_index(reader)
         if pos != len(mv):
             raise ValueError(f"{len(mv) - pos} trailing bytes after the index")
         return ix
@@ -645,6 +653,19 @@ class CompoundIndex:
             ix = self._deserialize(data)
         except Exception as exc:
             raise EngineRestoreFailed(f"index bytes are not a faiss index: {exc}") from exc
+        self.check_index(ix, EngineRestoreFailed)
+        return ix
+
+    def map_file(self, path: str) -> object:
+        """Read the index at ``path`` with its vectors memory-mapped (IO_FLAG_MMAP_IFC, as
+        :meth:`swap_to_file` does) and check it matches this config (EngineRestoreFailed)."""
+        try:
+            if self.config.binary:
+                ix = faiss.read_index_binary(str(path), faiss.IO_FLAG_MMAP_IFC)
+            else:
+                ix = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC)
+        except Exception as exc:
+            raise EngineRestoreFailed(f"faiss could not map {path}: {exc}") from exc
         self.check_index(ix, EngineRestoreFailed)
         return ix
 

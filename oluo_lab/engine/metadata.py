@@ -581,11 +581,12 @@ def _check_unique(targets: list[Target], keys: np.ndarray) -> None:
     if n < 2:
         return
     h = np.fromiter(map(hash, targets), np.int64, n)
-    order = np.argsort(h, kind="stable")
+    hs = np.sort(h)
+    if not (hs[1:] == hs[:-1]).any():
+        return
+    order = np.argsort(h, kind="stable")  # equal hashes: find the rows, compare exactly
     hs = h[order]
     same = np.flatnonzero(hs[1:] == hs[:-1])
-    if not len(same):
-        return
     seen: dict[Target, int] = {}
     for i in sorted(set(order[same].tolist()) | set(order[same + 1].tolist())):
         t = targets[i]

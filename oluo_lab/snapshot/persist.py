@@ -24,6 +24,7 @@ import dataclasses
 import datetime as _dt
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ from .errors import (
     SnapshotNotFound,
     UnsupportedVersion,
 )
-from .index_codec import decode_index, encode_index
+from .index_codec import decode_index, encode_index, read_index_record
 from .manifest import SnapshotManifest, check_annotations
 
 HEAD_NAME = "oluo_head.json"
@@ -391,14 +392,74 @@ def _load_snapshot(
                 f"{parent.compact_generation}, not below {manifest.compact_generation}"
             )
     bar.update(1)
-    engine, index_bytes = restore_engine(store, manifest, compact_threshold)
+    index_bytes, digest, decoded = _restore_parts(store, manifest, False)
     bar.update(1)
     base_path = data_dir / BASE_NAME
     with data_dir_lock(data_dir):
         sweep_temp_files(data_dir)
         _write_base_if_changed(base_path, index_bytes)
+        # the base file now holds exactly the verified index bytes (checked or written
+        # under the lock): the engine maps its vectors from it instead of copying them
+        engine = _engine_of(manifest, index_bytes, digest, decoded, compact_threshold, base_path)
     bar.update(1)
     return engine, base_path, manifest.compact_generation
+
+
+def _metadata_of(store: BookStore, manifest: SnapshotManifest, check_entries: bool) -> Any:
+    """Reassemble and decode a manifest's metadata payload (errors as restore_engine's)."""
+    metadata_bytes = reassemble(manifest.metadata_cid, store)
+    if len(metadata_bytes) != manifest.metadata_size:
+        raise ManifestSerde(f"manifest sizes disagree with the payloads it names ({manifest!r})")
+    try:
+        decoded = decode_metadata(metadata_bytes)
+        if check_entries:
+            decoded.check_entries()
+    except Exception as exc:
+        raise MetadataDeserialize(
+            f"metadata {manifest.metadata_cid} does not decode: {exc}"
+        ) from exc
+    return decoded
+
+
+def _restore_parts(
+    store: BookStore, manifest: SnapshotManifest, check_entries: bool
+) -> tuple[bytes, bytes, Any]:
+    """The verified index bytes, their blake3 digest and the decoded metadata."""
+    # The metadata is reassembled and decoded (GIL-bound CBOR work) on a second thread
+    # while this one waits for the index books (read, zstd and blake3 release the GIL).
+    with ThreadPoolExecutor(1, thread_name_prefix="oluo-load-meta") as pool:
+        meta = pool.submit(_metadata_of, store, manifest, check_entries)
+        index_bytes = decode_index(manifest.index_cid, store)
+        if len(index_bytes) != manifest.index_size:
+            raise ManifestSerde(
+                f"manifest sizes disagree with the payloads it names ({manifest!r})"
+            )
+        decoded = meta.result()
+    # decode_index checked the bytes against this digest: the engine need not hash them
+    digest = read_index_record(manifest.index_cid, store).digest
+    return index_bytes, digest, decoded
+
+
+def _engine_of(
+    manifest: SnapshotManifest,
+    index_bytes: bytes,
+    digest: bytes,
+    decoded: Any,
+    compact_threshold: int,
+    base_path: Path | None = None,
+) -> OluoEngine:
+    try:
+        return OluoEngine.from_snapshot(
+            index_bytes,
+            decoded,
+            manifest.key_counter,
+            manifest.compact_generation,
+            compact_threshold,
+            index_digest=digest,
+            base_path=None if base_path is None else str(base_path),
+        )
+    except Exception as exc:
+        raise EngineRestoreError(f"engine restore from {manifest.index_cid} failed: {exc}") from exc
 
 
 def restore_engine(
@@ -412,26 +473,5 @@ def restore_engine(
 
     The metadata columns are always validated; ``check_entries`` also decodes every
     entry's caller metadata now (``Lab.verify``) instead of on first access."""
-    index_bytes = decode_index(manifest.index_cid, store)
-    metadata_bytes = reassemble(manifest.metadata_cid, store)
-    if len(index_bytes) != manifest.index_size or len(metadata_bytes) != manifest.metadata_size:
-        raise ManifestSerde(f"manifest sizes disagree with the payloads it names ({manifest!r})")
-    try:
-        decoded = decode_metadata(metadata_bytes)
-        if check_entries:
-            decoded.check_entries()
-    except Exception as exc:
-        raise MetadataDeserialize(
-            f"metadata {manifest.metadata_cid} does not decode: {exc}"
-        ) from exc
-    try:
-        engine = OluoEngine.from_snapshot(
-            index_bytes,
-            decoded,
-            manifest.key_counter,
-            manifest.compact_generation,
-            compact_threshold,
-        )
-    except Exception as exc:
-        raise EngineRestoreError(f"engine restore from {manifest.index_cid} failed: {exc}") from exc
-    return engine, index_bytes
+    index_bytes, digest, decoded = _restore_parts(store, manifest, check_entries)
+    return _engine_of(manifest, index_bytes, digest, decoded, compact_threshold), index_bytes
