@@ -12,9 +12,11 @@ Files in ``data_dir``:
 
 Order of a persist: store the index bytes through the index codec (sections and
 neighbour patches against the parent generation), DAG-ingest the metadata bytes,
-put the manifest book (all durable in a ``DirStore``), write the base file,
-append the refs log, write the head. A crash at any point leaves the previous
-head loadable.
+put the manifest book (one CAS batch: all durable in a ``DirStore`` when it
+ends), publish the base file (written and fsynced on a thread meanwhile, renamed
+now), append the refs log, write the head. A crash at any point leaves the
+previous head loadable. A load maps the engine's base from the base file once it
+has checked (or rewritten) it against the verified index bytes.
 """
 
 from __future__ import annotations
