@@ -157,6 +157,7 @@ class OluoEngine:
         self._tier_by_key = np.zeros(64, np.int8)
         self._ingested_by_key = np.zeros(64, np.uint64)
         self._row_by_key = np.full(64, -1, np.int64)
+        self._lazy_by_key = np.zeros(64, bool)  # a snapshot row whose entry is not built yet
         self._snap: MetadataColumns | None = None
         self._n_lazy = 0  # keys with a snapshot row whose EntryMetadata is not built yet
         self._n_live = 0
@@ -235,6 +236,7 @@ class OluoEngine:
                 self._overlays.get(key, ()),
             )
             self._ent_by_key[key] = e
+            self._lazy_by_key[key] = False
             self._n_lazy -= 1
         return e
 
@@ -242,17 +244,15 @@ class OluoEngine:
         """Build the EntryMetadata of every lazily restored key among ``keys``."""
         if not self._n_lazy:
             return
-        keys = keys[keys >= 0]
-        lazy = keys[self._row_by_key[keys] >= 0]
-        if len(lazy):
-            lazy = lazy[np.equal(self._ent_by_key[lazy], None)]
-            for key in np.unique(lazy).tolist():
-                self._entry_at(key)
+        lazy = keys[self._lazy_by_key[keys]]  # key -1 maps to the last slot: never lazy
+        for key in np.unique(lazy).tolist():
+            self._entry_at(key)
 
     def _forget_row(self, key: int) -> None:
         """The entry of ``key`` no longer equals its snapshot row (replaced or removed)."""
         if self._row_by_key[key] >= 0:
-            if self._ent_by_key[key] is None:
+            if self._lazy_by_key[key]:
+                self._lazy_by_key[key] = False
                 self._n_lazy -= 1
             self._row_by_key[key] = -1
 
@@ -338,6 +338,7 @@ class OluoEngine:
             "_tier_by_key",
             "_ingested_by_key",
             "_row_by_key",
+            "_lazy_by_key",
         ):
             old = getattr(self, name)
             new = np.full(cap, old[-1], dtype=old.dtype)  # the last slot holds the empty value
@@ -590,7 +591,7 @@ class OluoEngine:
 
     def _entries_for(self, keys: np.ndarray) -> np.ndarray:
         """The EntryMetadata of each key (object array, same shape; None where key == -1)."""
-        if self._n_lazy:
+        if self._n_lazy and self._lazy_by_key[keys].any():
             self._materialise(keys.reshape(-1))
         return self._ent_by_key[keys]
 
@@ -800,6 +801,7 @@ class OluoEngine:
         eng._tier_by_key[keys] = cols.privacy_tier
         eng._ingested_by_key[keys] = cols.ingested_at_ms
         eng._row_by_key[keys] = np.arange(n, dtype=np.int64)
+        eng._lazy_by_key[keys] = True
         eng._snap = cols
         eng._n_lazy = eng._n_live = n
         eng._tk = None  # built on first use (by id lookups, ingest, delete)
