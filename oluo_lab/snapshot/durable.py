@@ -14,8 +14,9 @@ import contextlib
 import errno
 import fcntl
 import os
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .._faults import fault_point
@@ -27,6 +28,7 @@ LOCK_NAME = "oluo.lock"
 __all__ = [
     "LOCK_NAME",
     "TEMP_PREFIX",
+    "BackgroundWrite",
     "atomic_write",
     "data_dir_lock",
     "fsync_dir",
@@ -68,10 +70,7 @@ def atomic_write(path: Path | str, data: bytes | bytearray | memoryview) -> None
         raise PersistIOError(f"cannot create a temp file next to {path.name}", exc) from exc
     try:
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            _write_all(fd, data)
             fault_point("durable.tmp_written")
             os.fsync(fd)
             fault_point("durable.fsynced")
@@ -89,6 +88,102 @@ def atomic_write(path: Path | str, data: bytes | bytearray | memoryview) -> None
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    view = memoryview(data).cast("B")
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+class BackgroundWrite:
+    """:func:`atomic_write` in two halves, so a big file's write overlaps other work.
+
+    On construction a thread writes ``data`` to a unique temp file next to ``path`` and
+    fsyncs it (unless ``unchanged()`` says the target already holds ``data``);
+    :meth:`commit` waits for it, then renames the temp file over ``path`` and fsyncs the
+    directory, on the caller's thread, so the visible order of steps (and their fault
+    points) is that of ``atomic_write``. :meth:`abort` waits and removes the temp file.
+    Until commit nothing at ``path`` changes; a crash leaves at most a temp file, which
+    :func:`sweep_temp_files` removes. Hold :func:`data_dir_lock` across the whole use.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        data: bytes | bytearray | memoryview,
+        unchanged: Callable[[], bool] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self._data: bytes | bytearray | memoryview | None = data
+        self._unchanged = unchanged
+        self._tmp: Path | None = None
+        self._skip = False
+        self._error: BaseException | None = None
+        self._done = False
+        self._thread = threading.Thread(target=self._run, name="oluo-write", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            if self._unchanged is not None and self._unchanged():
+                self._skip = True
+                return
+            fd, self._tmp = _unique_temp(self.path.parent, self.path.name)
+            try:
+                _write_all(fd, self._data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except BaseException as exc:  # re-raised by commit() on the caller's thread
+            self._error = exc
+        finally:
+            self._data = None
+
+    def _wait(self) -> None:
+        self._thread.join()
+        self._done = True
+
+    def commit(self) -> bool:
+        """Publish the file (False when it already held the data and was left alone).
+
+        Raises :class:`PersistIOError` on failure; the temp file is removed and the
+        previous content of ``path`` is untouched.
+        """
+        self._wait()
+        try:
+            if self._error is not None:
+                exc = self._error
+                if isinstance(exc, OSError):
+                    raise PersistIOError(f"cannot write {self.path.name}", exc) from exc
+                raise exc
+            if self._skip:
+                return False
+            assert self._tmp is not None
+            fault_point("durable.tmp_written")
+            fault_point("durable.fsynced")
+            os.replace(self._tmp, self.path)
+            self._tmp = None
+            fault_point("durable.renamed")
+            fsync_dir(self.path.parent)
+            fault_point("durable.dir_synced")
+            return True
+        except OSError as exc:
+            raise PersistIOError(f"cannot write {self.path.name}", exc) from exc
+        finally:
+            self._cleanup()
+
+    def abort(self) -> None:
+        """Wait for the thread and drop the temp file (the target is untouched)."""
+        self._wait()
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        if self._tmp is not None:
+            with contextlib.suppress(OSError):
+                self._tmp.unlink()
+            self._tmp = None
 
 
 def sweep_temp_files(directory: Path | str, older_than_s: float = 0.0) -> list[str]:

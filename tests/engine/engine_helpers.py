@@ -44,7 +44,7 @@ def fingerprint(eng: OluoEngine) -> str:
     """A digest of every piece of engine state (metadata table, counters, index arrays)."""
     ix = eng._index
     h = hashlib.sha256()
-    h.update(encode_metadata(eng.config.as_dict(), eng.key_counter, eng.generation, eng._entries))
+    h.update(encode_metadata(eng.config.as_dict(), eng.key_counter, eng.generation, eng.entries()))
     h.update(repr((eng.scope_counts, sorted(eng._target_key.items(), key=repr))).encode())
     h.update(repr(sorted(eng._expiring.items())).encode())
     n = ix.delta_n

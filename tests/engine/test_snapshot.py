@@ -12,7 +12,9 @@ from engine_helpers import make_vectors
 from oluo_lab.engine import (
     EngineRestoreFailed,
     EntryMetadata,
+    IndexLightweight,
     Ingest,
+    InvalidEvent,
     OluoEngine,
     PrivacyTier,
     Scope,
@@ -20,6 +22,7 @@ from oluo_lab.engine import (
     UnencodableMetadata,
     decode_metadata,
     encode_metadata,
+    read_metadata_header,
 )
 
 CFG = {
@@ -36,8 +39,24 @@ ENTRIES = {
     ),
     3: EntryMetadata(7, {}, PrivacyTier.PUBLIC_EPHEMERAL, 9000, 6, Scope.PERSONAL, ("p1",)),
 }
-# the test vector printed in docs/FORMAT.md (section engine)
+# the test vector printed in docs/FORMAT.md (section engine): format version 2
 VECTOR_HEX = (
+    "a766636f6e666967a6614d106364696d04666d6574726963626c326965665f73"
+    "656172636818406d66616973735f76657273696f6e66312e31352e316f65665f"
+    "636f6e737472756374696f6e188066666f726d6174746f6c756f2d656e67696e"
+    "652d6d6574616461746167656e7472696573026776657273696f6e026a67656e"
+    "65726174696f6e016b6b65795f636f756e746572046d656e7472795f636f6c75"
+    "6d6e73ab646b65797350000000000000000003000000000000006573636f7065"
+    "420200677461726765747382616107686d657461646174614ea2616e0164776f"
+    "726463746865a0686f7665726c61797381816270316a657870697265735f6174"
+    "4828230000000000006c657870697265735f726f77734801000000000000006c"
+    "6f7665726c61795f726f77734801000000000000006c707269766163795f7469"
+    "65724200016d6d657461646174615f656e6473500d000000000000000e000000"
+    "000000006e696e6765737465645f61745f6d7350050000000000000006000000"
+    "00000000"
+)
+# the same table in format version 1 (one array per entry), which is still decoded
+V1_HEX = (
     "a666636f6e666967a6614d106364696d04666d6574726963626c326965665f73656172636818406d66616973"
     "735f76657273696f6e66312e31352e316f65665f636f6e737472756374696f6e188066666f726d6174746f6c"
     "756f2d656e67696e652d6d6574616461746167656e747269657382880061610200f60580a2616e0164776f72"
@@ -51,7 +70,19 @@ def test_metadata_test_vector_is_pinned():
     assert data.hex() == VECTOR_HEX
     dec = decode_metadata(bytes.fromhex(VECTOR_HEX))
     assert dec.entries == ENTRIES and dec.config == CFG
-    assert dec.key_counter == 4 and dec.generation == 1
+    assert dec.key_counter == 4 and dec.generation == 1 and len(dec) == 2
+    head = read_metadata_header(data)
+    assert (head.version, head.config, head.entries) == (2, CFG, 2)
+    assert (head.key_counter, head.generation) == (4, 1)
+
+
+def test_version_1_is_still_decoded():
+    raw = bytes.fromhex(V1_HEX)
+    dec = decode_metadata(raw)
+    assert dec.entries == ENTRIES and dec.config == CFG and len(dec) == 2
+    assert read_metadata_header(raw).entries == 2
+    # and re-encoded as version 2
+    assert encode_metadata(dec.config, 4, 1, dec.entries).hex() == VECTOR_HEX
 
 
 def test_test_vector_in_format_doc():
@@ -60,6 +91,7 @@ def test_test_vector_in_format_doc():
     doc = (Path(__file__).resolve().parents[2] / "docs" / "FORMAT.md").read_text()
     section = doc.split("<!-- section:engine -->")[1].split("<!-- /section:engine -->")[0]
     assert VECTOR_HEX in "".join(section.split())
+    assert V1_HEX in "".join(section.split())
 
 
 def test_encoding_independent_of_insertion_order():
@@ -191,10 +223,19 @@ def test_restore_rejects_bad_snapshots():
     with pytest.raises(EngineRestoreFailed, match="not a faiss index"):
         OluoEngine.from_snapshot(b"garbage" * 20, mb, kc, g)
     doc = _doc(snap)
-    dup = dict(doc, entries=[[i, "a", *row[2:]] for i, row in enumerate(doc["entries"])])
-    with pytest.raises(EngineRestoreFailed, match="duplicate id"):
+    cols = doc["entry_columns"]
+    dup = dict(doc, entry_columns=dict(cols, targets=["a", "b", "a", "c"]))
+    with pytest.raises(EngineRestoreFailed, match="duplicate id 'a'"):
         OluoEngine.from_snapshot(ib, dup, kc, g)
-    fewer = dict(doc, entries=doc["entries"][:3])
+    few = {
+        name: (v[:3] if name == "targets" else v[: len(v) * 3 // 4])
+        for name, v in cols.items()
+        if name in ("keys", "targets", "scope", "privacy_tier", "ingested_at_ms")
+    }
+    ends = cols["metadata_ends"][:24]
+    few.update(metadata_ends=ends, metadata=cols["metadata"][:3])
+    fewer = dict(doc, entries=3, entry_columns=dict(cols, **few))
+    assert len(decode_metadata(fewer)) == 3
     with pytest.raises(EngineRestoreFailed, match="4 vectors but the metadata has 3"):
         OluoEngine.from_snapshot(ib, fewer, kc, g)
     for field, value in (
@@ -216,4 +257,148 @@ def test_restore_rejects_bad_snapshots():
     with pytest.raises(SnapshotDecodeError):
         OluoEngine.from_snapshot(ib, mb[:-3], kc, g)
     with pytest.raises(SnapshotDecodeError, match="version"):
-        OluoEngine.from_snapshot(ib, dict(doc, version=2), kc, g)
+        OluoEngine.from_snapshot(ib, dict(doc, version=3), kc, g)
+
+
+def _rich_engine() -> OluoEngine:
+    eng = OluoEngine(8, "l2", compact_threshold=10_000, M=8, ef_construction=40)
+    vecs = make_vectors("l2", 60, 8, seed=5)
+    eng.add(vecs[:40], ids=[f"w{i}" for i in range(40)], metadata=[{"i": i} for i in range(40)])
+    eng.handle(
+        Ingest(
+            vecs[40:50],
+            list(range(100, 110)),
+            [{"j": [j, None]} for j in range(10)],
+            IndexLightweight(30),
+            now_ms=2000,
+            scope=Scope.COMMUNITY,
+            privacy_tier=PrivacyTier.PUBLIC_EPHEMERAL,
+            overlays=[[f"o{j}"] * (j % 3) for j in range(10)],
+        )
+    )
+    return eng
+
+
+def test_restored_engine_is_the_same_engine_after_every_kind_of_change():
+    """Columnar restore (entries built lazily) behaves exactly like the original engine:
+    searches (ids, scores, entries), re-ingest, delete, evict, and the next snapshot bytes."""
+    eng = _rich_engine()
+    snap = eng.compact()
+    back = OluoEngine.from_snapshot(
+        snap.index_bytes, snap.metadata_bytes, snap.key_counter, snap.generation
+    )
+    assert len(back) == len(eng) == 50 and back.scope_counts == eng.scope_counts
+    q = make_vectors("l2", 7, 8, seed=6)
+    r1, r2 = eng.search(q, k=5), back.search(q, k=5)
+    assert r1.ids.tolist() == r2.ids.tolist() and np.array_equal(r1.scores, r2.scores)
+    assert r1.entries.tolist() == r2.entries.tolist()
+    assert back.entry(105) == eng.entry(105) and "w3" in back and "nope" not in back
+    pred = lambda e: e.metadata.get("i", 0) % 2 == 1  # noqa: E731
+    assert (
+        eng.search(q, k=3, predicate=pred).ids.tolist()
+        == back.search(q, k=3, predicate=pred).ids.tolist()
+    )
+    vecs = make_vectors("l2", 5, 8, seed=7)
+    for e in (eng, back):
+        e.delete(["w0", 101])
+        e.add(vecs[:2], ids=["w5", 102], metadata=[{"new": 1}, {"new": 2}], now_ms=3000)
+        e.add(vecs[2:], ids=["z1", "z2", "w0"], scope=Scope.PERSONAL)
+        assert e.evict_expired(32_000) == [100, 103, 104, 105, 106, 107, 108, 109]
+    assert back.entries() == eng.entries() and back.scope_counts == eng.scope_counts
+    assert back.entry("w5").metadata == {"new": 1} and back.entry("w5").ingested_at_ms == 3000
+    s1, s2 = eng.compact(), back.compact()
+    assert s1 == s2
+    again = OluoEngine.from_snapshot(s2.index_bytes, s2.metadata_bytes, s2.key_counter, 2)
+    assert again.entries() == eng.entries()
+    assert again.compact(force=True).metadata_bytes == eng.compact(force=True).metadata_bytes
+
+
+def test_unchanged_restore_reuses_the_stored_metadata_bytes():
+    eng = _rich_engine()
+    snap = eng.compact()
+    back = OluoEngine.from_snapshot(snap.index_bytes, snap.metadata_bytes, snap.key_counter, 1)
+    assert back.current_snapshot().metadata_bytes == snap.metadata_bytes
+    assert back.compact(force=True).metadata_bytes == eng.compact(force=True).metadata_bytes
+
+
+def test_header_is_read_without_the_entries_and_matches_the_full_decode():
+    snap = _rich_engine().compact()
+    head = read_metadata_header(snap.metadata_bytes)
+    full = decode_metadata(snap.metadata_bytes)
+    assert (head.config, head.entries, head.key_counter, head.generation) == (
+        full.config,
+        len(full),
+        full.key_counter,
+        full.generation,
+    )
+    with pytest.raises(SnapshotDecodeError, match="format"):
+        read_metadata_header(
+            snap.metadata_bytes.replace(b"oluo-engine-metadata", b"oluo-engine-metadatX")
+        )
+    with pytest.raises(SnapshotDecodeError):
+        read_metadata_header(b"\x80")
+
+
+def test_damaged_entry_metadata_is_found_on_access_and_by_check_entries():
+    """Per-entry maps are decoded lazily but strictly: a payload whose stored map for one
+    entry is not canonical still restores, fails loudly when that entry is read, and
+    check_entries (what Lab.verify runs) finds it up front."""
+    eng = OluoEngine(4, "l2")
+    eng.add(np.eye(4, dtype=np.float32), ids=["a", "b", "c", "d"], metadata={"k": 1})
+    snap = eng.compact()
+    doc = _doc(snap)
+    cols = doc["entry_columns"]
+    # entry "c" (row 2): {"k": 1} written with a non-shortest integer (same length: 4 bytes
+    # -> 5 bytes, so the offsets shift by one)
+    blob = cols["metadata"]
+    bad = blob[:8] + b"\xa1\x61\x6b\x18\x01" + blob[12:]
+    ends = np.frombuffer(cols["metadata_ends"], "<u8").copy()
+    ends[2:] += 1
+    doc["entry_columns"] = dict(cols, metadata=bad, metadata_ends=ends.tobytes())
+    raw = cbor2.dumps(doc, canonical=True)
+    dec = decode_metadata(raw)  # the columns are fine
+    with pytest.raises(SnapshotDecodeError, match=r"entry 2 \(key 2\).*not one canonical"):
+        dec.check_entries()
+    back = OluoEngine.from_snapshot(snap.index_bytes, raw, snap.key_counter, 1)
+    assert back.entry("b").metadata == {"k": 1}
+    with pytest.raises(SnapshotDecodeError, match="entry 2"):
+        back.entry("c")
+    # a map whose first byte is not a map is caught when the columns are decoded
+    doc["entry_columns"] = dict(cols, metadata=blob[:8] + b"\x81" + blob[9:])
+    with pytest.raises(SnapshotDecodeError, match="entry 2: metadata is not a CBOR map"):
+        decode_metadata(cbor2.dumps(doc, canonical=True))
+
+
+@pytest.mark.parametrize(
+    "column,value,match",
+    [
+        ("keys", (np.array([0, 2, 1, 3], "<u8")).tobytes(), "not greater than the previous"),
+        ("keys", (np.array([0, 1, 2, 2**63], "<u8")).tobytes(), "below 2"),
+        ("keys", b"\x00" * 31, "has 31 bytes"),
+        ("scope", b"\x00\x01\x03\x00", "out of range"),
+        ("privacy_tier", b"\x00\x00\x00\x04", "out of range"),
+        ("targets", ["a", "b", True, "d"], "not str or int"),
+        ("targets", ["a", "b", "c"], "array of 4"),
+        ("expires_rows", np.array([4], "<u8").tobytes(), "row numbers below 4"),
+        ("expires_rows", np.array([1], "<u8").tobytes(), "expires_at has 0 bytes"),
+        ("overlay_rows", np.array([2, 1], "<u8").tobytes(), "strictly increasing"),
+        ("overlays", [[]], "array of 0"),
+        ("metadata_ends", np.array([1, 2, 2, 4], "<u8").tobytes(), "strictly increasing"),
+        ("metadata_ends", np.array([1, 2, 3, 5], "<u8").tobytes(), "end at the length"),
+        ("metadata", b"\xa0\xa0\xa0\xa0\xa0", "end at the length"),
+    ],
+)
+def test_every_column_is_validated(column, value, match):
+    eng = OluoEngine(4, "l2")
+    eng.add(np.eye(4, dtype=np.float32), ids=["a", "b", "c", "d"])
+    doc = _doc(eng.compact())
+    doc["entry_columns"] = dict(doc["entry_columns"], **{column: value})
+    with pytest.raises(SnapshotDecodeError, match=match):
+        decode_metadata(cbor2.dumps(doc, canonical=True))
+
+
+def test_huge_now_ms_is_refused_at_ingest():
+    eng = OluoEngine(4, "l2")
+    with pytest.raises(InvalidEvent, match="64-bit"):
+        eng.add(np.ones((1, 4), np.float32), ids=["a"], now_ms=2**64)
+    assert len(eng) == 0

@@ -26,7 +26,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from oluo_lab.cas import CID, ContentError, MemoryStore, blob_info, reassemble
 from oluo_lab.cas.dag import RootMeta
 from oluo_lab.cas.params import CHUNK_PARAMS
-from oluo_lab.engine import OluoEngine, decode_metadata
+from oluo_lab.engine import IndexLightweight, Ingest, OluoEngine, decode_metadata
 from oluo_lab.engine.errors import SnapshotDecodeError
 from oluo_lab.snapshot import (
     HEAD_NAME,
@@ -53,7 +53,8 @@ class EngineVsModel(RuleBasedStateMachine):
     """The engine (l2, HNSW base + delta) against a dict id -> (vector, metadata).
 
     With at most 24 entries and ef_search=64 the HNSW search visits every node, so the
-    engine's answers must equal brute force over the model exactly (ids, in order)."""
+    engine's answers must equal brute force over the model exactly (ids, in order; equal
+    distances ordered by key: a new id takes the next key, a re-added live id keeps its)."""
 
     @initialize()
     def setup(self) -> None:
@@ -62,6 +63,8 @@ class EngineVsModel(RuleBasedStateMachine):
         self.eng = OluoEngine(DIM, metric="l2", compact_threshold=6, M=8, ef_search=64)
         self.model: dict[str, tuple[np.ndarray, dict]] = {}
         self.committed: dict[str, tuple[np.ndarray, dict]] | None = None
+        self.keys: dict[str, int] = {}
+        self.next_key = 0
 
     def teardown(self) -> None:
         shutil.rmtree(getattr(self, "tmp", "/nonexistent"), ignore_errors=True)
@@ -75,6 +78,8 @@ class EngineVsModel(RuleBasedStateMachine):
         metas = [{"seed": seed + i} for i in range(len(ids))]
         self.eng.add(vecs, ids=ids, metadata=metas)
         for i, t in enumerate(ids):
+            if t not in self.model:
+                self.keys[t], self.next_key = self.next_key, self.next_key + 1
             self.model[t] = (vecs[i], metas[i])
 
     @precondition(lambda self: self.model)
@@ -90,7 +95,7 @@ class EngineVsModel(RuleBasedStateMachine):
         res = self.eng.search(q[None, :], k=k)
         ids = sorted(self.model)
         d2 = [float(((self.model[t][0].astype(np.float64) - q) ** 2).sum()) for t in ids]
-        order = sorted(range(len(ids)), key=lambda i: (d2[i], ids[i]))[:k]
+        order = sorted(range(len(ids)), key=lambda i: (d2[i], self.keys[ids[i]]))[:k]
         got = [t for t in res.ids[0].tolist() if t is not None]
         assert got == [ids[i] for i in order]
         assert np.allclose(res.scores[0][: len(got)], [d2[i] for i in order], rtol=1e-4, atol=1e-4)
@@ -103,12 +108,15 @@ class EngineVsModel(RuleBasedStateMachine):
     def persist(self) -> None:
         self.lab.commit(self.eng)
         self.committed = dict(self.model)
+        self.committed_keys = (dict(self.keys), self.next_key)
 
     @precondition(lambda self: self.committed is not None)
     @rule()
     def load(self) -> None:
         self.eng = Lab(self.tmp / "lab").checkout("HEAD")
         self.model = dict(self.committed)
+        keys, self.next_key = self.committed_keys
+        self.keys = dict(keys)
 
     @invariant()
     def same_entries(self) -> None:
@@ -224,17 +232,54 @@ def test_metadata_arbitrary_bytes(raw):
         decode_metadata(raw)
 
 
+@pytest.fixture(scope="module")
+def rich_meta() -> bytes:
+    """Metadata with every column non-empty (expiries, overlays, str and int ids)."""
+    eng = OluoEngine(DIM, M=8)
+    eng.add(np.stack([_vec(i) for i in range(6)]), ids=list(range(6)), metadata={"a": [1.5]})
+    eng.handle(
+        Ingest(
+            np.stack([_vec(i) for i in range(6, 9)]),
+            ["x", "y", 2**70],
+            [{"b": b"\x00"}, {}, {"c": {"d": None}}],
+            IndexLightweight(60),
+            1234,
+            overlays=[["o1"], [], ["o2", "o3"]],
+        )
+    )
+    return eng.compact().metadata_bytes
+
+
 @FUZZ
-@given(st.integers(0, 7), json_values)
-def test_metadata_field_replaced(valid, which, value):
-    doc = cbor2.loads(valid[2].metadata_bytes)
+@given(st.integers(0, 17), json_values | st.binary(max_size=40))
+def test_metadata_field_replaced(rich_meta, which, value):
+    doc = cbor2.loads(rich_meta)
     keys = sorted(doc)
     if which < len(keys):
         doc[keys[which]] = value
-    else:
-        doc["entries"][0][which % 8] = value
+    else:  # one of the 11 entry columns
+        cols = doc["entry_columns"]
+        cols[sorted(cols)[which - len(keys)]] = value
     with contextlib.suppress(SnapshotDecodeError):  # the documented errors only
-        decode_metadata(cbor2.dumps(doc, canonical=True))
+        decode_metadata(cbor2.dumps(doc, canonical=True)).check_entries()
+
+
+@FUZZ
+@given(st.integers(0, 10), st.integers(0, 2**16), st.binary(min_size=1, max_size=3))
+def test_metadata_column_bytes_damaged(rich_meta, which, at, junk):
+    """A byte-level change inside one column: SnapshotDecodeError, at decode or when the
+    entries are checked (what Lab.verify does), never another exception."""
+    doc = cbor2.loads(rich_meta)
+    cols = doc["entry_columns"]
+    name = sorted(cols)[which]
+    if type(cols[name]) is not bytes or not cols[name]:
+        return
+    b = bytearray(cols[name])
+    i = at % len(b)
+    b[i : i + len(junk)] = junk
+    cols[name] = bytes(b)
+    with contextlib.suppress(SnapshotDecodeError):
+        decode_metadata(cbor2.dumps(doc, canonical=True)).check_entries()
 
 
 @FUZZ

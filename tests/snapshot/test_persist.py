@@ -57,6 +57,29 @@ def test_round_trip_identical_ids_order_scores_metadata(lab_dir, engine_and_vect
     assert_same_answers(eng, restored, x[:50])
 
 
+def test_loaded_engine_maps_the_base_file_and_keeps_working(lab_dir, engine_and_vectors):
+    """load_snapshot maps the verified base file (as after CompactComplete) instead of
+    copying the index; the engine then changes, compacts and persists like the original."""
+    d, store = lab_dir
+    eng, x = engine_and_vectors
+    snap, _ = persist(eng, d, store)
+    restored, base_path, gen = load_snapshot(d, store)
+    assert restored._index.base_mapped
+    assert restored.current_snapshot() == eng.current_snapshot()
+    restored.compact_complete(str(base_path), gen)  # the digest handed over is the file's
+    more = x[:5] + 0.5
+    for e in (eng, restored):
+        e.delete(["w0", "w1"])
+        e.add(more, ids=["m0", "m1", "m2", "m3", "m4"])
+    assert_same_answers(eng, restored, x[:50])
+    s1, s2 = eng.compact(), restored.compact()
+    assert s1 == s2 and s1.generation == snap.generation + 1
+    persist_snapshot(d, store, s2.index_bytes, s2.metadata_bytes, s2.key_counter, s2.generation)
+    again, _, _ = load_snapshot(d, store)
+    assert again.entries() == eng.entries()
+    assert_same_answers(eng, again, x[:50])
+
+
 def test_head_and_base_created_and_fresh_start_is_none(lab_dir, engine_and_vectors):
     d, store = lab_dir
     assert load_snapshot(d, store) is None
