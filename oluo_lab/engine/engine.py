@@ -108,6 +108,12 @@ class OluoEngine:
 
     ``metric="hamming"``: ``dim`` is the number of bits (a multiple of 8) and
     vectors are packed bits, uint8 arrays of shape (n, dim // 8).
+
+    ``build_threads``: faiss threads used by compactions. The default 1 makes the
+    graph, hence the snapshot bytes and CIDs, a pure function of the operations;
+    more threads build faster but HNSW insertion order then varies between runs,
+    so the graph bytes (and search results near ties) are **not deterministic**.
+    Not stored in snapshots.
     """
 
     def __init__(
@@ -120,6 +126,7 @@ class OluoEngine:
         ef_search: int = 64,
         *,
         on_snapshot: Callable[[PersistSnapshot], None] | None = None,
+        build_threads: int = 1,
     ) -> None:
         if metric not in METRICS:
             raise UnknownMetric(f"unknown metric {metric!r}; choose one of {list(METRICS)}")
@@ -134,11 +141,13 @@ class OluoEngine:
             )
         if metric == "hamming" and int(dim) % 8:
             raise InvalidEvent(f"hamming dim is a bit count and must be a multiple of 8, got {dim}")
+        if not _is_int(build_threads) or int(build_threads) <= 0:
+            raise InvalidEvent(f"build_threads must be a positive int, got {build_threads!r}")
         self.config = IndexConfig(int(dim), metric, int(M), int(ef_construction), int(ef_search))
         self.compact_threshold = int(compact_threshold)
         self.on_snapshot = on_snapshot
         self.pending_snapshots: list[PersistSnapshot] = []
-        self._index = CompoundIndex(self.config)
+        self._index = CompoundIndex(self.config, build_threads=int(build_threads))
         self._entries: dict[int, EntryMetadata] = {}
         self._target_key: dict[Target, int] = {}
         self._expiring: dict[int, int] = {}
@@ -524,7 +533,7 @@ class OluoEngine:
             return None
         data = idx._serialize(idx.base)
         meta = encode_metadata(
-            self.config.as_dict(), self._key_counter, self._generation, self._entries
+            self.config.as_dict(), self._key_counter, self._generation, self._entries, idx.base_keys
         )
         return PersistSnapshot(data, meta, self._key_counter, self._generation)
 
@@ -553,7 +562,7 @@ class OluoEngine:
                 f"new base has {len(keys)} vectors for {len(self._entries)} entries"
             )
         gen = self._generation + 1
-        meta = encode_metadata(self.config.as_dict(), self._key_counter, gen, self._entries)
+        meta = encode_metadata(self.config.as_dict(), self._key_counter, gen, self._entries, keys)
         self._index.install(ix, data, keys, scopes)
         self._generation = gen
         self._has_compacted = True
@@ -576,12 +585,14 @@ class OluoEngine:
         compact_threshold: int = 1000,
         *,
         on_snapshot: Callable[[PersistSnapshot], None] | None = None,
+        build_threads: int = 1,
     ) -> OluoEngine:
         """Rebuild an engine from a PersistSnapshot's parts.
 
         The configuration (dim, metric, M, efConstruction, efSearch) is read from
         the metadata, not from defaults. The index must match it and hold exactly
-        one vector per entry, in key order. ``key_counter`` is clamped to
+        one vector per entry, in key order or in the metadata's ``row_order``
+        (version 2, a renumbered rebuild). ``key_counter`` is clamped to
         ``> max key``; duplicate ids are rejected; the next compaction is
         ``generation + 1`` and a ``CompactComplete(path, generation)`` is accepted.
         Raises :class:`EngineRestoreFailed` (or its subclass SnapshotDecodeError).
@@ -600,6 +611,7 @@ class OluoEngine:
                 cfg["ef_construction"],
                 cfg["ef_search"],
                 on_snapshot=on_snapshot,
+                build_threads=build_threads,
             )
         except EngineInputError as exc:
             raise EngineRestoreFailed(f"snapshot config is invalid: {exc}") from exc
@@ -618,10 +630,10 @@ class OluoEngine:
                     f"snapshot contains duplicate id {e.target!r} (keys {seen[e.target]} and {key})"
                 )
             seen[e.target] = key
-        keys = np.asarray(sorted(entries), np.int64)
+        keys = meta.row_keys()  # the key at each index position
         scopes = np.asarray([int(entries[k].scope) for k in keys.tolist()], np.int8)
         eng._index.install(ix, index_bytes, keys, scopes)
-        max_key = int(keys[-1]) if len(keys) else -1
+        max_key = int(keys.max()) if len(keys) else -1
         eng._key_counter = max(int(key_counter), max_key + 1)
         eng._generation = int(generation)
         eng._has_compacted = True

@@ -8,7 +8,14 @@ written by ``cbor2.dumps(obj, canonical=True)``)::
      "config": {"dim", "metric", "M", "ef_construction", "ef_search", "faiss_version"},
      "key_counter": int, "generation": int,
      "entries": [[key, target, scope, privacy_tier, expires_at, ingested_at_ms,
-                  overlays, metadata], ...]}          # sorted by key
+                  overlays, metadata], ...],          # sorted by key
+     "row_order": bytes}                              # version 2 only
+
+Version 1: index position ``i`` holds the ``i``-th entry (ascending key order).
+Version 2 (written only when that is not so, i.e. after the engine renumbered a
+rebuilt index for cache locality): ``row_order`` is little-endian uint32, one per
+index position, the position of that row's entry in ``entries``; a permutation
+that is not the identity.
 
 Caller metadata is restricted to values that CBOR round-trips exactly: None,
 bool, int, float (not NaN), str, bytes, list, and dict with str keys. Tuples,
@@ -34,6 +41,7 @@ from .events import EntryMetadata, PrivacyTier, Scope, Target
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "FORMAT_VERSIONS",
     "DecodedMetadata",
     "encode_metadata",
     "decode_metadata",
@@ -42,7 +50,9 @@ __all__ = [
 ]
 
 FORMAT_NAME = "oluo-engine-metadata"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: versions the decoder accepts (1: index rows in key order, no ``row_order``)
+FORMAT_VERSIONS = (1, 2)
 _MAX_DEPTH = 64
 CONFIG_FIELDS = ("dim", "metric", "M", "ef_construction", "ef_search", "faiss_version")
 
@@ -104,12 +114,22 @@ def normalize_metadata(meta: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class DecodedMetadata:
-    """The decoded content of metadata bytes."""
+    """The decoded content of metadata bytes.
+
+    ``row_order`` (None: ascending key order) gives, for each index position, the
+    position of its entry in ascending key order; :meth:`row_keys` applies it.
+    """
 
     config: dict[str, Any]
     key_counter: int
     generation: int
     entries: dict[int, EntryMetadata]
+    row_order: np.ndarray | None = None
+
+    def row_keys(self) -> np.ndarray:
+        """The key held at each index position (int64)."""
+        keys = np.asarray(sorted(self.entries), np.int64)
+        return keys if self.row_order is None else keys[self.row_order]
 
     def __repr__(self) -> str:
         return (
@@ -131,21 +151,49 @@ def _entry_row(key: int, e: EntryMetadata) -> list[Any]:
     ]
 
 
+def _row_order(sorted_keys: np.ndarray, row_keys: np.ndarray | None) -> np.ndarray | None:
+    """Positions in ``sorted_keys`` of ``row_keys`` (None when they are the same array)."""
+    if row_keys is None:
+        return None
+    row_keys = np.asarray(row_keys, np.int64)
+    if len(row_keys) != len(sorted_keys):
+        raise ValueError(f"row_keys has {len(row_keys)} keys for {len(sorted_keys)} entries")
+    if np.array_equal(row_keys, sorted_keys):
+        return None
+    pos = np.searchsorted(sorted_keys, row_keys)
+    ok = pos < len(sorted_keys)
+    ok[ok] = sorted_keys[pos[ok]] == row_keys[ok]
+    if not ok.all() or len(np.unique(pos)) != len(pos):
+        raise ValueError("row_keys is not a permutation of the entry keys")
+    return pos
+
+
 def encode_metadata(
     config: Mapping[str, Any],
     key_counter: int,
     generation: int,
     entries: Mapping[int, EntryMetadata],
+    row_keys: np.ndarray | None = None,
 ) -> bytes:
-    """Encode the metadata table canonically (entries sorted by key; deterministic bytes)."""
+    """Encode the metadata table canonically (entries sorted by key; deterministic bytes).
+
+    ``row_keys``: the key at each index position, when the index is not in ascending
+    key order (the engine renumbers rebuilt indexes); written as version 2's
+    ``row_order``. Key order (or None) writes version 1, byte for byte as before.
+    """
+    order = sorted(entries)
     doc = {
         "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
+        "version": 1,
         "config": {k: config[k] for k in CONFIG_FIELDS},
         "key_counter": int(key_counter),
         "generation": int(generation),
-        "entries": [_entry_row(k, entries[k]) for k in sorted(entries)],
+        "entries": [_entry_row(k, entries[k]) for k in order],
     }
+    pos = _row_order(np.asarray(order, np.int64), row_keys)
+    if pos is not None:
+        doc["version"] = 2
+        doc["row_order"] = pos.astype("<u4").tobytes()
     return cbor2.dumps(doc, canonical=True)
 
 
@@ -187,11 +235,18 @@ def decode_metadata(data: bytes | bytearray | memoryview | Mapping[str, Any]) ->
         raise _fail("top level is not a map")
     if doc.get("format") != FORMAT_NAME:
         raise _fail(f"format is {doc.get('format')!r}, expected {FORMAT_NAME!r}")
-    if doc.get("version") != FORMAT_VERSION:
-        raise _fail(f"unsupported version {doc.get('version')!r}")
-    missing = {"config", "key_counter", "generation", "entries"} - set(doc)
+    version = doc.get("version")
+    if version not in FORMAT_VERSIONS or isinstance(version, bool):
+        raise _fail(f"unsupported version {version!r}")
+    fields = {"format", "version", "config", "key_counter", "generation", "entries"}
+    if version == 2:
+        fields.add("row_order")
+    missing = fields - set(doc)
     if missing:
         raise _fail(f"missing fields {sorted(missing)}")
+    extra = set(doc) - fields
+    if extra:
+        raise _fail(f"unknown fields {sorted(map(str, extra))} in version {version}")
     config = doc["config"]
     if not isinstance(config, Mapping) or set(config) != set(CONFIG_FIELDS):
         raise _fail(f"config must have exactly the fields {list(CONFIG_FIELDS)}")
@@ -237,4 +292,15 @@ def decode_metadata(data: bytes | bytearray | memoryview | Mapping[str, Any]) ->
             scope=Scope(scope),
             overlays=tuple(overlays),
         )
-    return DecodedMetadata(dict(config), kc, gen, entries)
+    row_order = None
+    if version == 2:
+        raw_order = doc["row_order"]
+        n = len(entries)
+        if not isinstance(raw_order, bytes) or len(raw_order) != 4 * n:
+            raise _fail(f"row_order must be {4 * n} bytes (uint32 per entry)")
+        row_order = np.frombuffer(raw_order, "<u4").astype(np.int64)
+        if n and (row_order.max() >= n or (np.bincount(row_order, minlength=n) != 1).any()):
+            raise _fail("row_order is not a permutation of the entries")
+        if (row_order == np.arange(n)).all():
+            raise _fail("row_order is the identity (that state is written as version 1)")
+    return DecodedMetadata(dict(config), kc, gen, entries, row_order)

@@ -194,7 +194,8 @@ def test_restore_rejects_bad_snapshots():
     dup = dict(doc, entries=[[i, "a", *row[2:]] for i, row in enumerate(doc["entries"])])
     with pytest.raises(EngineRestoreFailed, match="duplicate id"):
         OluoEngine.from_snapshot(ib, dup, kc, g)
-    fewer = dict(doc, entries=doc["entries"][:3])
+    v1 = {f: v for f, v in doc.items() if f != "row_order"} | {"version": 1}
+    fewer = dict(v1, entries=doc["entries"][:3])
     with pytest.raises(EngineRestoreFailed, match="4 vectors but the metadata has 3"):
         OluoEngine.from_snapshot(ib, fewer, kc, g)
     for field, value in (
@@ -216,4 +217,4 @@ def test_restore_rejects_bad_snapshots():
     with pytest.raises(SnapshotDecodeError):
         OluoEngine.from_snapshot(ib, mb[:-3], kc, g)
     with pytest.raises(SnapshotDecodeError, match="version"):
-        OluoEngine.from_snapshot(ib, dict(doc, version=2), kc, g)
+        OluoEngine.from_snapshot(ib, dict(doc, version=3), kc, g)
