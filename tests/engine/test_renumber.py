@@ -162,3 +162,28 @@ def test_build_threads_option():
     )
     q = make_vectors("l2", 20, DIM, seed=2)
     assert back.search(q, k=5).ids.tolist() == eng.search(q, k=5).ids.tolist()
+
+
+V2_HEX = (
+    "a766636f6e666967a6614d106364696d04666d6574726963626c326965665f73"
+    "656172636818406d66616973735f76657273696f6e66312e31352e316f65665f"
+    "636f6e737472756374696f6e188066666f726d6174746f6c756f2d656e67696e"
+    "652d6d6574616461746167656e747269657382880061610200f60580a2616e01"
+    "64776f72646374686588030700011923280681627031a06776657273696f6e02"
+    "69726f775f6f726465724801000000000000006a67656e65726174696f6e016b"
+    "6b65795f636f756e74657204"
+)
+
+
+def test_v2_test_vector_is_pinned_and_in_format_doc():
+    from pathlib import Path
+
+    from test_snapshot import CFG, ENTRIES
+
+    data = encode_metadata(CFG, 4, 1, ENTRIES, np.array([3, 0]))
+    assert data.hex() == V2_HEX
+    dec = decode_metadata(data)
+    assert dec.entries == ENTRIES and dec.row_keys().tolist() == [3, 0]
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "FORMAT.md").read_text()
+    section = doc.split("<!-- section:engine -->")[1].split("<!-- /section:engine -->")[0]
+    assert V2_HEX in "".join(section.split())
