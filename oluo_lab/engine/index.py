@@ -141,18 +141,22 @@ def locality_order(ix: object) -> np.ndarray:
     width = h.nb_neighbors(0)
     level0 = nbrs[offsets[:n, None] + np.arange(width)[None, :]]  # level 0 comes first
     seen = np.zeros(n, bool)
+    first = np.empty(n, np.int64)  # scratch: first index of a node in the candidate list
     order = []
     frontier = np.array([max(int(h.entry_point), 0)], np.int64)
     seen[frontier] = True
     while len(frontier):
         order.append(frontier)
-        nxt = level0[frontier].ravel()
+        nxt = level0[frontier].ravel().astype(np.int64)
         nxt = nxt[nxt >= 0]
-        nxt, first = np.unique(nxt, return_index=True)
-        nxt = nxt[np.argsort(first, kind="stable")]  # discovery order
         nxt = nxt[~seen[nxt]]
+        # keep each node's first occurrence, in discovery order (no sort): writing the
+        # indices in reverse leaves the smallest index of every node in `first`
+        idx = np.arange(len(nxt))
+        first[nxt[::-1]] = idx[::-1]
+        nxt = nxt[first[nxt] == idx]
         seen[nxt] = True
-        frontier = nxt.astype(np.int64)
+        frontier = nxt
     order.append(np.nonzero(~seen)[0])
     return np.ascontiguousarray(np.concatenate(order), dtype=np.int64)
 
