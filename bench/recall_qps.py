@@ -41,7 +41,6 @@ from oluo_lab.bench import (  # noqa: E402
     ground_truth,
     sweep,
 )
-from oluo_lab.bench.results import qps_at_recall  # noqa: E402
 from oluo_lab.bench.runner import release, timed_build  # noqa: E402
 
 LIBS = ["oluo_lab", "faiss", "faiss-bfs", "hnswlib", "usearch"]
@@ -223,14 +222,23 @@ def main() -> None:
     print(f"wall {time.perf_counter() - t0:.0f}s")
 
 
+def best_qps_at(frame: pd.DataFrame, target: float, rc: str, qcol: str) -> pd.Series:
+    """Best ``qcol`` of each (library, index) among rows with ``rc >= target`` (NaN if none)."""
+    out = {}
+    for key, g in frame.groupby(["library", "index"], sort=True):
+        ok = g[g[rc] >= target]
+        out[key] = float(ok[qcol].max()) if len(ok) else float("nan")
+    return pd.Series(out, dtype=float)
+
+
 def per_peer_ratios(
-    frame: pd.DataFrame, targets: tuple[float, ...] = (0.90, 0.95, 0.99)
+    frame: pd.DataFrame, qcol: str = "qps", targets: tuple[float, ...] = (0.90, 0.95, 0.99)
 ) -> pd.DataFrame:
-    """oluo_lab's best QPS at recall >= target over each peer's (library, index), both
-    recall columns; '-' where a side never reaches the target."""
+    """oluo_lab's best ``qcol`` at recall >= target over each peer's (library, index), for
+    both recall columns; '-' where a side never reaches the target."""
     rows = []
     for rc in ("recall", "recall_distance"):
-        at = {t: qps_at_recall(frame, t, rc) for t in targets}
+        at = {t: best_qps_at(frame, t, rc, qcol) for t in targets}
         for key in at[targets[0]].index:
             if key[0] == "oluo_lab":
                 continue
@@ -282,11 +290,14 @@ def render(args: argparse.Namespace, results: BenchResults, out_csv: Path) -> No
         "recall",
         "recall_distance",
         "qps",
+        "qps_cpu",
         "p50_ms",
         "p95_ms",
         "p99_ms",
     ]
-    print(md_table(f[cols], {"qps": ".0f", "p50_ms": ".3f", "p95_ms": ".3f", "p99_ms": ".3f"}))
+    cols = [c for c in cols if c in f.columns]  # older CSVs have no qps_cpu
+    fmt = {"qps": ".0f", "qps_cpu": ".0f", "p50_ms": ".3f", "p95_ms": ".3f", "p99_ms": ".3f"}
+    print(md_table(f[cols], fmt))
     print("\n## Pareto frontier (recall by ids)\n")
     front = results.pareto()[
         ["library", "index", "M", "ef_search", "recall", "recall_distance", "qps"]
@@ -302,6 +313,9 @@ def render(args: argparse.Namespace, results: BenchResults, out_csv: Path) -> No
         )
     print("\n## oluo_lab QPS / each peer's QPS at recall >= target (best point of each)\n")
     print(md_table(per_peer_ratios(results.frame), {}))
+    if "qps_cpu" in f.columns:
+        print("\n## Same with qps_cpu (queries per CPU second x threads; load-robust)\n")
+        print(md_table(per_peer_ratios(results.frame, "qps_cpu"), {}))
     print("\n## Builds\n")
     builds = (
         f.groupby(["library", "index", "M", "ef_construction"], sort=True)
