@@ -99,8 +99,10 @@ def sweep(
     ``libraries`` are adapter names (see :data:`oluo_lab.bench.runner.ADAPTERS`) or
     factories ``f(threads) -> adapter``. ``metric`` defaults to the dataset's; other
     metrics get their exact ground truth through ``cache``. ``threads`` is used by every
-    library for building (except the engine, whose build is single-threaded by design)
-    and for batch search. ``run`` labels the rows (e.g. one label per machine or commit).
+    library for building (except the engine's default ``oluo_lab``, whose build is
+    single-threaded by design; ``oluo_lab-mt`` uses ``threads``) and for batch search. ``run`` labels the rows (e.g. one label per machine or commit).
+    Besides the standard columns every row has ``qps_cpu``: queries per CPU second of this
+    process times ``threads`` (best of the same runs), a load-robust companion of ``qps``.
     """
     if k > dataset.k:
         raise ValueError(f"k={k} exceeds the dataset's ground truth depth {dataset.k}")
