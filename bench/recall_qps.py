@@ -35,6 +35,7 @@ from oluo_lab.bench import (  # noqa: E402
     BenchResults,
     FaissHNSWAdapter,
     GroundTruthCache,
+    OluoAdapter,
     environment,
     glove_sample,
     ground_truth,
@@ -126,11 +127,22 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--M", type=int, nargs="+", default=[16])
     ap.add_argument("--efc", type=int, nargs="+", default=[128])
-    ap.add_argument("--ef", type=int, nargs="+", default=[16, 32, 64, 96, 128, 192, 256])
+    ap.add_argument(
+        "--ef",
+        type=int,
+        nargs="+",
+        default=[16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 256, 384],
+        help="efSearch grid, the same for every library (dense near recall 0.95)",
+    )
     ap.add_argument("--libraries", nargs="+", default=LIBS)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--latency-queries", type=int, default=1000)
     ap.add_argument("--faiss-1thread", action="store_true", help="also time a 1-thread faiss build")
+    ap.add_argument(
+        "--oluo-mt-build",
+        action="store_true",
+        help="also time the engine's opt-in --threads build (build_threads; not deterministic)",
+    )
     ap.add_argument("--label", default=None, help="output file label")
     ap.add_argument("--from-csv", default=None, help="re-render tables/plot from a saved run")
     args = ap.parse_args()
@@ -182,6 +194,25 @@ def main() -> None:
                     }
                 )
                 print(f"  built faiss HNSWFlat with 1 thread M={m} efC={efc} in {s:.1f}s")
+    if args.oluo_mt_build and args.threads > 1:
+        for m in args.M:
+            for efc in args.efc:
+                a = OluoAdapter(threads=args.threads, build_threads=args.threads)
+                s = timed_build(
+                    a, data.base, {"metric": data.metric, "M": m, "ef_construction": efc}
+                )
+                release(a)
+                extra_builds.append(
+                    {
+                        "library": "oluo_lab",
+                        "index": a.index,
+                        "M": m,
+                        "ef_construction": efc,
+                        "build_s": s,
+                        "threads": args.threads,
+                    }
+                )
+                print(f"  built {a.index} M={m} efC={efc} in {s:.1f}s")
 
     out_csv = ROOT / "bench" / "results" / f"recall_qps-{label}.csv"
     out_csv.parent.mkdir(parents=True, exist_ok=True)
@@ -189,6 +220,36 @@ def main() -> None:
     out_csv.with_suffix(".builds.json").write_text(json.dumps(extra_builds, indent=1) + "\n")
     render(args, results, out_csv)
     print(f"wall {time.perf_counter() - t0:.0f}s")
+
+
+def best_qps_at(frame: pd.DataFrame, target: float, rc: str, qcol: str) -> pd.Series:
+    """Best ``qcol`` of each (library, index) among rows with ``rc >= target`` (NaN if none)."""
+    out = {}
+    for key, g in frame.groupby(["library", "index"], sort=True):
+        ok = g[g[rc] >= target]
+        out[key] = float(ok[qcol].max()) if len(ok) else float("nan")
+    return pd.Series(out, dtype=float)
+
+
+def per_peer_ratios(
+    frame: pd.DataFrame, qcol: str = "qps", targets: tuple[float, ...] = (0.90, 0.95, 0.99)
+) -> pd.DataFrame:
+    """oluo_lab's best ``qcol`` at recall >= target over each peer's (library, index), for
+    both recall columns; '-' where a side never reaches the target."""
+    rows = []
+    for rc in ("recall", "recall_distance"):
+        at = {t: best_qps_at(frame, t, rc, qcol) for t in targets}
+        for key in at[targets[0]].index:
+            if key[0] == "oluo_lab":
+                continue
+            row = {"recall column": rc, "peer": f"{key[0]} {key[1]}"}
+            for t in targets:
+                mine = at[t][[k for k in at[t].index if k[0] == "oluo_lab"]].max()
+                theirs = at[t][key]
+                ok = mine == mine and theirs == theirs and theirs > 0
+                row[f"ratio @{t:.2f}"] = f"{mine / theirs:.2f}" if ok else "-"
+            rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def render(args: argparse.Namespace, results: BenchResults, out_csv: Path) -> None:
@@ -229,11 +290,14 @@ def render(args: argparse.Namespace, results: BenchResults, out_csv: Path) -> No
         "recall",
         "recall_distance",
         "qps",
+        "qps_cpu",
         "p50_ms",
         "p95_ms",
         "p99_ms",
     ]
-    print(md_table(f[cols], {"qps": ".0f", "p50_ms": ".3f", "p95_ms": ".3f", "p99_ms": ".3f"}))
+    cols = [c for c in cols if c in f.columns]  # older CSVs have no qps_cpu
+    fmt = {"qps": ".0f", "qps_cpu": ".0f", "p50_ms": ".3f", "p95_ms": ".3f", "p99_ms": ".3f"}
+    print(md_table(f[cols], fmt))
     print("\n## Pareto frontier (recall by ids)\n")
     front = results.pareto()[
         ["library", "index", "M", "ef_search", "recall", "recall_distance", "qps"]
@@ -247,6 +311,11 @@ def render(args: argparse.Namespace, results: BenchResults, out_csv: Path) -> No
                 {"oluo_lab_qps": ".0f", "best_peer_qps": ".0f", "ratio": ".3f"},
             )
         )
+    print("\n## oluo_lab QPS / each peer's QPS at recall >= target (best point of each)\n")
+    print(md_table(per_peer_ratios(results.frame), {}))
+    if "qps_cpu" in f.columns:
+        print("\n## Same with qps_cpu (queries per CPU second x threads; load-robust)\n")
+        print(md_table(per_peer_ratios(results.frame, "qps_cpu"), {}))
     print("\n## Builds\n")
     builds = (
         f.groupby(["library", "index", "M", "ef_construction"], sort=True)
@@ -258,13 +327,27 @@ def render(args: argparse.Namespace, results: BenchResults, out_csv: Path) -> No
         )
         .reset_index()
     )
-    builds.loc[builds["library"] == "oluo_lab", "threads"] = 1  # deterministic single-thread build
+    # the engine's default build is its deterministic single-thread compaction
+    builds.loc[builds["index"] == "OluoEngine", "threads"] = 1
     if extra_builds:
         builds = pd.concat([builds, pd.DataFrame(extra_builds)], ignore_index=True)
     faiss_s = builds[(builds["library"] == "faiss") & (builds["index"] == "HNSWFlat")]["build_s"]
     if len(faiss_s):
         builds["vs_faiss_HNSWFlat"] = builds["build_s"] / float(faiss_s.iloc[0])
-    print(md_table(builds, {"build_s": ".1f", "vs_faiss_HNSWFlat": ".2f"}))
+    # same thread count: each build over raw faiss HNSWFlat built with as many threads
+    same = {}
+    for rec in builds.itertuples(index=False):
+        if rec.library == "faiss" and str(rec.index) in ("HNSWFlat", "HNSWFlat (1 thread)"):
+            same.setdefault(int(rec.threads), float(rec.build_s))
+    builds["vs_faiss_same_threads"] = [
+        b / same[int(t)] if int(t) in same else float("nan")
+        for b, t in zip(builds["build_s"], builds["threads"], strict=True)
+    ]
+    print(
+        md_table(
+            builds, {"build_s": ".1f", "vs_faiss_HNSWFlat": ".2f", "vs_faiss_same_threads": ".2f"}
+        )
+    )
     print(f"\nplot: {img.relative_to(ROOT)} ({how}); csv: {out_csv.relative_to(ROOT)}")
 
 

@@ -342,7 +342,9 @@ class BenchResults:
                 f.attrs["best_search_time"] = float(best)
                 f.attrs["run_count"] = 1
                 f.attrs["expect_extra"] = False
-                for c in COLUMNS:
+                columns = list(self.frame.columns)  # COLUMNS, then extras such as qps_cpu
+                f.attrs["oluo_columns"] = json.dumps(columns)
+                for c in columns:
                     v = row[c]
                     f.attrs[f"oluo_{c}"] = v if isinstance(v, str) else float(v)
                 if answers is not None:
@@ -367,7 +369,9 @@ class BenchResults:
         for fn in files:
             with h5py.File(fn, "r") as f:
                 row = {}
-                for c in COLUMNS:
+                names = f.attrs.get("oluo_columns")
+                columns = json.loads(names) if names is not None else COLUMNS
+                for c in columns:
                     v = f.attrs[f"oluo_{c}"]
                     row[c] = v.decode() if isinstance(v, bytes) else v
                 if "neighbors" in f:
@@ -379,7 +383,7 @@ class BenchResults:
                 rows.append(row)
         if not rows:
             raise FileNotFoundError(f"no ann-benchmarks result files under {directory}")
-        frame = pd.DataFrame(rows, columns=COLUMNS)
+        frame = pd.DataFrame(rows, columns=list(rows[0]))
         return cls(frame, {}, {}, answers)
 
     # ------------------------------------------------------------------ summaries

@@ -136,7 +136,7 @@ class _Base:
 
     def close(self) -> None:
         for name in list(vars(self)):
-            if name not in ("threads", "metric", "params"):
+            if name not in ("threads", "metric", "params", "build_threads", "library", "index"):
                 setattr(self, name, None)
 
     def __repr__(self) -> str:
@@ -171,11 +171,19 @@ class BruteForceAdapter(_Base):
 
 
 class OluoAdapter(_Base):
-    """oluo_lab's :class:`~oluo_lab.engine.OluoEngine`: add everything, compact once (the
-    engine's deterministic single-thread build), search through ``eng.search``."""
+    """oluo_lab's :class:`~oluo_lab.engine.OluoEngine`: add everything, compact once, search
+    through ``eng.search``. The build is the engine's compaction: by default its
+    deterministic single-thread build (``build_threads=1``); ``build_threads=N`` uses the
+    engine's opt-in N-thread build (faster, graph bytes not deterministic)."""
 
     library = "oluo_lab"
-    index = "OluoEngine"
+
+    def __init__(self, threads: int = 1, build_threads: int = 1) -> None:
+        super().__init__(threads)
+        self.build_threads = int(build_threads)
+        self.index = "OluoEngine" + (
+            f" ({self.build_threads} build threads)" if self.build_threads > 1 else ""
+        )
 
     def build(self, base: np.ndarray, params: dict[str, Any]) -> None:
         from ..engine import OluoEngine
@@ -189,6 +197,7 @@ class OluoAdapter(_Base):
             M=int(params["M"]),
             ef_construction=int(params["ef_construction"]),
             ef_search=int(params.get("ef_search", 64)),
+            build_threads=self.build_threads,
         )
         self.engine.add(base)
         self._snap = self.engine.compact()
@@ -296,30 +305,12 @@ class FaissHNSWAdapter(_Base):
 
 def bfs_order(index: Any) -> np.ndarray:
     """Breadth-first order (int64 permutation) of a faiss HNSW index's level-0 graph from
-    its entry point; nodes it cannot reach follow in their old order."""
-    import faiss
+    its entry point; nodes it cannot reach follow in their old order. The same order the
+    engine renumbers its rebuilt bases with (:func:`oluo_lab.engine.index.locality_order`).
+    """
+    from ..engine.index import locality_order
 
-    h = index.hnsw
-    n = index.ntotal
-    offsets = faiss.vector_to_array(h.offsets).astype(np.int64)
-    nbrs = faiss.vector_to_array(h.neighbors)
-    width = h.nb_neighbors(0)
-    level0 = nbrs[offsets[:n, None] + np.arange(width)[None, :]]  # level 0 comes first
-    seen = np.zeros(n, bool)
-    order = []
-    frontier = np.array([max(int(h.entry_point), 0)], np.int64)
-    seen[frontier] = True
-    while len(frontier):
-        order.append(frontier)
-        nxt = level0[frontier].ravel()
-        nxt = nxt[nxt >= 0]
-        nxt, first = np.unique(nxt, return_index=True)
-        nxt = nxt[np.argsort(first, kind="stable")]  # keep discovery order
-        nxt = nxt[~seen[nxt]]
-        seen[nxt] = True
-        frontier = nxt.astype(np.int64)
-    order.append(np.nonzero(~seen)[0])
-    return np.ascontiguousarray(np.concatenate(order), dtype=np.int64)
+    return locality_order(index)
 
 
 class HnswlibAdapter(_Base):
@@ -404,6 +395,7 @@ class UsearchAdapter(_Base):
 
 ADAPTERS: dict[str, Callable[..., Any]] = {
     "oluo_lab": OluoAdapter,
+    "oluo_lab-mt": lambda threads=1: OluoAdapter(threads, build_threads=threads),
     "faiss": FaissHNSWAdapter,
     "faiss-sq8-refine": lambda threads=1: FaissHNSWAdapter(threads, "HNSWSQ8", refine=4),
     "faiss-unbounded": lambda threads=1: FaissHNSWAdapter(threads, bounded_queue=False),

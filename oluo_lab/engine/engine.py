@@ -117,6 +117,12 @@ class OluoEngine:
 
     ``metric="hamming"``: ``dim`` is the number of bits (a multiple of 8) and
     vectors are packed bits, uint8 arrays of shape (n, dim // 8).
+
+    ``build_threads``: faiss threads used by compactions. The default 1 makes the
+    graph, hence the snapshot bytes and CIDs, a pure function of the operations;
+    more threads build faster but HNSW insertion order then varies between runs,
+    so the graph bytes (and search results near ties) are **not deterministic**.
+    Not stored in snapshots.
     """
 
     def __init__(
@@ -129,6 +135,7 @@ class OluoEngine:
         ef_search: int = 64,
         *,
         on_snapshot: Callable[[PersistSnapshot], None] | None = None,
+        build_threads: int = 1,
     ) -> None:
         if metric not in METRICS:
             raise UnknownMetric(f"unknown metric {metric!r}; choose one of {list(METRICS)}")
@@ -143,11 +150,13 @@ class OluoEngine:
             )
         if metric == "hamming" and int(dim) % 8:
             raise InvalidEvent(f"hamming dim is a bit count and must be a multiple of 8, got {dim}")
+        if not _is_int(build_threads) or int(build_threads) <= 0:
+            raise InvalidEvent(f"build_threads must be a positive int, got {build_threads!r}")
         self.config = IndexConfig(int(dim), metric, int(M), int(ef_construction), int(ef_search))
         self.compact_threshold = int(compact_threshold)
         self.on_snapshot = on_snapshot
         self.pending_snapshots: list[PersistSnapshot] = []
-        self._index = CompoundIndex(self.config)
+        self._index = CompoundIndex(self.config, build_threads=int(build_threads))
         # The entry table is columnar, indexed by key (the last slot is always empty so
         # that key -1 maps to "no entry"): caller id, scope (-1 = no live entry), privacy
         # tier, ingest time; ``_ent_by_key`` caches the EntryMetadata of a key, built
@@ -667,7 +676,7 @@ class OluoEngine:
         if idx.base is None or idx.delta_n or idx.n_dead:
             return None
         data = idx._serialize(idx.base)
-        meta = self._encode_metadata(self._generation)
+        meta = self._encode_metadata(self._generation, idx.base_keys)
         return PersistSnapshot(data, meta, self._key_counter, self._generation)
 
     def _metadata_columns(self) -> MetadataColumns:
@@ -723,10 +732,11 @@ class OluoEngine:
             metadata=blob,
         )
 
-    def _encode_metadata(self, generation: int) -> bytes:
-        return encode_columns(
-            self.config.as_dict(), self._key_counter, generation, self._metadata_columns()
-        )
+    def _encode_metadata(self, generation: int, row_keys: np.ndarray) -> bytes:
+        """Metadata bytes of the live entries; ``row_keys`` is the key at each position of
+        the base they describe (stored as ``row_order`` when not in key order)."""
+        cols = self._metadata_columns().with_row_keys(row_keys)
+        return encode_columns(self.config.as_dict(), self._key_counter, generation, cols)
 
     def renumber(self, generation: int) -> None:
         """Continue numbering from a later ``generation`` (never backwards): the next
@@ -751,7 +761,7 @@ class OluoEngine:
         if len(keys) != self._n_live:
             raise CompactionFailed(f"new base has {len(keys)} vectors for {self._n_live} entries")
         gen = self._generation + 1
-        meta = self._encode_metadata(gen)
+        meta = self._encode_metadata(gen, keys)
         self._index.install(ix, data, keys, scopes)
         self._generation = gen
         self._has_compacted = True
@@ -776,6 +786,7 @@ class OluoEngine:
         on_snapshot: Callable[[PersistSnapshot], None] | None = None,
         index_digest: bytes | None = None,
         base_path: str | None = None,
+        build_threads: int = 1,
     ) -> OluoEngine:
         """Rebuild an engine from a PersistSnapshot's parts.
 
@@ -788,7 +799,8 @@ class OluoEngine:
 
         The configuration (dim, metric, M, efConstruction, efSearch) is read from
         the metadata, not from defaults. The index must match it and hold exactly
-        one vector per entry, in key order. ``key_counter`` is clamped to
+        one vector per entry, in key order or in the metadata's ``row_order``
+        (version 2, a renumbered rebuild). ``key_counter`` is clamped to
         ``> max key``; duplicate ids are rejected; the next compaction is
         ``generation + 1`` and a ``CompactComplete(path, generation)`` is accepted.
         Raises :class:`EngineRestoreFailed` (or its subclass SnapshotDecodeError).
@@ -807,6 +819,7 @@ class OluoEngine:
                 cfg["ef_construction"],
                 cfg["ef_search"],
                 on_snapshot=on_snapshot,
+                build_threads=build_threads,
             )
         except EngineInputError as exc:
             raise EngineRestoreFailed(f"snapshot config is invalid: {exc}") from exc
@@ -829,9 +842,14 @@ class OluoEngine:
             raise EngineRestoreFailed(
                 f"index holds {ix.ntotal} vectors but the metadata has {n} entries"
             )
-        keys = cols.keys
+        keys = cols.keys  # entry rows, ascending key
+        row_keys, row_scopes = keys, cols.scope  # index positions
+        if cols.row_order is not None:
+            row_keys, row_scopes = keys[cols.row_order], cols.scope[cols.row_order]
+        eng._index.install(
+            ix, index_bytes, row_keys, row_scopes, digest=index_digest, mapped=mapped
+        )
         scopes = cols.scope
-        eng._index.install(ix, index_bytes, keys, scopes, digest=index_digest, mapped=mapped)
         max_key = int(keys[-1]) if n else -1
         eng._key_counter = max(int(key_counter), max_key + 1)
         eng._generation = int(generation)

@@ -2,9 +2,13 @@
 
 * **base**: ``faiss.IndexHNSWFlat`` (cosine/ip: inner product, l2: squared L2)
   or ``faiss.IndexBinaryHNSW`` (hamming over all bits of packed codes). Base
-  position ``i`` holds key ``base_keys[i]``; positions are in ascending key
-  order. Deleted, evicted and shadowed (re-ingested) positions are tombstoned in
-  ``base_alive`` and dropped by the next compaction.
+  position ``i`` holds key ``base_keys[i]``. A full rebuild renumbers the float
+  positions in breadth-first order of the new graph (:func:`locality_order`: graph
+  neighbours sit close in memory, so a search touches fewer cache lines); rows a
+  copy-on-write append adds follow in ascending key order, and the old positions
+  keep theirs. ``base_pos`` maps keys to positions through a sorted copy. Deleted,
+  evicted and shadowed (re-ingested) positions are tombstoned in ``base_alive`` and
+  dropped by the next compaction.
 * **delta**: NumPy rows searched exactly with ``faiss.knn`` / ``faiss.knn_hamming``.
   A key in the delta shadows its base position.
 
@@ -100,7 +104,14 @@ def _collapse_huge_pages(index: object) -> None:
         return
 
 
-__all__ = ["IndexConfig", "CompoundIndex", "METRICS", "EXACT_LIMIT", "LEVEL_SEED"]
+__all__ = [
+    "IndexConfig",
+    "CompoundIndex",
+    "METRICS",
+    "EXACT_LIMIT",
+    "LEVEL_SEED",
+    "locality_order",
+]
 
 METRICS = ("cosine", "l2", "ip", "hamming")
 #: allowed-base-position count at or below which filtered search is exact brute force
@@ -162,22 +173,68 @@ def _digest(data: bytes | memoryview) -> bytes:
     return blake3.blake3(data, max_threads=blake3.blake3.AUTO).digest()
 
 
-class _SingleThread:
-    """faiss builds with one OpenMP thread (deterministic graphs); restored afterwards."""
+class _BuildThreads:
+    """faiss builds with ``n`` OpenMP threads (1: deterministic graphs); restored afterwards."""
+
+    def __init__(self, n: int = 1) -> None:
+        self.n = int(n)
 
     def __enter__(self) -> None:
         self.prev = faiss.omp_get_max_threads()
-        faiss.omp_set_num_threads(1)
+        faiss.omp_set_num_threads(self.n)
 
     def __exit__(self, *exc: object) -> None:
         faiss.omp_set_num_threads(self.prev)
 
 
+def locality_order(ix: object) -> np.ndarray:
+    """Breadth-first order of an HNSW index's level-0 graph from its entry point.
+
+    Returns the int64 permutation ``perm`` for ``permute_entries`` (new position ``i``
+    holds old position ``perm[i]``). Neighbours are discovered in neighbour-list order
+    and nodes the search cannot reach from the entry point follow in their old order,
+    so the result is a pure function of the graph (deterministic). Renumbering this
+    way puts each node's neighbours near it in memory; a search then touches fewer
+    cache lines and pages (faiss search is ~1.1-1.5x faster at equal recall on GloVe).
+    """
+    h = ix.hnsw
+    n = int(ix.ntotal)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    offsets = faiss.vector_to_array(h.offsets).astype(np.int64)
+    nbrs = faiss.vector_to_array(h.neighbors)
+    width = h.nb_neighbors(0)
+    level0 = nbrs[offsets[:n, None] + np.arange(width)[None, :]]  # level 0 comes first
+    seen = np.zeros(n, bool)
+    first = np.empty(n, np.int64)  # scratch: first index of a node in the candidate list
+    order = []
+    frontier = np.array([max(int(h.entry_point), 0)], np.int64)
+    seen[frontier] = True
+    while len(frontier):
+        order.append(frontier)
+        nxt = level0[frontier].ravel().astype(np.int64)
+        nxt = nxt[nxt >= 0]
+        nxt = nxt[~seen[nxt]]
+        # keep each node's first occurrence, in discovery order (no sort): writing the
+        # indices in reverse leaves the smallest index of every node in `first`
+        idx = np.arange(len(nxt))
+        first[nxt[::-1]] = idx[::-1]
+        nxt = nxt[first[nxt] == idx]
+        seen[nxt] = True
+        frontier = nxt
+    order.append(np.nonzero(~seen)[0])
+    return np.ascontiguousarray(np.concatenate(order), dtype=np.int64)
+
+
 class CompoundIndex:
     """Base + delta + tombstones. Pure in-memory; the engine owns all policy."""
 
-    def __init__(self, config: IndexConfig) -> None:
+    def __init__(self, config: IndexConfig, build_threads: int = 1, reorder: bool = True) -> None:
         self.config = config
+        #: faiss threads for compaction builds; only 1 gives deterministic graph bytes
+        self.build_threads = int(build_threads)
+        #: renumber float bases in :func:`locality_order` on full rebuilds
+        self.reorder = bool(reorder)
         w = config.width
         self._vdtype = np.uint8 if config.binary else np.float32
         self._vdtype_obj = np.dtype(self._vdtype)
@@ -186,6 +243,8 @@ class CompoundIndex:
         self.base_mapped = False
         self.base_digest: bytes | None = None
         self.base_keys = np.zeros(0, np.int64)
+        self._keys_sorted = np.zeros(0, np.int64)  # base_keys ascending ...
+        self._keys_pos: np.ndarray | None = None  # ... and their positions (None: identity)
         self.base_alive = np.zeros(0, bool)
         self.base_scope = np.zeros(0, np.int8)
         self.n_dead = 0
@@ -310,9 +369,12 @@ class CompoundIndex:
 
     def base_pos(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Base positions of ``keys`` and a mask of which keys are alive in the base."""
-        pos = np.searchsorted(self.base_keys, keys)
-        ok = pos < len(self.base_keys)
-        ok[ok] = self.base_keys[pos[ok]] == keys[ok]
+        ks = self._keys_sorted
+        pos = np.searchsorted(ks, keys)
+        ok = pos < len(ks)
+        ok[ok] = ks[pos[ok]] == keys[ok]
+        if self._keys_pos is not None:
+            pos = np.where(ok, self._keys_pos[np.minimum(pos, max(len(ks) - 1, 0))], pos)
         ok[ok] = self.base_alive[pos[ok]]
         return pos, ok
 
@@ -677,9 +739,13 @@ class CompoundIndex:
     def compact(self) -> tuple[object, bytes, np.ndarray, np.ndarray]:
         """Build the next base without touching the current state.
 
-        Returns (index, index_bytes, keys, scopes); :meth:`install` makes it current.
-        Copy-on-write append when the base has no dead positions, else a rebuild
-        from the live vectors in key order. One faiss thread, reseeded level RNG.
+        Returns (index, index_bytes, keys, scopes) with ``keys[i]`` the key at position
+        ``i``; :meth:`install` makes it current. Copy-on-write append (new rows in key
+        order after the old ones, which keep their positions, so snapshots of the old
+        part dedupe) when the base has no dead positions, else a rebuild from the live
+        vectors inserted in key order, then renumbered by :func:`locality_order`
+        (float metrics). ``build_threads`` faiss threads (1: deterministic bytes),
+        level RNG reseeded from the row count.
         """
         n = self.delta_n
         order = np.argsort(self.delta_keys[:n], kind="stable")
@@ -689,7 +755,7 @@ class CompoundIndex:
         append = (
             self.base is not None
             and self.n_dead == 0
-            and (self.base_n == 0 or n == 0 or d_keys[0] > self.base_keys[-1])
+            and (self.base_n == 0 or n == 0 or d_keys[0] > self._keys_sorted[-1])
         )
         if append:
             if self.base_mapped:
@@ -714,8 +780,12 @@ class CompoundIndex:
             ix = self._new_index()
         if len(vecs):
             ix.hnsw.rng = faiss.RandomGenerator(LEVEL_SEED + int(ix.ntotal))
-            with _SingleThread():
+            with _BuildThreads(self.build_threads):
                 ix.add(vecs)
+        if not append and self.reorder and not self.config.binary and ix.ntotal > 1:
+            perm = locality_order(ix)
+            ix.permute_entries(perm)
+            keys, scopes = keys[perm], scopes[perm]
         data = self._serialize(ix)
         return ix, data, keys, scopes.astype(np.int8)
 
@@ -736,6 +806,11 @@ class CompoundIndex:
         self.base_mapped = mapped
         self.base_digest = _digest(data) if digest is None else digest
         self.base_keys = np.ascontiguousarray(keys, np.int64)
+        if len(keys) < 2 or bool((self.base_keys[1:] > self.base_keys[:-1]).all()):
+            self._keys_sorted, self._keys_pos = self.base_keys, None
+        else:
+            o = np.argsort(self.base_keys, kind="stable")
+            self._keys_sorted, self._keys_pos = self.base_keys[o], o
         self.base_alive = np.ones(len(keys), bool)
         self.base_scope = np.ascontiguousarray(scopes, np.int8)
         self.n_dead = 0

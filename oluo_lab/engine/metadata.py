@@ -10,15 +10,17 @@ restore builds no Python object per entry::
      "entries": n, "key_counter": int, "generation": int,
      "entry_columns": {"keys", "targets", "scope", "privacy_tier", "ingested_at_ms",
                        "expires_rows", "expires_at", "overlay_rows", "overlays",
-                       "metadata_ends", "metadata"}}
+                       "metadata_ends", "metadata"[, "row_order"]}}
 
 Fixed-width columns are little-endian byte strings; ``targets`` is a CBOR array;
 ``metadata`` concatenates one canonical CBOR map per entry (``metadata_ends`` holds
 each entry's end offset). Because the map keys sort length-first, every header field
 precedes ``entry_columns``: :func:`read_metadata_header` reads them without touching
-the entries. :func:`decode_metadata` validates every column with numpy; the caller's
-per-entry maps are decoded (strictly) on first access, or all at once by
-:meth:`DecodedMetadata.check_entries`. Version 1 (one CBOR array per entry) is still
+the entries. ``row_order`` (u32 per faiss index position: the row of the entry stored
+there) is present only when the index is not in key order, i.e. after the engine
+renumbered a rebuilt base for cache locality. :func:`decode_metadata` validates
+every column with numpy; the caller's per-entry maps are decoded (strictly) on first
+access, or all at once by :meth:`DecodedMetadata.check_entries`. Version 1 (one CBOR array per entry) is still
 decoded, into the same columns; only version 2 is written.
 
 Caller metadata is restricted to values that CBOR round-trips exactly: None,
@@ -33,7 +35,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
@@ -164,6 +166,8 @@ class MetadataColumns:
     ``overlay_rows`` / ``overlays``: the rows with provenance ids (non-empty tuples);
     ``metadata`` the concatenated canonical CBOR maps, ``metadata_ends`` (int64) the end
     offset of each row's map. Caller maps are decoded only by :meth:`metadata_at`.
+    ``row_order``: for each faiss index position, the row of the entry stored there, when
+    that is not simply row ``i`` (the engine renumbers rebuilt bases for cache locality).
     """
 
     keys: np.ndarray
@@ -177,9 +181,21 @@ class MetadataColumns:
     overlays: tuple[tuple[str, ...], ...]
     metadata_ends: np.ndarray
     metadata: bytes
+    #: index position -> row (int64 permutation), None when position ``i`` holds row ``i``
+    row_order: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    def row_keys(self) -> np.ndarray:
+        """The key held at each index position (int64)."""
+        return self.keys if self.row_order is None else self.keys[self.row_order]
+
+    def with_row_keys(self, row_keys: np.ndarray | None) -> MetadataColumns:
+        """These columns with ``row_order`` set from the key at each index position
+        (``None`` or ascending key order: no ``row_order``). ValueError unless
+        ``row_keys`` is a permutation of ``keys``."""
+        return replace(self, row_order=_row_order(self.keys, row_keys))
 
     def metadata_slice(self, row: int) -> bytes:
         """The stored canonical CBOR of row ``row``'s caller metadata."""
@@ -284,6 +300,23 @@ class MetadataColumns:
         )
 
 
+def _row_order(sorted_keys: np.ndarray, row_keys: np.ndarray | None) -> np.ndarray | None:
+    """Rows (positions in ``sorted_keys``) of ``row_keys``; None when they are the same."""
+    if row_keys is None:
+        return None
+    row_keys = np.asarray(row_keys, np.int64).reshape(-1)
+    if len(row_keys) != len(sorted_keys):
+        raise ValueError(f"row_keys has {len(row_keys)} keys for {len(sorted_keys)} entries")
+    if np.array_equal(row_keys, sorted_keys):
+        return None
+    pos = np.searchsorted(sorted_keys, row_keys)
+    ok = pos < len(sorted_keys)
+    ok[ok] = sorted_keys[pos[ok]] == row_keys[ok]
+    if not ok.all() or len(np.unique(pos)) != len(pos):
+        raise ValueError("row_keys is not a permutation of the entry keys")
+    return pos.astype(np.int64)
+
+
 def _u64_array(values: list[int], name: str) -> np.ndarray:
     if values and (min(values) < 0 or max(values) > 2**64 - 1):
         raise UnencodableMetadata(f"{name} must fit in an unsigned 64-bit int")
@@ -318,6 +351,8 @@ def encode_columns(
             "metadata": cols.metadata,
         },
     }
+    if cols.row_order is not None:
+        doc["entry_columns"]["row_order"] = cols.row_order.astype("<u4").tobytes()
     return cbor2.dumps(doc, canonical=True)
 
 
@@ -326,9 +361,15 @@ def encode_metadata(
     key_counter: int,
     generation: int,
     entries: Mapping[int, EntryMetadata],
+    row_keys: np.ndarray | None = None,
 ) -> bytes:
-    """Encode the metadata table canonically (entries sorted by key; deterministic bytes)."""
-    return encode_columns(config, key_counter, generation, MetadataColumns.from_entries(entries))
+    """Encode the metadata table canonically (entries sorted by key; deterministic bytes).
+
+    ``row_keys``: the key at each index position when the index is not in ascending key
+    order (a renumbered rebuild); stored as the ``row_order`` column.
+    """
+    cols = MetadataColumns.from_entries(entries).with_row_keys(row_keys)
+    return encode_columns(config, key_counter, generation, cols)
 
 
 # ----------------------------------------------------------------------------- decode
@@ -360,6 +401,15 @@ class DecodedMetadata:
 
     def __len__(self) -> int:
         return len(self.columns)
+
+    @property
+    def row_order(self) -> np.ndarray | None:
+        """Index position -> entry row (None: position ``i`` holds the ``i``-th key)."""
+        return self.columns.row_order
+
+    def row_keys(self) -> np.ndarray:
+        """The key held at each index position (int64)."""
+        return self.columns.row_keys()
 
     @cached_property
     def entries(self) -> dict[int, EntryMetadata]:
@@ -512,8 +562,11 @@ def _small_column(c: Mapping[str, Any], name: str, n: int, top: int) -> np.ndarr
 
 
 def _columns_from_v2(c: Any, n: int) -> MetadataColumns:
-    if not isinstance(c, Mapping) or set(c) != set(COLUMN_FIELDS):
-        raise _fail(f"entry_columns must have exactly the columns {list(COLUMN_FIELDS)}")
+    if not isinstance(c, Mapping) or set(c) - {"row_order"} != set(COLUMN_FIELDS):
+        raise _fail(
+            f"entry_columns must have exactly the columns {list(COLUMN_FIELDS)} "
+            "(and optionally row_order)"
+        )
     keys_u = _u64_column(c, "keys", n)
     if n and int(keys_u[-1]) >= 2**63:
         raise _fail("keys must be below 2**63")
@@ -572,7 +625,24 @@ def _columns_from_v2(c: Any, n: int) -> MetadataColumns:
         overlays=tuple(tuple(o) for o in ovs),
         metadata_ends=ends.astype(np.int64),
         metadata=blob,
+        row_order=_row_order_column(c, n),
     )
+
+
+def _row_order_column(c: Mapping[str, Any], n: int) -> np.ndarray | None:
+    """The optional ``row_order`` column: a permutation of 0..n-1 that is not the identity
+    (u32 little-endian, one per index position)."""
+    if "row_order" not in c:
+        return None
+    b = c["row_order"]
+    if type(b) is not bytes or len(b) != 4 * n:
+        raise _fail(f"column row_order must be a byte string of {4 * n} bytes")
+    ro = np.frombuffer(b, "<u4").astype(np.int64)
+    if n and (int(ro.max()) >= n or not (np.bincount(ro, minlength=n) == 1).all()):
+        raise _fail("column row_order is not a permutation of the entry rows")
+    if np.array_equal(ro, np.arange(n)):
+        raise _fail("column row_order is the identity (it must then be absent)")
+    return ro
 
 
 def _check_unique(targets: list[Target], keys: np.ndarray) -> None:

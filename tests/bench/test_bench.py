@@ -143,6 +143,7 @@ def test_sweep_shape_and_columns(results):
     assert len(f) == 4 * 2 * 2  # libraries x efConstruction x efSearch
     assert set(f["ef_construction"]) == {32, 48} and set(f["ef_search"]) == {8, 32}
     assert (f["qps"] > 0).all() and (f["p50_ms"] > 0).all() and (f["p99_ms"] > 0).all()
+    assert "qps_cpu" in f.columns and (f["qps_cpu"] > 0).all()
     assert (f["build_s"] > 0).all() and (f["index_bytes"] > 0).all()
     assert (f["memory_bytes"] >= 0).all()
     assert (f["threads"] == 1).all() and (f["run"] == "test").all()

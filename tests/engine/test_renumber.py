@@ -1,0 +1,196 @@
+"""Locality renumbering of rebuilt bases, the metadata ``row_order`` column, ``build_threads``."""
+
+from __future__ import annotations
+
+import cbor2
+import numpy as np
+import pytest
+from engine_helpers import make_vectors, oracle_topk
+
+from oluo_lab.engine import OluoEngine, decode_metadata, encode_metadata
+from oluo_lab.engine.errors import InvalidEvent, SnapshotDecodeError
+from oluo_lab.engine.index import locality_order
+
+N, DIM = 3000, 24
+
+
+def _built(metric: str = "cosine", n: int = N, **kw) -> tuple[OluoEngine, np.ndarray]:
+    v = make_vectors(metric, n, DIM if metric != "hamming" else 64, seed=3)
+    eng = OluoEngine(
+        DIM if metric != "hamming" else 64, metric, compact_threshold=n + 1, ef_search=128, **kw
+    )
+    eng.add(v, ids=[f"w{i}" for i in range(n)])
+    eng.compact()
+    return eng, v
+
+
+def _recall(eng: OluoEngine, v: np.ndarray, metric: str, alive: np.ndarray) -> float:
+    q = make_vectors(metric, 200, v.shape[1], seed=9)
+    order, _ = oracle_topk(metric, q, v[alive], v.shape[1], 10)
+    truth = np.asarray([f"w{i}" for i in alive], object)[order]
+    got = eng.search(q, k=10).ids
+    return float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, truth, strict=True)]))
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2", "ip"])
+def test_full_build_is_renumbered_and_matches_brute_force(metric):
+    eng, v = _built(metric)
+    ix = eng._index
+    keys = ix.base_keys
+    assert sorted(keys.tolist()) == list(range(N))
+    assert not (np.diff(keys) > 0).all()  # rows are no longer in key order
+    # position i holds the vector of key base_keys[i]
+    stored = ix.base_vectors()
+    want = v[keys]
+    if metric == "cosine":
+        want = want / np.linalg.norm(want, axis=1, keepdims=True)
+    np.testing.assert_allclose(stored, want, rtol=1e-6, atol=1e-6)
+    assert _recall(eng, v, metric, np.arange(N)) >= 0.95
+    if metric != "ip":  # every stored vector finds itself first (through the new order)
+        res = eng.search(v[::97], k=1)
+        assert res.ids[:, 0].tolist() == [f"w{i}" for i in range(0, N, 97)]
+
+
+def test_locality_order_is_a_permutation_and_deterministic():
+    eng, _ = _built("l2", 500)
+    perm = locality_order(eng._index.base)
+    assert sorted(perm.tolist()) == list(range(500))
+    assert perm[0] == 0  # the entry point comes first (BFS of the renumbered graph)
+    assert np.array_equal(perm, locality_order(eng._index.base))
+    assert np.array_equal(perm, np.arange(500))  # BFS of a BFS-ordered graph is the identity
+
+
+def test_hamming_keeps_key_order():
+    eng, _ = _built("hamming", 800)
+    assert np.array_equal(eng._index.base_keys, np.arange(800))
+
+
+def test_key_mapping_after_renumbered_compaction_and_snapshot_round_trip():
+    eng, v = _built("cosine")
+    eng.delete([f"w{i}" for i in range(0, N, 5)])  # tombstones -> next compaction rebuilds
+    eng.add(v[:3] * 2.0, ids=["w1", "w2", "new"])  # re-ingest (shadow) and a fresh id
+    snap = eng.compact()
+    meta = decode_metadata(snap.metadata_bytes)
+    assert "row_order" in cbor2.loads(snap.metadata_bytes)["entry_columns"]
+    assert meta.row_order is not None
+    assert np.array_equal(meta.row_keys(), eng._index.base_keys)
+    back = OluoEngine.from_snapshot(
+        snap.index_bytes, snap.metadata_bytes, snap.key_counter, snap.generation
+    )
+    assert np.array_equal(back._index.base_keys, eng._index.base_keys)
+    q = make_vectors("cosine", 50, DIM, seed=11)
+    a, b = eng.search(q, k=10), back.search(q, k=10)
+    assert a.ids.tolist() == b.ids.tolist()
+    assert np.array_equal(a.scores, b.scores)
+    assert np.array_equal(a.keys, b.keys)
+    ka, ia, va = eng.live_vectors()
+    kb, ib, vb = back.live_vectors()
+    assert np.array_equal(ka, kb) and ia.tolist() == ib.tolist() and np.array_equal(va, vb)
+    # the restored engine resolves keys to the right rows: delete and shadow by id
+    back.delete(["w7", "w8"])
+    assert {"w7", "w8"}.isdisjoint(back.search(v[[7, 8]], k=3).ids.ravel().tolist())
+    back.add(v[9], ids=["w103"])  # an existing id re-ingested: w103 now holds w9's vector
+    top = back.search(v[9], k=2).ids[0].tolist()
+    assert sorted(top) == ["w103", "w9"]
+    assert "w103" not in back.search(v[103], k=3).ids[0].tolist()
+    # and a renumbered restore survives its next (rebuild) compaction and round trip
+    snap2 = back.compact()
+    again = OluoEngine.from_snapshot(
+        snap2.index_bytes, snap2.metadata_bytes, snap2.key_counter, snap2.generation
+    )
+    assert again.search(q, k=10).ids.tolist() == back.search(q, k=10).ids.tolist()
+    assert len(again.live_vectors()[0]) == N - N // 5 + 1 - 2  # deleted, +"new", -w7 -w8
+
+
+def test_append_keeps_old_positions():
+    """Copy-on-write append after a renumbered build: old rows stay, new rows follow."""
+    eng, v = _built("cosine", 1500)
+    old_keys = eng._index.base_keys.copy()
+    old = eng._index.base_vectors().copy()
+    eng.add(make_vectors("cosine", 200, DIM, seed=4), ids=[f"x{i}" for i in range(200)])
+    snap = eng.compact()
+    ix = eng._index
+    assert np.array_equal(ix.base_keys[:1500], old_keys)
+    assert np.array_equal(ix.base_keys[1500:], np.arange(1500, 1700))
+    assert np.array_equal(ix.base_vectors()[:1500], old)
+    back = OluoEngine.from_snapshot(snap.index_bytes, snap.metadata_bytes, 0, snap.generation)
+    assert np.array_equal(back._index.base_keys, ix.base_keys)
+
+
+def test_row_order_column_only_when_not_in_key_order_and_strict():
+    eng, _ = _built("hamming", 300)
+    snap = eng.current_snapshot()
+    doc = cbor2.loads(snap.metadata_bytes)
+    assert doc["version"] == 2 and "row_order" not in doc["entry_columns"]
+    assert decode_metadata(snap.metadata_bytes).row_order is None
+    entries = decode_metadata(snap.metadata_bytes).entries
+    cfg = eng.config.as_dict()
+    keys = np.arange(300, dtype=np.int64)
+    assert encode_metadata(cfg, 300, 1, entries, keys) == encode_metadata(cfg, 300, 1, entries)
+    perm = keys[::-1].copy()
+    data = encode_metadata(cfg, 300, 1, entries, perm)
+    assert np.array_equal(decode_metadata(data).row_keys(), perm)
+    v2 = cbor2.loads(data)
+    cols = v2["entry_columns"]
+    bad = {
+        "short": cols["row_order"][:-4],
+        "not a permutation": np.zeros(300, "<u4").tobytes(),
+        "out of range": np.arange(1, 301, dtype="<u4").tobytes(),
+        "identity": np.arange(300, dtype="<u4").tobytes(),
+        "not bytes": list(range(300)),
+    }
+    for why, value in bad.items():
+        doc_bad = dict(v2, entry_columns=dict(cols, row_order=value))
+        with pytest.raises(SnapshotDecodeError, match="row_order"):
+            decode_metadata(cbor2.dumps(doc_bad, canonical=True))
+        assert why
+    with pytest.raises(SnapshotDecodeError, match="columns"):
+        decode_metadata(dict(v2, entry_columns=dict(cols, row_orders=cols["row_order"])))
+    with pytest.raises(ValueError, match="permutation"):
+        encode_metadata(cfg, 300, 1, entries, np.zeros(300, np.int64))
+
+
+def test_build_threads_option():
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(InvalidEvent, match="build_threads"):
+            OluoEngine(8, build_threads=bad)
+    eng, v = _built("l2", build_threads=2)
+    assert eng._index.build_threads == 2
+    assert _recall(eng, v, "l2", np.arange(N)) >= 0.95
+    snap = eng.current_snapshot()
+    back = OluoEngine.from_snapshot(
+        snap.index_bytes, snap.metadata_bytes, snap.key_counter, 1, build_threads=2
+    )
+    q = make_vectors("l2", 20, DIM, seed=2)
+    assert back.search(q, k=5).ids.tolist() == eng.search(q, k=5).ids.tolist()
+
+
+ROW_ORDER_HEX = (
+    "a766636f6e666967a6614d106364696d04666d6574726963626c326965665f73"
+    "656172636818406d66616973735f76657273696f6e66312e31352e316f65665f"
+    "636f6e737472756374696f6e188066666f726d6174746f6c756f2d656e67696e"
+    "652d6d6574616461746167656e7472696573026776657273696f6e026a67656e"
+    "65726174696f6e016b6b65795f636f756e746572046d656e7472795f636f6c75"
+    "6d6e73ac646b65797350000000000000000003000000000000006573636f7065"
+    "420200677461726765747382616107686d657461646174614ea2616e0164776f"
+    "726463746865a0686f7665726c617973818162703169726f775f6f7264657248"
+    "01000000000000006a657870697265735f61744828230000000000006c657870"
+    "697265735f726f77734801000000000000006c6f7665726c61795f726f777348"
+    "01000000000000006c707269766163795f746965724200016d6d657461646174"
+    "615f656e6473500d000000000000000e000000000000006e696e676573746564"
+    "5f61745f6d735005000000000000000600000000000000"
+)
+
+
+def test_row_order_test_vector_is_pinned_and_in_format_doc():
+    from pathlib import Path
+
+    from test_snapshot import CFG, ENTRIES
+
+    data = encode_metadata(CFG, 4, 1, ENTRIES, np.array([3, 0]))
+    assert data.hex() == ROW_ORDER_HEX
+    dec = decode_metadata(data)
+    assert dec.entries == ENTRIES and dec.row_keys().tolist() == [3, 0]
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "FORMAT.md").read_text()
+    section = doc.split("<!-- section:engine -->")[1].split("<!-- /section:engine -->")[0]
+    assert ROW_ORDER_HEX in "".join(section.split())
