@@ -59,7 +59,8 @@ def main() -> None:
     # same answers (the engine only adds mapping): a sanity check, not a timing
     r_eng = eng.search(queries, k=args.k, ef=args.ef)
     _, raw_i = raw.search(qn, args.k, params=params)
-    same = float(np.mean(r_eng.keys == raw_i))
+    # (raw faiss returns index positions; a rebuilt base is renumbered, so map them to keys)
+    same = float(np.mean(r_eng.keys == eng._index.base_keys[raw_i]))
 
     # SearchResults gathers caller ids/entries on first access; "+ ids" reads .ids, as a
     # caller who needs the ids does (the gate is on the plain search, both are printed)
