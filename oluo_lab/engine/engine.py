@@ -400,10 +400,15 @@ class OluoEngine:
                 raise InvalidEvent(f"unknown ingest decision {d!r}")
             if isinstance(d, IndexLightweight):
                 _check_uint("ttl_secs", d.ttl_secs)
-        scopes = [_scope(s) for s in _per_entry("scope", ev.scope, n, lambda v: _is_int(v))]
-        tiers = [
-            _tier(t) for t in _per_entry("privacy_tier", ev.privacy_tier, n, lambda v: _is_int(v))
-        ]
+        # (one value for the whole batch, the common case: validated once)
+        if _is_int(ev.scope):
+            scopes = [_scope(ev.scope)] * n
+        else:
+            scopes = [_scope(s) for s in _per_entry("scope", ev.scope, n, _is_int)]
+        if _is_int(ev.privacy_tier):
+            tiers = [_tier(ev.privacy_tier)] * n
+        else:
+            tiers = [_tier(t) for t in _per_entry("privacy_tier", ev.privacy_tier, n, _is_int)]
         if ev.overlays is None:
             overlays = [()] * n
         else:
@@ -433,10 +438,12 @@ class OluoEngine:
         new_entries: list[EntryMetadata] = []
         out_keys: list[int | None] = []
         remove_keys: list[int] = []
+        tk_get = self._target_key.get
+        dropped = PrivacyTier.ENCRYPTED_EPHEMERAL
         for i in range(n):
             t, d = targets[i], decisions[i]
-            old_key = self._target_key.get(t)
-            if isinstance(d, Reject) or tiers[i] == PrivacyTier.ENCRYPTED_EPHEMERAL:
+            old_key = tk_get(t)
+            if isinstance(d, Reject) or tiers[i] is dropped:
                 out_keys.append(None)
                 if old_key is not None:
                     remove_keys.append(old_key)
@@ -452,7 +459,7 @@ class OluoEngine:
             if isinstance(d, IndexLightweight):
                 expires = min(now + int(d.ttl_secs) * 1000, _U64_MAX)
             new_entries.append(
-                EntryMetadata(t, metas[i], tiers[i], expires, now, Scope(scope), overlays[i])
+                EntryMetadata(t, metas[i], tiers[i], expires, now, scope, overlays[i])
             )
             idx_rows.append(i)
             idx_keys.append(key)
@@ -468,20 +475,14 @@ class OluoEngine:
             self._ensure_capacity(max(next_key - 1, int(keys_arr.max())))
             self._index.upsert(keys_arr, vecs[idx_rows], scope_arr)
             tk = self._target_key
-            for key, e in zip(idx_keys, new_entries, strict=True):
-                old = int(self._scope_by_key[key])
+            old_scopes = self._scope_by_key[keys_arr].tolist()
+            for key, e, old in zip(idx_keys, new_entries, old_scopes, strict=True):
                 if old >= 0:
                     self._scope_counts[old] -= 1
                     self._forget_row(key)
                 else:
                     self._n_live += 1
-                self._scope_counts[e.scope] += 1
                 tk[e.target] = key
-                self._ids_by_key[key] = e.target
-                self._ent_by_key[key] = e
-                self._scope_by_key[key] = e.scope
-                self._tier_by_key[key] = e.privacy_tier
-                self._ingested_by_key[key] = e.ingested_at_ms
                 if e.expires_at is not None:
                     self._expiring[key] = e.expires_at
                 else:
@@ -490,6 +491,22 @@ class OluoEngine:
                     self._overlays[key] = e.overlays
                 else:
                     self._overlays.pop(key, None)
+            # the per-key columns, in bulk (keys are distinct within a batch)
+            self._scope_counts = [
+                c + int(a)
+                for c, a in zip(
+                    self._scope_counts, np.bincount(scope_arr, minlength=3), strict=True
+                )
+            ]
+            ids = np.empty(len(new_entries), object)
+            ids[:] = [e.target for e in new_entries]  # (a list would be coerced to str/int64)
+            self._ids_by_key[keys_arr] = ids
+            ents = np.empty(len(new_entries), object)
+            ents[:] = new_entries
+            self._ent_by_key[keys_arr] = ents
+            self._scope_by_key[keys_arr] = scope_arr
+            self._tier_by_key[keys_arr] = [int(e.privacy_tier) for e in new_entries]
+            self._ingested_by_key[keys_arr] = now
             self._key_counter = next_key
         actions: list[object] = []
         if self._index.delta_n >= self.compact_threshold:
