@@ -185,6 +185,7 @@ def verify_lab(lab: Lab, sample: int = 32, bar: Any = None) -> VerifyReport:
     checked: list[int] = []
     reachable: set[CID] = set()
     books_checked = bytes_checked = searched = 0
+    partly_marked: list[int] = []  # generations whose books could not all be listed
 
     roots: list[tuple[CID, str]] = []
     try:
@@ -225,7 +226,13 @@ def verify_lab(lab: Lab, sample: int = 32, bar: Any = None) -> VerifyReport:
                                 )
                             )
                         continue
-                    books = generation_books(store, gen.cid, gen.manifest)
+                    reachable.add(gen.cid)
+                    try:
+                        books = generation_books(store, gen.cid, gen.manifest)
+                    except (ContentError, OluoPersistError):
+                        partly_marked.append(g)
+                        reachable.update((gen.manifest.index_cid, gen.manifest.metadata_cid))
+                        raise
                     reachable |= books
                     for cid in sorted(books):
                         store.get(cid)
@@ -261,6 +268,17 @@ def verify_lab(lab: Lab, sample: int = 32, bar: Any = None) -> VerifyReport:
         with contextlib.suppress(ContentError, OluoPersistError):
             _check_base_cache(lab, problems)  # (a damaged head manifest is reported above)
     unreachable = [c for c in store if c not in reachable]
+    if partly_marked:
+        problems.append(
+            Problem(
+                "warning",
+                "unreachable-approximate",
+                "store",
+                None,
+                f"the books of generation(s) {sorted(set(partly_marked))} could not all be "
+                "listed (see the errors above), so some of them may be counted as unreachable",
+            )
+        )
     return VerifyReport(
         generations_checked=tuple(sorted(set(checked), reverse=True)),
         books_checked=books_checked,

@@ -170,6 +170,23 @@ def test_verify_clean_then_finds_each_corruption(history):
     assert any(p.where == victim.hex and p.kind == "BookNotFound" for p in missing.errors)
 
 
+def test_verify_warns_that_unreachable_is_approximate_when_a_generation_cannot_be_walked(
+    history,
+):
+    lab, _, snaps = history
+    victim = snaps[2].manifest.index_cid  # the index record: its books cannot be listed
+    path = book_path(lab.store, victim)
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    path.write_bytes(bytes(raw))
+    report = lab.verify()
+    assert any(p.where == victim.hex and p.generation == 3 for p in report.errors)
+    warn = [p for p in report.problems if p.kind == "unreachable-approximate"]
+    assert len(warn) == 1 and warn[0].severity == "warning" and "[3]" in warn[0].message
+    clean = [p for p in lab.verify().problems if p.generation not in (3, None)]
+    assert clean == []  # the other generations still verify
+
+
 def test_verify_names_a_corrupt_head(history):
     lab, _, _ = history
     (lab.path / HEAD_NAME).write_text("{broken")
