@@ -26,6 +26,7 @@ Scores (ascending = better): cosine ``1 - cos``; l2 squared Euclidean; ip
 from __future__ import annotations
 
 import math
+import os
 import sys
 from dataclasses import dataclass
 
@@ -894,22 +895,41 @@ class CompoundIndex:
         """
         if self.base is None:
             raise CompactCompleteFailed("no base to swap")
+        # The hash check and faiss's read must see the same file even if another writer
+        # renames a new file over ``path`` meanwhile: both go through one open fd
+        # (/proc/self/fd on Linux; elsewhere the inode is compared after the read).
         try:
-            digest = blake3.blake3(max_threads=blake3.blake3.AUTO).update_mmap(path).digest()
-        except (OSError, ValueError) as exc:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as exc:
             raise CompactCompleteFailed(f"cannot read {path}: {exc}") from exc
-        if digest != self.base_digest:
-            raise CompactCompleteFailed(
-                f"{path} does not hold the current base (content hash differs)"
-            )
         try:
-            flags = faiss.IO_FLAG_MMAP_IFC
-            if self.config.binary:
-                ix = faiss.read_index_binary(str(path), flags)
-            else:
-                ix = faiss.read_index(str(path), flags)
-        except Exception as exc:
-            raise CompactCompleteFailed(f"faiss could not map {path}: {exc}") from exc
+            pinned = os.fstat(fd)
+            src = f"/proc/self/fd/{fd}"
+            if not os.path.exists(src):
+                src = str(path)
+            try:
+                hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+                digest = hasher.update_mmap(src).digest()
+            except (OSError, ValueError) as exc:
+                raise CompactCompleteFailed(f"cannot read {path}: {exc}") from exc
+            if digest != self.base_digest:
+                raise CompactCompleteFailed(
+                    f"{path} does not hold the current base (content hash differs)"
+                )
+            try:
+                flags = faiss.IO_FLAG_MMAP_IFC
+                if self.config.binary:
+                    ix = faiss.read_index_binary(src, flags)
+                else:
+                    ix = faiss.read_index(src, flags)
+            except Exception as exc:
+                raise CompactCompleteFailed(f"faiss could not map {path}: {exc}") from exc
+            if src == str(path):
+                now = os.stat(path)
+                if (now.st_dev, now.st_ino) != (pinned.st_dev, pinned.st_ino):
+                    raise CompactCompleteFailed(f"{path} was replaced while being mapped")
+        finally:
+            os.close(fd)
         self.check_index(ix, CompactCompleteFailed)
         if ix.ntotal != self.base_n:
             raise CompactCompleteFailed(f"{path} has {ix.ntotal} vectors, base has {self.base_n}")

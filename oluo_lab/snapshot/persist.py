@@ -194,6 +194,14 @@ def persist_snapshot(
     content is an idempotent no-op), and leaves every existing file untouched
     on any error. ``progress``: a ``tqdm.auto`` bar over the five steps (index,
     metadata, manifest, base, head), shown after half a second.
+
+    Concurrency: the data-directory lock is held during this call only. If another
+    writer persists to the same directory before the caller's ``CompactComplete``,
+    ``base_path`` may already hold that writer's bytes; the engine then refuses the
+    file (its blake3 must equal the engine's base, ``CompactCompleteFailed``) and
+    keeps its in-memory base, so nothing is mapped wrongly. A mapped base is never
+    affected by a later replacement (files are only renamed over, never rewritten).
+    :meth:`Lab.commit` persists and maps under one lock.
     """
     data_dir = _as_dir(data_dir)
     if not isinstance(generation, int) or isinstance(generation, bool) or generation < 0:

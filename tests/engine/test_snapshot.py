@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import cbor2
 import numpy as np
@@ -403,3 +404,34 @@ def test_huge_now_ms_is_refused_at_ingest():
     with pytest.raises(InvalidEvent, match="64-bit"):
         eng.add(np.ones((1, 4), np.float32), ids=["a"], now_ms=2**64)
     assert len(eng) == 0
+
+
+def test_compact_complete_maps_the_file_it_hashed_even_if_replaced_meanwhile(tmp_path, monkeypatch):
+    """Another writer renaming a new base over the path between the hash check and
+    faiss's read must not get the engine to map the other bytes."""
+    import faiss
+
+    eng = OluoEngine(4, "l2")
+    eng.add(np.eye(4, dtype=np.float32), ids=["a", "b", "c", "d"])
+    snap = eng.compact()
+    other = OluoEngine(4, "l2")
+    other.add(np.eye(4, dtype=np.float32)[::-1] * 3, ids=["a", "b", "c", "d"])
+    other_bytes = other.compact().index_bytes
+    path = tmp_path / "oluo_base.bin"
+    path.write_bytes(snap.index_bytes)
+    real_read = faiss.read_index
+
+    def replace_then_read(src, flags=0):
+        tmp = tmp_path / "new.bin"
+        tmp.write_bytes(other_bytes)
+        os.replace(tmp, path)  # the other writer's rename lands now
+        return real_read(src, flags)
+
+    monkeypatch.setattr(faiss, "read_index", replace_then_read)
+    before = eng.search(np.eye(4, dtype=np.float32), k=2)
+    eng.compact_complete(str(path), snap.generation)
+    assert eng._index.base_mapped
+    after = eng.search(np.eye(4, dtype=np.float32), k=2)
+    assert after.ids.tolist() == before.ids.tolist()
+    assert np.array_equal(after.scores, before.scores)
+    assert path.read_bytes() == other_bytes  # the path now names the other file
