@@ -246,6 +246,7 @@ class CompoundIndex:
         self.base_keys = np.zeros(0, np.int64)
         self._keys_sorted = np.zeros(0, np.int64)  # base_keys ascending ...
         self._keys_pos: np.ndarray | None = None  # ... and their positions (None: identity)
+        self._ident = True  # base position i holds key i (see _keys_are_positions)
         self.base_alive = np.zeros(0, bool)
         self.base_scope = np.zeros(0, np.int8)
         self.n_dead = 0
@@ -267,9 +268,6 @@ class CompoundIndex:
     _plans: dict[int, tuple] | None = None
     #: the base whose pages were last collapsed (see _collapse_huge_pages)
     _paged: object = None
-    #: _keys_are_positions cache: the base_keys array it was computed for, and the answer
-    _ident_keys: np.ndarray | None = None
-    _ident = False
 
     # ------------------------------------------------------------------ vectors
     def prepare(self, vectors: object, what: str = "vectors") -> np.ndarray:
@@ -596,13 +594,8 @@ class CompoundIndex:
         return scores, out
 
     def _keys_are_positions(self) -> bool:
-        """True when base position i holds key i (a base built from keys 0..n-1), so
-        positions need no translation. Cached per base_keys array (sorted, unique)."""
-        bk = self.base_keys
-        if self._ident_keys is not bk:
-            n = len(bk)
-            self._ident = n == 0 or (int(bk[0]) == 0 and int(bk[-1]) == n - 1)
-            self._ident_keys = bk
+        """True when base position i holds key i, so positions need no translation
+        (decided by :meth:`install`)."""
         return self._ident
 
     def _fast_plan(self, scope: int) -> tuple | None:
@@ -807,9 +800,13 @@ class CompoundIndex:
         self.base_mapped = mapped
         self.base_digest = _digest(data) if digest is None else digest
         self.base_keys = np.ascontiguousarray(keys, np.int64)
-        if len(keys) < 2 or bool((self.base_keys[1:] > self.base_keys[:-1]).all()):
-            self._keys_sorted, self._keys_pos = self.base_keys, None
+        bk = self.base_keys
+        if len(bk) < 2 or bool((bk[1:] > bk[:-1]).all()):
+            self._keys_sorted, self._keys_pos = bk, None
+            # sorted and unique: the identity exactly when the ends are 0 and n-1
+            self._ident = len(bk) == 0 or (int(bk[0]) == 0 and int(bk[-1]) == len(bk) - 1)
         else:
+            self._ident = False
             o = np.argsort(self.base_keys, kind="stable")
             self._keys_sorted, self._keys_pos = self.base_keys[o], o
         self.base_alive = np.ones(len(keys), bool)

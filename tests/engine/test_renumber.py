@@ -194,3 +194,25 @@ def test_row_order_test_vector_is_pinned_and_in_format_doc():
     doc = (Path(__file__).resolve().parents[2] / "docs" / "FORMAT.md").read_text()
     section = doc.split("<!-- section:engine -->")[1].split("<!-- /section:engine -->")[0]
     assert ROW_ORDER_HEX in "".join(section.split())
+
+
+def test_permuted_base_whose_ends_are_0_and_n_minus_1_still_translates_positions():
+    """A renumbered base can start with key 0 and end with key n-1 without being the
+    identity; positions must still be translated to keys."""
+    eng, v = _built("l2", 300)
+    ix = eng._index
+    n = ix.base_n
+    want = np.concatenate(([0], np.arange(1, n - 1)[::-1], [n - 1])).astype(np.int64)
+    perm = np.argsort(ix.base_keys)[want]  # position i gets the row holding key want[i]
+    ix.base.permute_entries(perm)
+    data = ix._serialize(ix.base)
+    ix.install(ix.base, data, ix.base_keys[perm], ix.base_scope[perm])
+    assert ix.base_keys.tolist() == want.tolist()
+    # (not exact copies: those are answered through the exact-match table)
+    q = v[:20] + np.float32(1e-4) * make_vectors("l2", 20, v.shape[1], seed=8)
+    got = eng.search(q, k=5)
+    assert got.keys[:, 0].tolist() == list(range(20))  # each finds its row, by key
+    exact = eng.search(q, k=5, exact=True)
+    assert np.array_equal(got.keys[:, 0], exact.keys[:, 0])
+    one = eng.search(q[7], k=5)
+    assert int(one.keys.ravel()[0]) == 7
