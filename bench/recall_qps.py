@@ -39,6 +39,7 @@ from oluo_lab.bench import (  # noqa: E402
     environment,
     glove_sample,
     ground_truth,
+    qps_at_recall,
     sweep,
 )
 from oluo_lab.bench.runner import release, timed_build  # noqa: E402
@@ -222,23 +223,25 @@ def main() -> None:
     print(f"wall {time.perf_counter() - t0:.0f}s")
 
 
-def best_qps_at(frame: pd.DataFrame, target: float, rc: str, qcol: str) -> pd.Series:
-    """Best ``qcol`` of each (library, index) among rows with ``rc >= target`` (NaN if none)."""
-    out = {}
-    for key, g in frame.groupby(["library", "index"], sort=True):
-        ok = g[g[rc] >= target]
-        out[key] = float(ok[qcol].max()) if len(ok) else float("nan")
-    return pd.Series(out, dtype=float)
+def best_qps_at(
+    frame: pd.DataFrame, target: float, rc: str, qcol: str, interpolate: bool = False
+) -> pd.Series:
+    """``qcol`` of each (library, index) at ``rc >= target`` (see ``qps_at_recall``)."""
+    f = frame if qcol == "qps" else frame.drop(columns=["qps"]).rename(columns={qcol: "qps"})
+    return qps_at_recall(f, target, rc, interpolate)
 
 
 def per_peer_ratios(
-    frame: pd.DataFrame, qcol: str = "qps", targets: tuple[float, ...] = (0.90, 0.95, 0.99)
+    frame: pd.DataFrame,
+    qcol: str = "qps",
+    targets: tuple[float, ...] = (0.90, 0.95, 0.99),
+    interpolate: bool = False,
 ) -> pd.DataFrame:
-    """oluo_lab's best ``qcol`` at recall >= target over each peer's (library, index), for
+    """oluo_lab's ``qcol`` at recall >= target over each peer's (library, index), for
     both recall columns; '-' where a side never reaches the target."""
     rows = []
     for rc in ("recall", "recall_distance"):
-        at = {t: best_qps_at(frame, t, rc, qcol) for t in targets}
+        at = {t: best_qps_at(frame, t, rc, qcol, interpolate) for t in targets}
         for key in at[targets[0]].index:
             if key[0] == "oluo_lab":
                 continue
@@ -303,19 +306,25 @@ def render(args: argparse.Namespace, results: BenchResults, out_csv: Path) -> No
         ["library", "index", "M", "ef_search", "recall", "recall_distance", "qps"]
     ]
     print(md_table(front, {"qps": ".0f"}))
-    for rc in ("recall", "recall_distance"):
-        print(f"\n## oluo_lab QPS / best peer QPS at {rc} >= target\n")
-        print(
-            md_table(
-                results.ratios(recall=rc),
-                {"oluo_lab_qps": ".0f", "best_peer_qps": ".0f", "ratio": ".3f"},
-            )
+    for interp in (False, True):
+        reading = (
+            "Pareto frontiers interpolated at exactly the target (log QPS)"
+            if interp
+            else "best measured row at or above the target"
         )
-    print("\n## oluo_lab QPS / each peer's QPS at recall >= target (best point of each)\n")
-    print(md_table(per_peer_ratios(results.frame), {}))
-    if "qps_cpu" in f.columns:
-        print("\n## Same with qps_cpu (queries per CPU second x threads; load-robust)\n")
-        print(md_table(per_peer_ratios(results.frame, "qps_cpu"), {}))
+        for rc in ("recall", "recall_distance"):
+            print(f"\n## oluo_lab QPS / best peer QPS at {rc} >= target ({reading})\n")
+            print(
+                md_table(
+                    results.ratios(recall=rc, interpolate=interp),
+                    {"oluo_lab_qps": ".0f", "best_peer_qps": ".0f", "ratio": ".3f"},
+                )
+            )
+        print(f"\n## oluo_lab QPS / each peer's QPS at recall >= target ({reading})\n")
+        print(md_table(per_peer_ratios(results.frame, interpolate=interp), {}))
+        if "qps_cpu" in f.columns:
+            print(f"\n## Same with qps_cpu (queries per CPU second x threads; {reading})\n")
+            print(md_table(per_peer_ratios(results.frame, "qps_cpu", interpolate=interp), {}))
     print("\n## Builds\n")
     builds = (
         f.groupby(["library", "index", "M", "ef_construction"], sort=True)

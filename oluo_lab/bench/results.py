@@ -128,13 +128,41 @@ def pareto_frontier(frame: pd.DataFrame, recall: str = "recall", qps: str = "qps
     return out.sort_values(["library", "index", recall]).reset_index(drop=True)
 
 
-def qps_at_recall(frame: pd.DataFrame, target: float, recall: str = "recall") -> pd.Series:
-    """Best QPS of each (library, index) among rows with ``recall >= target`` (NaN if none)."""
+def qps_at_recall(
+    frame: pd.DataFrame, target: float, recall: str = "recall", interpolate: bool = False
+) -> pd.Series:
+    """QPS of each (library, index) at ``recall >= target`` (NaN if no row reaches it).
+
+    By default the best measured row with recall at or above the target (ann-benchmarks'
+    reading; it depends on where each library's efSearch grid lands). With
+    ``interpolate=True``: the Pareto frontier's QPS *at* the target, interpolated linearly
+    in log(QPS) between the two frontier points that bracket it, so two libraries are
+    compared at the same recall rather than at whichever grid points they happened to hit.
+    Without a frontier point below the target the measured value is returned (no
+    extrapolation).
+    """
     out = {}
+    front = pareto_frontier(frame, recall) if interpolate else None
     for key, group in frame.groupby(["library", "index"], sort=True):
         ok = group[group[recall] >= target]
-        out[key] = float(ok["qps"].max()) if len(ok) else float("nan")
-    return pd.Series(out, name=f"qps@{recall}>={target}", dtype=float)
+        if not len(ok):
+            out[key] = float("nan")
+            continue
+        best = float(ok["qps"].max())
+        if front is not None:
+            g = front[(front["library"] == key[0]) & (front["index"] == key[1])]
+            above = g[g[recall] >= target]
+            below = g[g[recall] < target]
+            if len(below) and len(above):
+                lo = below.iloc[-1]  # sorted by recall: the closest point below the target
+                hi = above.iloc[0]  # and the closest at or above it
+                r0, r1 = float(lo[recall]), float(hi[recall])
+                q0, q1 = float(lo["qps"]), float(hi["qps"])
+                w = (target - r0) / (r1 - r0)
+                best = max(best, float(np.exp((1 - w) * np.log(q0) + w * np.log(q1))))
+        out[key] = best
+    how = "interpolated" if interpolate else "best row"
+    return pd.Series(out, name=f"qps@{recall}>={target} ({how})", dtype=float)
 
 
 def ratios_at_recall(
@@ -142,11 +170,14 @@ def ratios_at_recall(
     targets: Sequence[float] = (0.90, 0.95, 0.99),
     library: str = "oluo_lab",
     recall: str = "recall",
+    interpolate: bool = False,
 ) -> pd.DataFrame:
-    """For each recall target: ``library``'s best QPS, the best peer's, and their ratio."""
+    """For each recall target: ``library``'s QPS, the best peer's, and their ratio
+    (``interpolate``: compared on the Pareto frontiers at exactly the target, see
+    ``qps_at_recall``)."""
     rows = []
     for t in targets:
-        s = qps_at_recall(frame, t, recall)
+        s = qps_at_recall(frame, t, recall, interpolate)
         mine = s[[k for k in s.index if k[0] == library]]
         peers = s[[k for k in s.index if k[0] != library]].dropna()
         best_peer = peers.idxmax() if len(peers) else None
@@ -156,6 +187,7 @@ def ratios_at_recall(
             {
                 "recall_target": t,
                 "recall_column": recall,
+                "method": "interpolated" if interpolate else "best row",
                 f"{library}_qps": m,
                 "best_peer": "" if best_peer is None else f"{best_peer[0]} {best_peer[1]}",
                 "best_peer_qps": p,
@@ -216,10 +248,14 @@ class BenchResults:
         return pareto_frontier(self.frame, recall)
 
     def ratios(
-        self, targets: Sequence[float] = (0.90, 0.95, 0.99), recall: str = "recall"
+        self,
+        targets: Sequence[float] = (0.90, 0.95, 0.99),
+        recall: str = "recall",
+        interpolate: bool = False,
     ) -> pd.DataFrame:
-        """oluo_lab's best QPS over the best peer's at each recall target."""
-        return ratios_at_recall(self.frame, targets, "oluo_lab", recall)
+        """oluo_lab's QPS over the best peer's at each recall target (best measured row at
+        or above it, or with ``interpolate`` the frontiers' QPS at exactly the target)."""
+        return ratios_at_recall(self.frame, targets, "oluo_lab", recall, interpolate)
 
     def concat(self, other: BenchResults) -> BenchResults:
         """Rows of both (this one's dataset and environment are kept)."""

@@ -20,6 +20,7 @@ from oluo_lab.bench import (
     load_hdf5,
     measure,
     pareto_frontier,
+    qps_at_recall,
     ratios_at_recall,
     recall_distance,
     recall_ids,
@@ -253,6 +254,41 @@ def test_pareto_and_ratios():
     assert r.loc[0.95, "ratio"] == pytest.approx(500 / 600)
     assert r.loc[0.99, "ratio"] == pytest.approx(100 / 50)
     assert r.loc[0.95, "best_peer"] == "faiss f"
+
+
+def test_ratios_interpolated_on_the_frontier():
+    f = pd.DataFrame(
+        {
+            "library": ["oluo_lab"] * 3 + ["faiss"] * 3,
+            "index": ["e"] * 3 + ["f"] * 3,
+            "recall": [0.90, 0.96, 0.99, 0.94, 0.98, 0.999],
+            "qps": [1000.0, 400.0, 100.0, 800.0, 500.0, 80.0],
+        }
+    )
+    # a dominated row between the brackets must not be used as the lower point
+    f = pd.concat(
+        [
+            f,
+            pd.DataFrame(
+                {"library": ["oluo_lab"], "index": ["e"], "recall": [0.93], "qps": [300.0]}
+            ),
+        ]
+    )
+    s = qps_at_recall(f, 0.95, interpolate=True)
+    w = (0.95 - 0.90) / (0.96 - 0.90)
+    assert s[("oluo_lab", "e")] == pytest.approx(np.exp((1 - w) * np.log(1000) + w * np.log(400)))
+    w = (0.95 - 0.94) / (0.98 - 0.94)
+    assert s[("faiss", "f")] == pytest.approx(np.exp((1 - w) * np.log(800) + w * np.log(500)))
+    # the grid reading takes the best row at or above the target
+    assert qps_at_recall(f, 0.95)[("oluo_lab", "e")] == 400.0
+    # no point below the target: no extrapolation; none above: NaN
+    assert qps_at_recall(f, 0.85, interpolate=True)[("faiss", "f")] == 800.0
+    assert np.isnan(qps_at_recall(f, 0.9995, interpolate=True)[("oluo_lab", "e")])
+    r = ratios_at_recall(f, (0.95,), interpolate=True).iloc[0]
+    assert r["method"] == "interpolated"
+    assert r["ratio"] == pytest.approx(s[("oluo_lab", "e")] / s[("faiss", "f")])
+    # exactly on a measured point the two readings agree
+    assert qps_at_recall(f, 0.96, interpolate=True)[("oluo_lab", "e")] == pytest.approx(400.0)
 
 
 def test_results_reject_frames_missing_columns():
