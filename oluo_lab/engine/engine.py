@@ -809,7 +809,7 @@ class OluoEngine:
         self._has_compacted = True
         # every live entry is now a row of the stored metadata, as after a restore: their
         # caller maps are read back from the encoded bytes when an entry is first built
-        self._snap = _stored_maps(cols)
+        self._snap = _stored_maps(cols, self._index._keys_sorted)
         self._row_by_key[cols.keys] = np.arange(len(cols), dtype=np.int64)
         self._meta_by_key = {}
         # the id -> key map is rebuilt when next needed (an ingest, delete or id lookup:
@@ -911,7 +911,7 @@ class OluoEngine:
         eng._ingested_by_key[keys] = cols.ingested_at_ms
         eng._row_by_key[keys] = np.arange(n, dtype=np.int64)
         eng._lazy_by_key[keys] = True
-        eng._snap = _stored_maps(cols)
+        eng._snap = _stored_maps(cols, eng._index._keys_sorted)
         eng._n_lazy = eng._n_live = n
         eng._tk = None  # built on first use (by id lookups, ingest, delete)
         eng._scope_counts = np.bincount(scopes, minlength=3).tolist()
@@ -1031,13 +1031,16 @@ class OluoEngine:
         self._run(CompactComplete(str(path), generation))
 
 
-def _stored_maps(cols: MetadataColumns) -> MetadataColumns:
+def _stored_maps(cols: MetadataColumns, base_keys_sorted: np.ndarray) -> MetadataColumns:
     """``cols`` with only what the engine reads back from it: the keys (row count, error
     messages) and the caller maps (``metadata``, ``metadata_ends``, for ``metadata_at``).
     The other columns are copied into the engine's per-key columns; holding them twice
-    would cost ~18 bytes per entry."""
+    would cost ~18 bytes per entry. The keys are the base's sorted keys (the same
+    values, right after a compaction or restore), which the index holds anyway."""
+    same = np.array_equal(base_keys_sorted, cols.keys)
     return replace(
         cols,
+        keys=base_keys_sorted if same else cols.keys,
         targets=np.zeros(0, object),
         scope=np.zeros(0, np.int8),
         privacy_tier=np.zeros(0, np.int8),
