@@ -163,11 +163,11 @@ class OluoEngine:
         # tier, ingest time; expiry times, provenance ids and caller maps are stored only
         # for the entries that have them. The EntryMetadata of a key is built on first
         # access and cached in ``_ent_by_key`` (``_lazy_by_key``: a live key whose entry is
-        # not built yet), for ingested and restored entries alike. The caller map of an
-        # entry unchanged since the last compaction or restore is read from its row of the
-        # stored metadata bytes (``_row_by_key`` >= 0 names the row in ``_snap``; the next
-        # compaction reuses those bytes verbatim); a newer entry's is in ``_meta_by_key``
-        # (absent = empty).
+        # not built yet), for ingested and restored entries alike. An ingested entry's
+        # non-empty caller map is kept in ``_meta_by_key`` (as given: its key order); a
+        # restored entry's is decoded from its row of the stored metadata bytes. An entry
+        # unchanged since the last compaction or restore has ``_row_by_key`` >= 0, its row
+        # in ``_snap``, whose bytes the next compaction reuses verbatim.
         self._ids_by_key = np.full(64, None, dtype=object)
         self._ent_by_key = np.full(64, None, dtype=object)
         self._scope_by_key = np.full(64, -1, np.int8)
@@ -176,7 +176,7 @@ class OluoEngine:
         self._row_by_key = np.full(64, -1, np.int64)
         self._lazy_by_key = np.zeros(64, bool)  # a live key whose entry is not built yet
         self._snap: MetadataColumns | None = None  # (only keys and caller maps: _stored_maps)
-        self._meta_by_key: dict[int, dict[str, Any]] = {}  # non-empty maps of newer entries
+        self._meta_by_key: dict[int, dict[str, Any]] = {}  # non-empty maps of ingested entries
         self._n_lazy = 0  # live keys whose EntryMetadata is not built yet
         self._n_live = 0
         self._tk: dict[Target, int] | None = {}  # caller id -> key; None = build on demand
@@ -244,11 +244,13 @@ class OluoEngine:
         """The EntryMetadata of a live key (built from the columns on first use)."""
         e = self._ent_by_key[key]
         if e is None:
-            row = int(self._row_by_key[key])
-            meta = self._snap.metadata_at(row) if row >= 0 else self._meta_by_key.get(key)
+            meta = self._meta_by_key.get(key)
+            if meta is None:
+                row = int(self._row_by_key[key])
+                meta = self._snap.metadata_at(row) if row >= 0 else {}
             e = EntryMetadata(
                 self._ids_by_key[key],
-                {} if meta is None else meta,
+                meta,
                 _TIERS[self._tier_by_key[key]],
                 self._expiring.get(key),
                 int(self._ingested_by_key[key]),
@@ -807,11 +809,10 @@ class OluoEngine:
         self._index.install(ix, data, keys, scopes)
         self._generation = gen
         self._has_compacted = True
-        # every live entry is now a row of the stored metadata, as after a restore: their
-        # caller maps are read back from the encoded bytes when an entry is first built
+        # every live entry is now a row of the stored metadata, as after a restore (the
+        # next compaction reuses its bytes; ingested caller maps stay in _meta_by_key)
         self._snap = _stored_maps(cols, self._index._keys_sorted)
         self._row_by_key[cols.keys] = np.arange(len(cols), dtype=np.int64)
-        self._meta_by_key = {}
         # the id -> key map is rebuilt when next needed (an ingest, delete or id lookup:
         # ~2% of an append compaction's time), as after a restore: ~80 bytes per entry
         self._tk = None

@@ -219,6 +219,18 @@ def test_reingest_after_an_entry_was_built_replaces_it():
     assert eng.evict_expired(10_000) == ["c"]
 
 
+def test_an_ingested_map_keeps_its_key_order_through_compactions():
+    eng = _engine()
+    eng.add(VECS[:2], ids=["a", "b"], metadata=[{"zz": 1, "a": 2}, {}])
+    for _ in range(2):
+        eng.compact(force=True)
+        assert list(eng.entry("a").metadata) == ["zz", "a"]  # as given, not canonical
+        assert eng.entry("b").metadata == {}
+    snap = eng.compact(force=True)
+    back = OluoEngine.from_snapshot(snap.index_bytes, snap.metadata_bytes, 2, snap.generation)
+    assert back.entry("a").metadata == {"zz": 1, "a": 2}
+
+
 def test_a_fresh_build_keeps_no_python_object_per_entry():
     """After add + compact the entry table is columns: the Python/NumPy memory it holds
     (faiss's own allocations are not traced) stays a small fixed cost per entry."""
