@@ -200,7 +200,10 @@ class OluoAdapter(_Base):
             build_threads=self.build_threads,
         )
         self.engine.add(base)
-        self._snap = self.engine.compact()
+        snap = self.engine.compact()
+        # only the size is kept: a caller persists the snapshot and lets it go, so holding
+        # its bytes here would count them in the engine's resident memory (``release``)
+        self._snap_bytes = len(snap.index_bytes) + len(snap.metadata_bytes)
 
     def search(self, queries: np.ndarray, k: int, ef: int) -> np.ndarray:
         # default ids are running ints equal to the base row, so keys are the rows
@@ -210,8 +213,7 @@ class OluoAdapter(_Base):
         return self.engine.search(query, k=k, ef=ef).keys
 
     def index_bytes(self) -> int:
-        snap = self._snap
-        return len(snap.index_bytes) + len(snap.metadata_bytes)
+        return self._snap_bytes
 
 
 class FaissHNSWAdapter(_Base):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -159,18 +160,24 @@ class OluoEngine:
         self._index = CompoundIndex(self.config, build_threads=int(build_threads))
         # The entry table is columnar, indexed by key (the last slot is always empty so
         # that key -1 maps to "no entry"): caller id, scope (-1 = no live entry), privacy
-        # tier, ingest time; ``_ent_by_key`` caches the EntryMetadata of a key, built
-        # lazily for entries restored from a snapshot (``_row_by_key`` >= 0 names their
-        # row in ``_snap``, whose stored metadata bytes a compaction reuses verbatim).
+        # tier, ingest time; expiry times, provenance ids and caller maps are stored only
+        # for the entries that have them. The EntryMetadata of a key is built on first
+        # access and cached in ``_ent_by_key`` (``_lazy_by_key``: a live key whose entry is
+        # not built yet), for ingested and restored entries alike. An ingested entry's
+        # non-empty caller map is kept in ``_meta_by_key`` (as given: its key order); a
+        # restored entry's is decoded from its row of the stored metadata bytes. An entry
+        # unchanged since the last compaction or restore has ``_row_by_key`` >= 0, its row
+        # in ``_snap``, whose bytes the next compaction reuses verbatim.
         self._ids_by_key = np.full(64, None, dtype=object)
         self._ent_by_key = np.full(64, None, dtype=object)
         self._scope_by_key = np.full(64, -1, np.int8)
         self._tier_by_key = np.zeros(64, np.int8)
         self._ingested_by_key = np.zeros(64, np.uint64)
         self._row_by_key = np.full(64, -1, np.int64)
-        self._lazy_by_key = np.zeros(64, bool)  # a snapshot row whose entry is not built yet
-        self._snap: MetadataColumns | None = None
-        self._n_lazy = 0  # keys with a snapshot row whose EntryMetadata is not built yet
+        self._lazy_by_key = np.zeros(64, bool)  # a live key whose entry is not built yet
+        self._snap: MetadataColumns | None = None  # (only keys and caller maps: _stored_maps)
+        self._meta_by_key: dict[int, dict[str, Any]] = {}  # non-empty maps of ingested entries
+        self._n_lazy = 0  # live keys whose EntryMetadata is not built yet
         self._n_live = 0
         self._tk: dict[Target, int] | None = {}  # caller id -> key; None = build on demand
         self._expiring: dict[int, int] = {}
@@ -221,8 +228,8 @@ class OluoEngine:
 
     @property
     def _target_key(self) -> dict[Target, int]:
-        """Caller id -> key of every live entry; after a restore it is built on first use
-        (ids were checked unique when the snapshot was decoded)."""
+        """Caller id -> key of every live entry; after a restore or a compaction it is
+        built on first use (ids are unique: checked when ingested or decoded)."""
         tk = self._tk
         if tk is None:
             keys = self._live_keys()
@@ -234,12 +241,16 @@ class OluoEngine:
         return np.flatnonzero(self._scope_by_key >= 0)
 
     def _entry_at(self, key: int) -> EntryMetadata:
-        """The EntryMetadata of a live key (built from the snapshot columns on first use)."""
+        """The EntryMetadata of a live key (built from the columns on first use)."""
         e = self._ent_by_key[key]
         if e is None:
+            meta = self._meta_by_key.get(key)
+            if meta is None:
+                row = int(self._row_by_key[key])
+                meta = self._snap.metadata_at(row) if row >= 0 else {}
             e = EntryMetadata(
                 self._ids_by_key[key],
-                self._snap.metadata_at(int(self._row_by_key[key])),
+                meta,
                 _TIERS[self._tier_by_key[key]],
                 self._expiring.get(key),
                 int(self._ingested_by_key[key]),
@@ -252,20 +263,12 @@ class OluoEngine:
         return e
 
     def _materialise(self, keys: np.ndarray) -> None:
-        """Build the EntryMetadata of every lazily restored key among ``keys``."""
+        """Build the EntryMetadata of every not yet built key among ``keys``."""
         if not self._n_lazy:
             return
         lazy = keys[self._lazy_by_key[keys]]  # key -1 maps to the last slot: never lazy
         for key in np.unique(lazy).tolist():
             self._entry_at(key)
-
-    def _forget_row(self, key: int) -> None:
-        """The entry of ``key`` no longer equals its snapshot row (replaced or removed)."""
-        if self._row_by_key[key] >= 0:
-            if self._lazy_by_key[key]:
-                self._lazy_by_key[key] = False
-                self._n_lazy -= 1
-            self._row_by_key[key] = -1
 
     def entry(self, target: Target) -> EntryMetadata:
         """The metadata of a live entry (UnknownId if absent)."""
@@ -385,10 +388,13 @@ class OluoEngine:
         now = _check_uint("now_ms", ev.now_ms)
         if now > _U64_MAX:
             raise InvalidEvent(f"now_ms must fit in an unsigned 64-bit int, got {now}")
-        metas_raw = _per_entry(
-            "metadata", ev.metadata, n, lambda v: v is None or isinstance(v, Mapping)
-        )
-        metas = [normalize_metadata(m) for m in metas_raw]
+        if ev.metadata is None:
+            metas = None  # every entry's caller map is empty (nothing is stored for it)
+        else:
+            metas_raw = _per_entry(
+                "metadata", ev.metadata, n, lambda v: v is None or isinstance(v, Mapping)
+            )
+            metas = [normalize_metadata(m) for m in metas_raw]
         decisions = _per_entry(
             "decision",
             ev.decision,
@@ -400,17 +406,19 @@ class OluoEngine:
                 raise InvalidEvent(f"unknown ingest decision {d!r}")
             if isinstance(d, IndexLightweight):
                 _check_uint("ttl_secs", d.ttl_secs)
-        # (one value for the whole batch, the common case: validated once)
+        # scope and tier codes (one value for the whole batch, the common case: validated once)
         if _is_int(ev.scope):
-            scopes = [_scope(ev.scope)] * n
+            scope_codes = [int(_scope(ev.scope))] * n
         else:
-            scopes = [_scope(s) for s in _per_entry("scope", ev.scope, n, _is_int)]
+            scope_codes = [int(_scope(s)) for s in _per_entry("scope", ev.scope, n, _is_int)]
         if _is_int(ev.privacy_tier):
-            tiers = [_tier(ev.privacy_tier)] * n
+            tier_codes = [int(_tier(ev.privacy_tier))] * n
         else:
-            tiers = [_tier(t) for t in _per_entry("privacy_tier", ev.privacy_tier, n, _is_int)]
+            tier_codes = [
+                int(_tier(t)) for t in _per_entry("privacy_tier", ev.privacy_tier, n, _is_int)
+            ]
         if ev.overlays is None:
-            overlays = [()] * n
+            overlays = None  # no entry has provenance ids
         else:
             ov = ev.overlays
             if single and isinstance(ov, Sequence) and all(isinstance(o, str) for o in ov):
@@ -435,32 +443,22 @@ class OluoEngine:
         next_key = self._key_counter
         idx_rows: list[int] = []
         idx_keys: list[int] = []
-        new_entries: list[EntryMetadata] = []
         out_keys: list[int | None] = []
         remove_keys: list[int] = []
         tk_get = self._target_key.get
-        dropped = PrivacyTier.ENCRYPTED_EPHEMERAL
+        dropped = int(PrivacyTier.ENCRYPTED_EPHEMERAL)
         for i in range(n):
-            t, d = targets[i], decisions[i]
-            old_key = tk_get(t)
-            if isinstance(d, Reject) or tiers[i] is dropped:
+            old_key = tk_get(targets[i])
+            if tier_codes[i] == dropped or isinstance(decisions[i], Reject):
                 out_keys.append(None)
                 if old_key is not None:
                     remove_keys.append(old_key)
                 continue
-            scope = scopes[i]
             if old_key is None:
                 key = next_key
                 next_key += 1
             else:
                 key = old_key
-                scope = max(scope, _SCOPES[self._scope_by_key[old_key]])
-            expires = None
-            if isinstance(d, IndexLightweight):
-                expires = min(now + int(d.ttl_secs) * 1000, _U64_MAX)
-            new_entries.append(
-                EntryMetadata(t, metas[i], tiers[i], expires, now, scope, overlays[i])
-            )
             idx_rows.append(i)
             idx_keys.append(key)
             out_keys.append(key)
@@ -470,42 +468,55 @@ class OluoEngine:
         # ---- apply
         removed = self._remove_keys(sorted(remove_keys))
         if idx_rows:
+            every = len(idx_rows) == n
             keys_arr = np.asarray(idx_keys, np.int64)
-            scope_arr = np.asarray([int(e.scope) for e in new_entries], np.int8)
             self._ensure_capacity(max(next_key - 1, int(keys_arr.max())))
-            self._index.upsert(keys_arr, vecs[idx_rows], scope_arr)
-            tk = self._target_key
-            old_scopes = self._scope_by_key[keys_arr].tolist()
-            for key, e, old in zip(idx_keys, new_entries, old_scopes, strict=True):
-                if old >= 0:
-                    self._scope_counts[old] -= 1
-                    self._forget_row(key)
-                else:
-                    self._n_live += 1
-                tk[e.target] = key
-                if e.expires_at is not None:
-                    self._expiring[key] = e.expires_at
-                else:
+            # a re-ingested entry keeps the widest of its old and new scopes
+            old_scopes = self._scope_by_key[keys_arr]  # -1: a new key
+            codes = scope_codes if every else [scope_codes[i] for i in idx_rows]
+            scope_arr = np.maximum(np.asarray(codes, np.int8), old_scopes)
+            self._index.upsert(keys_arr, vecs if every else vecs[idx_rows], scope_arr)
+            new_targets = targets if every else [targets[i] for i in idx_rows]
+            old = old_scopes >= 0
+            n_old = int(np.count_nonzero(old))
+            counts = np.bincount(scope_arr, minlength=3)
+            if n_old:
+                counts -= np.bincount(old_scopes[old], minlength=3)
+                self._row_by_key[keys_arr[old]] = -1  # no longer its snapshot row
+                for key in keys_arr[old].tolist():  # replaced below if the new entry has them
                     self._expiring.pop(key, None)
-                if e.overlays:
-                    self._overlays[key] = e.overlays
-                else:
                     self._overlays.pop(key, None)
-            # the per-key columns, in bulk (keys are distinct within a batch)
+                    self._meta_by_key.pop(key, None)
             self._scope_counts = [
-                c + int(a)
-                for c, a in zip(
-                    self._scope_counts, np.bincount(scope_arr, minlength=3), strict=True
-                )
+                c + int(a) for c, a in zip(self._scope_counts, counts, strict=True)
             ]
-            ids = np.empty(len(new_entries), object)
-            ids[:] = [e.target for e in new_entries]  # (a list would be coerced to str/int64)
+            self._n_live += len(idx_keys) - n_old
+            self._target_key.update(zip(new_targets, idx_keys, strict=True))
+            # the sparse per-key fields: only entries that have one are stored
+            if not isinstance(ev.decision, IndexFull):  # (one IndexFull: nothing expires)
+                for i, key in zip(idx_rows, idx_keys, strict=True):
+                    d = decisions[i]
+                    if isinstance(d, IndexLightweight):
+                        self._expiring[key] = min(now + int(d.ttl_secs) * 1000, _U64_MAX)
+            if overlays is not None:
+                for i, key in zip(idx_rows, idx_keys, strict=True):
+                    if overlays[i]:
+                        self._overlays[key] = overlays[i]
+            if metas is not None:
+                for i, key in zip(idx_rows, idx_keys, strict=True):
+                    if metas[i]:
+                        self._meta_by_key[key] = metas[i]
+            # the per-key columns, in bulk (keys are distinct within a batch); the
+            # EntryMetadata is built on first access (_entry_at)
+            ids = np.empty(len(idx_keys), object)
+            ids[:] = new_targets  # (a list would be coerced to str/int64)
             self._ids_by_key[keys_arr] = ids
-            ents = np.empty(len(new_entries), object)
-            ents[:] = new_entries
-            self._ent_by_key[keys_arr] = ents
+            self._ent_by_key[keys_arr] = None
+            self._n_lazy += len(idx_keys) - int(np.count_nonzero(self._lazy_by_key[keys_arr]))
+            self._lazy_by_key[keys_arr] = True
             self._scope_by_key[keys_arr] = scope_arr
-            self._tier_by_key[keys_arr] = [int(e.privacy_tier) for e in new_entries]
+            tiers = tier_codes if every else [tier_codes[i] for i in idx_rows]
+            self._tier_by_key[keys_arr] = tiers
             self._ingested_by_key[keys_arr] = now
             self._key_counter = next_key
         actions: list[object] = []
@@ -524,7 +535,11 @@ class OluoEngine:
             target = self._ids_by_key[key]
             del tk[target]
             self._scope_counts[self._scope_by_key[key]] -= 1
-            self._forget_row(key)
+            self._row_by_key[key] = -1
+            if self._lazy_by_key[key]:
+                self._lazy_by_key[key] = False
+                self._n_lazy -= 1
+            self._meta_by_key.pop(key, None)
             self._ids_by_key[key] = None
             self._ent_by_key[key] = None
             self._scope_by_key[key] = -1
@@ -706,7 +721,16 @@ class OluoEngine:
         n = len(keys)
         rows = self._row_by_key[keys]
         fresh = np.flatnonzero(rows < 0)
-        pieces = [encode_entry_metadata(self._ent_by_key[k].metadata) for k in keys[fresh].tolist()]
+        fk = keys[fresh]
+        lazy = self._lazy_by_key[fk]
+        if not self._meta_by_key and lazy.all():  # only empty maps (encoded as _EMPTY_MAP)
+            pieces = [encode_entry_metadata({})] * len(fk)
+        else:  # a built entry's map is its EntryMetadata's
+            mk, ents = self._meta_by_key, self._ent_by_key
+            pieces = [
+                encode_entry_metadata(mk.get(k) if lz else ents[k].metadata)
+                for k, lz in zip(fk.tolist(), lazy.tolist(), strict=True)
+            ]
         starts = np.zeros(n, np.int64)  # offsets into src = snapshot bytes + fresh pieces
         lens = np.zeros(n, np.int64)
         parts: list[bytes] = []
@@ -778,10 +802,20 @@ class OluoEngine:
         if len(keys) != self._n_live:
             raise CompactionFailed(f"new base has {len(keys)} vectors for {self._n_live} entries")
         gen = self._generation + 1
-        meta = self._encode_metadata(gen, keys)
+        cols = self._metadata_columns()
+        meta = encode_columns(
+            self.config.as_dict(), self._key_counter, gen, cols.with_row_keys(keys)
+        )
         self._index.install(ix, data, keys, scopes)
         self._generation = gen
         self._has_compacted = True
+        # every live entry is now a row of the stored metadata, as after a restore (the
+        # next compaction reuses its bytes; ingested caller maps stay in _meta_by_key)
+        self._snap = _stored_maps(cols, self._index._keys_sorted)
+        self._row_by_key[cols.keys] = np.arange(len(cols), dtype=np.int64)
+        # the id -> key map is rebuilt when next needed (an ingest, delete or id lookup:
+        # ~2% of an append compaction's time), as after a restore: ~80 bytes per entry
+        self._tk = None
         return PersistSnapshot(data, meta, self._key_counter, gen)
 
     def _compact_complete(self, ev: CompactComplete) -> list[object]:
@@ -878,7 +912,7 @@ class OluoEngine:
         eng._ingested_by_key[keys] = cols.ingested_at_ms
         eng._row_by_key[keys] = np.arange(n, dtype=np.int64)
         eng._lazy_by_key[keys] = True
-        eng._snap = cols
+        eng._snap = _stored_maps(cols, eng._index._keys_sorted)
         eng._n_lazy = eng._n_live = n
         eng._tk = None  # built on first use (by id lookups, ingest, delete)
         eng._scope_counts = np.bincount(scopes, minlength=3).tolist()
@@ -996,6 +1030,28 @@ class OluoEngine:
     def compact_complete(self, path: str, generation: int) -> None:
         """Tell the engine the snapshot of ``generation`` is at ``path`` (maps it as base)."""
         self._run(CompactComplete(str(path), generation))
+
+
+def _stored_maps(cols: MetadataColumns, base_keys_sorted: np.ndarray) -> MetadataColumns:
+    """``cols`` with only what the engine reads back from it: the keys (row count, error
+    messages) and the caller maps (``metadata``, ``metadata_ends``, for ``metadata_at``).
+    The other columns are copied into the engine's per-key columns; holding them twice
+    would cost ~18 bytes per entry. The keys are the base's sorted keys (the same
+    values, right after a compaction or restore), which the index holds anyway."""
+    same = np.array_equal(base_keys_sorted, cols.keys)
+    return replace(
+        cols,
+        keys=base_keys_sorted if same else cols.keys,
+        targets=np.zeros(0, object),
+        scope=np.zeros(0, np.int8),
+        privacy_tier=np.zeros(0, np.int8),
+        ingested_at_ms=np.zeros(0, np.uint64),
+        expires_rows=np.zeros(0, np.int64),
+        expires_at=np.zeros(0, np.uint64),
+        overlay_rows=np.zeros(0, np.int64),
+        overlays=(),
+        row_order=None,
+    )
 
 
 #: handle() dispatch: event type -> method name (Search is special-cased first in handle)

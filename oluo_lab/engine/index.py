@@ -816,6 +816,10 @@ class CompoundIndex:
         self._hash_sorted = self._hash_pos = self._hash_set = None
         self.delta_n = 0
         self.delta_row = {}
+        if len(self.delta_keys) > 16:  # the delta is in the base now: free its buffers
+            self.delta_keys = np.zeros(16, np.int64)
+            self.delta_vecs = np.zeros((16, self.config.width), self._vdtype)
+            self.delta_scope = np.zeros(16, np.int8)
         self._invalidate()
 
     def _serialize(self, ix: object) -> bytes:
