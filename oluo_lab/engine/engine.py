@@ -578,16 +578,16 @@ class OluoEngine:
     def _results(self, query_id: int | None, keys: np.ndarray, scores: np.ndarray) -> SearchResults:
         """A SearchResults whose ids and entries are gathered from ``keys`` on first
         access (most of a search's Python cost otherwise, for a large batch)."""
-        res = SearchResults._lazy(query_id, keys, scores, self._resolve_keys)
+        res = SearchResults._lazy(query_id, keys, scores, (self._ids_for, self._entries_for))
         outstanding = self._outstanding
         if outstanding is None:
             outstanding = self._outstanding = set()
         outstanding.add(weakref.ref(res, outstanding.discard))
         return res
 
-    def _resolve_keys(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(caller ids, EntryMetadata) of each key, None where key == -1."""
-        return self._ids_by_key[keys], self._entries_for(keys)
+    def _ids_for(self, keys: np.ndarray) -> np.ndarray:
+        """The caller id of each key (object array, same shape; None where key == -1)."""
+        return self._ids_by_key[keys]
 
     def _settle_results(self) -> None:
         """Resolve every outstanding result now, before the entries can change."""

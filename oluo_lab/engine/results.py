@@ -62,15 +62,18 @@ class SearchResults:
         query_id: int | None,
         keys: np.ndarray,
         scores: np.ndarray,
-        resolve: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+        resolve: tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]],
     ) -> SearchResults:
-        """A result whose ids and entries are ``resolve(keys)``, computed on first access.
+        """A result whose ids and entries are ``resolve[0](keys)`` and ``resolve[1](keys)``,
+        each computed on its first access (reading ids never builds entries).
 
         The engine that builds it must call :meth:`_settle` before its entries change."""
         self = object.__new__(cls)
         _set(self, "query_id", query_id)
         _set(self, "keys", keys)
         _set(self, "scores", scores)
+        _set(self, "_ids", None)
+        _set(self, "_entries", None)
         _set(self, "_resolve", resolve)
         return self
 
@@ -78,20 +81,23 @@ class SearchResults:
         """Materialise ids and entries now (idempotent)."""
         resolve = self._resolve
         if resolve is not None:
-            ids, entries = resolve(self.keys)
-            _set(self, "_ids", ids)
-            _set(self, "_entries", entries)
+            if self._ids is None:
+                _set(self, "_ids", resolve[0](self.keys))
+            if self._entries is None:
+                _set(self, "_entries", resolve[1](self.keys))
             _set(self, "_resolve", None)
 
     @property
     def ids(self) -> np.ndarray:
-        if self._resolve is not None:
-            self._settle()
-        return self._ids
+        ids = self._ids
+        if ids is None:
+            ids = self._resolve[0](self.keys)
+            _set(self, "_ids", ids)
+        return ids
 
     @property
     def entries(self) -> np.ndarray:
-        if self._resolve is not None:
+        if self._entries is None:
             self._settle()
         return self._entries
 
