@@ -6,7 +6,8 @@
 Runs each notebook in a fresh kernel on this interpreter with this checkout's
 ``oluo_lab`` and progress bars off, in this directory (each notebook creates and
 deletes its own scratch lab), and saves it without live-widget views or widget state
-(their static HTML stays), so the stored outputs are what a fresh run reproduces.
+(their static HTML stays) or execution timestamps, so the stored outputs are what a
+fresh run reproduces.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ def main(names: list[str]) -> int:
     for path in paths:
         t0 = time.perf_counter()
         nb = execute_notebook(path, HERE)
+        for cell in nb.cells:  # wall-clock execution stamps: noise in every diff
+            cell.metadata.pop("execution", None)
         nbformat.write(nb, str(path))
         print(f"{path.name}: {time.perf_counter() - t0:.1f} s")
     return 0
