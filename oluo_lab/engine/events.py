@@ -87,6 +87,10 @@ class EntryMetadata:
     ``metadata`` is the caller's free-form mapping (None/bool/int/float/str/bytes/
     list/dict with str keys); ``expires_at`` is in ms and only set for lightweight
     entries; ``overlays`` is a tuple of provenance ids (str).
+
+    Read-only by contract: ``metadata`` is the engine's own (validated, normalised) copy,
+    handed out without another copy, and an in-place change to it is neither validated nor
+    persisted; snapshots keep what was ingested. Re-ingest the entry to change it.
     """
 
     target: Target
