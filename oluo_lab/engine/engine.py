@@ -708,7 +708,7 @@ class OluoEngine:
         if idx.base is None or idx.delta_n or idx.n_dead:
             return None
         data = idx._serialize(idx.base)
-        meta = self._encode_metadata(self._generation, idx.base_keys)
+        meta = self._encode_metadata(self._metadata_columns(), self._generation, idx.base_keys)
         return PersistSnapshot(data, meta, self._key_counter, self._generation)
 
     def _metadata_columns(self) -> MetadataColumns:
@@ -773,10 +773,13 @@ class OluoEngine:
             metadata=blob,
         )
 
-    def _encode_metadata(self, generation: int, row_keys: np.ndarray) -> bytes:
-        """Metadata bytes of the live entries; ``row_keys`` is the key at each position of
-        the base they describe (stored as ``row_order`` when not in key order)."""
-        cols = self._metadata_columns().with_row_keys(row_keys)
+    def _encode_metadata(
+        self, cols: MetadataColumns, generation: int, row_keys: np.ndarray
+    ) -> bytes:
+        """Metadata bytes of the live entries ``cols`` (from :meth:`_metadata_columns`);
+        ``row_keys`` is the key at each position of the base they describe (stored as
+        ``row_order`` when not in key order)."""
+        cols = cols.with_row_keys(row_keys)
         return encode_columns(self.config.as_dict(), self._key_counter, generation, cols)
 
     def renumber(self, generation: int) -> None:
@@ -803,9 +806,7 @@ class OluoEngine:
             raise CompactionFailed(f"new base has {len(keys)} vectors for {self._n_live} entries")
         gen = self._generation + 1
         cols = self._metadata_columns()
-        meta = encode_columns(
-            self.config.as_dict(), self._key_counter, gen, cols.with_row_keys(keys)
-        )
+        meta = self._encode_metadata(cols, gen, keys)
         self._index.install(ix, data, keys, scopes)
         self._generation = gen
         self._has_compacted = True
