@@ -178,7 +178,7 @@ def key_filter(keys: np.ndarray) -> tuple[bytes, int]:
     Bit ``(key * _MIX mod 2**64) >> shift`` is set for every key; about 32 bits per key
     (at least 2**16), so ~3% of absent keys probe positive and take the exact path, at
     ~4 bits per row of memory where a Python set of the keys took ~75 bytes per row.
-    Returns ``(bitmap bytes, shift)``; probe with ``bits[m >> 3] >> (m & 7) & 1``.
+    Returns ``(bitmap bytes, shift)`` for :func:`may_hold`.
     """
     log2 = max(16, (32 * max(len(keys), 1) - 1).bit_length())
     shift = 64 - log2
@@ -187,6 +187,13 @@ def key_filter(keys: np.ndarray) -> tuple[bytes, int]:
     bits = np.zeros(1 << log2, bool)
     bits[m] = True
     return np.packbits(bits, bitorder="little").tobytes(), shift
+
+
+def may_hold(kfilter: tuple[bytes, int], row: bytes) -> bool:
+    """Whether a stored row may start with the 8 bytes of ``row`` (False: certainly not)."""
+    bits, shift = kfilter
+    m = ((int.from_bytes(row[:8], "little") * _MIX) & _M64) >> shift
+    return bool(bits[m >> 3] >> (m & 7) & 1)
 
 
 def _digest(data: bytes | memoryview) -> bytes:
@@ -573,9 +580,7 @@ class CompoundIndex:
         if q.shape[0] == 1 and q.nbytes >= 8:  # single query: a bitmap probe, no numpy calls
             if self._hash_filter is None:
                 self._hash_filter = key_filter(hs)
-            bits, shift = self._hash_filter
-            m = ((int.from_bytes(q.tobytes()[:8], "little") * _MIX) & _M64) >> shift
-            if not bits[m >> 3] >> (m & 7) & 1:
+            if not may_hold(self._hash_filter, q.tobytes()):
                 return
         qh = row_keys(q)
         lo = np.searchsorted(hs, qh, "left")
@@ -678,9 +683,7 @@ class CompoundIndex:
                 # same arithmetic as prepare(): float32 of the double sqrt is the
                 # correctly rounded float32 sqrt, so the bytes equal the batch path's
                 a = a / np.float32(math.sqrt(s))
-        bits, shift = kfilter
-        m = ((int.from_bytes(a.tobytes()[:8], "little") * _MIX) & _M64) >> shift
-        if bits[m >> 3] >> (m & 7) & 1:
+        if may_hold(kfilter, a.tobytes()):
             return None  # a stored row may equal the query: the general path checks and merges
         p = self._params.get(ef)
         if p is None:
