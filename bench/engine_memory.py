@@ -102,7 +102,7 @@ def attribute(eng: OluoEngine, tm: tracemalloc.Snapshot | None) -> None:
         "ids object array (slots)": eng._ids_by_key.nbytes,
         "entry cache (slots)": eng._ent_by_key.nbytes,
         "_target_key dict (table only)": sys.getsizeof(eng._tk) if eng._tk else 0,
-        "hash set (table only)": sys.getsizeof(ix._hash_set) if ix._hash_set else 0,
+        "exact-match bitmap": len(ix._hash_filter[0]) if ix._hash_filter else 0,
         "hash sorted + pos": sum(
             a.nbytes for a in (ix._hash_sorted, ix._hash_pos) if a is not None
         ),
