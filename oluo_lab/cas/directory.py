@@ -28,6 +28,7 @@ import blake3
 import zstandard
 
 from oluo_lab._faults import fault_point
+from oluo_lab._io import write_all
 from oluo_lab.cas.base import BookStore, Buffer, StoreStats, verify_book
 from oluo_lab.cas.cid import CID
 from oluo_lab.cas.errors import BookNotFound, ContentError, CorruptBook, MalformedCID
@@ -51,13 +52,6 @@ _GROUP_BYTES = 1 << 20
 #: zstd is tried on a book only if this many bytes sampled from it shrink (see ``_encode``).
 _PROBE_LEN = 4096
 _PROBE_PIECES = 4
-
-
-def _write_all(fd: int, data: Buffer) -> None:
-    mv = memoryview(data)
-    while mv:
-        n = os.write(fd, mv)
-        mv = mv[n:]
 
 
 def _fsync_dir(path: str) -> None:
@@ -419,8 +413,8 @@ class DirStore(BookStore):
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o644)
         try:
             if header:
-                _write_all(fd, header)
-            _write_all(fd, payload)
+                write_all(fd, header)
+            write_all(fd, payload)
             fault_point("cas.tmp_written")
             if sync:
                 os.fsync(fd)

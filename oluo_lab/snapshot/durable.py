@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .._faults import fault_point
+from .._io import write_all
 from .errors import LockTimeout, PersistIOError
 
 TEMP_PREFIX = ".oluo-tmp-"
@@ -70,7 +71,7 @@ def atomic_write(path: Path | str, data: bytes | bytearray | memoryview) -> None
         raise PersistIOError(f"cannot create a temp file next to {path.name}", exc) from exc
     try:
         try:
-            _write_all(fd, data)
+            write_all(fd, data)
             fault_point("durable.tmp_written")
             os.fsync(fd)
             fault_point("durable.fsynced")
@@ -88,13 +89,6 @@ def atomic_write(path: Path | str, data: bytes | bytearray | memoryview) -> None
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-
-
-def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
-    view = memoryview(data).cast("B")
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
 
 
 class BackgroundWrite:
@@ -132,7 +126,7 @@ class BackgroundWrite:
                 return
             fd, self._tmp = _unique_temp(self.path.parent, self.path.name)
             try:
-                _write_all(fd, self._data)
+                write_all(fd, self._data)
                 os.fsync(fd)
             finally:
                 os.close(fd)
