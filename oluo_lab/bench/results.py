@@ -340,9 +340,10 @@ class BenchResults:
         With h5py: ``results/<dataset>/<k>/oluo-bench-<library>-<index>-batch/<params>.hdf5``,
         one file per row, in ann-benchmarks' units: ``best_search_time`` is seconds per
         query (``1 / qps``; ``qps`` is the best of ``run_count`` timed batches, the row's
-        ``runs``), ``index_size`` is kB (``index_bytes / 1024``: the serialised size, where
-        ann-benchmarks measures the resident memory a build adds), ``candidates`` the mean
-        number of ids returned per query, ``build_time`` seconds; ``times`` /
+        ``runs``, 1 where a row does not record it), ``index_size`` is kB
+        (``index_bytes / 1024``: the serialised size, where ann-benchmarks measures the
+        resident memory a build adds), ``candidates`` the mean number of ids returned per
+        query, ``build_time`` seconds; ``times`` /
         ``neighbors`` / ``distances`` hold the kept answers, distances as ann-benchmarks
         computes them (angular ``1 - cos``, euclidean plain L2, not oluo_lab's squared
         l2). Every column also travels as an ``oluo_<column>`` attribute, with the
@@ -354,16 +355,16 @@ class BenchResults:
         Recall: ann-benchmarks' plots compute their recall ("k-nn") from the stored
         distances and the dataset file's with the distance-threshold rule (true k-th
         distance + 1e-3), which is this harness's ``recall_distance`` column, not
-        ``recall`` (id intersection; ties make it lower) that oluo_lab's tables also
-        show. Both columns stay in the file under their own names.
+        ``recall`` (id intersection, lower where neighbours tie within 1e-3) that
+        oluo_lab's tables also show. Both columns stay in the file under their own names.
 
-        Rows without kept answers (``sweep(keep_answers=False)``,
-        :meth:`from_csv`) cannot be plotted: one such file in ``results/`` stops
-        ann-benchmarks' tools for the whole dataset. By default
-        (``without_answers="error"``) they raise :class:`MissingAnswersError` before
-        anything is written; ``without_answers="aside"`` writes them as attribute-only
-        files (no ``candidates``, ``oluo_answers_kept`` false) under
-        ``without-answers/`` instead, which ann-benchmarks' tools do not read.
+        Rows without kept answers (``sweep(keep_answers=False)``, :meth:`from_csv`)
+        cannot be plotted: one such file in ``results/`` stops ann-benchmarks' tools for
+        the whole dataset. By default (``without_answers="error"``) they raise
+        :class:`~oluo_lab.bench.MissingAnswersError` before anything is written;
+        ``without_answers="aside"`` writes them as attribute-only files (no
+        ``candidates``, ``oluo_answers_kept`` false) under ``without-answers/`` instead,
+        which ann-benchmarks' tools do not read.
         Without h5py: ``results.csv`` (:meth:`to_csv`) with the same fields.
         """
         directory = Path(directory)

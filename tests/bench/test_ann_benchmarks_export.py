@@ -240,6 +240,11 @@ def test_rows_without_answers_are_refused_by_a_typed_error_and_nothing_is_writte
         partial.export_ann_benchmarks(tmp_path / "out")
     with pytest.raises(ValueError, match="without_answers"):
         table.export_ann_benchmarks(tmp_path / "out", without_answers="skip")
+    nb, dist, best = results.answers[3]
+    partial.answers[3] = (nb[:, :5], dist[:, :5], best)  # not the row's k
+    with pytest.raises(ValueError, match="do not match k=10"):
+        partial.export_ann_benchmarks(tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*"))
 
 
 def test_rows_without_answers_can_be_set_aside_with_per_query_times(runs, datasets, tmp_path):
