@@ -8,6 +8,7 @@ warm-up), single-query latency percentiles, build time, index size, threads.
 Sits on top of the other layers; nothing below imports it.
 """
 
+from ._ann_benchmarks import MissingAnswersError
 from .datasets import (
     GroundTruthCache,
     dataset_cid,
@@ -55,6 +56,7 @@ __all__ = [
     "GroundTruthCache",
     "HnswlibAdapter",
     "Measurement",
+    "MissingAnswersError",
     "OluoAdapter",
     "UsearchAdapter",
     "commit_results",

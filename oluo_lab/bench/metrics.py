@@ -10,7 +10,10 @@ Two definitions, always labelled:
 
 Distances follow :mod:`oluo_lab.datasets` conventions (cosine ``1 - cos``, l2 squared,
 ip ``-<q, x>``). :func:`distances_of` recomputes them from returned ids, as
-ann-benchmarks does, so every library is scored with the same arithmetic.
+ann-benchmarks does, so every library is scored with the same arithmetic. The
+threshold of :func:`recall_distance` is meant in ann-benchmarks' units, whose euclidean
+distance is plain (not squared) L2: the harness takes square roots of l2 distances
+before applying it (:func:`oluo_lab.bench.runner.score`).
 """
 
 from __future__ import annotations

@@ -15,7 +15,6 @@ import html
 import json
 import os
 import platform
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -331,96 +330,71 @@ class BenchResults:
         return cls(frame, dataset, env)
 
     # ------------------------------------------------------------------ ann-benchmarks
-    def export_ann_benchmarks(self, directory: str | os.PathLike[str]) -> list[Path]:
-        """Write the ann-benchmarks result layout under ``directory``.
+    def export_ann_benchmarks(
+        self, directory: str | os.PathLike[str], without_answers: str = "error"
+    ) -> list[Path]:
+        """Write the rows as ann-benchmarks result files that its own tools (``plot.py``,
+        ``data_export.py``, ``create_website.py``, ``plotting/utils.compute_all_metrics``)
+        read right; returns the files written.
 
-        With h5py: ``results/<dataset>/<k>/<algorithm>-batch/<params>.hdf5``, one file per
-        row, with the attributes ann-benchmarks' plotting reads (``build_time``,
-        ``index_size``, ``algo``, ``dataset``, ``count``, ``distance``, ``name``,
-        ``batch_mode``, ``best_search_time``, ``run_count``, ``expect_extra``) plus this
-        harness's columns, and ``times``/``neighbors``/``distances`` datasets when the
-        row's answers were kept. Without h5py: ``results.csv`` with the same fields.
+        With h5py: ``results/<dataset>/<k>/oluo-bench-<library>-<index>-batch/<params>.hdf5``,
+        one file per row, in ann-benchmarks' units: ``best_search_time`` is seconds per
+        query (``1 / qps``; ``qps`` is the best of ``run_count`` timed batches, the row's
+        ``runs``, 1 where a row does not record it), ``index_size`` is kB
+        (``index_bytes / 1024``: the serialised size, where ann-benchmarks measures the
+        resident memory a build adds), ``candidates`` the mean number of ids returned per
+        query, ``build_time`` seconds; ``times`` /
+        ``neighbors`` / ``distances`` hold the kept answers, distances as ann-benchmarks
+        computes them (angular ``1 - cos``, euclidean plain L2, not oluo_lab's squared
+        l2). Every column also travels as an ``oluo_<column>`` attribute, with the
+        dataset and environment, for :meth:`from_ann_benchmarks`. Rows measured under
+        another metric than the dataset's go to ``<dataset>-<metric>``. Use dataset
+        names without ``_`` (``create_website.py`` splits on it), and put the dataset
+        file ann-benchmarks compares against at ``data/<dataset>.hdf5``.
+
+        Recall: ann-benchmarks' plots compute their recall ("k-nn") from the stored
+        distances and the dataset file's with the distance-threshold rule (true k-th
+        distance + 1e-3), which is this harness's ``recall_distance`` column, not
+        ``recall`` (id intersection, lower where neighbours tie within 1e-3) that
+        oluo_lab's tables also show. Both columns stay in the file under their own names.
+
+        Rows without kept answers (``sweep(keep_answers=False)``, :meth:`from_csv`)
+        cannot be plotted: one such file in ``results/`` stops ann-benchmarks' tools for
+        the whole dataset. By default (``without_answers="error"``) they raise
+        :class:`~oluo_lab.bench.MissingAnswersError` before anything is written;
+        ``without_answers="aside"`` writes them as attribute-only files (no
+        ``candidates``, ``oluo_answers_kept`` false) under ``without-answers/`` instead,
+        which ann-benchmarks' tools do not read.
+        Without h5py: ``results.csv`` (:meth:`to_csv`) with the same fields.
         """
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         try:
-            import h5py
+            import h5py  # noqa: F401
         except ImportError:
+            directory.mkdir(parents=True, exist_ok=True)
             return [self.to_csv(directory / "results.csv")]
-        name = str(self.dataset.get("name", "dataset"))
-        distance = {"cosine": "angular", "l2": "euclidean", "ip": "dot"}
-        written = []
-        for i, row in self.frame.iterrows():
-            algo = f"oluo-bench-{row['library']}-{row['index']}"
-            args = {
-                "M": int(row["M"]),
-                "ef_construction": int(row["ef_construction"]),
-                "ef_search": int(row["ef_search"]),
-            }
-            stem = re.sub(r"\W+", "_", json.dumps(args, sort_keys=True)).strip("_")
-            out = directory / "results" / name / str(int(row["k"])) / f"{algo}-batch"
-            out.mkdir(parents=True, exist_ok=True)
-            fn = out / f"{stem}.hdf5"
-            with h5py.File(fn, "w") as f:
-                nq = int(self.dataset.get("n_queries", 0))
-                best = nq / row["qps"] if nq else float("nan")
-                answers = self.answers.get(int(i))
-                if answers is not None:
-                    best = answers[2] / max(1, answers[0].shape[0])
-                f.attrs["build_time"] = float(row["build_s"])
-                f.attrs["index_size"] = int(row["index_bytes"])
-                f.attrs["algo"] = algo
-                f.attrs["dataset"] = name
-                f.attrs["count"] = int(row["k"])
-                f.attrs["distance"] = distance.get(row["metric"], row["metric"])
-                f.attrs["name"] = f"{algo}({json.dumps(args, sort_keys=True)})"
-                f.attrs["batch_mode"] = True
-                f.attrs["best_search_time"] = float(best)
-                f.attrs["run_count"] = 1
-                f.attrs["expect_extra"] = False
-                columns = list(self.frame.columns)  # COLUMNS, then extras such as qps_cpu
-                f.attrs["oluo_columns"] = json.dumps(columns)
-                for c in columns:
-                    v = row[c]
-                    f.attrs[f"oluo_{c}"] = v if isinstance(v, str) else float(v)
-                if answers is not None:
-                    nb, dist, _ = answers
-                    f.create_dataset("times", data=np.full(nb.shape[0], best, np.float32))
-                    f.create_dataset("neighbors", data=nb.astype(np.int32))
-                    f.create_dataset("distances", data=dist.astype(np.float32))
-            written.append(fn)
-        return written
+        from . import _ann_benchmarks
+
+        return _ann_benchmarks.write(self, directory, without_answers)
 
     @classmethod
-    def from_ann_benchmarks(cls, directory: str | os.PathLike[str]) -> BenchResults:
-        """Read back the rows written by :meth:`export_ann_benchmarks` (either layout)."""
+    def from_ann_benchmarks(
+        cls, directory: str | os.PathLike[str], dataset: str | None = None
+    ) -> BenchResults:
+        """Read back what :meth:`export_ann_benchmarks` wrote (either layout): rows in
+        their original order, the dataset description (so a re-export lands in
+        ``results/<dataset>/`` again), the environment, and the answers of plottable
+        runs (distances back in oluo_lab's conventions). Files of other algorithms in the
+        same tree are skipped; ``dataset`` restricts reading to ``results/<dataset>``
+        (needed when the directory holds several exports).
+        """
         directory = Path(directory)
         if (directory / "results.csv").is_file():
             return cls.from_csv(directory / "results.csv")
-        import h5py
+        from . import _ann_benchmarks
 
-        rows = []
-        answers = {}
-        files = sorted((directory / "results").rglob("*.hdf5"))
-        for fn in files:
-            with h5py.File(fn, "r") as f:
-                row = {}
-                names = f.attrs.get("oluo_columns")
-                columns = json.loads(names) if names is not None else COLUMNS
-                for c in columns:
-                    v = f.attrs[f"oluo_{c}"]
-                    row[c] = v.decode() if isinstance(v, bytes) else v
-                if "neighbors" in f:
-                    answers[len(rows)] = (
-                        f["neighbors"][:],
-                        f["distances"][:],
-                        float(f.attrs["best_search_time"]) * f["neighbors"].shape[0],
-                    )
-                rows.append(row)
-        if not rows:
-            raise FileNotFoundError(f"no ann-benchmarks result files under {directory}")
-        frame = pd.DataFrame(rows, columns=list(rows[0]))
-        return cls(frame, {}, {}, answers)
+        frame, info, env, answers = _ann_benchmarks.read(directory, dataset)
+        return cls(frame, info, env, answers)
 
     # ------------------------------------------------------------------ summaries
     def summary(self, library: str | None = None) -> list[dict[str, Any]]:

@@ -69,6 +69,7 @@ def _points(built, ds, metric, k, ef, repeat, latency_queries):
             # (what the threads would reach with a core each; time other jobs take is
             # not counted). Not ann-benchmarks' QPS, which is ``qps``.
             "qps_cpu": ds.n_queries * adapter.threads / best_cpu[i] if best_cpu[i] > 0 else 0.0,
+            "runs": int(repeat),  # qps is the best of this many timed batches
             "p50_ms": p50,
             "p95_ms": p95,
             "p99_ms": p99,
@@ -102,7 +103,10 @@ def sweep(
     library for building (except the engine's default ``oluo_lab``, whose build is
     single-threaded by design; ``oluo_lab-mt`` uses ``threads``) and for batch search. ``run`` labels the rows (e.g. one label per machine or commit).
     Besides the standard columns every row has ``qps_cpu``: queries per CPU second of this
-    process times ``threads`` (best of the same runs), a load-robust companion of ``qps``.
+    process times ``threads`` (best of the same runs), a load-robust companion of ``qps``,
+    and ``runs``: the number of timed batches ``qps`` is the best of (``repeat``).
+    ``keep_answers`` keeps each row's returned ids and distances, which
+    :meth:`BenchResults.export_ann_benchmarks` needs to write plottable runs.
     """
     if k > dataset.k:
         raise ValueError(f"k={k} exceeds the dataset's ground truth depth {dataset.k}")

@@ -198,42 +198,6 @@ def test_csv_round_trip(results, tmp_path):
     assert back.env == results.env and back.dataset == results.dataset
 
 
-def test_ann_benchmarks_export_round_trip(results, data, tmp_path):
-    h5py = pytest.importorskip("h5py")
-    files = results.export_ann_benchmarks(tmp_path)
-    assert len(files) == len(results)
-    assert all(p.suffix == ".hdf5" and p.parts[-5] == "results" for p in files)
-    back = BenchResults.from_ann_benchmarks(tmp_path)
-    key = ["library", "index", "ef_construction", "ef_search"]
-    a = results.frame.sort_values(key).reset_index(drop=True)
-    b = back.frame.sort_values(key).reset_index(drop=True)
-    pd.testing.assert_frame_equal(a, b, check_dtype=False)
-    # ann-benchmarks' own fields: recall recomputable from the stored neighbours
-    with h5py.File(files[0], "r") as f:
-        assert f.attrs["distance"] == "angular" and f.attrs["count"] == 10
-        assert f.attrs["batch_mode"] and f.attrs["best_search_time"] > 0
-        nb = f["neighbors"][:]
-        row = results.frame.iloc[0]
-        assert recall_ids(nb, data.neighbors, 10) == pytest.approx(row["recall"])
-
-
-def test_ann_benchmarks_export_falls_back_to_csv(results, tmp_path, monkeypatch):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_h5py(name, *a, **kw):
-        if name == "h5py":
-            raise ImportError("no h5py")
-        return real_import(name, *a, **kw)
-
-    monkeypatch.setattr(builtins, "__import__", no_h5py)
-    files = results.export_ann_benchmarks(tmp_path)
-    assert [p.name for p in files] == ["results.csv"]
-    back = BenchResults.from_ann_benchmarks(tmp_path)
-    pd.testing.assert_frame_equal(back.frame, results.frame)
-
-
 def test_pareto_and_ratios():
     f = pd.DataFrame(
         {
