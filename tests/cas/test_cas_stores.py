@@ -10,7 +10,6 @@ from pathlib import Path
 
 import blake3
 import pytest
-from store_conformance import StoreConformance, xof
 
 from oluo_lab.cas import (
     CID,
@@ -23,6 +22,7 @@ from oluo_lab.cas import (
     reassemble,
 )
 from oluo_lab.cas.directory import HEADER_LEN, STALE_TMP_SECONDS, TMP_PREFIX
+from oluo_lab.testing.store import StoreConformance, xof
 
 REPO = Path(__file__).resolve().parents[2]
 
