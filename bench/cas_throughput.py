@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import mmap
 import os
 import platform
@@ -61,10 +60,10 @@ from pyfastcdc.cy import FastCDC
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from oluo_lab._io import syncfs  # noqa: E402
 from oluo_lab.cas import CHUNK_PARAMS, DirStore, ingest, reassemble  # noqa: E402
 
 MB = 1_000_000
-_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 def make_random(n: int) -> bytes:
@@ -197,12 +196,7 @@ def files_write(
     else:
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(write, cuts[:-1], cuts[1:]))
-    fd = os.open(root, os.O_RDONLY)
-    try:
-        if _LIBC.syncfs(fd) != 0:
-            raise OSError(ctypes.get_errno(), "syncfs failed")
-    finally:
-        os.close(fd)
+    syncfs(root)
     return time.perf_counter() - t0
 
 

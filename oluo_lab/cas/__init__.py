@@ -1,8 +1,14 @@
 """Content-addressed store: CIDs, FastCDC chunking, book/bundle DAGs and book stores.
 
-Layering: this package knows nothing of engines or snapshots.
+Layering: this package knows nothing of engines or snapshots. Its modules: ``params``
+(format constants), ``cid``, ``errors``, ``base`` (the ``BookStore`` contract), ``memory``
+and ``directory`` (the two stores; ``_bookfile`` is DirStore's book file record and
+``_batch`` its batched writer), ``dag`` (chunking and blobs) and ``_output`` (the
+``FreshBytes`` result buffer). A new store proves itself with
+``oluo_lab.testing.store.StoreConformance``.
 """
 
+from oluo_lab.cas._output import FreshBytes
 from oluo_lab.cas.base import BookStore, StoreStats
 from oluo_lab.cas.cid import CID
 from oluo_lab.cas.dag import (
@@ -39,7 +45,9 @@ from oluo_lab.cas.params import (
     ChunkParams,
 )
 
-open = open_blob  # noqa: A001 - the brief's name; `open_blob` avoids shadowing the builtin
+#: ``cas.open(root, store)`` reads a blob as a binary file object, as the builtin ``open``
+#: reads a path; ``open_blob`` is the same function under a name that is safe to import bare.
+open = open_blob  # noqa: A001
 
 __all__ = [
     "CHUNK_PARAMS",
@@ -60,6 +68,7 @@ __all__ = [
     "DagDepthExceeded",
     "DagSizeMismatch",
     "DirStore",
+    "FreshBytes",
     "MalformedBundle",
     "MalformedCID",
     "MemoryStore",

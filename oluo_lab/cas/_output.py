@@ -20,6 +20,8 @@ import ctypes
 import io
 import sys
 
+from oluo_lab._io import LIBC
+
 
 def _load_capi():
     if sys.implementation.name != "cpython":
@@ -42,11 +44,8 @@ _HUGE_MIN = 8 * _HUGE  # below this a few page faults cost less than the advice
 
 
 def _load_madvise():
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).madvise
-    except (OSError, AttributeError):
+    fn = getattr(LIBC, "madvise", None) if LIBC is not None else None
+    if fn is None:
         return None
     fn.restype, fn.argtypes = ctypes.c_int, [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     return fn

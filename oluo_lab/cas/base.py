@@ -1,8 +1,10 @@
 """The abstract book store every backend implements, and its statistics record.
 
-A backend implements five primitives (``_store``, ``_load``, ``_has``, ``_delete``,
-``_iter_unsorted``); the base class owns every check that must never differ between
-backends: book size limits, bundle validation, and hash verification on every read.
+Layer: cas, below every store. A backend implements seven abstract methods: five storage
+primitives (``_store``, ``_load``, ``_has``, ``_delete``, ``_iter_unsorted``), ``_stat``
+(a book's stored size and write time) and ``stats`` (size accounting of the whole
+store). The base class owns every check that must never differ between backends: book
+size limits, bundle validation, and hash verification on every read.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import blake3
 
 from oluo_lab.cas.cid import CID, KIND_META
 from oluo_lab.cas.errors import (
-    BookNotFound,
     BookTooLarge,
     CorruptBook,
     DagDepthExceeded,
@@ -106,7 +107,7 @@ def bundle_depth(data: Buffer, allow_meta: bool = True) -> int:
 class BookStore(ABC):
     """Abstract content-addressed book store.
 
-    Public contract (proven for every backend by tests/cas/store_conformance.py):
+    Public contract (proven for every backend by ``oluo_lab.testing.store.StoreConformance``):
     ``put`` is idempotent and returns the book CID; ``get`` re-verifies length and blake3
     on every read (CorruptBook / BookNotFound name the CID); ``delete`` of an absent CID
     raises BookNotFound; iteration yields CIDs in sorted (binary) order.
@@ -122,21 +123,24 @@ class BookStore(ABC):
         """Return the stored (decoded, unverified) bytes; BookNotFound / CorruptBook."""
 
     @abstractmethod
-    def _has(self, cid: CID) -> bool: ...
+    def _has(self, cid: CID) -> bool:
+        """Whether ``cid`` is stored (without reading or verifying it)."""
 
     @abstractmethod
     def _delete(self, cid: CID) -> None:
         """Remove ``cid``; raise BookNotFound if absent."""
 
     @abstractmethod
-    def _iter_unsorted(self) -> Iterable[CID]: ...
+    def _iter_unsorted(self) -> Iterable[CID]:
+        """Every stored CID once, in any order (the base class sorts)."""
 
     @abstractmethod
     def _stat(self, cid: CID) -> tuple[int, float]:
         """(stored bytes, last-write time in POSIX seconds) of a book; BookNotFound."""
 
     @abstractmethod
-    def stats(self) -> StoreStats: ...
+    def stats(self) -> StoreStats:
+        """Books, logical bytes and stored bytes of the whole store."""
 
     # --- public API --------------------------------------------------------------------
     def put(self, data: Buffer) -> CID:
@@ -224,7 +228,3 @@ class BookStore(ABC):
         Everything put inside the block is durable when the block exits normally.
         """
         return contextlib.nullcontext(self)
-
-    def _check_present(self, cid: CID) -> None:
-        if not self._has(cid):
-            raise BookNotFound(cid)

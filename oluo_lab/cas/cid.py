@@ -21,11 +21,16 @@ import blake3
 from oluo_lab.cas.errors import MalformedCID
 from oluo_lab.cas.params import CID_LEN, MAX_BOOK_SIZE, MAX_DEPTH
 
+#: format (docs/FORMAT.md §1.1): byte 0 of every CID.
 CID_VERSION = 0x01
+#: format (docs/FORMAT.md §1.1): kind byte (byte 1) of a book's CID.
 KIND_BOOK = 0x00
+#: format (docs/FORMAT.md §1.1): kind byte of a bundle's CID.
 KIND_BUNDLE = 0x01
-KIND_META = 0x02  # root-metadata record in a bundle; never a CID
+#: format (docs/FORMAT.md §1.2): kind byte of the root-metadata record in a bundle; never a CID.
+KIND_META = 0x02
 
+#: format (docs/FORMAT.md §1.1): bytes 0..7 of a CID: version, kind, depth, reserved, u32 size.
 _HEADER = struct.Struct(">BBBBI")
 _HEX_RE = re.compile(rf"[0-9a-fA-F]{{{2 * CID_LEN}}}")
 _KIND_NAMES = {KIND_BOOK: "book", KIND_BUNDLE: "bundle"}

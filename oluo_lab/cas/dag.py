@@ -38,7 +38,8 @@ from oluo_lab.cas.params import (
     ChunkParams,
 )
 
-# version, kind, 2 zero, total_size u64, chunk_count u64, min/avg/max u32, nc u8, 7 zero
+#: format (docs/FORMAT.md §1.2): the root-metadata record: version, kind, 2 zero,
+#: total_size u64, chunk_count u64, chunker min/avg/max u32, nc u8, 7 zero.
 _META = struct.Struct(">BBHQQIIIB7s")
 assert _META.size == CID_LEN
 

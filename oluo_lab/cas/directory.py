@@ -1,234 +1,54 @@
-"""On-disk book store: one zstd-compressed file per book under 256 fan-out directories.
+"""On-disk book store: one book file per book under 256 fan-out directories.
 
-Layout: ``<path>/books/<digest byte 0 as 2 hex>/<cid hex>``. Each file is a 16-byte header
-(``b"OLB1"``, codec, level, 0, 0, 8-byte check) followed by the payload: the raw bytes, or one
-zstd frame carrying its content size. For zstd books the check is blake3(header[:8] + payload)
-truncated to 8 bytes, so even a flip that zstd would decode to identical bytes is caught;
-raw books have an all-zero check (the CID's digest already covers every payload byte). Writes go to a unique ``.tmp-*`` file in the same
-directory, are fsync'd, hard-linked to the final name (so an existing book is never
-replaced) and the directory is fsync'd. See docs/FORMAT.md section 1.
+Layer: cas. This module owns the store's directory layout (docs/FORMAT.md §1.3), its read
+path (``get``/``get_into``/``get_many_into`` on worker threads), the scan behind
+iteration and ``stats``, and single durable ``put``s. The bytes of one book file are
+``_bookfile.py``'s job; the deferred-durability writer behind ``batch()`` is ``_batch.py``'s.
+
+Layout: ``<path>/books/<digest byte 0 as 2 hex>/<cid hex>``. A single ``put`` writes a
+unique ``.tmp-*`` file in the same directory, fsyncs it, hard-links it to the final name
+(so an existing book is never replaced) and fsyncs the directory.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import ctypes
-import itertools
 import os
 import secrets
-import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-import blake3
 import zstandard
 
 from oluo_lab._faults import fault_point
-from oluo_lab._io import write_all
+from oluo_lab._io import O_CLOEXEC, fsync_dir, start_writeback, syncfs_available, write_all
+from oluo_lab.cas._batch import WriteBatch
+from oluo_lab.cas._bookfile import (
+    HEADER_LEN,
+    RAW_HEADER,
+    check_file_size,
+    decode_book,
+    encode_book,
+)
 from oluo_lab.cas.base import BookStore, Buffer, StoreStats, verify_book
 from oluo_lab.cas.cid import CID
 from oluo_lab.cas.errors import BookNotFound, ContentError, CorruptBook, MalformedCID
 
-MAGIC = b"OLB1"
-HEADER_LEN = 16
-CODEC_RAW = 0
-CODEC_ZSTD = 1
+#: format (docs/FORMAT.md §1.3): name prefix of in-flight writes (never read as books).
 TMP_PREFIX = ".tmp-"
+#: format (docs/FORMAT.md §1.3): name of the marker file at the store's root.
+FORMAT_FILE = "oluo-cas-format"
+#: format (docs/FORMAT.md §1.3): the marker's text; a reader refuses any other.
+FORMAT_TEXT = "oluo-cas 1\n"
 #: Temp files older than this are removed when a DirStore is opened (crash leftovers).
 STALE_TMP_SECONDS = 3600
-FORMAT_FILE = "oluo-cas-format"
-FORMAT_TEXT = "oluo-cas 1\n"
-_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_RAW_HEADER = MAGIC + bytes((CODEC_RAW, 0, 0, 0)) + bytes(8)
 #: Bounds of the contiguous runs of books one read task fills (see ``get_many_into``).
 _RUN_MIN = 1 << 20
 _RUN_MAX = 8 << 20
-#: Bytes of books queued before a batch hands them to a write worker as one task.
-_GROUP_BYTES = 1 << 20
-#: zstd is tried on a book only if this many bytes sampled from it shrink (see ``_encode``).
-_PROBE_LEN = 4096
-_PROBE_PIECES = 4
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _syncfs_available() -> bool:
-    return _LIBC is not None and hasattr(_LIBC, "syncfs")
-
-
-def _load_libc() -> ctypes.CDLL | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return None
-
-
-_LIBC = _load_libc()
-_SYNC_FILE_RANGE_WRITE = 2
-
-
-def _start_writeback(fd: int) -> None:
-    """Ask the kernel to start writing ``fd``'s dirty pages now (Linux; a hint, not a barrier).
-
-    The batch's final syncfs/fsync then waits for less: the disk works while we compute.
-    """
-    fn = _SFR
-    if fn is not None:
-        fn(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)  # errors ignored: durability comes later
-
-
-def _load_sfr():
-    fn = getattr(_LIBC, "sync_file_range", None) if _LIBC is not None else None
-    if fn is not None:
-        fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-        fn.restype = ctypes.c_int
-    return fn
-
-
-_SFR = _load_sfr()
-
-
-def _syncfs(path: str) -> None:
-    """Flush every dirty page and journal entry of the filesystem holding ``path`` (Linux)."""
-    fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
-    try:
-        if _LIBC.syncfs(fd) != 0:  # type: ignore[union-attr]
-            err = ctypes.get_errno()
-            raise OSError(err, f"syncfs failed: {os.strerror(err)}")
-    finally:
-        os.close(fd)
-
-
-def _fsync_path(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class _Batch:
-    """Deferred-durability write group.
-
-    Each new book is written (unsynced) to a unique temp file in its fan-out directory, and
-    the kernel is asked to start writing it back at once (``sync_file_range``, a hint). On
-    close: (1) make all temp files durable (one ``syncfs`` of the store's filesystem, or an
-    fsync of every temp file on worker threads); (2) hard-link each temp file to its final
-    name (never replacing an existing book) and remove the temp name; (3) make the new
-    names durable (``syncfs`` again, or an fsync of each touched directory). A crash at any
-    point leaves only complete, durable books under final names, plus temp files that the
-    next open sweeps.
-
-    Books reach the worker threads in groups of about ``_GROUP_BYTES``: one task per ~64 KiB
-    book costs more in future bookkeeping and GIL hand-offs than the write itself.
-    """
-
-    def __init__(self, store: DirStore) -> None:
-        self.store = store
-        self.pending: dict[CID, tuple[str, str, str]] = {}  # cid -> (dir, tmp, final)
-        self.jobs: dict[CID, Future[None]] = {}
-        self.pool = ThreadPoolExecutor(store._workers, thread_name_prefix="oluo-cas-write")
-        self.slots = threading.BoundedSemaphore(2 * store._workers)  # groups in flight
-        self.group: list[tuple[str, Buffer]] = []  # (tmp, data) not yet handed to a worker
-        self.group_cids: set[CID] = set()
-        self.group_bytes = 0
-        self.tmp_stem = f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(6)}-"
-        self.counter = itertools.count()
-
-    def tmp_name(self, dirpath: str) -> str:
-        """A temp path unique to this process and batch (the open is O_EXCL regardless)."""
-        return os.path.join(dirpath, f"{self.tmp_stem}{next(self.counter)}")
-
-    def submit(self, cid: CID, data: Buffer, dirpath: str, path: str) -> None:
-        """Queue ``data`` (CID known, not present) to be compressed and written by a worker."""
-        tmp = self.tmp_name(dirpath)
-        self.pending[cid] = (dirpath, tmp, path)
-        self.group.append((tmp, data))
-        self.group_cids.add(cid)
-        self.group_bytes += len(data)
-        if self.group_bytes >= _GROUP_BYTES:
-            self.flush()
-
-    def flush(self) -> None:
-        """Hand the queued group to a worker (blocks while ``2 * workers`` groups are in flight)."""
-        if not self.group:
-            return
-        group, cids = self.group, self.group_cids
-        self.group, self.group_cids, self.group_bytes = [], set(), 0
-        self.slots.acquire()
-        try:
-            fut = self.pool.submit(self.store._encode_group, group)
-        except BaseException:
-            self.slots.release()
-            raise
-        fut.add_done_callback(lambda _f: self.slots.release())
-        for cid in cids:
-            self.jobs[cid] = fut
-
-    def wait(self, cid: CID) -> None:
-        if cid in self.group_cids:
-            self.flush()
-        fut = self.jobs.get(cid)
-        if fut is not None:
-            fut.result()
-
-    def close(self, commit: bool) -> None:
-        store = self.store
-        first: BaseException | None = None
-        try:
-            if commit:
-                self.flush()
-            for fut in self.jobs.values():
-                exc = fut.exception()
-                if exc is not None and first is None:
-                    first = exc
-        finally:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-        if first is not None:
-            commit = False
-        items = list(self.pending.values())
-        try:
-            if commit and items:
-                if store._fsync:
-                    if store._sync_mode == "syncfs":
-                        _syncfs(store._books_dir)
-                    else:
-                        with ThreadPoolExecutor(store._workers) as pool:
-                            list(pool.map(_fsync_path, [tmp for _, tmp, _ in items]))
-                    fault_point("cas.synced")
-                for _, tmp, final in items:
-                    with contextlib.suppress(FileExistsError):  # same content already there
-                        os.link(tmp, final)
-                    fault_point("cas.linked")
-                if store._fsync:
-                    if store._sync_mode == "syncfs":
-                        _syncfs(store._books_dir)
-                    else:
-                        for d in sorted({d for d, _, _ in items}):
-                            _fsync_dir(d)
-                    fault_point("cas.dir_synced")
-        finally:
-            for _, tmp, _ in items:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-            self.pending.clear()
-            self.jobs.clear()
-            self.group.clear()
-            self.group_cids.clear()
-        if first is not None:
-            raise first
 
 
 class DirStore(BookStore):
@@ -252,9 +72,9 @@ class DirStore(BookStore):
         if not isinstance(level, int) or not 1 <= level <= 22:
             raise ValueError(f"zstd level must be an int in 1..22, got {level!r}")
         if sync_mode is None:
-            sync_mode = "syncfs" if _syncfs_available() else "fsync"
+            sync_mode = "syncfs" if syncfs_available() else "fsync"
         if sync_mode not in ("syncfs", "fsync") or (
-            sync_mode == "syncfs" and not _syncfs_available()
+            sync_mode == "syncfs" and not syncfs_available()
         ):
             raise ValueError(f"sync_mode must be 'fsync' or (on Linux) 'syncfs', got {sync_mode!r}")
         if workers < 1:
@@ -267,7 +87,7 @@ class DirStore(BookStore):
         self._books_dir = os.fspath(self.path / "books")
         self._local = threading.local()
         self._made: set[str] = set()
-        self._batch: _Batch | None = None
+        self._batch: WriteBatch | None = None
         self._init_layout()
         self._sweep_stale_tmp()
 
@@ -284,7 +104,7 @@ class DirStore(BookStore):
         for name in missing:
             os.makedirs(os.path.join(self._books_dir, name), exist_ok=True)
         if missing and self._fsync:
-            _fsync_dir(self._books_dir)
+            fsync_dir(self._books_dir)
         if not marker.exists():
             d = os.fspath(self.path)
             self._write_file(d, os.fspath(marker), b"", FORMAT_TEXT.encode(), True)
@@ -293,10 +113,14 @@ class DirStore(BookStore):
         self.sweep_temp_files(STALE_TMP_SECONDS)
 
     def sweep_temp_files(self, older_than_s: float = STALE_TMP_SECONDS) -> int:
-        """Remove temp files (crash leftovers) older than ``older_than_s``; returns how many.
+        """Remove this store's book temp files (``books/<xx>/.tmp-*``, crash leftovers)
+        older than ``older_than_s``; returns how many.
 
-        A small age is safe only while no other process writes to this store (a Lab's gc
-        holds the data-directory lock that every writer of its store holds)."""
+        Not the snapshot layer's ``oluo_lab.snapshot.sweep_temp_files(directory)``, which
+        removes the data directory's own ``.oluo-tmp-*`` files (head, base) and returns
+        their names; a Lab's gc calls both. A small age is safe only while no other process
+        writes to this store (a Lab's gc holds the data-directory lock that every writer of
+        its store holds)."""
         cutoff = time.time() - older_than_s
         removed = 0
         for sub in self._subdirs():
@@ -330,7 +154,7 @@ class DirStore(BookStore):
         if not os.path.isdir(dirpath):
             os.makedirs(dirpath, exist_ok=True)
             if self._fsync:
-                _fsync_dir(self._books_dir)
+                fsync_dir(self._books_dir)
         self._made.add(dirpath)
 
     # --- codecs --------------------------------------------------------------------------
@@ -347,62 +171,15 @@ class DirStore(BookStore):
         return d
 
     def _encode(self, data: Buffer) -> tuple[bytes, Buffer]:
-        """File header and payload for ``data``: zstd if that is strictly shorter, else raw.
-
-        A book above ``2 * _PROBE_LEN`` bytes whose probe (``_PROBE_PIECES`` slices spread
-        over the book) does not shrink under zstd is stored raw without compressing the
-        whole: random-looking bytes cost a full zstd pass for nothing. Deterministic (a
-        function of the bytes only); readers accept a raw book whatever its content.
-        """
-        cctx = self._cctx()
-        n = len(data)
-        if n > 2 * _PROBE_LEN:
-            mv = memoryview(data)
-            w = _PROBE_LEN // _PROBE_PIECES
-            step = (n - w) // (_PROBE_PIECES - 1)
-            probe = b"".join([mv[k * step : k * step + w] for k in range(_PROBE_PIECES)])
-            if len(cctx.compress(probe)) >= len(probe):
-                return _RAW_HEADER, data
-        comp = cctx.compress(data)
-        if len(comp) < len(data):
-            head = MAGIC + bytes((CODEC_ZSTD, self.level, 0, 0))
-            h = blake3.blake3(head)
-            h.update(comp)
-            return head + h.digest(length=8), comp
-        return _RAW_HEADER, data
+        """File header and payload for ``data`` at this store's level (see ``encode_book``)."""
+        return encode_book(data, self.level, self._cctx())
 
     def _decode(self, cid: CID, header: bytes, payload: bytes) -> bytes:
-        if header[:4] != MAGIC:
-            raise CorruptBook(cid, f"bad file magic {header[:4]!r}")
-        codec, level = header[4], header[5]
-        if header[6:8] != b"\0\0":
-            raise CorruptBook(cid, "nonzero reserved header bytes")
-        if codec == CODEC_RAW:
-            if header != _RAW_HEADER:
-                raise CorruptBook(cid, "raw book header has a nonzero level or check")
-            return payload  # length and digest verified by BookStore.get
-        if codec != CODEC_ZSTD or not 1 <= level <= 22:
-            raise CorruptBook(cid, f"unknown codec {codec} / level {level}")
-        if len(payload) >= cid.size:
-            raise CorruptBook(cid, "compressed payload is not smaller than the book")
-        h = blake3.blake3(header[:8])
-        h.update(payload)
-        if h.digest(length=8) != header[8:]:
-            raise CorruptBook(cid, "stored-bytes check mismatch")
-        try:
-            if zstandard.frame_content_size(payload) != cid.size:
-                raise CorruptBook(cid, "zstd frame content size differs from the CID size")
-            # One-shot decode into exactly the recorded size; a truncated frame or bytes
-            # after it raise ZstdError. (decompressobj would decode in 128 KiB pieces and join.)
-            out = self._dctx().decompress(payload, allow_extra_data=False)
-        except zstandard.ZstdError as exc:
-            raise CorruptBook(cid, f"zstd: {exc}") from None
-        if len(out) != cid.size:
-            raise CorruptBook(cid, f"zstd frame decoded to {len(out)} B, not {cid.size}")
-        return out
+        return decode_book(cid, header, payload, self._dctx())
 
     # --- file I/O ------------------------------------------------------------------------
-    def _encode_group(self, group: list[tuple[str, Buffer]]) -> None:
+    def _write_group(self, group: list[tuple[str, Buffer]]) -> None:
+        """Encode each book and write it to its new, unsynced temp file (a batch worker)."""
         for tmp, data in group:
             self._ensure_dir(os.path.dirname(tmp))
             header, payload = self._encode(data)
@@ -410,7 +187,7 @@ class DirStore(BookStore):
 
     def _write_tmp(self, tmp: str, header: bytes, payload: Buffer, sync: bool) -> str:
         """Write header + payload to the new (O_EXCL) temp file ``tmp``."""
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_CLOEXEC, 0o644)
         try:
             if header:
                 write_all(fd, header)
@@ -420,7 +197,7 @@ class DirStore(BookStore):
                 os.fsync(fd)
                 fault_point("cas.synced")
             elif self._fsync:
-                _start_writeback(fd)
+                start_writeback(fd)
         except BaseException:
             os.close(fd)
             os.unlink(tmp)
@@ -442,13 +219,13 @@ class DirStore(BookStore):
         finally:
             os.unlink(tmp)
         if sync_dir and self._fsync:
-            _fsync_dir(dirpath)
+            fsync_dir(dirpath)
             fault_point("cas.dir_synced")
 
     def _store(self, cid: CID, data: Buffer) -> None:
         dirpath, path = self._locate(cid)
         batch = self._batch
-        if batch is not None and cid in batch.pending:
+        if batch is not None and cid in batch:
             return
         if os.path.exists(path):
             return
@@ -464,9 +241,9 @@ class DirStore(BookStore):
 
     def _load(self, cid: CID) -> bytes:
         batch = self._batch
-        if batch is not None and cid in batch.pending:
+        if batch is not None and cid in batch:
             batch.wait(cid)
-            path = batch.pending[cid][1]
+            path = batch.temp_path(cid)
         else:
             path = self._locate(cid)[1]
         fd, size = self._open_book(cid, path)
@@ -484,15 +261,12 @@ class DirStore(BookStore):
         """Open a book file and check its size against the header and the CID (the caller
         closes the fd); BookNotFound / CorruptBook name the CID."""
         try:
-            fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
+            fd = os.open(path, os.O_RDONLY | O_CLOEXEC)
         except FileNotFoundError:
             raise BookNotFound(cid) from None
         try:
             size = os.fstat(fd).st_size
-            if size < HEADER_LEN:
-                raise CorruptBook(cid, f"file of {size} bytes is shorter than the header")
-            if size - HEADER_LEN > cid.size:
-                raise CorruptBook(cid, f"file payload {size - HEADER_LEN} B exceeds book size")
+            check_file_size(cid, size)
         except BaseException:
             os.close(fd)
             raise
@@ -509,13 +283,13 @@ class DirStore(BookStore):
     def _fill(self, cid: CID, out: memoryview) -> None:
         """``get_into`` without the argument checks (``len(out) == cid.size`` is given)."""
         batch = self._batch
-        if batch is not None and cid in batch.pending:
+        if batch is not None and cid in batch:
             out[:] = self.get(cid)
             return
         fd, size = self._open_book(cid, self._locate(cid)[1])
         try:
             header = os.read(fd, HEADER_LEN)
-            if header == _RAW_HEADER and size - HEADER_LEN == cid.size:
+            if header == RAW_HEADER and size - HEADER_LEN == cid.size:
                 got = 0
                 while got < cid.size:
                     n = os.readv(fd, [out[got:]])
@@ -578,17 +352,13 @@ class DirStore(BookStore):
 
     def _has(self, cid: CID) -> bool:
         batch = self._batch
-        if batch is not None and cid in batch.pending:
+        if batch is not None and cid in batch:
             return True
         return os.path.exists(self._locate(cid)[1])
 
     def _stat(self, cid: CID) -> tuple[int, float]:
         batch = self._batch
-        path = (
-            batch.pending[cid][1]
-            if batch is not None and cid in batch.pending
-            else self._locate(cid)[1]
-        )
+        path = batch.temp_path(cid) if batch is not None and cid in batch else self._locate(cid)[1]
         try:
             st = os.stat(path)
         except FileNotFoundError:
@@ -602,7 +372,7 @@ class DirStore(BookStore):
         except FileNotFoundError:
             raise BookNotFound(cid) from None
         if self._fsync:
-            _fsync_dir(dirpath)
+            fsync_dir(dirpath)
 
     def _scan(self) -> Iterator[tuple[CID, os.DirEntry[str]]]:
         for sub in self._subdirs():
@@ -634,7 +404,7 @@ class DirStore(BookStore):
     # --- batching and prefetch --------------------------------------------------------------
     @contextlib.contextmanager
     def batch(self) -> Iterator[DirStore]:
-        """Write many books with one durability barrier at the end (see ``_Batch``).
+        """Write many books with one durability barrier at the end (see ``WriteBatch``).
 
         Books put inside the block are readable at once and durable when it exits
         normally; if the block raises, they are discarded. Nested blocks join the outer one.
@@ -642,7 +412,13 @@ class DirStore(BookStore):
         if self._batch is not None:
             yield self
             return
-        self._batch = _Batch(self)
+        self._batch = WriteBatch(
+            self._write_group,
+            workers=self._workers,
+            sync_mode=self._sync_mode if self._fsync else None,
+            fs_path=self._books_dir,
+            tmp_prefix=TMP_PREFIX,
+        )
         ok = False
         try:
             yield self

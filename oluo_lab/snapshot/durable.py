@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .._faults import fault_point
-from .._io import write_all
+from .._io import fsync_dir, write_all
 from .errors import LockTimeout, PersistIOError
 
 TEMP_PREFIX = ".oluo-tmp-"
@@ -35,15 +35,6 @@ __all__ = [
     "fsync_dir",
     "sweep_temp_files",
 ]
-
-
-def fsync_dir(path: Path) -> None:
-    """Flush a directory entry table to disk (makes renames and creates durable)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _unique_temp(directory: Path, name: str) -> tuple[int, Path]:

@@ -33,8 +33,7 @@ import blake3
 import cbor2
 import numpy as np
 
-from ..cas import CID, BookStore, MalformedCID, blob_info, ingest, reassemble
-from ..cas._output import FreshBytes
+from ..cas import CID, BookStore, FreshBytes, MalformedCID, blob_info, ingest, reassemble
 from ..cas.params import MAX_BOOK_SIZE
 from .errors import IndexCodecError
 

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from store_conformance import xof
 
 from oluo_lab.cas import (
     CHUNK_PARAMS,
@@ -34,6 +33,7 @@ from oluo_lab.cas import (
     reassemble,
 )
 from oluo_lab.cas import open as cas_open
+from oluo_lab.testing.store import xof
 
 REPO = Path(__file__).resolve().parents[2]
 P = CHUNK_PARAMS

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from oluo_lab.cas import DirStore, MemoryStore, ingest, reassemble
-from oluo_lab.cas._output import _CAPI, FreshBytes
+from oluo_lab.cas import DirStore, FreshBytes, MemoryStore, ingest, reassemble
+from oluo_lab.cas._output import _CAPI
 
 
 @pytest.mark.parametrize("use_capi", [True, False], ids=["capi", "bytesio"])

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import blake3
 import pytest
-from store_conformance import StoreConformance, xof
 
 from oluo_lab.cas import (
     CID,
@@ -22,7 +21,9 @@ from oluo_lab.cas import (
     ingest,
     reassemble,
 )
-from oluo_lab.cas.directory import HEADER_LEN, STALE_TMP_SECONDS, TMP_PREFIX
+from oluo_lab.cas._bookfile import HEADER_LEN
+from oluo_lab.cas.directory import STALE_TMP_SECONDS, TMP_PREFIX
+from oluo_lab.testing.store import StoreConformance, xof
 
 REPO = Path(__file__).resolve().parents[2]
 

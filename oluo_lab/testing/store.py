@@ -1,12 +1,52 @@
-"""Conformance tests every BookStore backend must pass (zarr-python style).
+"""The conformance suite every ``BookStore`` must pass, as pytest tests.
 
-A backend's test module subclasses ``StoreConformance`` and implements ``make_store``
-(a fresh, empty store) and ``corrupt`` (damage one stored book behind the store's back).
+Layer: testing, on top of ``oluo_lab.cas`` only. It imports pytest, which is a development
+dependency, so nothing in the package imports this module: a test module does.
+
+The suite states the public contract of a book store: ``put`` is idempotent and returns
+the book's CID, ``get`` re-verifies length and blake3 on every read and names the CID in
+``BookNotFound`` / ``CorruptBook``, a store-side corruption is always detected, ``delete``
+of an absent book raises, iteration is sorted, ``stats`` adds up, a ``batch()`` is
+readable inside and durable after, and whole blobs round-trip through ``ingest``.
+
+A store written outside this package proves itself by subclassing
+:class:`StoreConformance` in a test module, naming the class ``Test...`` so pytest
+collects it, and implementing two hooks: ``make_store`` (a fresh, empty store) and
+``corrupt`` (damage one stored book behind the store's back)::
+
+    # test_my_store.py
+    from oluo_lab.testing.store import StoreConformance
+
+    from my_package import DictStore
+
+
+    class TestDictStore(StoreConformance):
+        def make_store(self, tmp_path):
+            return DictStore()
+
+        def corrupt(self, store, cid, how):
+            books = store.books  # wherever the store keeps its bytes
+            if how == "flip":
+                b = bytearray(books[cid])
+                b[len(b) // 2] ^= 0x01
+                books[cid] = bytes(b)
+            elif how == "truncate":
+                books[cid] = books[cid][:-1]
+            elif how == "delete":
+                del books[cid]
+            elif how == "swap":
+                books[cid] = next(v for k, v in books.items() if k != cid)
+
+Then ``python -m pytest test_my_store.py`` runs every test below against ``DictStore``;
+a subclass adds its store's own tests beside them.
 """
 
 from __future__ import annotations
 
 import os
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
 
 import blake3
 import pytest
@@ -25,23 +65,36 @@ from oluo_lab.cas import (
     reassemble,
 )
 
+__all__ = ["CORRUPTIONS", "StoreConformance", "xof"]
+
+#: The ways ``StoreConformance.corrupt`` must be able to damage a stored book.
+CORRUPTIONS = ("flip", "truncate", "delete", "swap")
+
 
 def xof(seed: bytes, n: int) -> bytes:
+    """``n`` deterministic, incompressible bytes derived from ``seed`` (blake3 XOF)."""
     return blake3.blake3(seed).digest(length=n)
 
 
-class StoreConformance:
-    """Behaviour shared by every store. Subclasses provide the two hooks below."""
+class StoreConformance(ABC):
+    """Behaviour shared by every book store. Subclasses implement the two hooks below.
 
-    def make_store(self, tmp_path) -> BookStore:
-        raise NotImplementedError
+    pytest creates one store per test through the ``store`` fixture, which calls
+    :meth:`make_store` with pytest's ``tmp_path``.
+    """
 
+    @abstractmethod
+    def make_store(self, tmp_path: Path) -> BookStore:
+        """A fresh, empty store (``tmp_path`` is a new directory it may use)."""
+
+    @abstractmethod
     def corrupt(self, store: BookStore, cid: CID, how: str) -> None:
-        """Damage ``cid``'s stored form: how in {"flip", "truncate", "delete", "swap"}."""
-        raise NotImplementedError
+        """Damage ``cid``'s stored form behind the store's back, ``how`` one of
+        ``CORRUPTIONS``: ``"flip"`` one bit of the stored bytes, ``"truncate"`` them by a
+        byte, ``"delete"`` the book, or ``"swap"`` in another stored book's bytes."""
 
     @pytest.fixture
-    def store(self, tmp_path) -> BookStore:
+    def store(self, tmp_path: Path) -> BookStore:
         return self.make_store(tmp_path)
 
     # --- put / get ------------------------------------------------------------------------
@@ -83,6 +136,34 @@ class StoreConformance:
         with pytest.raises(TypeError):
             store.get(CID.for_book(b"a").hex)
 
+    def test_get_many_keeps_order(self, store):
+        datas = [xof(bytes([i]), 1000 * (i + 1)) for i in range(6)]
+        cids = [store.put(d) for d in datas]
+        order = [5, 0, 3, 3, 1]
+        assert list(store.get_many([cids[i] for i in order])) == [datas[i] for i in order]
+
+    def test_get_into_fills_exactly_the_buffer(self, store):
+        data = b"into " * 3000
+        cid = store.put(data)
+        buf = bytearray(cid.size)
+        store.get_into(cid, memoryview(buf))
+        assert bytes(buf) == data
+        with pytest.raises(ValueError):
+            store.get_into(cid, memoryview(bytearray(cid.size + 1)))
+
+    def test_get_many_into_names_the_first_bad_book(self, store):
+        # Enough bytes that a store reading on several threads splits them into runs.
+        datas = [xof(bytes([i]), 300_000) if i % 2 else bytes([i]) * 300_000 for i in range(12)]
+        cids = [store.put(d) for d in datas]
+        bufs = [bytearray(c.size) for c in cids]
+        store.get_many_into(zip(cids, map(memoryview, bufs), strict=True))
+        assert [bytes(b) for b in bufs] == datas
+        self.corrupt(store, cids[10], "flip")
+        self.corrupt(store, cids[1], "flip")
+        with pytest.raises(CorruptBook) as ei:
+            store.get_many_into((c, memoryview(bytearray(c.size))) for c in cids)
+        assert ei.value.cid == cids[1]
+
     def test_has_contains_len_iter(self, store):
         cids = [store.put(bytes([i]) * (i + 1)) for i in range(20)]
         other = CID.for_book(b"absent")
@@ -102,10 +183,7 @@ class StoreConformance:
         with pytest.raises(BookNotFound):
             store.get(a)
 
-    # --- bundles / raw puts ----------------------------------------------------------------
     def test_stored_size_and_mtime(self, store):
-        import time
-
         before = time.time()
         cid = store.put(b"timed book" * 100)
         assert 0 < store.stored_size(cid) <= cid.size + 64
@@ -117,6 +195,7 @@ class StoreConformance:
         with pytest.raises(BookNotFound):
             store.stored_size(missing)
 
+    # --- bundles / raw puts ----------------------------------------------------------------
     def test_put_bundle_derives_depth(self, store):
         leaves = [store.put(bytes([i])) for i in range(3)]
         b1 = store.put_bundle(b"".join(c.raw for c in leaves))

@@ -1,7 +1,13 @@
-"""Tolerance-aware assertions for notebooks and pytest.
+"""Test helpers that ship with the package, for notebooks and for pytest.
 
-Each raises ``AssertionError`` with a message that says what was measured, against
-what threshold, on which data, so a failing notebook cell explains itself.
+This module holds tolerance-aware assertions. Each raises ``AssertionError`` with a
+message that says what was measured, against what threshold, on which data, so a
+failing notebook cell explains itself.
+
+``oluo_lab.testing.store`` holds ``StoreConformance``, the pytest suite every book store
+must pass, so a store written outside this package can prove itself with the same
+tests. It needs pytest, so it is imported only when named (``import oluo_lab`` does not
+import pytest).
 """
 
 from __future__ import annotations
@@ -12,9 +18,18 @@ from typing import Any
 
 import numpy as np
 
-from .notebook.metrics import IdToRow, answer_overlap, engine_recall, resolve_engine
+from ..notebook.metrics import IdToRow, answer_overlap, engine_recall, resolve_engine
 
 __all__ = ["assert_manifest_equal", "assert_recall", "assert_same_answers"]
+
+
+def __getattr__(name: str) -> Any:
+    # ``oluo_lab.testing.store`` imports pytest: load it only when it is asked for.
+    if name == "store":
+        import importlib
+
+        return importlib.import_module(f"{__name__}.store")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def assert_recall(
@@ -74,7 +89,7 @@ def assert_same_answers(
 
 
 def _manifest(x: Any) -> Any:
-    from .snapshot import Snapshot, SnapshotManifest
+    from ..snapshot import Snapshot, SnapshotManifest
 
     if isinstance(x, Snapshot):
         return x.manifest
