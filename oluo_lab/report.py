@@ -504,7 +504,7 @@ h2 { font-size: 1.3rem; margin: 2.2rem 0 0.6rem; padding-bottom: 0.2rem;
      border-bottom: 1px solid #d0d7de; }
 code, pre { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
             font-size: 0.88em; }
-code.cid { overflow-wrap: anywhere; }
+code.cid { white-space: normal; overflow-wrap: anywhere; }
 pre { background: #f6f8fa; padding: 0.8rem 1rem; border-radius: 6px; overflow-x: auto; }
 .scroll { overflow-x: auto; margin: 0.8rem 0; }
 table { border-collapse: collapse; font-size: 0.9rem; margin: 0.4rem 0 0.8rem; }
