@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 GENERATION_1_NOTE = "20,000 GloVe words"
 GENERATION_2_NOTE = "-200 rarest words, +200 held-out query words"
@@ -28,7 +27,7 @@ def run_demo(out: Path, echo=print, report: bool = True) -> int:
     from .cas import MemoryStore, ingest, reassemble
     from .engine import OluoEngine
     from .notebook import engine_recall
-    from .report import DEMO_WORDS
+    from .report import DEMO_WORDS, nearest_words
     from .snapshot import Lab, read_head
 
     if out.is_dir() and read_head(out) is not None:
@@ -51,17 +50,8 @@ def run_demo(out: Path, echo=print, report: bool = True) -> int:
     gen1 = lab.commit(engine, note=GENERATION_1_NOTE)
     echo(f"\n{engine!r}")
 
-    index_of = {w: i for i, w in enumerate(words)}
-    queries = np.stack([data.base[index_of[w]] for w in DEMO_WORDS])
-    res = engine.search(queries, k=6)
-    table = pd.DataFrame(
-        {
-            w: [f"{i} ({s:.3f})" for i, s in zip(res.ids[q][1:], res.scores[q][1:], strict=True)]
-            for q, w in enumerate(DEMO_WORDS)
-        }
-    )
     echo("\nnearest words (cosine distance):")
-    echo(table.to_string(index=False))
+    echo(nearest_words(engine, data, DEMO_WORDS).to_string(index=False))
 
     recall = engine_recall(engine, data, k=10)
     echo(f"\nrecall@10 on {data.n_queries} held-out queries (id intersection): {recall:.4f}")

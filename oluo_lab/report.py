@@ -34,6 +34,7 @@ __all__ = [
     "PNG_NAME",
     "ReportError",
     "execute_notebook",
+    "nearest_words",
     "plot_recall_qps_png",
     "report_html",
     "strip_widget_views",
@@ -249,20 +250,32 @@ def _wide(html: str) -> str:
     return f'<div class="scroll">{html}</div>'
 
 
-def _neighbours_table(engine: Any, data: Any, probes: Sequence[str], metric: str) -> str:
+def nearest_words(engine: Any, data: Any, probes: Sequence[str] = DEMO_WORDS, k: int = 5):
+    """The ``k`` nearest other words of each probe word as ``"word (score)"`` texts, one
+    column per probe (a pandas DataFrame); probes missing from ``data`` or ``engine``
+    are left out. The first hit, the probe itself, is dropped."""
     import numpy as np
+    import pandas as pd
 
     row_of = {str(w): i for i, w in enumerate(getattr(data, "base_words", ()))}
     shown = [w for w in probes if w in row_of and w in engine]
     if not shown:
+        return pd.DataFrame()
+    res = engine.search(np.stack([data.base[row_of[w]] for w in shown]), k=k + 1)
+    return pd.DataFrame(
+        {
+            w: [f"{i} ({s:.3f})" for i, s in zip(res.ids[q][1:], res.scores[q][1:], strict=True)]
+            for q, w in enumerate(shown)
+        }
+    )
+
+
+def _neighbours_table(engine: Any, data: Any, probes: Sequence[str], metric: str) -> str:
+    frame = nearest_words(engine, data, probes)
+    if frame.empty:
         return _p("None of the probe words is in the head generation.")
-    res = engine.search(np.stack([data.base[row_of[w]] for w in shown]), k=6)
-    columns = [
-        [f"{i} ({s:.3f})" for i, s in zip(res.ids[q][1:], res.scores[q][1:], strict=True)]
-        for q in range(len(shown))
-    ]
-    rows = [list(r) for r in zip(*columns, strict=True)]
-    return _wide(table(f"5 nearest other words ({_score_name(metric)})", shown, rows))
+    caption = f"{len(frame)} nearest other words ({_score_name(metric)})"
+    return _wide(table(caption, list(frame.columns), frame.values.tolist()))
 
 
 def report_html(
