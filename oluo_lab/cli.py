@@ -2,9 +2,10 @@
 
 ``oluo-lab demo`` runs the main job end to end on the bundled GloVe sample:
 it builds an engine over 20,000 words, searches it, measures recall against
-exact ground truth, persists two generations into a content-addressed store
-(showing what the second one shares with the first), restores the head in a
-fresh engine and checks that it answers exactly as the original did.
+exact ground truth, commits two generations to a lab directory (showing what
+the second one shares with the first), restores the head in a fresh engine,
+checks that it answers exactly as the original did, and writes an HTML report
+describing the lab (``<lab>/report/index.html``).
 """
 
 from __future__ import annotations
@@ -15,128 +16,80 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-DEMO_WORDS = ("king", "paris", "computer", "music")
-
-
-def _recall_at(found: np.ndarray, truth: np.ndarray) -> float:
-    """Recall@k by id intersection (the fraction of true neighbours found)."""
-    k = truth.shape[1]
-    hits = sum(len(set(f.tolist()) & set(t.tolist())) for f, t in zip(found, truth, strict=True))
-    return hits / (k * len(truth))
-
-
-def _generation_bytes(store, manifest_cid) -> tuple[set, int]:
-    from .snapshot.history import generation_books
-
-    books = generation_books(store, manifest_cid)
-    return books, sum(c.size for c in books)
-
-
-def _persist_all(engine, out: Path, store, note: str = "") -> int:
-    """Persist every snapshot the engine has produced (queued ones first), in order."""
-    from .snapshot import persist_snapshot
-
-    snaps = engine.take_snapshots()
-    last = engine.compact()
-    if last is not None:
-        snaps.append(last)
-    for snap in snaps:
-        base_path, gen = persist_snapshot(
-            out,
-            store,
-            snap.index_bytes,
-            snap.metadata_bytes,
-            snap.key_counter,
-            snap.generation,
-            note=note,
-        )
-    engine.compact_complete(str(base_path), gen)
-    return gen
+GENERATION_1_NOTE = "20,000 GloVe words"
+GENERATION_2_NOTE = "-200 rarest words, +200 held-out query words"
 
 
 def run_demo(out: Path, echo=print, report: bool = True) -> int:
     """Run the demo into ``out``; returns a process exit code."""
     from . import datasets
-    from .cas import DirStore, ingest, reassemble
+    from .cas import MemoryStore, ingest, reassemble
     from .engine import OluoEngine
-    from .snapshot import load_snapshot, read_head
+    from .notebook import engine_recall
+    from .report import DEMO_WORDS, nearest_words
+    from .snapshot import Lab, read_head
 
-    out.mkdir(parents=True, exist_ok=True)
-    if read_head(out) is not None:
+    if out.is_dir() and read_head(out) is not None:
         echo(f"{out} already holds a lab; pick an empty directory with --out")
         return 2
     data = datasets.glove_sample()
     echo(f"dataset: {data!r}")
-    store = DirStore(out / "cas")
 
-    raw_cid = ingest(data.base.tobytes(), store)
-    assert reassemble(raw_cid, store) == data.base.tobytes()
-    echo(f"raw vectors ingested as {raw_cid.hex}")
+    scratch = MemoryStore()  # the content id of the raw vectors, without keeping them
+    raw_cid = ingest(data.base.tobytes(), scratch)
+    if reassemble(raw_cid, scratch) != data.base.tobytes():
+        echo("the raw vectors did not reassemble to the same bytes")
+        return 1
+    echo(f"raw vectors: content id {raw_cid.hex}")
 
+    lab = Lab(out)
     words = [str(w) for w in data.base_words]
     engine = OluoEngine(data.dim, metric="cosine")
     engine.add(data.base, ids=words, metadata=[{"word": w} for w in words])
-    gen = _persist_all(engine, out, store)
+    gen1 = lab.commit(engine, note=GENERATION_1_NOTE)
     echo(f"\n{engine!r}")
 
-    index_of = {w: i for i, w in enumerate(words)}
-    queries = np.stack([data.base[index_of[w]] for w in DEMO_WORDS])
-    res = engine.search(queries, k=6)
-    table = pd.DataFrame(
-        {
-            w: [f"{i} ({s:.3f})" for i, s in zip(res.ids[q][1:], res.scores[q][1:], strict=True)]
-            for q, w in enumerate(DEMO_WORDS)
-        }
-    )
     echo("\nnearest words (cosine distance):")
-    echo(table.to_string(index=False))
+    echo(nearest_words(engine, data, DEMO_WORDS).to_string(index=False))
 
-    truth = data.ground_truth(10)
-    found = engine.search(data.queries, k=10)
-    pos = np.vectorize(index_of.get, otypes=[np.int64])(found.ids)
-    recall = _recall_at(pos, truth)
+    recall = engine_recall(engine, data, k=10)
     echo(f"\nrecall@10 on {data.n_queries} held-out queries (id intersection): {recall:.4f}")
 
-    gen1_books, gen1_bytes = _generation_bytes(store, read_head(out).cid)
     removed = words[-200:]
     engine.delete(removed)
     new_words = [str(w) for w in data.query_words[:200]]
     engine.add(data.queries[:200], ids=new_words, metadata=[{"word": w} for w in new_words])
-    gen = _persist_all(engine, out, store, note="-200 words, +200 words")
-    gen2_books, gen2_bytes = _generation_bytes(store, read_head(out).cid)
-    new = sum(c.size for c in gen2_books - gen1_books)
+    gen2 = lab.commit(engine, note=GENERATION_2_NOTE)
+    d = lab.diff(gen1, gen2, semantic=False)
+    total = d.bytes_shared + d.bytes_added
     echo(
-        f"\ngeneration {gen}: deleted {len(removed)} words, added {len(new_words)}; "
-        f"{len(gen2_books)} books, {gen2_bytes:,} bytes, of which {new:,} new "
-        f"({new / gen2_bytes:.1%}) and {gen2_bytes - new:,} shared with generation 1"
+        f"\ngeneration {gen2.generation}: deleted {len(removed)} words, added {len(new_words)}; "
+        f"{d.books_shared + d.books_added} books, {total:,} bytes, of which "
+        f"{d.bytes_added:,} new ({d.bytes_added / total:.1%}) and {d.bytes_shared:,} shared "
+        f"with generation {gen1.generation}"
     )
 
-    restored, _, rgen = load_snapshot(out, store)
+    restored = Lab(out).checkout(progress=False)
     same = engine.search(data.queries, k=10)
     again = restored.search(data.queries, k=10)
     identical = same.ids.tolist() == again.ids.tolist() and np.array_equal(
         same.scores, again.scores
     )
     echo(
-        f"restored generation {rgen} from {read_head(out).cid.hex}: answers identical = {identical}"
+        f"restored generation {restored.generation} from {gen2.cid.hex}: "
+        f"answers identical = {identical}"
     )
-    stats = store.stats()
-    echo(f"\nstore: {stats!r}")
+    echo(f"\nstore: {lab.store.stats()!r}")
     echo(f"lab written to {out}")
     if not identical:
         return 1
     if report:
-        from .report import ReportError, write_report
+        from .report import write_report
 
-        echo("\nwriting the report (runs notebooks/01_quickstart.ipynb) ...")
-        try:
-            html_path, png_path = write_report(out / "report")
-        except ReportError as exc:
-            echo(f"report failed: {exc}")
-            return 1
-        echo(f"report: {html_path}\nrecall/latency plot: {png_path}")
+        echo("\nwriting the report (verify, diff, recall of each generation, an ef sweep) ...")
+        html_path, png_path = write_report(lab, data=data, restored_identical=identical)
+        echo(f"report: {html_path}\nrecall/QPS plot: {png_path}")
     return 0
 
 
