@@ -1,4 +1,7 @@
-"""SearchResults: the action ``handle(Search)`` returns and what ``eng.search`` returns."""
+"""SearchResults: the action ``handle(Search)`` returns and what ``eng.search`` returns.
+
+Layer: engine (NumPy only; pandas is imported by :meth:`SearchResults.to_frame`).
+"""
 
 from __future__ import annotations
 
