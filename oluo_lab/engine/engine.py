@@ -230,20 +230,23 @@ class OluoEngine:
         state unchanged; they are never raised from here. Before any event other
         than a Search, outstanding search results get their ids and entries
         resolved, so a result always describes the engine as it was at search time.
+        A result holding a restored entry whose stored caller map is damaged cannot
+        be resolved: reading its entries raises that SnapshotDecodeError, and the
+        event that found it is refused with the same error (nothing applied), so the
+        damage is reported before anything changes.
         """
         if type(event) is Search:  # the hot path: no table lookup
             try:
                 return [self._search(event)]
             except EngineErrorBase as exc:
                 return [EngineError(exc, event.query_id)]
-        outstanding = self._outstanding
-        if outstanding:
-            self._settle_results()
-        name = _HANDLERS.get(type(event))
-        if name is None:  # subclasses of the event types
-            name = next((m for t, m in _HANDLERS.items() if isinstance(event, t)), None)
         qid = event.query_id if isinstance(event, Search) else None
         try:
+            if self._outstanding:
+                self._settle_results()
+            name = _HANDLERS.get(type(event))
+            if name is None:  # subclasses of the event types
+                name = next((m for t, m in _HANDLERS.items() if isinstance(event, t)), None)
             if name is None:
                 raise InvalidEvent(f"unknown event type {type(event).__name__}")
             return getattr(self, name)(event)
@@ -375,13 +378,21 @@ class OluoEngine:
         return res
 
     def _settle_results(self) -> None:
-        """Resolve every outstanding result now, before the entries can change."""
+        """Resolve every outstanding result now, before the entries can change.
+
+        Every result is settled even when one fails (it then keeps its error, see
+        ``SearchResults._settle``); the first failure is raised afterwards."""
         outstanding = self._outstanding
+        failed: EngineErrorBase | None = None
         for ref in list(outstanding):
             res = ref()
             if res is not None:
-                res._settle()
+                err = res._settle()
+                if failed is None:
+                    failed = err
         outstanding.clear()
+        if failed is not None:
+            raise failed
 
     def _search(self, ev: Search) -> SearchResults:
         k = ev.k
