@@ -12,10 +12,11 @@ Each line is one JSON object with sorted keys and no spaces. The records:
 * ``{"op": "gc-retire", "retired": [hex, ...], "time": t}``: gc removed the payloads of
   these history manifests on purpose (their manifests stay, so the log is complete).
 
-``t`` is UTC ISO 8601 to the second (:func:`now_text`). A line is appended with one
-``write`` and an fsync, so a crash can leave a torn last line: :func:`records` skips
-any line that is not a JSON object, and the helpers skip records whose fields do not
-have the types above.
+``t`` is UTC ISO 8601 to the second (:func:`now_text`). A line is appended and
+fsynced under ``data_dir_lock``; a crash can leave a torn last line, which
+:func:`records` skips (with any other line that is not a JSON object) and which the
+next :func:`append` ends with a newline first, so its record stays readable. The
+helpers skip records whose fields do not have the types above.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .._io import write_all
 from ..cas import CID
 from .durable import fsync_dir
 from .errors import PersistIOError
@@ -54,14 +56,18 @@ def now_text() -> str:
 def append(data_dir: Path, record: dict[str, Any]) -> None:
     """Append one record as a JSON line, durably (hold ``data_dir_lock``).
 
-    Raises :class:`PersistIOError` on failure."""
+    After a torn last line the record goes on a line of its own. Raises
+    :class:`PersistIOError` on failure."""
     line = (json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n").encode()
     path = data_dir / REFS_LOG_NAME
     try:
         created = not path.exists()
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, line)
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = b"\n" + line  # end a torn last line, or this record would join it
+            write_all(fd, line)
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -111,3 +111,17 @@ def test_retired_unions_gc_records_and_keeps_entries_before_a_bad_one(tmp_path):
         ],
     )
     assert refs_log.retired(tmp_path) == {A, B}
+
+
+def test_a_record_appended_after_a_torn_line_is_readable(tmp_path):
+    first = {"op": "persist", "generation": 1, "head": A.hex, "parent": None, "time": "t1"}
+    torn = _line({"op": "persist", "generation": 2, "head": B.hex})[:-20]
+    _write(tmp_path, [_line(first), torn])
+    refs_log.record_head_move(tmp_path, "repair", A, 1, None)
+    recs = refs_log.records(tmp_path)
+    assert [r["op"] for r in recs] == ["persist", "repair"]
+    assert refs_log.heads_for(tmp_path, 1) == [A, A]
+    raw = (tmp_path / REFS_LOG_NAME).read_bytes()
+    assert raw.startswith(_line(first) + torn + b"\n") and raw.endswith(b"\n")
+    refs_log.record_retired(tmp_path, [B])  # after a whole line: no blank line inserted
+    assert b"\n\n" not in (tmp_path / REFS_LOG_NAME).read_bytes()
