@@ -178,36 +178,21 @@ def _self_search(engine: OluoEngine, sample: int, cid: CID, g: int, problems: li
 
 
 def _check_base_cache(lab: Lab, problems: list[Problem]) -> None:
+    """A warning when the base cache does not hold the head's index (a load rebuilds it)."""
     head = lab.head()
-    path = lab.path / BASE_NAME
     try:
-        data = path.read_bytes()
+        data = (lab.path / BASE_NAME).read_bytes()
     except FileNotFoundError:
-        problems.append(
-            Problem(
-                "warning",
-                "base-cache",
-                BASE_NAME,
-                head.generation,
-                "base cache missing; load_snapshot rebuilds it from the CAS",
-            )
-        )
-        return
+        message = "base cache missing; load_snapshot rebuilds it from the CAS"
     except OSError as exc:
-        problems.append(Problem("warning", "base-cache", BASE_NAME, head.generation, str(exc)))
-        return
-    if len(data) != head.manifest.index_size or data != decode_index(
-        head.manifest.index_cid, lab.store
-    ):
-        problems.append(
-            Problem(
-                "warning",
-                "base-cache",
-                BASE_NAME,
-                head.generation,
-                "base cache differs from the head's index; load_snapshot rebuilds it",
-            )
-        )
+        message = str(exc)
+    else:
+        if len(data) == head.manifest.index_size and data == decode_index(
+            head.manifest.index_cid, lab.store
+        ):
+            return
+        message = "base cache differs from the head's index; load_snapshot rebuilds it"
+    problems.append(Problem("warning", "base-cache", BASE_NAME, head.generation, message))
 
 
 def _report(store: BookStore, tally: _Tally) -> VerifyReport:
