@@ -1,7 +1,7 @@
 """Recall / QPS of oluo_lab against raw faiss, hnswlib and usearch, same run, same data.
 
-Every library is built with the same M / efConstruction and searched at every
-efSearch with the same thread count; batch timings are interleaved across the
+Every library is built with the same M / ef_construction and searched at every
+ef_search with the same thread count; batch timings are interleaved across the
 libraries (best of --repeat after a warm-up). Recall@k is reported both by id
 intersection (``recall``) and by ann-benchmarks' distance rule (``recall_distance``).
 The engine's build is its deterministic single-thread compaction; --faiss-1thread
@@ -9,7 +9,7 @@ also times a raw faiss build with one thread, for a same-thread comparison.
 
     python bench/recall_qps.py                  # full GloVe-6B-50d: 390k base, 10k queries
     python bench/recall_qps.py --quick          # committed 20k sample, a few seconds
-    python bench/recall_qps.py --n 100000 --queries 2000 --ef 32 64 128
+    python bench/recall_qps.py --n 100000 --queries 2000 --ef-search 32 64 128
 
 Writes bench/results/recall_qps-<label>.csv, docs/img/recall_qps-<label>.png and
 prints markdown tables (Pareto frontier, QPS ratios at recall 0.90/0.95/0.99, builds)
@@ -129,11 +129,13 @@ def main() -> None:
     ap.add_argument("--M", type=int, nargs="+", default=[16])
     ap.add_argument("--efc", type=int, nargs="+", default=[128])
     ap.add_argument(
+        "--ef-search",
         "--ef",
+        dest="ef_search",
         type=int,
         nargs="+",
         default=[16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 256, 384],
-        help="efSearch grid, the same for every library (dense near recall 0.95)",
+        help="ef_search grid, the same for every library (dense near recall 0.95)",
     )
     ap.add_argument("--libraries", nargs="+", default=LIBS)
     ap.add_argument("--repeat", type=int, default=3)
@@ -151,7 +153,7 @@ def main() -> None:
         path = Path(args.from_csv).resolve()
         return render(args, BenchResults.from_csv(path), path)
     if args.quick:
-        args.ef = [e for e in args.ef if e <= 128]
+        args.ef_search = [e for e in args.ef_search if e <= 128]
 
     t0 = time.perf_counter()
     data = load(args)
@@ -165,7 +167,7 @@ def main() -> None:
         libraries=args.libraries,
         M=args.M,
         ef_construction=args.efc,
-        ef_search=args.ef,
+        ef_search=args.ef_search,
         k=args.k,
         threads=args.threads,
         repeat=args.repeat,

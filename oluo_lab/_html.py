@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 __all__ = [
+    "CELL_CHARS",
     "COLORS",
     "Raw",
     "details",
@@ -23,6 +24,8 @@ __all__ = [
     "fmt_num",
     "kv_table",
     "short_cid",
+    "shorten",
+    "shortened_cell",
     "svg_bar",
     "table",
 ]
@@ -68,6 +71,34 @@ def fmt_bytes(n: int) -> str:
         if abs(value) < 1024 or unit == "TiB":
             return f"{value:.2f} {unit}"
     raise AssertionError("unreachable")
+
+
+#: Longest text a table cell shows before it is shortened: pandas' default
+#: ``display.max_colwidth``, so a table here and a DataFrame shown beside it cut alike.
+CELL_CHARS = 50
+
+#: Longest text kept in a shortened cell's ``title`` (its hover text).
+TITLE_CHARS = 1000
+
+
+def shorten(text: str, width: int | None = CELL_CHARS) -> str:
+    """``text`` cut to at most ``width`` characters the way pandas cuts a cell wider than
+    ``display.max_colwidth``: the first ``width - 3`` characters and ``"..."``.
+    ``width=None`` keeps the text whole."""
+    if width is None or len(text) <= width:
+        return text
+    return text[: max(width - 3, 0)] + "..."
+
+
+def shortened_cell(value: Any, width: int | None = CELL_CHARS) -> Any:
+    """A table cell for ``value`` that never grows wider than ``width`` characters: the
+    text as :func:`shorten` cuts it, with the whole text (up to ``TITLE_CHARS``) as the
+    hover ``title``. Short values pass through unchanged."""
+    text = fmt_num(value) if isinstance(value, float) else str(value)
+    short = shorten(text, width)
+    if short == text:
+        return value
+    return Raw(f'<span title="{escape(text[:TITLE_CHARS])}">{escape(short)}</span>')
 
 
 def short_cid(cid: Any, full: bool = True) -> Raw:

@@ -144,7 +144,7 @@ def _to_html(nb, title: str) -> str:
 
 
 def plot_recall_qps_png(path: Path, ef_search: tuple[int, ...] = (16, 32, 64, 128)) -> Path:
-    """Sweep ``ef`` for one engine (M=16) on the GloVe sample and save recall@10 against
+    """Sweep ``ef_search`` for one engine (M=16) on the GloVe sample and save recall@10 against
     queries per second (one thread, best of three batches) as a PNG."""
     from matplotlib.figure import Figure
 

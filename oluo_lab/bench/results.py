@@ -134,7 +134,7 @@ def qps_at_recall(
     """QPS of each (library, index) at ``recall >= target`` (NaN if no row reaches it).
 
     By default the best measured row with recall at or above the target (ann-benchmarks'
-    reading; it depends on where each library's efSearch grid lands). With
+    reading; it depends on where each library's ef_search grid lands). With
     ``interpolate=True``: the Pareto frontier's QPS *at* the target, interpolated linearly
     in log(QPS) between the two frontier points that bracket it, so two libraries are
     compared at the same recall rather than at whichever grid points they happened to hit.
@@ -449,8 +449,8 @@ def commit_results(
 ) -> Any:
     """Commit ``engine`` into ``lab`` with the benchmark as annotations.
 
-    The annotations hold ``bench_parameters`` (the engine's M / efConstruction /
-    efSearch / metric plus ``parameters``), ``bench_results`` (the rows of
+    The annotations hold ``bench_parameters`` (the engine's M / ef_construction /
+    ef_search / metric plus ``parameters``), ``bench_results`` (the rows of
     ``libraries``, all by default), ``bench_dataset`` and ``bench_environment``;
     the one manifest CID of the returned snapshot binds index, parameters, results
     and environment.

@@ -160,7 +160,7 @@ class SearchExplorer(_Explorer):
     in order: ``lookup`` (mapping or callable text -> vector), the ``dataset``'s base and
     query words, then the engine's own entries (the stored vector of that id).
 
-    Controls: ``.query`` (Text; searches on Enter), ``.k`` and ``.ef`` (IntSliders).
+    Controls: ``.query`` (Text; searches on Enter), ``.k`` and ``.ef_search`` (IntSliders).
     ``.results`` holds the last SearchResults (None after an unknown query).
     """
 
@@ -171,7 +171,7 @@ class SearchExplorer(_Explorer):
         lookup: Mapping[str, Any] | Callable[[str], Any] | None = None,
         *,
         k: int = 10,
-        ef: int | None = None,
+        ef_search: int | None = None,
         query: str = "",
     ) -> None:
         import ipywidgets as widgets
@@ -182,13 +182,15 @@ class SearchExplorer(_Explorer):
         self._words: dict[str, np.ndarray] | None = None
         self._own: dict[Any, int] | None = None
         self._own_vecs: np.ndarray | None = None
-        ef0 = int(ef if ef is not None else engine.config.ef_search)
+        ef0 = int(ef_search if ef_search is not None else engine.config.ef_search)
         self.query = widgets.Text(value=query, description="query", continuous_update=False)
         self.k = widgets.IntSlider(value=k, min=1, max=max(100, k), description="k")
-        self.ef = widgets.IntSlider(value=ef0, min=1, max=max(512, ef0), description="ef")
+        self.ef_search = widgets.IntSlider(
+            value=ef0, min=1, max=max(512, ef0), description="ef_search"
+        )
         self.view = widgets.HTML()
-        self.widget = widgets.VBox([widgets.HBox([self.query, self.k, self.ef]), self.view])
-        for control in (self.query, self.k, self.ef):
+        self.widget = widgets.VBox([widgets.HBox([self.query, self.k, self.ef_search]), self.view])
+        for control in (self.query, self.k, self.ef_search):
             control.observe(lambda _change: self.render(), names="value")
         self.results: Any = None
         self.last_html = ""
@@ -229,8 +231,9 @@ class SearchExplorer(_Explorer):
         if vec is None:
             self.results = None
             return f"<p>Unknown query {escape(repr(text))}: no vector for it.</p>"
-        self.results = self.engine.search(vec, k=self.k.value, ef=self.ef.value)
-        head = kv_table(None, [("query", text), ("k", self.k.value), ("ef", self.ef.value)])
+        ef_search = self.ef_search.value
+        self.results = self.engine.search(vec, k=self.k.value, ef_search=ef_search)
+        head = kv_table(None, [("query", text), ("k", self.k.value), ("ef_search", ef_search)])
         return head + self.results._repr_html_()
 
     def render(self) -> str:
