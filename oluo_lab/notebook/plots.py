@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._html import COLORS, byte_unit
 from .metrics import IdToRow, engine_recall
 
 __all__ = [
@@ -94,7 +95,7 @@ def _builds(frame: pd.DataFrame, by: str | Sequence[str] | None):
     number (its marker) is the same for the same build values in every group; labels
     name only the columns that vary."""
     varying = [c for c in BUILD_COLUMNS if c in frame.columns and frame[c].nunique() > 1]
-    keys = sorted(frame[varying].drop_duplicates().itertuples(index=False, name=None))
+    keys = sorted(set(frame[varying].itertuples(index=False, name=None))) if varying else [()]
     number = {key: i for i, key in enumerate(keys)}
     for label, group in _groups(frame, by):
         parts = group.groupby(varying, sort=True) if varying else [((), group)]
@@ -170,7 +171,8 @@ def _tick_text(value: float, _pos: Any = None) -> str:
 
 
 def _plain_log_ticks(axis: Any) -> None:
-    """Label a log axis with plain numbers: every decade, and 2 and 5 between decades."""
+    """Label a log axis with plain numbers: every decade, and between decades 2 and 5
+    (also 3 when the axis spans at most 1.5 decades, every step up to 0.6)."""
     from matplotlib.ticker import FuncFormatter, LogLocator
 
     axis.set_major_locator(LogLocator(base=10))
@@ -178,8 +180,13 @@ def _plain_log_ticks(axis: Any) -> None:
     axis.set_minor_locator(LogLocator(base=10, subs=(2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0)))
 
     def minor(value: float, pos: Any = None) -> str:
-        mantissa = round(value / 10 ** np.floor(np.log10(value)), 6) if value > 0 else 0
-        return _tick_text(value) if mantissa in (2.0, 5.0) else ""
+        if value <= 0:
+            return ""
+        lo, hi = sorted(axis.get_view_interval())
+        span = np.log10(hi / lo) if lo > 0 else np.inf
+        shown = (2.0, 5.0) if span > 1.5 else (2.0, 3.0, 5.0) if span > 0.6 else None
+        mantissa = round(value / 10 ** np.floor(np.log10(value)), 6)
+        return _tick_text(value) if shown is None or mantissa in shown else ""
 
     axis.set_minor_formatter(FuncFormatter(minor))
 
@@ -375,20 +382,25 @@ def storage_frame(lab_or_log: Any) -> pd.DataFrame:
     return out[[c for c in cols if c in out.columns]]
 
 
-def plot_storage(lab: Any, ax: Any = None, unit: str = "MiB") -> tuple[Any, Any]:
+def plot_storage(lab: Any, ax: Any = None, unit: str | None = None) -> tuple[Any, Any]:
     """Stacked bars per generation: bytes shared with the parent (grey) under the new
-    bytes the generation wrote (blue), from ``lab.log()`` (a Lab or its log frame)."""
-    scale = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}[unit]
+    bytes the generation wrote (blue), from ``lab.log()`` (a Lab or its log frame).
+    ``unit`` (B, KiB, MiB, GiB, TiB) defaults to the one ``fmt_bytes`` writes the largest
+    generation in, as every display does."""
     df = storage_frame(lab)
+    if unit is None:
+        unit, scale = byte_unit(int(df["bytes"].max()) if len(df) else 0)
+    else:
+        scale = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4}[unit]
     fig, ax = _axes(ax)
     gens = df["generation"].astype(str).to_numpy()
     shared = df["shared_bytes"].to_numpy() / scale
     new = df["new_bytes"].to_numpy() / scale
-    ax.bar(gens, shared, color="#9e9e9e", label="shared with parent")
-    ax.bar(gens, new, bottom=shared, color="#1f77b4", label="new")
+    ax.bar(gens, shared, color=COLORS["shared"], label="shared with parent")
+    ax.bar(gens, new, bottom=shared, color=COLORS["new"], label="new in this generation")
     ax.set_xlabel("generation")
     ax.set_ylabel(f"logical bytes reachable ({unit})")
-    ax.set_title("storage per generation")
+    ax.set_title("storage per generation: what each adds to its parent")
     ax.legend(fontsize="small")
     return fig, ax
 

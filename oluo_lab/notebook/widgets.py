@@ -15,7 +15,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._html import COLORS, Raw, details, escape, fmt_bytes, fmt_num, kv_table, table
+from .._html import (
+    COLORS,
+    Raw,
+    details,
+    escape,
+    fmt_bytes,
+    fmt_num,
+    kv_table,
+    table,
+)
 from .plots import as_frame, pareto_frontier, plot_recall_qps, storage_frame
 
 __all__ = ["BenchExplorer", "SearchExplorer", "SnapshotBrowser", "bench_html"]
@@ -265,6 +274,19 @@ _FRONTIER_COLUMNS = (
 )
 
 
+#: The columns of the "all rows" table of :func:`bench_html`: few enough to fit a page.
+_ROW_COLUMNS = (
+    *_FRONTIER_COLUMNS[:6],
+    "recall_distance",
+    "qps",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "build_s",
+    "index_bytes",
+)
+
+
 def _svg_scatter(
     frame: pd.DataFrame, by: str, x: str, y: str, width: int = 360, height: int = 220
 ) -> Raw:
@@ -347,12 +369,17 @@ def bench_html(
     out += table("Pareto frontier (per group)", fcols, front_rows)
     out += _svg_scatter(frame, by, x, y)
     shown = frame.head(rows_shown)
+    cols = [c for c in _ROW_COLUMNS if c in frame.columns]
     all_rows = [
-        [fmt_num(v) if isinstance(v, float) else v for v in r]
-        for r in shown.itertuples(index=False)
+        [
+            fmt_bytes(v) if c.endswith("_bytes") else fmt_num(v) if isinstance(v, float) else v
+            for c, v in zip(cols, r, strict=True)
+        ]
+        for r in shown[cols].itertuples(index=False)
     ]
     more = "" if len(frame) <= rows_shown else f" (first {rows_shown})"
-    out += details(f"all {len(frame)} rows{more}", table(None, list(frame.columns), all_rows))
+    summary = f"all {len(frame)} rows{more}, main columns (every column: .frame)"
+    out += details(summary, table(None, cols, all_rows))
     return Raw(out)
 
 
