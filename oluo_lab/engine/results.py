@@ -209,7 +209,7 @@ class SearchResults:
             ]
             for qi, ri, e in zip(q.tolist(), r.tolist(), ents, strict=True)
         ]
-        caption = f"SearchResults: {n} queries, k={k}, {total} hits"
+        caption = f"SearchResults: {n} quer{'y' if n == 1 else 'ies'}, k={k}, {total} hits"
         if self.metric is not None:
             caption += f"; {score}: lower is closer"
         out = table(caption, header, rows[:HTML_ROWS])

@@ -360,6 +360,7 @@ def plot_latency(
         title_fontsize="small",
     )
     ax.add_artist(first)
+    first.set_clip_on(False)  # an added artist is clipped to the axes: this one sits outside
     ax.legend(
         handles=kinds,
         fontsize="small",
@@ -401,7 +402,10 @@ def plot_storage(lab: Any, ax: Any = None, unit: str | None = None) -> tuple[Any
     ax.set_xlabel("generation")
     ax.set_ylabel(f"logical bytes reachable ({unit})")
     ax.set_title("storage per generation: what each adds to its parent")
-    ax.legend(fontsize="small")
+    top = float((shared + new).max()) if len(df) else 0.0
+    if top > 0:
+        ax.set_ylim(0, top * 1.2)  # headroom: the legend sits above the bars
+    ax.legend(fontsize="small", loc="upper left", ncol=2)
     return fig, ax
 
 
