@@ -351,25 +351,23 @@ def plot_latency(
         )
         for i, col in enumerate(percentiles)
     ]
-    first = ax.legend(
+    # the builds' legend is added as an artist so that the percentiles' can follow it;
+    # an added artist is clipped to the axes, and this one sits outside them
+    ax.add_artist(_legend_right(ax, handles, "build", "upper left", 1.0)).set_clip_on(False)
+    _legend_right(ax, kinds, "percentile", "lower left", 0.0)
+    return fig, ax
+
+
+def _legend_right(ax: Any, handles: list, title: str, loc: str, y: float) -> Any:
+    """A legend just right of the axes, its ``loc`` corner at height ``y`` (axes units)."""
+    return ax.legend(
         handles=handles,
         fontsize="small",
-        loc="upper left",
-        bbox_to_anchor=(1.02, 1.0),
-        title="build",
+        loc=loc,
+        bbox_to_anchor=(1.02, y),
+        title=title,
         title_fontsize="small",
     )
-    ax.add_artist(first)
-    first.set_clip_on(False)  # an added artist is clipped to the axes: this one sits outside
-    ax.legend(
-        handles=kinds,
-        fontsize="small",
-        loc="lower left",
-        bbox_to_anchor=(1.02, 0.0),
-        title="percentile",
-        title_fontsize="small",
-    )
-    return fig, ax
 
 
 def storage_frame(lab_or_log: Any) -> pd.DataFrame:

@@ -25,6 +25,7 @@ from .._html import (
     kv_table,
     table,
 )
+from ..bench.results import COLUMNS
 from .plots import as_frame, pareto_frontier, plot_recall_qps, storage_frame
 
 __all__ = ["BenchExplorer", "SearchExplorer", "SnapshotBrowser", "bench_html"]
@@ -275,15 +276,8 @@ _FRONTIER_COLUMNS = (
 
 
 #: The columns of the "all rows" table of :func:`bench_html`: few enough to fit a page.
-_ROW_COLUMNS = (
-    *_FRONTIER_COLUMNS[:6],
-    "recall_distance",
-    "qps",
-    "p50_ms",
-    "p95_ms",
-    "p99_ms",
-    "build_s",
-    "index_bytes",
+_ROW_COLUMNS = tuple(
+    c for c in COLUMNS if c not in ("metric", "k", "memory_bytes", "threads", "run")
 )
 
 
