@@ -1,7 +1,7 @@
 """Resident memory of an OluoEngine against raw faiss HNSWFlat on the same data, same run.
 
 Builds, one after the other in one process, over the first ``--n`` GloVe-6B-50d vectors
-(cosine, M=16, efConstruction=128):
+(cosine, M=16, ef_construction=128):
 
 * raw faiss ``IndexHNSWFlat`` (inner product over the normalised vectors);
 * a fresh engine: ``add`` (default ids) + ``compact``, then a batch search and a single

@@ -1,7 +1,7 @@
 """Recall / QPS of oluo_lab against raw faiss, hnswlib and usearch, same run, same data.
 
-Every library is built with the same M / efConstruction and searched at every
-efSearch with the same thread count; batch timings are interleaved across the
+Every library is built with the same M / ef_construction and searched at every
+ef_search with the same thread count; batch timings are interleaved across the
 libraries (best of --repeat after a warm-up). Recall@k is reported both by id
 intersection (``recall``) and by ann-benchmarks' distance rule (``recall_distance``).
 The engine's build is its deterministic single-thread compaction; --faiss-1thread
@@ -9,7 +9,7 @@ also times a raw faiss build with one thread, for a same-thread comparison.
 
     python bench/recall_qps.py                  # full GloVe-6B-50d: 390k base, 10k queries
     python bench/recall_qps.py --quick          # committed 20k sample, a few seconds
-    python bench/recall_qps.py --n 100000 --queries 2000 --ef 32 64 128
+    python bench/recall_qps.py --n 100000 --queries 2000 --ef-search 32 64 128
 
 Writes bench/results/recall_qps-<label>.csv, docs/img/recall_qps-<label>.png and
 prints markdown tables (Pareto frontier, QPS ratios at recall 0.90/0.95/0.99, builds)
@@ -85,36 +85,15 @@ def md_table(frame: pd.DataFrame, floats: dict[str, str]) -> str:
     return "\n".join(out)
 
 
-def plot(results: BenchResults, path: Path, title: str) -> str:
-    try:
-        from oluo_lab.notebook.plots import plot_recall_qps  # written by the notebook layer
-
-        fig, ax = plot_recall_qps(results, by=["library", "index"])
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("recall@10 (id intersection)")
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        return "oluo_lab.notebook.plots.plot_recall_qps"
-    except ImportError:
-        pass
+def plot(results: BenchResults, path: Path) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from oluo_lab.notebook.plots import plot_recall_qps
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    front = results.pareto()
-    for (lib, index), g in front.groupby(["library", "index"], sort=True):
-        style = "-o" if lib == "oluo_lab" else "--."
-        ax.plot(g["recall"], g["qps"], style, label=f"{lib} {index}", ms=4)
-    ax.set_xlabel("recall@10 (id intersection)")
-    ax.set_ylabel("queries per second (log)")
-    ax.set_yscale("log")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(title, fontsize=9)
+    fig, _ = plot_recall_qps(results, by=["library", "index"])
     fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return "matplotlib (Pareto frontier per library)"
+    return "oluo_lab.notebook.plot_recall_qps"
 
 
 def main() -> None:
@@ -127,13 +106,17 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--M", type=int, nargs="+", default=[16])
-    ap.add_argument("--efc", type=int, nargs="+", default=[128])
     ap.add_argument(
+        "--ef-construction", "--efc", dest="ef_construction", type=int, nargs="+", default=[128]
+    )
+    ap.add_argument(
+        "--ef-search",
         "--ef",
+        dest="ef_search",
         type=int,
         nargs="+",
         default=[16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 256, 384],
-        help="efSearch grid, the same for every library (dense near recall 0.95)",
+        help="ef_search grid, the same for every library (dense near recall 0.95)",
     )
     ap.add_argument("--libraries", nargs="+", default=LIBS)
     ap.add_argument("--repeat", type=int, default=3)
@@ -151,7 +134,7 @@ def main() -> None:
         path = Path(args.from_csv).resolve()
         return render(args, BenchResults.from_csv(path), path)
     if args.quick:
-        args.ef = [e for e in args.ef if e <= 128]
+        args.ef_search = [e for e in args.ef_search if e <= 128]
 
     t0 = time.perf_counter()
     data = load(args)
@@ -164,8 +147,8 @@ def main() -> None:
         data,
         libraries=args.libraries,
         M=args.M,
-        ef_construction=args.efc,
-        ef_search=args.ef,
+        ef_construction=args.ef_construction,
+        ef_search=args.ef_search,
         k=args.k,
         threads=args.threads,
         repeat=args.repeat,
@@ -178,7 +161,7 @@ def main() -> None:
     extra_builds = []
     if args.faiss_1thread:
         for m in args.M:
-            for efc in args.efc:
+            for efc in args.ef_construction:
                 a = FaissHNSWAdapter(threads=1)
                 s = timed_build(
                     a, data.base, {"metric": data.metric, "M": m, "ef_construction": efc}
@@ -194,10 +177,12 @@ def main() -> None:
                         "threads": 1,
                     }
                 )
-                print(f"  built faiss HNSWFlat with 1 thread M={m} efC={efc} in {s:.1f}s")
+                print(
+                    f"  built faiss HNSWFlat with 1 thread M={m} ef_construction={efc} in {s:.1f}s"
+                )
     if args.oluo_mt_build and args.threads > 1:
         for m in args.M:
-            for efc in args.efc:
+            for efc in args.ef_construction:
                 a = OluoAdapter(threads=args.threads, build_threads=args.threads)
                 s = timed_build(
                     a, data.base, {"metric": data.metric, "M": m, "ef_construction": efc}
@@ -213,7 +198,7 @@ def main() -> None:
                         "threads": args.threads,
                     }
                 )
-                print(f"  built {a.index} M={m} efC={efc} in {s:.1f}s")
+                print(f"  built {a.index} M={m} ef_construction={efc} in {s:.1f}s")
 
     out_csv = ROOT / "bench" / "results" / f"recall_qps-{label}.csv"
     out_csv.parent.mkdir(parents=True, exist_ok=True)
@@ -261,18 +246,10 @@ def render(args: argparse.Namespace, results: BenchResults, out_csv: Path) -> No
     label = str(results.frame["run"].iloc[0])
     side = out_csv.with_suffix(".builds.json")
     extra_builds = json.loads(side.read_text()) if side.is_file() else []
-    d = results.dataset
-    k = int(results.frame["k"].iloc[0])
     threads = int(env["threads"])
-    Ms = sorted(int(m) for m in set(results.frame["M"]))
-    efcs = sorted(int(e) for e in set(results.frame["ef_construction"]))
     img = ROOT / "docs" / "img" / f"recall_qps-{label}.png"
     img.parent.mkdir(parents=True, exist_ok=True)
-    title = (
-        f"{d.get('name')}: base {d.get('n')}, {d.get('n_queries')} queries, k={k}, "
-        f"{threads} threads, M={Ms} efC={efcs}"
-    )
-    how = plot(results, img, title)
+    how = plot(results, img)
 
     f = results.frame
     print()

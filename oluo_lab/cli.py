@@ -139,18 +139,26 @@ def _manifest_dict(snap) -> dict:
 
 
 def _cmd_log(args, lab) -> int:
+    from ._html import fmt_bytes
+
     df = lab.log()
+    shown = df.assign(**{c: df[c].map(fmt_bytes) for c in ("bytes", "new_bytes")})
     _emit(
-        args, df.to_dict(orient="records"), df.to_string(index=False) if len(df) else "(empty lab)"
+        args,
+        df.to_dict(orient="records"),
+        shown.to_string(index=False) if len(df) else "(empty lab)",
     )
     return 0
 
 
 def _cmd_show(args, lab) -> int:
+    from ._html import fmt_bytes
+
     snap = lab.resolve(_ref(args.ref))
     info = _manifest_dict(snap)
+    shown = {k: fmt_bytes(v) if k.endswith("_size") else v for k, v in info.items()}
     width = max(len(k) for k in info)
-    _emit(args, info, "\n".join(f"{k:<{width}}  {v}" for k, v in info.items()))
+    _emit(args, info, "\n".join(f"{k:<{width}}  {v}" for k, v in shown.items()))
     return 0
 
 

@@ -138,11 +138,13 @@ def strip_widget_views(nb):
 
 
 def plot_recall_qps_png(path: Path, ef_search: tuple[int, ...] = (16, 32, 64, 128)) -> Path:
-    """Sweep ``ef`` for one engine (M=16) on the GloVe sample and save recall@10 against
-    queries per second (one thread, best of three batches) as a PNG."""
+    """Sweep ``ef_search`` for one engine (M=16) on the GloVe sample and save recall@10 against
+    queries per second (one thread, best of three batches) as a PNG, drawn by the
+    notebook layer's :func:`~oluo_lab.notebook.plot_recall_qps`."""
     from matplotlib.figure import Figure
 
     from . import bench, datasets
+    from .notebook.plots import plot_recall_qps
 
     data = datasets.glove_sample()
     results = bench.sweep(
@@ -156,24 +158,8 @@ def plot_recall_qps_png(path: Path, ef_search: tuple[int, ...] = (16, 32, 64, 12
         repeat=3,
         latency_queries=100,
     )
-    frame = results.frame.sort_values("ef_search")
-    fig = Figure(figsize=(6.4, 4.2), dpi=110)
-    ax = fig.add_subplot()
-    ax.plot(frame["recall"], frame["qps"], "o-", color="C0", label="OluoEngine, M=16")
-    for r in frame.itertuples(index=False):
-        ax.annotate(
-            f"ef={r.ef_search}",
-            (r.recall, r.qps),
-            textcoords="offset points",
-            xytext=(4, 4),
-            fontsize=8,
-        )
-    ax.set_xlabel("recall@10 (1,000 held-out queries)")
-    ax.set_ylabel("queries per second (batch, 1 thread)")
-    ax.set_yscale("log")
-    ax.set_title(f"{data.name}: {data.n:,} words, {data.metric}")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    fig = Figure(figsize=(7.2, 4.6), dpi=110)
+    plot_recall_qps(results, ax=fig.add_subplot(), pareto=False)
     fig.tight_layout()
     fig.savefig(path)
     return path

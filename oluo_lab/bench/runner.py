@@ -63,9 +63,9 @@ class Adapter(Protocol):
 
     def build(self, base: np.ndarray, params: dict[str, Any]) -> None: ...
 
-    def search(self, queries: np.ndarray, k: int, ef: int) -> np.ndarray: ...
+    def search(self, queries: np.ndarray, k: int, ef_search: int) -> np.ndarray: ...
 
-    def search_one(self, query: np.ndarray, k: int, ef: int) -> np.ndarray: ...
+    def search_one(self, query: np.ndarray, k: int, ef_search: int) -> np.ndarray: ...
 
     def index_bytes(self) -> int: ...
 
@@ -120,8 +120,8 @@ class _Base:
         self.threads = int(threads)
         self.metric = "cosine"
 
-    def search_one(self, query: np.ndarray, k: int, ef: int) -> np.ndarray:
-        return self.search(query[None, :], k, ef)
+    def search_one(self, query: np.ndarray, k: int, ef_search: int) -> np.ndarray:
+        return self.search(query[None, :], k, ef_search)
 
     def close(self) -> None:
         for name in list(vars(self)):
@@ -149,7 +149,7 @@ class BruteForceAdapter(_Base):
         )
         self._ix.add(_normalised(base) if self.metric == "cosine" else base)
 
-    def search(self, queries: np.ndarray, k: int, ef: int) -> np.ndarray:
+    def search(self, queries: np.ndarray, k: int, ef_search: int) -> np.ndarray:
         q = _normalised(queries) if self.metric == "cosine" else queries
         return self._ix.search(q, k)[1]
 
@@ -194,12 +194,12 @@ class OluoAdapter(_Base):
         # its bytes here would count them in the engine's resident memory (``release``)
         self._snap_bytes = len(snap.index_bytes) + len(snap.metadata_bytes)
 
-    def search(self, queries: np.ndarray, k: int, ef: int) -> np.ndarray:
+    def search(self, queries: np.ndarray, k: int, ef_search: int) -> np.ndarray:
         # default ids are running ints equal to the base row, so keys are the rows
-        return self.engine.search(queries, k=k, ef=ef).keys
+        return self.engine.search(queries, k=k, ef_search=ef_search).keys
 
-    def search_one(self, query: np.ndarray, k: int, ef: int) -> np.ndarray:
-        return self.engine.search(query, k=k, ef=ef).keys
+    def search_one(self, query: np.ndarray, k: int, ef_search: int) -> np.ndarray:
+        return self.engine.search(query, k=k, ef_search=ef_search).keys
 
     def index_bytes(self) -> int:
         return self._snap_bytes
@@ -264,12 +264,12 @@ class FaissHNSWAdapter(_Base):
             self._rows = perm  # new position i holds original row perm[i]
         self._params: dict[int, Any] = {}
 
-    def _search_params(self, ef: int):
+    def _search_params(self, ef_search: int):
         import faiss
 
-        p = self._params.get(ef)
+        p = self._params.get(ef_search)
         if p is None:
-            hp = faiss.SearchParametersHNSW(efSearch=int(ef))
+            hp = faiss.SearchParametersHNSW(efSearch=int(ef_search))
             hp.bounded_queue = self.bounded_queue
             if self.refine:
                 p = faiss.IndexRefineSearchParameters(
@@ -278,12 +278,12 @@ class FaissHNSWAdapter(_Base):
                 p._keep = hp  # keep the inner object alive with the outer one
             else:
                 p = hp
-            self._params[ef] = p
+            self._params[ef_search] = p
         return p
 
-    def search(self, queries: np.ndarray, k: int, ef: int) -> np.ndarray:
+    def search(self, queries: np.ndarray, k: int, ef_search: int) -> np.ndarray:
         q = _normalised(queries) if self.metric == "cosine" else queries
-        ids = self._ix.search(q, k, params=self._search_params(ef))[1]
+        ids = self._ix.search(q, k, params=self._search_params(ef_search))[1]
         if self._rows is not None:
             ids = np.where(ids >= 0, self._rows[np.maximum(ids, 0)], -1)
         return ids
@@ -316,17 +316,17 @@ class HnswlibAdapter(_Base):
         self._ix.add_items(base, np.arange(n), num_threads=self.threads)
         self._ef = None
 
-    def _set_ef(self, ef: int) -> None:
-        if ef != self._ef:
-            self._ix.set_ef(int(ef))
-            self._ef = ef
+    def _set_ef(self, ef_search: int) -> None:
+        if ef_search != self._ef:
+            self._ix.set_ef(int(ef_search))
+            self._ef = ef_search
 
-    def search(self, queries: np.ndarray, k: int, ef: int) -> np.ndarray:
-        self._set_ef(ef)
+    def search(self, queries: np.ndarray, k: int, ef_search: int) -> np.ndarray:
+        self._set_ef(ef_search)
         return self._ix.knn_query(queries, k=k, num_threads=self.threads)[0].astype(np.int64)
 
-    def search_one(self, query: np.ndarray, k: int, ef: int) -> np.ndarray:
-        self._set_ef(ef)
+    def search_one(self, query: np.ndarray, k: int, ef_search: int) -> np.ndarray:
+        self._set_ef(ef_search)
         return self._ix.knn_query(query, k=k, num_threads=1)[0]
 
     def index_bytes(self) -> int:
@@ -354,8 +354,8 @@ class UsearchAdapter(_Base):
         x = _normalised(base) if self.metric == "cosine" else np.ascontiguousarray(base, np.float32)
         self._ix.add(np.arange(base.shape[0], dtype=np.uint64), x, threads=self.threads)
 
-    def search(self, queries: np.ndarray, k: int, ef: int) -> np.ndarray:
-        self._ix.expansion_search = int(ef)
+    def search(self, queries: np.ndarray, k: int, ef_search: int) -> np.ndarray:
+        self._ix.expansion_search = int(ef_search)
         q = _normalised(queries) if self.metric == "cosine" else queries
         m = self._ix.search(q, k, threads=self.threads)
         keys = m.keys.astype(np.int64)
@@ -364,8 +364,8 @@ class UsearchAdapter(_Base):
         keys[np.arange(k)[None, :] >= counts[:, None]] = -1
         return keys
 
-    def search_one(self, query: np.ndarray, k: int, ef: int) -> np.ndarray:
-        self._ix.expansion_search = int(ef)
+    def search_one(self, query: np.ndarray, k: int, ef_search: int) -> np.ndarray:
+        self._ix.expansion_search = int(ef_search)
         q = _normalised(query) if self.metric == "cosine" else query
         m = self._ix.search(q, k, threads=1)
         return m.keys.astype(np.int64)[None, :]
@@ -401,7 +401,7 @@ def make_adapter(name: str, threads: int = 1) -> Any:
 
 @dataclass
 class Measurement:
-    """One (index, efSearch) point: recall, throughput, latency; ``neighbors`` kept for export."""
+    """One (index, ef_search) point: recall, throughput, latency; ``neighbors`` kept for export."""
 
     ef_search: int
     k: int
@@ -416,15 +416,17 @@ class Measurement:
     distances: np.ndarray = field(repr=False)
 
 
-def time_batch(adapter: Any, queries: np.ndarray, k: int, ef: int) -> tuple[float, np.ndarray]:
+def time_batch(
+    adapter: Any, queries: np.ndarray, k: int, ef_search: int
+) -> tuple[float, np.ndarray]:
     """One timed batch search with the adapter's thread count: (seconds, ids)."""
     with faiss_threads(adapter.threads):
         t0 = time.perf_counter()
-        found = adapter.search(queries, k, ef)
+        found = adapter.search(queries, k, ef_search)
         return time.perf_counter() - t0, found
 
 
-def latencies_ms(adapter: Any, queries: np.ndarray, k: int, ef: int, n: int) -> np.ndarray:
+def latencies_ms(adapter: Any, queries: np.ndarray, k: int, ef_search: int, n: int) -> np.ndarray:
     """Wall time in ms of ``n`` one-row calls (the first ``n`` queries)."""
     n = max(1, min(int(n), queries.shape[0]))
     lat = np.empty(n)
@@ -432,7 +434,7 @@ def latencies_ms(adapter: Any, queries: np.ndarray, k: int, ef: int, n: int) -> 
         for i in range(n):
             q = queries[i]
             t0 = time.perf_counter()
-            adapter.search_one(q, k, ef)
+            adapter.search_one(q, k, ef_search)
             lat[i] = time.perf_counter() - t0
     return lat * 1e3
 
@@ -469,11 +471,11 @@ def measure(
     true_distances: np.ndarray,
     metric: str,
     k: int,
-    ef: int,
+    ef_search: int,
     repeat: int = 3,
     latency_queries: int = 500,
 ) -> Measurement:
-    """Measure one built adapter at one efSearch.
+    """Measure one built adapter at one ef_search.
 
     One warm-up batch, then the best of ``repeat`` timed batches gives QPS; the last
     batch's answers give both recalls (distances recomputed exactly from the ids, as
@@ -482,15 +484,15 @@ def measure(
     """
     if repeat < 1:
         raise ValueError(f"repeat must be >= 1, got {repeat}")
-    time_batch(adapter, queries, k, ef)  # warm-up
+    time_batch(adapter, queries, k, ef_search)  # warm-up
     best, found = min(
-        (time_batch(adapter, queries, k, ef) for _ in range(repeat)), key=lambda t: t[0]
+        (time_batch(adapter, queries, k, ef_search) for _ in range(repeat)), key=lambda t: t[0]
     )
     r_ids, r_dist, dist = score(found, base, queries, true_ids, true_distances, metric, k)
-    lat = latencies_ms(adapter, queries, k, ef, latency_queries)
+    lat = latencies_ms(adapter, queries, k, ef_search, latency_queries)
     p50, p95, p99 = (float(v) for v in np.percentile(lat, [50, 95, 99]))
     return Measurement(
-        ef_search=int(ef),
+        ef_search=int(ef_search),
         k=int(k),
         recall=float(r_ids),
         recall_distance=float(r_dist),

@@ -43,7 +43,7 @@ class InvalidVector(EngineInputError):
 
 
 class InvalidK(EngineInputError):
-    """``k`` (or ``ef``) is not a positive integer."""
+    """``k`` (or ``ef_search``) is not a positive integer."""
 
 
 class DuplicateIds(EngineInputError):

@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._html import fmt_bytes
+
 __all__ = [
     "Scope",
     "PrivacyTier",
@@ -150,8 +152,8 @@ class Search:
     ``scope``: entries whose scope is wider than this are invisible.
     ``predicate``: optional ``f(EntryMetadata) -> bool``; only entries for which
     it is true can be returned. Both filters are applied inside the search, so
-    k hits come back whenever k allowed entries exist. ``ef`` defaults to the
-    engine's ef_search. ``k == 0`` returns an empty result (upstream
+    k hits come back whenever k allowed entries exist. ``ef``: this search's
+    ef_search (beam width), default the engine's. ``k == 0`` returns an empty result (upstream
     max_results=0); ``k < 0`` is an :class:`~oluo_lab.engine.errors.InvalidK`.
     ``exact``: answer by brute force over every allowed live entry (the oracle
     that recall is measured against) instead of the HNSW graph.
@@ -247,7 +249,8 @@ class PersistSnapshot:
     def __repr__(self) -> str:
         return (
             f"PersistSnapshot(generation={self.generation}, key_counter={self.key_counter}, "
-            f"index_bytes={len(self.index_bytes)} B, metadata_bytes={len(self.metadata_bytes)} B)"
+            f"index_bytes={fmt_bytes(len(self.index_bytes))}, "
+            f"metadata_bytes={fmt_bytes(len(self.metadata_bytes))})"
         )
 
 

@@ -113,10 +113,11 @@ def engine_recall(
     engine: Any,
     dataset: Any,
     k: int = 10,
-    ef: int | None = None,
+    ef_search: int | None = None,
     id_to_row: IdToRow = None,
 ) -> float:
-    """recall@k of ``engine`` on ``dataset.queries`` against ``dataset.ground_truth(k)``."""
-    res = engine.search(dataset.queries, k=k, ef=ef)
+    """recall@k of ``engine`` on ``dataset.queries`` against ``dataset.ground_truth(k)``,
+    searched with ``ef_search`` (default: the engine's)."""
+    res = engine.search(dataset.queries, k=k, ef_search=ef_search)
     rows = ids_to_rows(res.ids, dataset, id_to_row)
     return recall_at_k(rows, dataset.ground_truth(k), k)

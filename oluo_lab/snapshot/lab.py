@@ -423,17 +423,19 @@ def lab_html(lab: Lab, rows_shown: int = 20) -> str:
     """The Lab's HTML repr: one row per generation (newest first) with a stacked SVG bar
     of the bytes it shares with its parent and the bytes it added, on one common scale.
     The newest ``rows_shown`` generations are in the open table, the rest in ``<details>``."""
-    from .._html import COLORS, Raw, details, fmt_bytes, svg_bar, table
+    from .._html import COLORS, Raw, details, escape, fmt_bytes, shortened_cell, svg_bar, table
 
     log = lab.log()
     head = read_head(lab.path)
-    caption = (
-        f"Lab {lab.path.name!r}: empty"
-        if head is None
-        else f"Lab {lab.path.name!r}: {len(log)} generations, head = generation {head.generation}"
-    )
     if log.empty:
-        return table(caption, None, [])
+        return Raw(
+            f"<p>Lab {escape(repr(lab.path.name))}: empty, no generation committed yet "
+            "(<code>lab.commit(engine)</code> makes the first).</p>"
+        )
+    plural = "s" if len(log) != 1 else ""
+    caption = (
+        f"Lab {lab.path.name!r}: {len(log)} generation{plural}, head = generation {head.generation}"
+    )
     scale = max(int(log["bytes"].max()), 1)
     header = [
         "generation",
@@ -462,8 +464,8 @@ def lab_html(lab: Lab, rows_shown: int = 20) -> str:
                 fmt_bytes(int(rec.bytes)),
                 fmt_bytes(int(rec.new_bytes)),
                 bar,
-                rec.note,
-                rec.tags,
+                shortened_cell(rec.note),
+                shortened_cell(rec.tags),
             ]
         )
     out = table(caption, header, rows[:rows_shown])

@@ -236,8 +236,9 @@ def _value_text(value: Any) -> str:
 
 def manifest_html(m: SnapshotManifest, caption: str, cid: CID | None = None) -> str:
     """The HTML table of a manifest (shared by SnapshotManifest and Snapshot reprs):
-    short CIDs with the full hex in a title and in a closed ``<details>``."""
-    from .._html import Raw, details, kv_table, short_cid
+    short CIDs with the full hex in a title and in a closed ``<details>``; the index and
+    metadata sizes are their payloads' logical sizes (what the root CID reaches)."""
+    from .._html import Raw, details, fmt_bytes, kv_table, short_cid
 
     rows: list[tuple[str, Any]] = [("generation", m.compact_generation)]
     if cid is not None:
@@ -246,8 +247,8 @@ def manifest_html(m: SnapshotManifest, caption: str, cid: CID | None = None) -> 
         ("parent", short_cid(m.parent)),
         ("entries", m.entries),
         ("key counter", m.key_counter),
-        ("index", Raw(f"{short_cid(m.index_cid)} {m.index_size} B")),
-        ("metadata", Raw(f"{short_cid(m.metadata_cid)} {m.metadata_size} B")),
+        ("index", Raw(f"{short_cid(m.index_cid)} {fmt_bytes(m.index_size)}")),
+        ("metadata", Raw(f"{short_cid(m.metadata_cid)} {fmt_bytes(m.metadata_size)}")),
         ("index config", _value_text(dict(m.index_config))),
         ("chunker", _value_text(dict(m.chunker))),
         ("note", m.note),

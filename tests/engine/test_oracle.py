@@ -20,7 +20,7 @@ def _engine(metric, dim, base, threshold=10_000, **kw):
 @pytest.mark.parametrize("metric,dim", METRICS)
 @pytest.mark.parametrize("where", ["delta", "base", "mapped"])
 def test_scores_match_oracle_exactly_small_n(metric, dim, where, tmp_path):
-    """With efSearch >= n HNSW is exhaustive: ids and scores equal brute force."""
+    """With ef_search >= n HNSW is exhaustive: ids and scores equal brute force."""
     base = make_vectors(metric, 300, dim, seed=1)
     queries = make_vectors(metric, 20, dim, seed=2)
     eng = _engine(metric, dim, base, ef_search=512)
@@ -119,7 +119,8 @@ def test_recall_random_data_default_parameters(metric):
     queries = (centers[rng.integers(0, 50, 200)] + rng.standard_normal((200, 32))).astype(
         np.float32
     )
-    eng = OluoEngine(32, metric)  # defaults: M=16, efC=128, ef=64, threshold 1000
+    # defaults: M=16, ef_construction=128, ef_search=64, threshold 1000
+    eng = OluoEngine(32, metric)
     eng.add(base)
     assert eng.generation == 1 and eng.delta_size == 0
     truth, _ = oracle_topk(metric, queries, base, 32, 10)
