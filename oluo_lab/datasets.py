@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import OluoError
+
 __all__ = [
     "Dataset",
     "DatasetChecksumError",
@@ -64,7 +66,7 @@ _METRICS = ("cosine", "l2", "ip")
 _CACHE_VERSION = 1
 
 
-class DatasetChecksumError(Exception):
+class DatasetChecksumError(OluoError):
     """A dataset file's bytes do not match its recorded sha256 (altered, truncated or missing)."""
 
     def __init__(self, filename: str, expected: str, actual: str | None) -> None:

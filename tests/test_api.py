@@ -1,4 +1,4 @@
-"""Names promised by ../shared/API.md are importable from the top-level package."""
+"""Names of the public API contract are importable from the top-level package."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ PROMISED = [
     "UnsupportedVersion",
     "SnapshotNotFound",
     "PersistIOError",
+    "OluoError",
 ]
 
 

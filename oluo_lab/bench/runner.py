@@ -24,9 +24,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from ..engine._faiss_native import faiss_threads
-from ..engine._faiss_native import locality_order as bfs_order
-from .metrics import distances_of, recall_distance, recall_ids
+from ..engine import faiss_threads
+from ..engine import locality_order as bfs_order
+from ..metrics import distances_of, recall_distance, recall_ids
 
 __all__ = [
     "ADAPTERS",

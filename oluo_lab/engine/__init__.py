@@ -10,9 +10,12 @@ exactly the snapshot's index bytes and must only ever be replaced by rename.
 Modules: ``engine`` (OluoEngine: events in, actions out), ``events``, ``errors``,
 ``results``, ``metadata`` (the snapshot's metadata format), ``index`` (the compound
 index); private helpers ``_ingest`` (event validation), ``_table`` (the entry table),
-``_exact_match`` and ``_faiss_native``.
+``_exact_match`` and ``_faiss_native``. Of the last, :func:`faiss_threads` and
+:func:`locality_order` are public here: the benchmark harness builds its faiss peers
+with them, exactly as the engine builds its bases.
 """
 
+from ._faiss_native import faiss_threads, locality_order
 from .engine import DEFAULT_COMPACT_THRESHOLD, OluoEngine
 from .errors import (
     CompactCompleteFailed,
@@ -25,6 +28,7 @@ from .errors import (
     InvalidEvent,
     InvalidK,
     InvalidVector,
+    OluoEngineError,
     SnapshotDecodeError,
     UnencodableMetadata,
     UnknownId,
@@ -91,4 +95,7 @@ __all__ = [
     "SnapshotDecodeError",
     "CompactCompleteFailed",
     "CompactionFailed",
+    "OluoEngineError",
+    "faiss_threads",
+    "locality_order",
 ]

@@ -253,7 +253,13 @@ class PersistSnapshot:
 
 @dataclass(frozen=True)
 class EngineError:
-    """A typed failure. ``error`` is the exception; ``query_id`` is set for searches."""
+    """The action ``handle()`` returns for a failure, in place of raising: ``error`` is the
+    exception (an :class:`~oluo_lab.engine.errors.EngineErrorBase`); ``query_id`` is set for
+    searches.
+
+    An action, not an exception: ``except EngineError`` catches nothing. The exception
+    root is ``EngineErrorBase`` (``oluo_lab.OluoEngineError``), under ``oluo_lab.OluoError``.
+    """
 
     error: Exception
     query_id: int | None = None

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from ..metrics import pareto_frontier
 from .metrics import IdToRow, engine_recall
 
 __all__ = [
@@ -42,23 +42,6 @@ def as_frame(results: Any, required: Sequence[str] = ()) -> pd.DataFrame:
     if missing:
         raise ValueError(f"results lack the columns {missing}; have {list(frame.columns)}")
     return frame
-
-
-def pareto_frontier(df: pd.DataFrame, x: str = "recall", y: str = "qps") -> pd.DataFrame:
-    """Rows not dominated in (higher ``x``, higher ``y``), sorted by ``x`` ascending.
-
-    A row is dominated when another has ``x`` and ``y`` both at least as high and one
-    strictly higher. Rows with a NaN in ``x`` or ``y`` are ignored.
-    """
-    frame = as_frame(df, [x, y]).dropna(subset=[x, y])
-    order = frame.sort_values([x, y], ascending=[False, False], kind="mergesort")
-    keep = []
-    best = -np.inf
-    for idx, yv in zip(order.index, order[y].to_numpy(dtype=float), strict=True):
-        if yv > best:
-            keep.append(idx)
-            best = yv
-    return frame.loc[keep].sort_values(x, kind="mergesort")
 
 
 def _axes(ax: Any):

@@ -53,7 +53,7 @@ def read_head(data_dir: Path | str) -> Head | None:
     if "version" not in doc:
         raise ManifestSerde(f"{path}: no 'version' field")
     if doc["version"] != HEAD_VERSION:
-        raise UnsupportedVersion(doc["version"], "head")
+        raise UnsupportedVersion(doc["version"], "head", (HEAD_VERSION,))
     text = doc.get("head")
     if not isinstance(text, str):
         raise ManifestSerde(f"{path}: 'head' must be a CID string")

@@ -36,6 +36,7 @@ import numpy as np
 
 from ..cas import CID, BookStore, FreshBytes, MalformedCID, blob_info, ingest, reassemble
 from ..cas.params import MAX_BOOK_SIZE
+from ..errors import OluoError
 from .errors import IndexCodecError
 
 __all__ = [
@@ -75,7 +76,7 @@ _ITEM = {"levels": 4, "offsets": 8, "neighbors": 4, "codes": 1}
 _I32 = np.dtype("<i4")
 
 
-class _ParseError(Exception):
+class _ParseError(OluoError):
     """The bytes are not a serialisation this codec understands (-> raw)."""
 
 
@@ -276,7 +277,11 @@ def read_index_record(cid: CID, store: BookStore) -> IndexRecord:
     if doc is None:
         raise _bad(cid, f"not canonical CBOR tagged {INDEX_RECORD_FORMAT!r}")
     if doc.get("version") != INDEX_RECORD_VERSION:
-        raise _bad(cid, f"unsupported index record version {doc.get('version')!r}")
+        raise _bad(
+            cid,
+            f"unsupported index record version {doc.get('version')!r} "
+            f"(this build reads version {INDEX_RECORD_VERSION})",
+        )
     kind = doc.get("kind")
     if not isinstance(kind, str) or kind not in _KINDS:
         raise _bad(cid, f"unknown kind {kind!r}")

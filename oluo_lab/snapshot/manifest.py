@@ -165,7 +165,7 @@ class SnapshotManifest:
             )
         version = doc.get("version")
         if version != MANIFEST_VERSION:
-            raise UnsupportedVersion(version, "manifest")
+            raise UnsupportedVersion(version, "manifest", (MANIFEST_VERSION,))
         if set(doc) != _FIELDS:
             missing = sorted(_FIELDS - set(doc))
             extra = sorted(str(k) for k in set(doc) - _FIELDS)

@@ -53,7 +53,7 @@ def read_tags(data_dir: Path | str) -> dict[str, CID]:
         or doc.get("version") != TAGS_VERSION
         or not isinstance(doc.get("tags"), dict)
     ):
-        raise ManifestSerde(f"{path}: expected {{'version': 1, 'tags': {{...}}}}")
+        raise ManifestSerde(f"{path}: expected {{'version': {TAGS_VERSION}, 'tags': {{...}}}}")
     try:
         return {str(k): CID.parse(v) for k, v in sorted(doc["tags"].items())}
     except (ValueError, TypeError) as exc:
