@@ -24,7 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from ..engine import faiss_threads
+from ..engine import IndexConfig, faiss_threads
 from ..engine import locality_order as bfs_order
 from ..metrics import distances_of, recall_distance, recall_ids
 
@@ -185,7 +185,7 @@ class OluoAdapter(_Base):
             compact_threshold=n + 1,
             M=int(params["M"]),
             ef_construction=int(params["ef_construction"]),
-            ef_search=int(params.get("ef_search", 64)),
+            ef_search=int(params.get("ef_search", IndexConfig.ef_search)),
             build_threads=self.build_threads,
         )
         self.engine.add(base)
@@ -349,7 +349,7 @@ class UsearchAdapter(_Base):
             dtype="f32",
             connectivity=int(params["M"]),
             expansion_add=int(params["ef_construction"]),
-            expansion_search=int(params.get("ef_search", 64)),
+            expansion_search=int(params.get("ef_search", IndexConfig.ef_search)),
         )
         x = _normalised(base) if self.metric == "cosine" else np.ascontiguousarray(base, np.float32)
         self._ix.add(np.arange(base.shape[0], dtype=np.uint64), x, threads=self.threads)
