@@ -7,7 +7,8 @@ iteration and ``stats``, and single durable ``put``s. The bytes of one book file
 
 Layout: ``<path>/books/<digest byte 0 as 2 hex>/<cid hex>``. A single ``put`` writes a
 unique ``.tmp-*`` file in the same directory, fsyncs it, hard-links it to the final name
-(so an existing book is never replaced) and fsyncs the directory.
+(so an existing book is never replaced) and fsyncs the directory (docs/FORMAT.md §4.1;
+how a batch is made durable: Appendix B.1).
 """
 
 from __future__ import annotations
