@@ -13,8 +13,6 @@ one-row calls. Peers are imported only when their adapter is built.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import gc
 import os
 import time
@@ -24,6 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from .._io import malloc_trim
 from ..engine import IndexConfig, faiss_threads
 from ..engine import locality_order as bfs_order
 from ..metrics import distances_of, recall_distance, recall_ids
@@ -48,6 +47,7 @@ __all__ = [
     "rss_bytes",
     "thread_count",
     "timed_build",
+    "trim_memory",
 ]
 
 
@@ -91,10 +91,11 @@ def rss_bytes() -> int:
         return 0
 
 
-def _trim() -> None:
+def trim_memory() -> None:
+    """Collect garbage and hand the C heap's free memory back to the OS, so a following
+    :func:`rss_bytes` reads what is in use."""
     gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    malloc_trim()
 
 
 def _normalised(x: np.ndarray) -> np.ndarray:
@@ -506,7 +507,7 @@ def measure(
 
 def timed_build(adapter: Any, base: np.ndarray, params: dict[str, Any]) -> float:
     """Build with faiss set to the adapter's thread count; returns wall seconds."""
-    _trim()
+    trim_memory()
     with faiss_threads(adapter.threads):
         t0 = time.perf_counter()
         adapter.build(base, params)
@@ -515,8 +516,8 @@ def timed_build(adapter: Any, base: np.ndarray, params: dict[str, Any]) -> float
 
 def release(adapter: Any) -> int:
     """Drop the adapter's index; returns the resident bytes that freed (approximate)."""
-    _trim()
+    trim_memory()
     before = rss_bytes()
     adapter.close()
-    _trim()
+    trim_memory()
     return max(0, before - rss_bytes())
