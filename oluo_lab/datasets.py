@@ -29,20 +29,20 @@ import numpy as np
 from .errors import OluoError
 
 __all__ = [
+    "SAMPLE_FILES",
+    "SAMPLE_NAME",
+    "SAMPLE_SHA256SUMS_DIGEST",
     "Dataset",
     "DatasetChecksumError",
-    "SAMPLE_NAME",
-    "SAMPLE_FILES",
-    "SAMPLE_SHA256SUMS_DIGEST",
-    "glove_sample",
-    "glove_full",
-    "from_arrays",
-    "sample_dir",
     "cache_dir",
     "exact_ground_truth",
-    "read_glove_words",
-    "load_glove_vectors",
+    "from_arrays",
+    "glove_full",
     "glove_held_out",
+    "glove_sample",
+    "load_glove_vectors",
+    "read_glove_words",
+    "sample_dir",
 ]
 
 SAMPLE_NAME = "glove-6b-50d-sample"

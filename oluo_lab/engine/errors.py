@@ -15,21 +15,21 @@ from __future__ import annotations
 from ..errors import OluoError
 
 __all__ = [
-    "EngineErrorBase",
-    "EngineInputError",
-    "DimensionMismatch",
-    "InvalidVector",
-    "InvalidK",
-    "DuplicateIds",
-    "UnknownMetric",
-    "UnencodableMetadata",
-    "UnknownId",
-    "InvalidEvent",
-    "EngineRestoreFailed",
-    "SnapshotDecodeError",
     "CompactCompleteFailed",
     "CompactionFailed",
+    "DimensionMismatch",
+    "DuplicateIds",
+    "EngineErrorBase",
+    "EngineInputError",
+    "EngineRestoreFailed",
+    "InvalidEvent",
+    "InvalidK",
+    "InvalidVector",
     "OluoEngineError",
+    "SnapshotDecodeError",
+    "UnencodableMetadata",
+    "UnknownId",
+    "UnknownMetric",
 ]
 
 

@@ -17,11 +17,11 @@ from .. import metrics
 
 __all__ = [
     "IdToRow",
+    "answer_overlap",
     "engine_recall",
     "ids_to_rows",
     "recall_at_k",
     "resolve_engine",
-    "answer_overlap",
 ]
 
 IdToRow = Mapping[Any, int] | Callable[[Any], int | None] | None
