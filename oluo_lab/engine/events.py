@@ -5,6 +5,7 @@
 :class:`CompactComplete`. Actions: :class:`IndexUpdated`,
 :class:`~oluo_lab.engine.results.SearchResults`, :class:`PersistSnapshot`,
 :class:`EngineError`. Layer: engine (plain data classes; imports nothing of the engine).
+"Upstream" below is the Harmony project's Oluo engine, which this one re-implements.
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ class Ingest:
     caller's clock for the whole batch.
 
     Per entry: Reject or ENCRYPTED_EPHEMERAL -> not indexed, and an existing entry
-    for that target is removed (the newest privacy decision wins; upstream left
+    for that target is removed (the newest privacy decision wins; Harmony left
     the old entry searchable). Known target -> same key, scope = max(old, new),
     every other field replaced. New target -> key = key_counter++. The
     compaction trigger (delta size >= compact_threshold) is checked once, after
@@ -188,7 +189,7 @@ class EvictExpired:
 class Compact:
     """Compact now (merge delta into base, drop dead vectors) if anything changed.
 
-    Not in upstream (which only compacts on the ingest trigger); the convenience
+    Not in Harmony's engine (which only compacts on the ingest trigger); the convenience
     ``compact()`` sends it. ``force``: compact even when nothing changed, giving
     a new generation with the same entries (a Lab uses it to record a note or a
     restored state as a new generation).

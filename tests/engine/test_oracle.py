@@ -76,7 +76,7 @@ def test_score_definitions():
 
 
 def test_hamming_counts_every_bit():
-    """Regression for upstream defect 1: bits beyond the first 64 count, score = bits/256."""
+    """Regression for Harmony's defect 1 (hamming): bits beyond the first 64 count, score = bits/256."""
     zero = np.zeros((1, 32), np.uint8)
     eng = OluoEngine(256, "hamming")
     vecs = np.zeros((40, 32), np.uint8)
