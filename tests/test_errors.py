@@ -23,22 +23,40 @@ from oluo_lab.snapshot.manifest import MANIFEST_VERSION, SnapshotManifest
 _SKIP_MISSING = ("h5py", "pytest", "ipywidgets", "matplotlib", "nbformat", "nbclient")
 
 
-def _package_exceptions() -> dict[str, type[BaseException]]:
-    found: dict[str, type[BaseException]] = {}
+def _modules():
     for info in pkgutil.walk_packages(ol.__path__, prefix="oluo_lab."):
         try:
-            module = importlib.import_module(info.name)
+            yield importlib.import_module(info.name)
         except ImportError as exc:  # an optional dependency this environment lacks
             if exc.name and exc.name.split(".")[0] in _SKIP_MISSING:
                 continue
             raise
-        for name, obj in vars(module).items():
-            if (
-                inspect.isclass(obj)
-                and issubclass(obj, BaseException)
-                and obj.__module__ == module.__name__
-            ):
-                found[f"{module.__name__}.{name}"] = obj
+
+
+def _is_exception(obj) -> bool:
+    return inspect.isclass(obj) and issubclass(obj, BaseException)
+
+
+def _package_exceptions() -> dict[str, type[BaseException]]:
+    """Every exception class defined in the package, by its dotted name."""
+    return {
+        f"{module.__name__}.{name}": obj
+        for module in [ol, *_modules()]
+        for name, obj in vars(module).items()
+        if _is_exception(obj) and obj.__module__ == module.__name__
+    }
+
+
+def _public_exceptions() -> dict[str, type[BaseException]]:
+    """The exception classes a public module (no ``_`` in its path) exports in ``__all__``."""
+    found = {}
+    for module in [ol, *_modules()]:
+        if any(part.startswith("_") for part in module.__name__.split(".")):
+            continue
+        for name in getattr(module, "__all__", ()):
+            obj = getattr(module, name, None)
+            if _is_exception(obj):
+                found[obj.__name__] = obj
     return found
 
 
@@ -61,8 +79,8 @@ def _tree_rows() -> list[tuple[int, str]]:
 
 def test_the_hierarchy_tree_names_every_public_exception_under_its_real_parent():
     rows = _tree_rows()
-    by_name = {cls.__name__: cls for cls in _package_exceptions().values()}
-    public = {name for name in by_name if not name.startswith("_")}
+    by_name = _public_exceptions()
+    public = set(by_name)
     assert public - {n for _, n in rows} == set(), "missing from the tree in oluo_lab/errors.py"
     assert {n for _, n in rows} - public == set(), "the tree names classes that do not exist"
     parents: list[tuple[int, str]] = []
