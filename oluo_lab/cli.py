@@ -247,6 +247,8 @@ def _ref(text: str):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .cas import DEFAULT_GC_GRACE_S
+
     parser = argparse.ArgumentParser(prog="oluo-lab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run the end-to-end demo on the bundled GloVe sample")
@@ -274,7 +276,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     gc = lab_cmd("gc", "collect unreachable books (dry run unless --run)")
     gc.add_argument("--run", action="store_true", help="really delete")
     gc.add_argument(
-        "--grace", type=float, default=3600.0, help="keep unreachable books younger than this (s)"
+        "--grace",
+        type=float,
+        default=DEFAULT_GC_GRACE_S,
+        help="keep unreachable books younger than this (s)",
     )
     gc.add_argument(
         "--keep-last", type=int, default=None, help="retain only the newest N generations"

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ._html import Raw, escape, fmt_bytes, fmt_num, kv_table, table
+from .errors import OluoError
 
 __all__ = [
     "DEMO_WORDS",
@@ -50,7 +51,7 @@ WIDGET_VIEW_MIME = "application/vnd.jupyter.widget-view+json"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-class ReportError(RuntimeError):
+class ReportError(OluoError, RuntimeError):
     """The report could not be produced (an empty lab), or a notebook could not be run
     (it failed, or the dev extra is missing)."""
 
@@ -274,7 +275,8 @@ def report_html(
 ) -> str:
     """The report page for ``lab`` as text (see :func:`write_report`)."""
     from . import __version__
-    from .notebook import answer_overlap, engine_recall
+    from .metrics import answer_overlap
+    from .notebook import engine_recall
 
     lab = _open_lab(lab)
     name = lab.path.name
@@ -293,7 +295,7 @@ def report_html(
         engine = head_engine if snap.cid == head.cid else lab.checkout(snap, progress=False)
         approx = engine.search(data.queries, k=k)
         exact = engine.search(data.queries, k=k, exact=True)
-        own = float(answer_overlap(approx.ids, exact.ids, k).mean())
+        own = answer_overlap(approx.ids, exact.ids, k)
         truth = engine_recall(engine, data, k=k)
         if snap.cid == head.cid:
             head_recall = own

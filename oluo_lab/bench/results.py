@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .. import metrics
+
 __all__ = [
     "COLUMNS",
     "RECALL_BY",
@@ -114,18 +116,10 @@ def environment(threads: int | None = None) -> dict[str, Any]:
 
 
 def pareto_frontier(frame: pd.DataFrame, recall: str = "recall", qps: str = "qps") -> pd.DataFrame:
-    """Rows not dominated in (recall up, qps up), per (library, index), sorted by recall."""
-    frame = frame.reset_index(drop=True)
-    keep = []
-    for _, group in frame.groupby(["library", "index"], sort=True):
-        g = group.sort_values([recall, qps], ascending=[False, False])
-        best = -np.inf
-        for idx, row in g.iterrows():
-            if row[qps] > best:
-                keep.append(idx)
-                best = row[qps]
-    out = frame.loc[keep]
-    return out.sort_values(["library", "index", recall]).reset_index(drop=True)
+    """Rows not dominated in (recall up, qps up), per (library, index), sorted by recall
+    (:func:`oluo_lab.metrics.pareto_frontier` grouped by library and index)."""
+    front = metrics.pareto_frontier(frame, recall, qps, by=["library", "index"])
+    return front.reset_index(drop=True)
 
 
 def qps_at_recall(

@@ -13,8 +13,6 @@ one-row calls. Peers are imported only when their adapter is built.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import gc
 import os
 import time
@@ -24,30 +22,32 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from ..engine._faiss_native import faiss_threads
-from ..engine._faiss_native import locality_order as bfs_order
-from .metrics import distances_of, recall_distance, recall_ids
+from .._io import malloc_trim
+from ..engine import IndexConfig, faiss_threads
+from ..engine import locality_order as bfs_order
+from ..metrics import distances_of, recall_distance, recall_ids
 
 __all__ = [
     "ADAPTERS",
     "Adapter",
     "BruteForceAdapter",
-    "bfs_order",
     "FaissHNSWAdapter",
     "HnswlibAdapter",
     "Measurement",
     "OluoAdapter",
     "UsearchAdapter",
+    "bfs_order",
     "faiss_threads",
-    "make_adapter",
     "latencies_ms",
+    "make_adapter",
     "measure",
     "release",
-    "score",
-    "time_batch",
     "rss_bytes",
+    "score",
     "thread_count",
+    "time_batch",
     "timed_build",
+    "trim_memory",
 ]
 
 
@@ -91,10 +91,11 @@ def rss_bytes() -> int:
         return 0
 
 
-def _trim() -> None:
+def trim_memory() -> None:
+    """Collect garbage and hand the C heap's free memory back to the OS, so a following
+    :func:`rss_bytes` reads what is in use."""
     gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    malloc_trim()
 
 
 def _normalised(x: np.ndarray) -> np.ndarray:
@@ -185,7 +186,7 @@ class OluoAdapter(_Base):
             compact_threshold=n + 1,
             M=int(params["M"]),
             ef_construction=int(params["ef_construction"]),
-            ef_search=int(params.get("ef_search", 64)),
+            ef_search=int(params.get("ef_search", IndexConfig.ef_search)),
             build_threads=self.build_threads,
         )
         self.engine.add(base)
@@ -349,7 +350,7 @@ class UsearchAdapter(_Base):
             dtype="f32",
             connectivity=int(params["M"]),
             expansion_add=int(params["ef_construction"]),
-            expansion_search=int(params.get("ef_search", 64)),
+            expansion_search=int(params.get("ef_search", IndexConfig.ef_search)),
         )
         x = _normalised(base) if self.metric == "cosine" else np.ascontiguousarray(base, np.float32)
         self._ix.add(np.arange(base.shape[0], dtype=np.uint64), x, threads=self.threads)
@@ -508,7 +509,7 @@ def measure(
 
 def timed_build(adapter: Any, base: np.ndarray, params: dict[str, Any]) -> float:
     """Build with faiss set to the adapter's thread count; returns wall seconds."""
-    _trim()
+    trim_memory()
     with faiss_threads(adapter.threads):
         t0 = time.perf_counter()
         adapter.build(base, params)
@@ -517,8 +518,8 @@ def timed_build(adapter: Any, base: np.ndarray, params: dict[str, Any]) -> float
 
 def release(adapter: Any) -> int:
     """Drop the adapter's index; returns the resident bytes that freed (approximate)."""
-    _trim()
+    trim_memory()
     before = rss_bytes()
     adapter.close()
-    _trim()
+    trim_memory()
     return max(0, before - rss_bytes())

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..datasets import Dataset
+from ..engine import IndexConfig
 from .datasets import GroundTruthCache, with_metric
 from .results import BenchResults, environment
 from .runner import latencies_ms, make_adapter, release, score, time_batch, timed_build
@@ -81,8 +82,8 @@ def _points(built, ds, metric, k, ef_search, repeat, latency_queries):
 def sweep(
     dataset: Dataset,
     libraries: Iterable[AdapterSpec] = DEFAULT_LIBRARIES,
-    M: Sequence[int] = (16,),
-    ef_construction: Sequence[int] = (128,),
+    M: Sequence[int] = (IndexConfig.M,),
+    ef_construction: Sequence[int] = (IndexConfig.ef_construction,),
     ef_search: Sequence[int] = (16, 32, 64, 128),
     metric: Sequence[str] | str | None = None,
     k: int = 10,

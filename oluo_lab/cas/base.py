@@ -28,6 +28,11 @@ from oluo_lab.cas.params import CID_LEN, MAX_BOOK_SIZE, MAX_DEPTH
 
 Buffer = bytes | bytearray | memoryview
 
+#: Seconds an unreferenced book or temp file is left alone, because a write of another
+#: process may be about to name it or finish it: ``Lab.gc``'s default grace period and the
+#: age past which a store removes crash-leftover temp files.
+DEFAULT_GC_GRACE_S = 3600.0
+
 
 @dataclass(frozen=True)
 class StoreStats:

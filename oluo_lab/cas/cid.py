@@ -1,6 +1,6 @@
 """Content identifiers: a fixed 40-byte id over the uncompressed bytes (blake3-256).
 
-Layout (big-endian, see docs/FORMAT.md section 1)::
+Layout (big-endian, see docs/FORMAT.md §1.1)::
 
     0      version (0x01)
     1      kind: 0x00 book, 0x01 bundle

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .._html import COLORS, byte_unit
+from ..metrics import pareto_frontier
 from .metrics import IdToRow, engine_recall
 
 __all__ = [
@@ -43,23 +44,6 @@ def as_frame(results: Any, required: Sequence[str] = ()) -> pd.DataFrame:
     if missing:
         raise ValueError(f"results lack the columns {missing}; have {list(frame.columns)}")
     return frame
-
-
-def pareto_frontier(df: pd.DataFrame, x: str = "recall", y: str = "qps") -> pd.DataFrame:
-    """Rows not dominated in (higher ``x``, higher ``y``), sorted by ``x`` ascending.
-
-    A row is dominated when another has ``x`` and ``y`` both at least as high and one
-    strictly higher. Rows with a NaN in ``x`` or ``y`` are ignored.
-    """
-    frame = as_frame(df, [x, y]).dropna(subset=[x, y])
-    order = frame.sort_values([x, y], ascending=[False, False], kind="mergesort")
-    keep = []
-    best = -np.inf
-    for idx, yv in zip(order.index, order[y].to_numpy(dtype=float), strict=True):
-        if yv > best:
-            keep.append(idx)
-            best = yv
-    return frame.loc[keep].sort_values(x, kind="mergesort")
 
 
 def _axes(ax: Any, figsize: tuple[float, float] = (7.2, 4.6)):

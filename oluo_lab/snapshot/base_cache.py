@@ -1,6 +1,6 @@
 """The base cache ``oluo_base.bin``: the head's raw index bytes, for memory-mapping.
 
-Snapshot layer (a data-directory file; docs/FORMAT.md 3.1). The cache is derivable from
+Snapshot layer (a data-directory file; docs/FORMAT.md §3.1). The cache is derivable from
 the CAS and never the source of truth: a persist publishes it (written on a thread while
 the CAS work runs, see :func:`start_base_write`), a load rewrites it only when it does not
 hold the head's verified index bytes, and the engine maps its vectors from it only when
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .durable import BackgroundWrite, atomic_write
 
+#: format (docs/FORMAT.md §3.1): the base cache's name in a data directory.
 BASE_NAME = "oluo_base.bin"
 
 __all__ = ["BASE_NAME", "base_holds", "start_base_write", "write_base_if_changed"]

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..cas import CID, reassemble
 from ..engine import decode_metadata
+from ..metrics import answer_overlap, recall_ids
 from .history import generation_books
 from .persist import restore_engine
 from .reports import ManifestDiff, SemanticDiff
@@ -45,26 +46,6 @@ def _show(value: Any) -> Any:
     return value.short if isinstance(value, CID) else value
 
 
-def _recall(found: np.ndarray, truth: np.ndarray) -> float:
-    if truth.size == 0:
-        return 1.0
-    hits = sum(
-        len(set(f[f >= 0].tolist()) & set(t[t >= 0].tolist()))
-        for f, t in zip(found, truth, strict=True)
-    )
-    denom = int((truth >= 0).sum())
-    return hits / denom if denom else 1.0
-
-
-def _id_overlap(a: np.ndarray, b: np.ndarray, k: int) -> float:
-    if len(a) == 0:
-        return 1.0
-    total = 0
-    for ra, rb in zip(a, b, strict=True):
-        total += len({x for x in ra if x is not None} & {x for x in rb if x is not None})
-    return total / (k * len(a))
-
-
 def default_queries(engine: OluoEngine, n: int = 100) -> np.ndarray:
     """A fixed, deterministic query set: every ⌈N/n⌉-th live vector in key order."""
     _, _, vectors = engine.live_vectors()
@@ -75,15 +56,18 @@ def default_queries(engine: OluoEngine, n: int = 100) -> np.ndarray:
 
 
 def semantic_diff(ea: OluoEngine, eb: OluoEngine, queries: np.ndarray, k: int) -> SemanticDiff:
-    """Recall of each side against its own exact answers, and the overlap of the two."""
+    """Recall of each side against its own exact answers, and the overlap of the two.
+
+    Recall divides by each side's valid exact answers (``denominator="truth"``): a side
+    with fewer than ``k`` live entries that finds them all scores 1."""
     ra, rb = ea.search(queries, k=k), eb.search(queries, k=k)
     ta, tb = ea.search(queries, k=k, exact=True), eb.search(queries, k=k, exact=True)
     return SemanticDiff(
         k=k,
         n_queries=len(queries),
-        recall_a=_recall(ra.keys, ta.keys),
-        recall_b=_recall(rb.keys, tb.keys),
-        overlap=_id_overlap(ra.ids, rb.ids, k),
+        recall_a=recall_ids(ra.keys, ta.keys, k, denominator="truth"),
+        recall_b=recall_ids(rb.keys, tb.keys, k, denominator="truth"),
+        overlap=answer_overlap(ra.ids, rb.ids, k),
     )
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._faults import fault_point
-from ..cas import CID, BookStore
+from ..cas import CID, DEFAULT_GC_GRACE_S, BookStore
 from . import refs_log
 from .durable import data_dir_lock, sweep_temp_files
 from .head import Head, read_head
@@ -109,7 +109,7 @@ def plan_gc(lab: Lab, grace_s: float, keep_last: int | None = None, bar: Any = N
 def gc_lab(
     lab: Lab,
     dry_run: bool = True,
-    grace_s: float = 3600.0,
+    grace_s: float = DEFAULT_GC_GRACE_S,
     keep_last: int | None = None,
     bar: Any = None,
 ) -> GcReport:

@@ -1,6 +1,6 @@
 """The head file ``oluo_head.json``: which manifest is the current generation.
 
-Snapshot layer (a data-directory file; docs/FORMAT.md 3.3). This module is the one
+Snapshot layer (a data-directory file; docs/FORMAT.md §3.4). This module is the one
 reader and the one writer of the head file: a persist moves the head through
 :func:`write_head` as its last step, and ``Lab.repair_head`` does the same to recover.
 """
@@ -15,7 +15,9 @@ from ..cas import CID
 from .durable import atomic_write
 from .errors import ManifestSerde, PersistIOError, UnsupportedVersion
 
+#: format (docs/FORMAT.md §3.1): the head file's name in a data directory.
 HEAD_NAME = "oluo_head.json"
+#: format (docs/FORMAT.md §3.4): the head file version written and the only one read.
 HEAD_VERSION = 1
 
 __all__ = ["HEAD_NAME", "HEAD_VERSION", "Head", "read_head", "write_head"]
@@ -53,7 +55,7 @@ def read_head(data_dir: Path | str) -> Head | None:
     if "version" not in doc:
         raise ManifestSerde(f"{path}: no 'version' field")
     if doc["version"] != HEAD_VERSION:
-        raise UnsupportedVersion(doc["version"], "head")
+        raise UnsupportedVersion(doc["version"], "head", (HEAD_VERSION,))
     text = doc.get("head")
     if not isinstance(text, str):
         raise ManifestSerde(f"{path}: 'head' must be a CID string")

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from .._progress import progress_bar
-from ..cas import CID, ContentError, DirStore, reassemble
-from ..engine import OluoEngine, PersistSnapshot
+from ..cas import CID, DEFAULT_GC_GRACE_S, ContentError, DirStore, reassemble
+from ..engine import DEFAULT_COMPACT_THRESHOLD, OluoEngine, PersistSnapshot
 from . import refs_log
 from .base_cache import base_holds
 from .diff import diff_snapshots
@@ -81,7 +81,9 @@ class Snapshot:
 class Lab:
     """A history of engine generations in one directory (created if missing)."""
 
-    def __init__(self, path: Path | str, *, compact_threshold: int = 1000) -> None:
+    def __init__(
+        self, path: Path | str, *, compact_threshold: int = DEFAULT_COMPACT_THRESHOLD
+    ) -> None:
         self.path = Path(path)
         if self.path.exists() and not self.path.is_dir():
             raise PersistIOError(f"lab path {self.path} exists and is not a directory")
@@ -408,7 +410,7 @@ class Lab:
         self,
         dry_run: bool = True,
         *,
-        grace_s: float = 3600.0,
+        grace_s: float = DEFAULT_GC_GRACE_S,
         keep_last: int | None = None,
         progress: bool = True,
     ) -> GcReport:

@@ -5,7 +5,7 @@ counters, the index configuration, the chunker parameters, its parent
 manifest and optional user annotations. Its bytes are canonical CBOR
 (RFC 8949 §4.2.1 deterministic encoding), so the same state always gives the
 same manifest CID. It holds no wall-clock time: times live in the local
-refs log, outside the content-addressed data. Layout: docs/FORMAT.md §3.
+refs log, outside the content-addressed data. Layout: docs/FORMAT.md §3.2.
 
 Snapshot layer: this module owns the manifest's encoding and validation
 (:func:`check_note` refuses what a manifest cannot hold before anything is
@@ -24,8 +24,11 @@ import cbor2
 from ..cas import CID, BookNotFound, BookStore
 from .errors import ManifestSerde, SnapshotNotFound, UnsupportedVersion
 
+#: format (docs/FORMAT.md §3.2): the manifest's ``format`` field.
 MANIFEST_FORMAT = "oluo-snapshot-manifest"
+#: format (docs/FORMAT.md §3.2): the manifest version written and the only one read.
 MANIFEST_VERSION = 1
+#: format (docs/FORMAT.md §3.2): the keys of a manifest, exactly.
 _FIELDS = frozenset(
     {
         "format",
@@ -99,7 +102,7 @@ def fetch_manifest(store: BookStore, cid: CID, role: str = "manifest") -> Snapsh
 
 @dataclass(frozen=True)
 class SnapshotManifest:
-    """One generation's manifest (see docs/FORMAT.md §3 for the byte layout)."""
+    """One generation's manifest (see docs/FORMAT.md §3.2 for the byte layout)."""
 
     index_cid: CID
     metadata_cid: CID
@@ -165,7 +168,7 @@ class SnapshotManifest:
             )
         version = doc.get("version")
         if version != MANIFEST_VERSION:
-            raise UnsupportedVersion(version, "manifest")
+            raise UnsupportedVersion(version, "manifest", (MANIFEST_VERSION,))
         if set(doc) != _FIELDS:
             missing = sorted(_FIELDS - set(doc))
             extra = sorted(str(k) for k in set(doc) - _FIELDS)

@@ -25,7 +25,7 @@ from typing import Any
 from .._faults import fault_point
 from .._progress import progress_bar
 from ..cas import CHUNK_PARAMS, CID, BookStore, ingest, reassemble
-from ..engine import OluoEngine, decode_metadata
+from ..engine import DEFAULT_COMPACT_THRESHOLD, OluoEngine, decode_metadata
 from ..engine.metadata import read_metadata_header
 from . import refs_log
 from .base_cache import BASE_NAME, start_base_write, write_base_if_changed
@@ -201,7 +201,7 @@ def _persist_locked(
 
 
 def _encode_index_against(index_bytes: bytes, store: BookStore, index_parent: CID | None) -> CID:
-    """Store the index through the codec (docs/FORMAT.md 3.6), as a patch against the
+    """Store the index through the codec (docs/FORMAT.md §3.3), as a patch against the
     parent generation's index when that is still in the store, else in full."""
     if index_parent is not None and not store.has(index_parent):
         index_parent = None
@@ -211,7 +211,7 @@ def _encode_index_against(index_bytes: bytes, store: BookStore, index_parent: CI
 def load_snapshot(
     data_dir: Path | str,
     store: BookStore,
-    compact_threshold: int = 1000,
+    compact_threshold: int = DEFAULT_COMPACT_THRESHOLD,
     *,
     progress: bool = True,
 ) -> tuple[OluoEngine, Path, int] | None:
@@ -320,7 +320,7 @@ def _engine_of(
 def restore_engine(
     store: BookStore,
     manifest: SnapshotManifest,
-    compact_threshold: int = 1000,
+    compact_threshold: int = DEFAULT_COMPACT_THRESHOLD,
     *,
     check_entries: bool = False,
 ) -> tuple[OluoEngine, bytes]:

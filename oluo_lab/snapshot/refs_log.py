@@ -1,6 +1,6 @@
 """The refs log ``oluo_refs.log``: the local, append-only record of every head move.
 
-Snapshot layer (a data-directory file; docs/FORMAT.md 3.1). This module is the one
+Snapshot layer (a data-directory file; docs/FORMAT.md §3.1). This module is the one
 writer and the one reader of the log. It holds wall-clock times, so it lives outside
 the content-addressed data and never changes a CID.
 
@@ -33,6 +33,7 @@ from ..cas import CID
 from .durable import fsync_dir
 from .errors import PersistIOError
 
+#: format (docs/FORMAT.md §3.1): the refs log's name in a data directory.
 REFS_LOG_NAME = "oluo_refs.log"
 
 __all__ = [

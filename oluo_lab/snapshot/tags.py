@@ -1,6 +1,6 @@
 """The tags file ``oluo_tags.json``: named checkpoints (tags double as gc pins).
 
-Snapshot layer (a data-directory file; docs/FORMAT.md 3.1). This module is the one
+Snapshot layer (a data-directory file; docs/FORMAT.md §3.1). This module is the one
 reader and writer of the file and owns the tag-name rule. The file is
 ``{"tags": {name: manifest-hex}, "version": 1}``, replaced atomically; callers that
 read, change and write it hold ``data_dir_lock`` across the three steps.
@@ -18,8 +18,11 @@ from ..cas import CID
 from .durable import atomic_write
 from .errors import ManifestSerde, PersistIOError
 
+#: format (docs/FORMAT.md §3.1): the tags file's name in a data directory.
 TAGS_NAME = "oluo_tags.json"
+#: format (docs/FORMAT.md §3.1): the tags file version written and the only one read.
 TAGS_VERSION = 1
+#: format (docs/FORMAT.md §3.1): the names a tag may have (besides never ``HEAD``).
 _TAG_RE = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
 
 __all__ = ["TAGS_NAME", "TAGS_VERSION", "check_tag_name", "read_tags", "write_tags"]
@@ -53,7 +56,7 @@ def read_tags(data_dir: Path | str) -> dict[str, CID]:
         or doc.get("version") != TAGS_VERSION
         or not isinstance(doc.get("tags"), dict)
     ):
-        raise ManifestSerde(f"{path}: expected {{'version': 1, 'tags': {{...}}}}")
+        raise ManifestSerde(f"{path}: expected {{'version': {TAGS_VERSION}, 'tags': {{...}}}}")
     try:
         return {str(k): CID.parse(v) for k, v in sorted(doc["tags"].items())}
     except (ValueError, TypeError) as exc:

@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from ..notebook.metrics import IdToRow, answer_overlap, engine_recall, resolve_engine
+from ..metrics import answer_overlap
+from ..notebook.metrics import IdToRow, engine_recall, resolve_engine
 
 __all__ = ["assert_manifest_equal", "assert_recall", "assert_same_answers"]
 
@@ -78,8 +79,8 @@ def assert_same_answers(
     q = np.asarray(queries)
     ra = ea.search(q, k=k, ef_search=ef_search)
     rb = eb.search(q, k=k, ef_search=ef_search)
-    per_query = answer_overlap(ra.ids, rb.ids, k)
-    mean = float(per_query.mean()) if len(per_query) else 1.0
+    per_query = answer_overlap(ra.ids, rb.ids, k, per_query=True)
+    mean = answer_overlap(ra.ids, rb.ids, k)
     if mean < min_overlap:
         worst = np.argsort(per_query, kind="stable")[:5]
         shown = ", ".join(f"query {int(i)}: {per_query[i]:.2f}" for i in worst)

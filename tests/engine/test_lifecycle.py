@@ -43,7 +43,7 @@ def test_reject_and_encrypted_ephemeral_are_never_indexed():
 
 
 def test_reject_of_known_target_removes_the_old_entry():
-    """Upstream left the older, less private entry searchable; here the newest decision wins."""
+    """Harmony left the older, less private entry searchable; here the newest decision wins."""
     eng = OluoEngine(8, "l2")
     eng.handle(Ingest(_vec(1), "a"))
     acts = eng.handle(Ingest(_vec(1), "a", privacy_tier=PrivacyTier.ENCRYPTED_EPHEMERAL))

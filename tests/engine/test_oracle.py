@@ -7,6 +7,7 @@ import pytest
 from engine_helpers import make_vectors, oracle_scores, oracle_topk
 
 from oluo_lab.engine import OluoEngine
+from oluo_lab.metrics import recall_ids
 
 METRICS = [("cosine", 24), ("l2", 24), ("ip", 24), ("hamming", 256)]
 
@@ -75,7 +76,7 @@ def test_score_definitions():
 
 
 def test_hamming_counts_every_bit():
-    """Regression for upstream defect 1: bits beyond the first 64 count, score = bits/256."""
+    """Regression for Harmony's defect 1 (hamming): bits beyond the first 64 count, score = bits/256."""
     zero = np.zeros((1, 32), np.uint8)
     eng = OluoEngine(256, "hamming")
     vecs = np.zeros((40, 32), np.uint8)
@@ -105,11 +106,6 @@ def test_hamming_rejects_non_multiple_of_8():
         OluoEngine(100, "hamming")
 
 
-def _recall(found: np.ndarray, truth: np.ndarray) -> float:
-    k = truth.shape[1]
-    return float(np.mean([len(set(f[:k]) & set(t)) / k for f, t in zip(found, truth, strict=True)]))
-
-
 @pytest.mark.parametrize("metric", ["cosine", "l2", "ip"])
 def test_recall_random_data_default_parameters(metric):
     rng = np.random.default_rng(7)
@@ -125,7 +121,7 @@ def test_recall_random_data_default_parameters(metric):
     assert eng.generation == 1 and eng.delta_size == 0
     truth, _ = oracle_topk(metric, queries, base, 32, 10)
     res = eng.search(queries, k=10)
-    assert _recall(res.ids.astype(np.int64), truth) >= 0.95
+    assert recall_ids(res.ids.astype(np.int64), truth) >= 0.95
 
 
 def test_recall_hamming_structured_codes():
