@@ -460,8 +460,8 @@ class DirStore(BookStore):
                 ("directory", self.path.name),
                 ("zstd level", self.level),
                 ("books", st.books),
-                ("logical bytes", f"{st.logical_bytes} ({fmt_bytes(st.logical_bytes)})"),
-                ("stored bytes", f"{st.stored_bytes} ({fmt_bytes(st.stored_bytes)})"),
+                ("logical bytes", fmt_bytes(st.logical_bytes)),
+                ("stored bytes", fmt_bytes(st.stored_bytes)),
                 ("compression ratio", f"{st.compression_ratio:.3f}"),
             ],
         )
