@@ -1,0 +1,431 @@
+"""In-place repair of a faiss HNSW graph after deletions (engine layer, no policy).
+
+:func:`repair_graph` turns the positions of deleted vectors into *holes* and re-links
+the live nodes that pointed at them, without rebuilding the graph:
+
+* every live node whose list at some level names a deleted node gets a new list
+  chosen from its live neighbours and the live neighbours of its deleted neighbours
+  (FreshDiskANN's ``process_delete`` candidate pool), with the rule faiss's build uses
+  to re-prune an existing list (``merge_reverse_links`` in faiss/impl/HNSW.cpp): a
+  pool no larger than the list's capacity is kept whole; a larger pool is sorted by
+  (distance, position) and filtered with the HNSW neighbour-selection heuristic
+  (``shrink_neighbor_list``: a candidate is dropped when a neighbour already kept is
+  strictly closer to it than the node is) up to ``(1 - prune_headroom)`` of the
+  capacity. The list is then *topped up* from the rejected candidates, nearest first,
+  to its previous length (``top_up="previous"``) or to capacity (``"capacity"``, the
+  rule of faiss's ``keep_max_size_level0``), so degrees do not decay generation after
+  generation;
+* a hole keeps its rows in ``levels``/``offsets``, has no links out (every slot -1),
+  none in (no live list names it) and zeroed vector bytes;
+* a deleted entry point is replaced by the live node with the highest level (the
+  smallest position among equals), and ``max_level`` follows it.
+
+Lists stay packed left and padded with -1 (faiss's search stops at the first -1). A
+repaired list keeps each surviving neighbour in its slot and puts new neighbours in
+the freed slots, so most of a list's bytes, and the index codec's neighbour blocks,
+stay as they were.
+
+Everything is computed from the parent graph, in numpy and batched over many nodes
+at once (no per-node Python loop): gathers of candidate pools, distances of a batch
+as one matrix product, the greedy heuristic as one vector step per candidate rank
+across the whole batch. The result is a pure function of (parent bytes, deleted
+positions): no RNG, no threads, ties broken by position.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+__all__ = [
+    "TOP_UP_RULES",
+    "RepairStats",
+    "graph_arrays",
+    "graph_problems",
+    "repair_graph",
+    "unreachable",
+]
+
+#: how a repaired list is topped up from rejected candidates (see module docstring)
+TOP_UP_RULES = ("previous", "capacity")
+#: candidate-matrix cells (rows x width x width) per batch: the pairwise distances of a
+#: batch (4 bytes a cell) stay well under glibc's 32 MB mmap threshold, so batches reuse
+#: heap memory instead of page-faulting fresh mappings (3x faster at 100k nodes)
+_BATCH_CELLS = 1 << 21
+#: rows of affected nodes gathered at once before grouping by pool size
+_ROW_CHUNK = 1 << 15
+
+
+@dataclass(frozen=True)
+class RepairStats:
+    """What one repair changed."""
+
+    holes: int  # positions turned into holes
+    relinked: tuple[int, ...]  # live nodes whose list changed, per level
+    entry_point: int  # the entry point after the repair
+    max_level: int
+
+
+def _pruned_size(cap: int, prune_headroom: float) -> int:
+    """faiss's ``pruned_neighbor_size``: ``size_t(cap - cap * clamp(h, 0, 0.5))`` in float32."""
+    h = np.float32(min(max(prune_headroom, 0.0), 0.5))
+    return max(int(np.float32(cap) - np.float32(cap) * h), 1)
+
+
+def graph_arrays(ix: object) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(neighbors, offsets, levels, cum_nneighbor) of an HNSW index as numpy arrays.
+
+    ``neighbors`` is a writable zero-copy view of the index's own array (never use it
+    on a memory-mapped base); the others are copies. ``levels`` holds level + 1."""
+    h = ix.hnsw
+    nb = h.neighbors
+    size = int(nb.size())
+    nbrs = faiss.rev_swig_ptr(nb.data(), size) if size else np.zeros(0, np.int32)
+    offsets = faiss.vector_to_array(h.offsets).astype(np.int64)
+    levels = faiss.vector_to_array(h.levels).astype(np.int64)
+    cum = faiss.vector_to_array(h.cum_nneighbor_per_level).astype(np.int64)
+    return nbrs, offsets, levels, cum
+
+
+def _vectors(ix: object) -> np.ndarray:
+    n, d = int(ix.ntotal), int(ix.d)
+    if n == 0:
+        return np.zeros((0, d), np.float32)
+    st = faiss.downcast_index(ix.storage)
+    return faiss.rev_swig_ptr(st.get_xb(), n * d).reshape(n, d)
+
+
+def repair_graph(
+    ix: object,
+    dead: np.ndarray,
+    *,
+    prune_headroom: float,
+    top_up: str = "previous",
+) -> RepairStats:
+    """Turn positions ``dead`` of the float HNSW index ``ix`` into holes, in place.
+
+    ``ix`` must own its arrays (a deserialised or cloned index, never a memory-mapped
+    one). ``dead``: positions of live nodes to delete (unique). ``prune_headroom``: the
+    build's ``hnsw.prune_headroom`` (the heuristic keeps at most ``(1 - headroom)`` of a
+    list's capacity before the top-up). ``top_up``: one of :data:`TOP_UP_RULES`."""
+    if top_up not in TOP_UP_RULES:
+        raise ValueError(f"top_up must be one of {TOP_UP_RULES}, got {top_up!r}")
+    n = int(ix.ntotal)
+    dead = np.unique(np.asarray(dead, np.int64))
+    if len(dead) and (dead[0] < 0 or dead[-1] >= n):
+        raise ValueError(f"dead positions must be in 0..{n - 1}")
+    h = ix.hnsw
+    nbrs, offsets, levels, cum = graph_arrays(ix)
+    x = _vectors(ix)
+    l2 = ix.metric_type == faiss.METRIC_L2
+    is_dead = np.zeros(n, bool)
+    is_dead[dead] = True
+    relinked = []
+    n_levels = int(levels.max()) if n else 0
+    for level in range(n_levels):
+        cap = int(cum[level + 1] - cum[level])
+        nodes = np.nonzero(levels > level)[0]
+        slots = offsets[nodes, None] + cum[level] + np.arange(cap)
+        lists = nbrs[slots].astype(np.int64)
+        changed = _repair_level(
+            x, l2, nodes, lists, is_dead, cap, _pruned_size(cap, prune_headroom), top_up
+        )
+        if len(changed):
+            rows, new = changed
+            nbrs[slots[rows]] = new
+        relinked.append(0 if not len(changed) else len(changed[0]))
+        # holes: no links out
+        hole_rows = np.nonzero(is_dead[nodes])[0]
+        nbrs[slots[hole_rows]] = -1
+    x[dead] = 0
+    ep, max_level = int(h.entry_point), int(h.max_level)
+    if n and (ep < 0 or is_dead[ep]):
+        live_levels = np.where(is_dead, 0, levels)
+        if live_levels.max() > 0:
+            ep = int(np.argmax(live_levels))  # first position of the highest level
+            max_level = int(live_levels[ep]) - 1
+        else:
+            ep, max_level = -1, -1
+        h.entry_point = ep
+        h.max_level = max_level
+    return RepairStats(len(dead), tuple(relinked), ep, max_level)
+
+
+def _repair_level(
+    x: np.ndarray,
+    l2: bool,
+    nodes: np.ndarray,
+    lists: np.ndarray,
+    is_dead: np.ndarray,
+    cap: int,
+    limit: int,
+    top_up: str,
+) -> tuple[np.ndarray, np.ndarray] | tuple[()]:
+    """New lists of the live nodes of one level whose list names a dead node.
+
+    ``nodes``: the positions on this level (ascending); ``lists`` their lists (n, cap).
+    Returns (rows of ``lists`` that change, their new lists) or ``()``."""
+    valid = lists >= 0
+    hit = valid & is_dead[np.where(valid, lists, 0)]
+    affected = np.nonzero(hit.any(axis=1) & ~is_dead[nodes])[0]
+    if not len(affected):
+        return ()
+    out_rows, out_lists = [], []
+    for start in range(0, len(affected), _ROW_CHUNK):
+        rows = affected[start : start + _ROW_CHUNK]
+        pools, prev_deg = _pools(nodes, lists, hit, rows, is_dead)
+        new = np.empty((len(rows), cap), np.int64)
+        n_valid = (pools >= 0).sum(axis=1)
+        # rows with similar pool sizes share a batch, so padding stays small
+        by_size = np.argsort(n_valid, kind="stable")
+        i = 0
+        while i < len(rows):
+            # as many rows as the narrowest allows, then cut to what the widest allows
+            j = min(i + _batch_rows(n_valid[by_size[i]]), len(rows))
+            j = min(i + _batch_rows(n_valid[by_size[j - 1]]), j)
+            width = max(int(n_valid[by_size[j - 1]]), 1)
+            sel = by_size[i:j]
+            chosen = _select(
+                x,
+                l2,
+                nodes[rows[sel]],
+                pools[sel, :width],
+                cap,
+                limit,
+                prev_deg[sel] if top_up == "previous" else np.full(len(sel), cap),
+                lists[rows[sel]],
+            )
+            new[sel] = _layout(lists[rows[sel]], chosen)
+            i = j
+        out_rows.append(rows)
+        out_lists.append(new)
+    return np.concatenate(out_rows), np.concatenate(out_lists).astype(np.int32)
+
+
+def _batch_rows(width: int) -> int:
+    return max(1, _BATCH_CELLS // max(int(width), 1) ** 2)
+
+
+def _pools(
+    nodes: np.ndarray, lists: np.ndarray, hit: np.ndarray, rows: np.ndarray, is_dead: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate pools of ``rows``: live neighbours and the live neighbours of dead
+    neighbours, without the node itself, unique, ascending, padded with -1 at the end
+    (n_rows, width). Also each row's previous degree (its non-empty slots)."""
+    own = lists[rows]
+    own_hit = hit[rows]
+    prev_deg = (own >= 0).sum(axis=1)
+    k = own_hit.sum(axis=1)
+    kmax = int(k.max())
+    # the dead neighbours of each row, left-packed into (n_rows, kmax)
+    order = np.argsort(~own_hit, axis=1, kind="stable")[:, :kmax]
+    dead_nb = np.take_along_axis(own, order, axis=1)
+    dead_ok = np.arange(kmax)[None, :] < k[:, None]
+    dead_rows = np.searchsorted(nodes, np.where(dead_ok, dead_nb, nodes[0]))
+    second = lists[dead_rows]  # (n_rows, kmax, cap)
+    second[~dead_ok] = -1
+    pool = np.concatenate([own, second.reshape(len(rows), -1)], axis=1)
+    me = nodes[rows][:, None]
+    bad = (pool < 0) | (pool == me) | is_dead[np.where(pool >= 0, pool, 0)]
+    big = np.iinfo(np.int64).max
+    pool = np.sort(np.where(bad, big, pool), axis=1)
+    dup = np.zeros(pool.shape, bool)
+    dup[:, 1:] = pool[:, 1:] == pool[:, :-1]
+    pool = np.sort(np.where(dup, big, pool), axis=1)
+    width = int((pool != big).sum(axis=1).max())
+    pool = pool[:, :width]
+    pool[pool == big] = -1
+    return pool, prev_deg
+
+
+def _select(
+    x: np.ndarray,
+    l2: bool,
+    owners: np.ndarray,
+    pool: np.ndarray,
+    cap: int,
+    limit: int,
+    target: np.ndarray,
+    old: np.ndarray,
+) -> np.ndarray:
+    """The new neighbour set of each owner, nearest first, padded with -1 (b, cap).
+
+    ``pool`` (b, w): candidates ascending by position, -1 at the end. A pool of at most
+    ``cap`` candidates is kept whole; a larger one goes through the heuristic (up to
+    ``limit``) and is topped up to ``target`` from what the heuristic rejected."""
+    b, w = pool.shape
+    valid = pool >= 0
+    n_valid = valid.sum(axis=1)
+    xc = x[np.where(valid, pool, 0)]  # (b, w, d)
+    xp = x[owners]
+    dq = _distances(xc, xp[:, None, :], l2)[:, :, 0]
+    dq[~valid] = np.inf
+    # pools ascend by position, so a stable sort breaks distance ties by position
+    order = np.argsort(dq, axis=1, kind="stable")
+    keep = np.take_along_axis(valid, order, axis=1)  # by rank
+    rows = np.nonzero(n_valid > cap)[0]
+    if len(rows):
+        keep[rows] = _heuristic(xc[rows], dq[rows], order[rows], n_valid[rows], l2, limit)
+        # top up from the rejected candidates: the node's own surviving neighbours
+        # first (they keep their slots, so the list changes less), then the others,
+        # nearest first
+        count = keep[rows].sum(axis=1)
+        want = np.minimum(np.maximum(target[rows], count), cap)
+        rejected = ~keep[rows] & (np.arange(w)[None, :] < n_valid[rows, None])
+        ranked = np.take_along_axis(pool[rows], order[rows], axis=1)
+        was_there = (ranked[:, :, None] == old[rows][:, None, :]).any(axis=2)
+        for group in (rejected & was_there, rejected & ~was_there):
+            add = group & (np.cumsum(group, axis=1) <= (want - count)[:, None])
+            keep[rows] |= add
+            count = count + add.sum(axis=1)
+    ranked = np.take_along_axis(pool, order, axis=1)
+    # left-pack the chosen candidates, nearest first
+    pick = np.argsort(~keep, axis=1, kind="stable")[:, :cap]
+    chosen = np.take_along_axis(np.where(keep, ranked, -1), pick, axis=1)
+    if chosen.shape[1] < cap:
+        chosen = np.pad(chosen, ((0, 0), (0, cap - chosen.shape[1])), constant_values=-1)
+    return chosen
+
+
+def _distances(a: np.ndarray, b: np.ndarray, l2: bool) -> np.ndarray:
+    """Batched distance matrices (ascending = closer) between rows of ``a`` (r, i, d)
+    and ``b`` (r, j, d): squared L2, or the negated inner product."""
+    dots = np.matmul(a, b.transpose(0, 2, 1))
+    if not l2:
+        return np.negative(dots, out=dots)
+    sa = np.einsum("rid,rid->ri", a, a)
+    sb = sa if a is b else np.einsum("rjd,rjd->rj", b, b)
+    dots *= -2
+    dots += sa[:, :, None]
+    dots += sb[:, None, :]
+    return dots
+
+
+def _heuristic(
+    xc: np.ndarray, dq: np.ndarray, order: np.ndarray, n_valid: np.ndarray, l2: bool, limit: int
+) -> np.ndarray:
+    """faiss's ``shrink_neighbor_list`` over many pools at once: which candidates (by
+    rank) are kept. Candidates are visited nearest first; one is kept when no kept
+    candidate is strictly closer to it than the owner is, until ``limit`` are kept.
+
+    The conflicts of all pairs are one batched matrix, packed into 64-bit words so that
+    each rank step is a few operations per pool."""
+    r, w, _ = xc.shape
+    # conflict[p, a, b]: candidate b is strictly closer to candidate a than the owner
+    conflict = _distances(xc, xc, l2) < dq[:, :, None]
+    words = -(-w // 64)
+    packed = np.packbits(conflict, axis=2, bitorder="little")
+    del conflict
+    pad = words * 8 - packed.shape[2]
+    if pad:
+        packed = np.pad(packed, ((0, 0), (0, 0), (0, pad)))
+    bits = packed.view("<u8")  # (r, w, words): row a, bit b
+    kept_bits = np.zeros((r, words), np.uint64)
+    keep = np.zeros((r, w), bool)
+    count = np.zeros(r, np.int64)
+    ar = np.arange(r)
+    one = np.uint64(1)
+    for j in range(w):
+        a = order[:, j]
+        ok = (j < n_valid) & (count < limit)
+        ok &= ~(bits[ar, a] & kept_bits).any(axis=1)
+        keep[:, j] = ok
+        count += ok
+        sel = np.nonzero(ok)[0]
+        kept_bits[sel, a[sel] >> 6] |= one << (a[sel] & 63).astype(np.uint64)
+    return keep
+
+
+def _layout(old: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """Write each chosen set over the old list so that surviving neighbours keep their
+    slots: new neighbours fill the freed slots (in order), then the list is packed
+    left by moving its last entries into the remaining gaps."""
+    b, cap = old.shape
+    pos = np.arange(cap)
+    # which old entries survive, and which chosen ones are new
+    survive = (old[:, :, None] == chosen[:, None, :]).any(axis=2) & (old >= 0)
+    is_new = ~(chosen[:, :, None] == old[:, None, :]).any(axis=2) & (chosen >= 0)
+    out = np.where(survive, old, -1)
+    free = out < 0
+    # the k-th free slot gets the k-th new neighbour
+    free_rank = np.cumsum(free, axis=1) - 1
+    n_new = is_new.sum(axis=1)
+    fill = free & (free_rank < n_new[:, None])
+    r_fill, c_fill = np.nonzero(fill)
+    r_new, c_new = np.nonzero(is_new)
+    # both lists come row-major, so the k-th fill slot of a row meets its k-th new id
+    out[r_fill, c_fill] = chosen[r_new, c_new]
+    # pack: entries at or after the final length move into the gaps before it
+    m = (out >= 0).sum(axis=1)
+    gaps = (out < 0) & (pos[None, :] < m[:, None])
+    movers = (out >= 0) & (pos[None, :] >= m[:, None])
+    if gaps.any():
+        r_g, c_g = np.nonzero(gaps)
+        r_m, c_m = np.nonzero(movers)
+        out[r_g, c_g] = out[r_m, c_m]
+        out[r_m, c_m] = -1
+    return out
+
+
+def graph_problems(ix: object, holes: np.ndarray, limit: int = 20) -> list[tuple[int, str]]:
+    """The invariants of a float HNSW base with holes, as ``(position, message)`` rows
+    (at most ``limit``; empty when all hold):
+
+    * every list is packed left (no neighbour after a -1) and names positions in range;
+    * a hole has no links out, its vector bytes are zero, and no live list names it;
+    * the entry point is live and on the top level, and no live node is above it."""
+    n = int(ix.ntotal)
+    found: list[tuple[int, str]] = []
+
+    def report(positions: np.ndarray, message: str) -> None:
+        for p in positions[: max(limit - len(found), 0)].tolist():
+            found.append((int(p), message))
+
+    holes = np.asarray(holes, np.int64)
+    is_hole = np.zeros(n, bool)
+    is_hole[holes] = True
+    nbrs, offsets, levels, cum = graph_arrays(ix)
+    for level in range(int(levels.max()) if n else 0):
+        cap = int(cum[level + 1] - cum[level])
+        nodes = np.nonzero(levels > level)[0]
+        lists = nbrs[offsets[nodes, None] + cum[level] + np.arange(cap)].astype(np.int64)
+        at = f"level {level}"
+        report(nodes[((lists < -1) | (lists >= n)).any(axis=1)], f"{at}: neighbour out of range")
+        empty = lists < 0
+        report(nodes[(empty[:, :-1] & ~empty[:, 1:]).any(axis=1)], f"{at}: list not packed left")
+        report(nodes[is_hole[nodes] & ~empty.all(axis=1)], f"{at}: hole has links out")
+        names_hole = ~empty & is_hole[np.clip(lists, 0, max(n - 1, 0))]
+        report(nodes[~is_hole[nodes] & names_hole.any(axis=1)], f"{at}: list names a hole")
+    if len(holes):
+        report(holes[(_vectors(ix)[holes] != 0).any(axis=1)], "hole vector bytes not zero")
+    live = ~is_hole
+    if live.any():
+        ep, top = int(ix.hnsw.entry_point), int(ix.hnsw.max_level)
+        if not 0 <= ep < n or is_hole[ep]:
+            found.append((ep, "entry point is not a live position"))
+        elif int(levels[ep]) - 1 != top:
+            found.append((ep, f"entry point is on level {int(levels[ep]) - 1}, max_level {top}"))
+        report(np.nonzero(live & (levels - 1 > top))[0], f"live node above max_level {top}")
+    return found[:limit]
+
+
+def unreachable(ix: object, holes: np.ndarray) -> int:
+    """Live positions a search cannot reach at level 0 from the entry point."""
+    n = int(ix.ntotal)
+    if n == 0 or ix.hnsw.entry_point < 0:
+        return 0
+    nbrs, offsets, _, cum = graph_arrays(ix)
+    level0 = nbrs[offsets[:n, None] + np.arange(int(cum[1]))]
+    seen = np.zeros(n, bool)
+    seen[np.asarray(holes, np.int64)] = True
+    frontier = np.array([int(ix.hnsw.entry_point)])
+    seen[frontier] = True
+    while len(frontier):
+        nxt = level0[frontier].ravel()
+        nxt = np.unique(nxt[nxt >= 0])
+        nxt = nxt[~seen[nxt]]
+        seen[nxt] = True
+        frontier = nxt
+    return int((~seen).sum())
