@@ -175,31 +175,61 @@ def build_tree(leaves: list[CID], store: BookStore, meta: RootMeta, fanout: int 
     return store.put_bundle(meta.encode() + _join(level))
 
 
-def ingest(data: Any, store: BookStore) -> CID:
+def ingest(
+    data: Any,
+    store: BookStore,
+    *,
+    params: ChunkParams = CHUNK_PARAMS,
+    fanout: int = FANOUT,
+) -> CID:
     """Chunk ``data`` (bytes-like, binary file object, or ``pathlib.Path``) into ``store``.
 
     Returns a book CID when the data is at most one chunk (including empty data), else the
     root bundle CID. Files are streamed: memory stays bounded by a few chunks. Same bytes
     and same format constants always give the same CID. Durable when it returns.
+
+    ``params``: the chunker, one of :data:`KNOWN_CHUNK_PARAMS` (``FINE_CHUNK_PARAMS`` for
+    payloads that change in many scattered places at once). ``fanout``: entries per
+    bundle (at most :data:`FANOUT`); smaller bundles make a scattered change rewrite
+    less of the tree, at the cost of more bundles.
     """
-    params = CHUNK_PARAMS
+    if params not in KNOWN_CHUNK_PARAMS:
+        raise ValueError(f"unknown chunker {params!r}")
     chunks, owned = _cut(data, params)
     try:
-        with store.batch():
-            leaves: list[CID] = []
-            total = 0
-            put = store.put
-            for chunk in chunks:
-                leaves.append(put(chunk.data))
-                total += chunk.length
-            if not leaves:
-                return store.put(b"")
-            if len(leaves) == 1:
-                return leaves[0]
-            return build_tree(leaves, store, RootMeta(total, len(leaves), params))
+        return _store_leaves((c.data for c in chunks), store, params, fanout)
     finally:
         if owned is not None:
             owned.close()
+
+
+def ingest_pages(data: Any, store: BookStore, page_size: int, *, fanout: int = FANOUT) -> CID:
+    """Store bytes-like ``data`` as a *paged* blob: leaves of exactly ``page_size`` bytes
+    (the last one shorter if the length is not a multiple). For arrays of fixed-size rows
+    changed in place (a page of whole rows changes only when one of its rows does);
+    ``fanout`` as for :func:`ingest`. Read back by :func:`reassemble` like any blob."""
+    params = ChunkParams.paged(page_size)
+    mv = memoryview(data)
+    if not mv.c_contiguous:
+        raise TypeError("ingest_pages needs a C-contiguous buffer")
+    mv = mv.cast("B") if (mv.format != "B" or mv.ndim != 1) else mv
+    pages = (mv[i : i + page_size] for i in range(0, len(mv), page_size))
+    return _store_leaves(pages, store, params, fanout)
+
+
+def _store_leaves(chunks: Iterator[Any], store: BookStore, params: ChunkParams, fanout: int) -> CID:
+    with store.batch():
+        leaves: list[CID] = []
+        total = 0
+        put = store.put
+        for chunk in chunks:
+            leaves.append(put(chunk))
+            total += len(chunk)
+        if not leaves:
+            return store.put(b"")
+        if len(leaves) == 1:
+            return leaves[0]
+        return build_tree(leaves, store, RootMeta(total, len(leaves), params), fanout)
 
 
 def _parse_bundle(cid: CID, raw: bytes, root: bool) -> tuple[RootMeta | None, list[CID]]:
@@ -240,7 +270,7 @@ def blob_info(cid: CID, store: BookStore) -> BlobInfo:
         return BlobInfo(cid, cid.size, 1, 0, None, (), (cid,))
     meta, children = _parse_bundle(cid, store.get(cid), root=True)
     assert meta is not None
-    if meta.params not in KNOWN_CHUNK_PARAMS:
+    if meta.params not in KNOWN_CHUNK_PARAMS and not meta.params.is_paged:
         raise UnsupportedChunker(f"root {cid.hex} records unknown chunker {meta.params!r}", cid)
     bundles = [cid]
     leaves: list[CID] = []
@@ -263,6 +293,12 @@ def blob_info(cid: CID, store: BookStore) -> BlobInfo:
             f"its leaves hold {total} B in {len(leaves)} chunks",
             cid,
         )
+    if meta.params.is_paged:
+        page = meta.params.max_size
+        if any(c.size != page for c in leaves[:-1]) or not 0 < leaves[-1].size <= page:
+            raise DagSizeMismatch(
+                f"paged root {cid.hex} has a leaf that is not a {page} B page", cid
+            )
     return BlobInfo(cid, total, len(leaves), cid.depth, meta.params, tuple(bundles), tuple(leaves))
 
 

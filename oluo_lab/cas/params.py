@@ -26,7 +26,11 @@ FANOUT = MAX_BOOK_SIZE // CID_LEN
 
 @dataclass(frozen=True, order=True)
 class ChunkParams:
-    """FastCDC 2020 parameters that decide chunk boundaries (and so CIDs)."""
+    """FastCDC 2020 parameters that decide chunk boundaries (and so CIDs).
+
+    ``min_size == avg_size == max_size`` with ``normalized_chunking == 0`` names a
+    *paged* blob instead (:meth:`paged`): fixed-size leaves of that many bytes, the last
+    one possibly shorter (docs/FORMAT.md §1.2)."""
 
     min_size: int
     avg_size: int
@@ -35,15 +39,41 @@ class ChunkParams:
     seed: int = 0
 
     def __repr__(self) -> str:
+        if self.is_paged:
+            return f"ChunkParams(page={self.max_size})"
         return (
             f"ChunkParams(min={self.min_size}, avg={self.avg_size}, max={self.max_size}, "
             f"nc={self.normalized_chunking})"
+        )
+
+    @classmethod
+    def paged(cls, page_size: int) -> ChunkParams:
+        """The parameters recorded by a paged blob of ``page_size``-byte leaves."""
+        if not 1 <= page_size <= MAX_BOOK_SIZE:
+            raise ValueError(f"page size must be in 1..{MAX_BOOK_SIZE}, got {page_size}")
+        return cls(page_size, page_size, page_size, 0)
+
+    @property
+    def is_paged(self) -> bool:
+        """Fixed-size leaves (see :meth:`paged`) rather than content-defined chunks."""
+        return (
+            self.min_size == self.avg_size == self.max_size
+            and self.normalized_chunking == 0
+            and 1 <= self.max_size <= MAX_BOOK_SIZE
         )
 
 
 #: format (docs/FORMAT.md §1): the chunker parameters this build writes
 #: (min 16 KiB / avg 64 KiB / max 256 KiB).
 CHUNK_PARAMS = ChunkParams(min_size=16 * 1024, avg_size=64 * 1024, max_size=256 * 1024)
+#: format (docs/FORMAT.md §1): the chunker of *fine* blobs, payloads that change in many
+#: scattered places at once (engine metadata after deletions): min 1 KiB / avg 4 KiB /
+#: max 16 KiB, so a scattered change rewrites little.
+FINE_CHUNK_PARAMS = ChunkParams(min_size=1024, avg_size=4 * 1024, max_size=16 * 1024)
+#: format (docs/FORMAT.md §1.2): entries per bundle of fine and paged blobs (readers take
+#: any fan-out up to FANOUT): 2.5 KB bundles, so a scattered change rewrites few of them.
+FINE_FANOUT = 64
 #: format (docs/FORMAT.md §1.2, read step 1): parameters a root may record and still be
-#: read; append old sets here when changing ``CHUNK_PARAMS``.
-KNOWN_CHUNK_PARAMS: frozenset[ChunkParams] = frozenset({CHUNK_PARAMS})
+#: read (besides paged blobs, :meth:`ChunkParams.paged`); append old sets here when
+#: changing ``CHUNK_PARAMS``.
+KNOWN_CHUNK_PARAMS: frozenset[ChunkParams] = frozenset({CHUNK_PARAMS, FINE_CHUNK_PARAMS})

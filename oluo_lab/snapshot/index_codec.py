@@ -34,12 +34,23 @@ import blake3
 import cbor2
 import numpy as np
 
-from ..cas import CID, BookStore, FreshBytes, MalformedCID, blob_info, ingest, reassemble
+from ..cas import (
+    CID,
+    FINE_FANOUT,
+    BookStore,
+    FreshBytes,
+    MalformedCID,
+    blob_info,
+    ingest,
+    ingest_pages,
+    reassemble,
+)
 from ..cas.params import MAX_BOOK_SIZE
 from ..errors import OluoError
 from .errors import IndexCodecError
 
 __all__ = [
+    "CODES_PAGE",
     "INDEX_RECORD_FORMAT",
     "INDEX_RECORD_VERSION",
     "MAX_PATCH_CHAIN",
@@ -68,6 +79,10 @@ REBASE_DEPTH = 4
 PATCH_BLOCK = 8
 #: A patch larger than this fraction of the full neighbour array re-bases the chain.
 REBASE_FRACTION = 0.5
+#: format (docs/FORMAT.md §3.3): the stored vectors are a paged blob of whole rows, as
+#: many as fit in this many bytes (at least one): a vector zeroed by an in-place delete
+#: rewrites one small page, and the pages that hold no deleted vector are shared.
+CODES_PAGE = 2048
 
 _HNSW_FLAT = b"IHNf"
 _HNSW_BINARY = b"IBHf"
@@ -118,6 +133,7 @@ class _Layout:
     ntotal: int
     spans: dict[str, tuple[int, int]]  # section -> (start, nbytes) in the serialisation
     cum_nneighbor: tuple[int, ...]
+    row: int  # bytes per stored vector
 
 
 def _array(mv: memoryview, span: tuple[int, int], dtype: str) -> np.ndarray:
@@ -179,7 +195,7 @@ def _parse(mv: memoryview) -> _Layout:
     if spans["codes"][1] != ntotal * row:
         raise _ParseError("codes do not hold ntotal vectors")
     cum_nn = tuple(int(x) for x in _array(mv, cum, "<i4"))
-    return _Layout(kind, int(ntotal), spans, cum_nn)
+    return _Layout(kind, int(ntotal), spans, cum_nn, row)
 
 
 # --------------------------------------------------------------------------- records
@@ -471,9 +487,14 @@ def _encode_sections(
         secs[name] = {"at": start, "len": nbytes}
         pos = start + nbytes
     frame.append(mv[pos:])
-    for name in ("levels", "offsets", "codes"):
+    for name in ("levels", "offsets"):
         start, nbytes = spans[name]
         secs[name]["blob"] = ingest(mv[start : start + nbytes], store).raw
+    start, nbytes = spans["codes"]
+    page = layout.row * max(1, CODES_PAGE // max(layout.row, 1))
+    secs["codes"]["blob"] = ingest_pages(
+        mv[start : start + nbytes], store, page, fanout=FINE_FANOUT
+    ).raw
     start, nbytes = spans["neighbors"]
     new = np.frombuffer(mv[start : start + nbytes], dtype=_I32)
     nb = secs["neighbors"]

@@ -24,7 +24,7 @@ from typing import Any
 
 from .._faults import fault_point
 from .._progress import progress_bar
-from ..cas import CHUNK_PARAMS, CID, BookStore, ingest, reassemble
+from ..cas import CHUNK_PARAMS, CID, FINE_CHUNK_PARAMS, FINE_FANOUT, BookStore, ingest, reassemble
 from ..engine import DEFAULT_COMPACT_THRESHOLD, OluoEngine, decode_metadata
 from ..engine.metadata import read_metadata_header
 from . import refs_log
@@ -160,7 +160,8 @@ def _persist_locked(
         index_cid = _encode_index_against(index_bytes, store, index_parent)
         fault_point("persist.index_encoded")
         bar.update(1)
-        metadata_cid = ingest(metadata_bytes, store)
+        # fine chunks: a delete changes the entry table in many scattered places
+        metadata_cid = ingest(metadata_bytes, store, params=FINE_CHUNK_PARAMS, fanout=FINE_FANOUT)
         fault_point("persist.metadata_ingested")
         bar.update(1)
         manifest = SnapshotManifest(
