@@ -67,9 +67,9 @@ class ChunkParams:
 #: (min 16 KiB / avg 64 KiB / max 256 KiB).
 CHUNK_PARAMS = ChunkParams(min_size=16 * 1024, avg_size=64 * 1024, max_size=256 * 1024)
 #: format (docs/FORMAT.md §1): the chunker of *fine* blobs, payloads that change in many
-#: scattered places at once (engine metadata after deletions): min 1 KiB / avg 4 KiB /
-#: max 16 KiB, so a scattered change rewrites little.
-FINE_CHUNK_PARAMS = ChunkParams(min_size=1024, avg_size=4 * 1024, max_size=16 * 1024)
+#: scattered places at once (engine metadata after deletions): min 512 B / avg 2 KiB /
+#: max 8 KiB, so a scattered change rewrites little.
+FINE_CHUNK_PARAMS = ChunkParams(min_size=512, avg_size=2 * 1024, max_size=8 * 1024)
 #: format (docs/FORMAT.md §1.2): entries per bundle of fine and paged blobs (readers take
 #: any fan-out up to FANOUT): 2.5 KB bundles, so a scattered change rewrites few of them.
 FINE_FANOUT = 64
