@@ -120,25 +120,37 @@ def repair_graph(
     nbrs, offsets, levels, cum = graph_arrays(ix)
     x = _vectors(ix)
     l2 = ix.metric_type == faiss.METRIC_L2
-    is_dead = np.zeros(n, bool)
-    is_dead[dead] = True
+    is_dead = np.zeros(n + 1, bool)  # shifted by one: index 0 stands for an empty slot
+    is_dead[dead + 1] = True
+    # every slot naming a dead node, as (owner, level) of its list
+    hits = np.flatnonzero(is_dead[nbrs + 1])
+    owner = np.searchsorted(offsets, hits, side="right") - 1
+    level_of = np.searchsorted(cum, hits - offsets[owner], side="right") - 1
+    live_owner = ~is_dead[owner + 1]
+    is_dead = is_dead[1:]
+    pairs = np.unique(owner[live_owner] * 64 + level_of[live_owner])
     relinked = []
-    n_levels = int(levels.max()) if n else 0
-    for level in range(n_levels):
+    for level in range(int(levels.max()) if n else 0):
         cap = int(cum[level + 1] - cum[level])
-        nodes = np.nonzero(levels > level)[0]
-        slots = offsets[nodes, None] + cum[level] + np.arange(cap)
-        lists = nbrs[slots].astype(np.int64)
-        changed = _repair_level(
-            x, l2, nodes, lists, is_dead, cap, _pruned_size(cap, prune_headroom), top_up
+        nodes = pairs[pairs % 64 == level] // 64
+        relinked.append(len(nodes))
+        if not len(nodes):
+            continue
+        new = _repair_level(
+            x,
+            l2,
+            nbrs,
+            offsets + cum[level],
+            nodes,
+            is_dead,
+            cap,
+            _pruned_size(cap, prune_headroom),
+            top_up,
         )
-        if len(changed):
-            rows, new = changed
-            nbrs[slots[rows]] = new
-        relinked.append(0 if not len(changed) else len(changed[0]))
-        # holes: no links out
-        hole_rows = np.nonzero(is_dead[nodes])[0]
-        nbrs[slots[hole_rows]] = -1
+        nbrs[(offsets[nodes] + cum[level])[:, None] + np.arange(cap)] = new
+    # holes: no links out, no vector bytes
+    for p in dead.tolist():
+        nbrs[offsets[p] : offsets[p + 1]] = -1
     x[dead] = 0
     ep, max_level = int(h.entry_point), int(h.max_level)
     if n and (ep < 0 or is_dead[ep]):
@@ -156,27 +168,25 @@ def repair_graph(
 def _repair_level(
     x: np.ndarray,
     l2: bool,
+    nbrs: np.ndarray,
+    starts: np.ndarray,
     nodes: np.ndarray,
-    lists: np.ndarray,
     is_dead: np.ndarray,
     cap: int,
     limit: int,
     top_up: str,
-) -> tuple[np.ndarray, np.ndarray] | tuple[()]:
-    """New lists of the live nodes of one level whose list names a dead node.
-
-    ``nodes``: the positions on this level (ascending); ``lists`` their lists (n, cap).
-    Returns (rows of ``lists`` that change, their new lists) or ``()``."""
+) -> np.ndarray:
+    """New lists (int32, (len(nodes), cap)) of live ``nodes`` whose list on one level
+    names a dead node. ``starts[p]``: where node p's list on this level begins in
+    ``nbrs``."""
+    lists = nbrs[starts[nodes][:, None] + np.arange(cap)].astype(np.int64)
     valid = lists >= 0
     hit = valid & is_dead[np.where(valid, lists, 0)]
-    affected = np.nonzero(hit.any(axis=1) & ~is_dead[nodes])[0]
-    if not len(affected):
-        return ()
-    out_rows, out_lists = [], []
-    for start in range(0, len(affected), _ROW_CHUNK):
-        rows = affected[start : start + _ROW_CHUNK]
-        pools, prev_deg = _pools(nodes, lists, hit, rows, is_dead)
-        new = np.empty((len(rows), cap), np.int64)
+    n_dead = hit.sum(axis=1)
+    out = np.empty((len(nodes), cap), np.int32)
+    # rows with the same number of dead neighbours gather pools of the same width
+    for rows in _chunks(np.argsort(n_dead, kind="stable"), _ROW_CHUNK):
+        pools, prev_deg = _pools(nbrs, starts, nodes[rows], lists[rows], hit[rows], is_dead, cap)
         n_valid = (pools >= 0).sum(axis=1)
         # rows with similar pool sizes share a batch, so padding stays small
         by_size = np.argsort(n_valid, kind="stable")
@@ -187,6 +197,7 @@ def _repair_level(
             j = min(i + _batch_rows(n_valid[by_size[j - 1]]), j)
             width = max(int(n_valid[by_size[j - 1]]), 1)
             sel = by_size[i:j]
+            old = lists[rows[sel]]
             chosen = _select(
                 x,
                 l2,
@@ -195,13 +206,15 @@ def _repair_level(
                 cap,
                 limit,
                 prev_deg[sel] if top_up == "previous" else np.full(len(sel), cap),
-                lists[rows[sel]],
+                old,
             )
-            new[sel] = _layout(lists[rows[sel]], chosen)
+            out[rows[sel]] = _layout(old, chosen)
             i = j
-        out_rows.append(rows)
-        out_lists.append(new)
-    return np.concatenate(out_rows), np.concatenate(out_lists).astype(np.int32)
+    return out
+
+
+def _chunks(a: np.ndarray, size: int) -> list[np.ndarray]:
+    return [a[i : i + size] for i in range(0, len(a), size)]
 
 
 def _batch_rows(width: int) -> int:
@@ -209,13 +222,18 @@ def _batch_rows(width: int) -> int:
 
 
 def _pools(
-    nodes: np.ndarray, lists: np.ndarray, hit: np.ndarray, rows: np.ndarray, is_dead: np.ndarray
+    nbrs: np.ndarray,
+    starts: np.ndarray,
+    owners: np.ndarray,
+    own: np.ndarray,
+    own_hit: np.ndarray,
+    is_dead: np.ndarray,
+    cap: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Candidate pools of ``rows``: live neighbours and the live neighbours of dead
-    neighbours, without the node itself, unique, ascending, padded with -1 at the end
-    (n_rows, width). Also each row's previous degree (its non-empty slots)."""
-    own = lists[rows]
-    own_hit = hit[rows]
+    """Candidate pools of ``owners`` (lists ``own``): live neighbours and the live
+    neighbours of dead neighbours, without the node itself, unique, ascending, padded
+    with -1 at the end (n_rows, width). Also each row's previous degree (its non-empty
+    slots)."""
     prev_deg = (own >= 0).sum(axis=1)
     k = own_hit.sum(axis=1)
     kmax = int(k.max())
@@ -223,21 +241,20 @@ def _pools(
     order = np.argsort(~own_hit, axis=1, kind="stable")[:, :kmax]
     dead_nb = np.take_along_axis(own, order, axis=1)
     dead_ok = np.arange(kmax)[None, :] < k[:, None]
-    dead_rows = np.searchsorted(nodes, np.where(dead_ok, dead_nb, nodes[0]))
-    second = lists[dead_rows]  # (n_rows, kmax, cap)
-    second[~dead_ok] = -1
-    pool = np.concatenate([own, second.reshape(len(rows), -1)], axis=1)
-    me = nodes[rows][:, None]
-    bad = (pool < 0) | (pool == me) | is_dead[np.where(pool >= 0, pool, 0)]
+    second = nbrs[starts[np.where(dead_ok, dead_nb, 0)][:, :, None] + np.arange(cap)]
+    second = np.where(dead_ok[:, :, None], second, -1).reshape(len(owners), -1)
+    pool = np.concatenate([own, second], axis=1)
+    bad = (pool < 0) | (pool == owners[:, None]) | is_dead[np.where(pool >= 0, pool, 0)]
     big = np.iinfo(np.int64).max
     pool = np.sort(np.where(bad, big, pool), axis=1)
-    dup = np.zeros(pool.shape, bool)
-    dup[:, 1:] = pool[:, 1:] == pool[:, :-1]
-    pool = np.sort(np.where(dup, big, pool), axis=1)
-    width = int((pool != big).sum(axis=1).max())
-    pool = pool[:, :width]
-    pool[pool == big] = -1
-    return pool, prev_deg
+    drop = pool == big
+    drop[:, 1:] |= pool[:, 1:] == pool[:, :-1]
+    width = int((~drop).sum(axis=1).max())
+    # left-pack what is kept: a stable sort of a bool mask keeps the ascending order
+    pool = np.take_along_axis(
+        np.where(drop, -1, pool), np.argsort(drop, axis=1, kind="stable"), axis=1
+    )
+    return pool[:, :width], prev_deg
 
 
 def _select(
@@ -326,7 +343,8 @@ def _heuristic(
     keep = np.zeros((r, w), bool)
     count = np.zeros(r, np.int64)
     ar = np.arange(r)
-    one = np.uint64(1)
+    word = order >> 6
+    bit = np.left_shift(np.uint64(1), (order & 63).astype(np.uint64))
     for j in range(w):
         a = order[:, j]
         ok = (j < n_valid) & (count < limit)
@@ -334,7 +352,7 @@ def _heuristic(
         keep[:, j] = ok
         count += ok
         sel = np.nonzero(ok)[0]
-        kept_bits[sel, a[sel] >> 6] |= one << (a[sel] & 63).astype(np.uint64)
+        kept_bits[sel, word[sel, j]] |= bit[sel, j]
     return keep
 
 
