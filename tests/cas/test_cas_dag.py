@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from oluo_lab.cas import (
     CHUNK_PARAMS,
     CID,
+    FINE_CHUNK_PARAMS,
+    FINE_FANOUT,
     MAX_DEPTH,
     BookNotFound,
     ChunkParams,
@@ -28,6 +30,7 @@ from oluo_lab.cas import (
     blob_info,
     build_tree,
     ingest,
+    ingest_pages,
     iter_chunks,
     open_blob,
     reassemble,
@@ -307,3 +310,61 @@ def test_missing_and_corrupt_leaves_are_named():
         assert ei.value.cid == victim
     with pytest.raises(TypeError):
         reassemble(root.hex, store)
+
+
+# --- fine and paged blobs ------------------------------------------------------------------
+def test_fine_blob_round_trips_and_records_its_chunker():
+    data = xof(b"fine", 300_000)
+    store = MemoryStore()
+    root = ingest(data, store, params=FINE_CHUNK_PARAMS, fanout=FINE_FANOUT)
+    info = blob_info(root, store)
+    assert info.params == FINE_CHUNK_PARAMS
+    assert reassemble(root, store) == data
+    assert max(c.size for c in info.leaves) <= FINE_CHUNK_PARAMS.max_size
+    assert len(info.leaves) > FINE_FANOUT and root.depth == 2  # inner bundles needed
+    assert all(b.size <= FINE_FANOUT * 40 for b in info.bundles[1:])
+    # a scattered edit rewrites few of the fine leaves
+    edited = bytearray(data)
+    edited[150_000] ^= 1
+    info2 = blob_info(ingest(bytes(edited), store, params=FINE_CHUNK_PARAMS), store)
+    assert len(set(info2.leaves) - set(info.leaves)) <= 2
+
+
+def test_paged_blob_has_fixed_leaves_and_changes_page_by_page():
+    rows = np.arange(5000 * 50, dtype=np.float32).reshape(5000, 50)
+    page = 200 * 10
+    store = MemoryStore()
+    root = ingest_pages(rows, store, page, fanout=FINE_FANOUT)
+    info = blob_info(root, store)
+    assert info.params == ChunkParams.paged(page) and info.params.is_paged
+    assert [c.size for c in info.leaves] == [page] * 500
+    assert reassemble(root, store) == rows.tobytes()
+    rows[1234] = 0  # one row zeroed: one page differs, nothing else
+    info2 = blob_info(ingest_pages(rows, store, page, fanout=FINE_FANOUT), store)
+    assert sum(a != b for a, b in zip(info.leaves, info2.leaves, strict=True)) == 1
+    # a short tail page; the empty and one-page blobs are plain books
+    tail = ingest_pages(rows.tobytes()[: page * 3 + 8], store, page)
+    assert [c.size for c in blob_info(tail, store).leaves] == [page, page, page, 8]
+    assert ingest_pages(b"", store, page) == store.put(b"")
+    assert ingest_pages(b"abc", store, page) == store.put(b"abc")
+    assert repr(ChunkParams.paged(page)) == "ChunkParams(page=2000)"
+
+
+def test_paged_root_with_a_wrong_page_is_refused():
+    store = MemoryStore()
+    leaves = [store.put(b"a" * 100), store.put(b"b" * 99), store.put(b"c" * 100)]
+    root = store.put_bundle(meta_for(leaves, params=ChunkParams.paged(100)) + join(leaves))
+    with pytest.raises(DagSizeMismatch, match="not a 100 B page") as e:
+        reassemble(root, store)
+    assert e.value.cid == root
+    # min == avg == max with normalized chunking is no paged blob and no known chunker
+    odd = store.put_bundle(meta_for(leaves, params=ChunkParams(100, 100, 100, 1)) + join(leaves))
+    with pytest.raises(UnsupportedChunker):
+        blob_info(odd, store)
+
+
+def test_ingest_refuses_unknown_chunkers_and_pages():
+    with pytest.raises(ValueError, match="unknown chunker"):
+        ingest(b"x", MemoryStore(), params=ChunkParams(1, 2, 3))
+    with pytest.raises(ValueError, match="page size"):
+        ingest_pages(b"x", MemoryStore(), 0)
