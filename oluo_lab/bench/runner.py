@@ -212,7 +212,9 @@ class FaissHNSWAdapter(_Base):
     ``bounded_queue`` sets faiss's ``bounded_queue`` search parameter. ``reorder=True``
     renumbers the stored vectors in breadth-first order of the level-0 graph after the
     build (faiss's ``permute_entries``), so neighbours sit close in memory; the answers
-    are mapped back to base rows inside the timed search.
+    are mapped back to base rows inside the timed search. ``prune_headroom`` sets the
+    build's ``hnsw.prune_headroom`` (None: faiss's default, 0.2 since faiss 1.14: a full
+    neighbour list is pruned to 80% of its slots).
     """
 
     library = "faiss"
@@ -224,6 +226,7 @@ class FaissHNSWAdapter(_Base):
         refine: int = 0,
         bounded_queue: bool = True,
         reorder: bool = False,
+        prune_headroom: float | None = None,
     ) -> None:
         super().__init__(threads)
         if variant not in ("HNSWFlat", "HNSWSQ8"):
@@ -232,10 +235,13 @@ class FaissHNSWAdapter(_Base):
         self.refine = int(refine)
         self.bounded_queue = bool(bounded_queue)
         self.reorder = bool(reorder)
+        self.prune_headroom = None if prune_headroom is None else float(prune_headroom)
         if self.reorder and self.refine:
             raise ValueError("reorder applies to HNSW indexes without refine")
         label = variant + (f"+refine{self.refine}" if self.refine else "")
         label += "" if self.bounded_queue else "-unbounded"
+        if self.prune_headroom is not None:
+            label += f"+headroom{self.prune_headroom:g}"
         self.index = label + ("+bfs" if self.reorder else "")
 
     def build(self, base: np.ndarray, params: dict[str, Any]) -> None:
@@ -249,6 +255,8 @@ class FaissHNSWAdapter(_Base):
         else:
             hnsw_ix = faiss.IndexHNSWSQ(d, faiss.ScalarQuantizer.QT_8bit, m, fm)
         hnsw_ix.hnsw.efConstruction = int(params["ef_construction"])
+        if self.prune_headroom is not None:
+            hnsw_ix.hnsw.prune_headroom = self.prune_headroom
         x = _normalised(base) if self.metric == "cosine" else np.ascontiguousarray(base, np.float32)
         self._hnsw = hnsw_ix
         # the refine index keeps its own exact copy; adding to it adds to both
@@ -381,6 +389,7 @@ ADAPTERS: dict[str, Callable[..., Any]] = {
     "faiss-sq8-refine": lambda threads=1: FaissHNSWAdapter(threads, "HNSWSQ8", refine=4),
     "faiss-unbounded": lambda threads=1: FaissHNSWAdapter(threads, bounded_queue=False),
     "faiss-bfs": lambda threads=1: FaissHNSWAdapter(threads, reorder=True),
+    "faiss-headroom0": lambda threads=1: FaissHNSWAdapter(threads, prune_headroom=0.0),
     "hnswlib": HnswlibAdapter,
     "usearch": UsearchAdapter,
     "brute-force": BruteForceAdapter,
