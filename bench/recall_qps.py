@@ -14,7 +14,10 @@ batch timings are interleaved across the libraries of one build setting (best of
 --repeat after a warm-up). Recall@k is reported both by id intersection (``recall``) and
 by ann-benchmarks' distance rule (``recall_distance``); QPS ratios at recall
 0.90/0.95/0.99 both at the best measured row and interpolated in log QPS on the
-frontiers. --faiss-1thread also times a raw faiss build with one thread.
+frontiers. --build-checks times, alternately, the engine's default build against raw
+faiss built with the same settings and threads, and against the engine's one-thread
+build, whose index bytes must be identical; --faiss-1thread also times a raw faiss build
+with one thread.
 
     python bench/recall_qps.py                  # full GloVe-6B-50d: 390k base, 10k queries
     python bench/recall_qps.py --no-grid        # same-parameters reading only
@@ -198,10 +201,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--latency-queries", type=int, default=1000)
     ap.add_argument("--faiss-1thread", action="store_true", help="also time a 1-thread faiss build")
     ap.add_argument(
-        "--oluo-mt-build",
+        "--build-checks",
         action="store_true",
-        help="also time the engine's opt-in --threads build (build_threads; not deterministic)",
+        help="at the same-parameters setting, time alternately the engine's default build, "
+        "raw faiss with the engine's build settings (--threads threads) and the engine with "
+        "one build thread, and compare the graph bytes of the two engine builds",
     )
+    ap.add_argument("--build-rounds", type=int, default=2, help="rounds of --build-checks")
     ap.add_argument("--label", default=None, help="output file label")
     ap.add_argument(
         "--out",
@@ -267,29 +273,72 @@ def main(argv: list[str] | None = None) -> None:
                 }
             )
             print(f"  built faiss HNSWFlat with 1 thread M={m} efC={efc} in {s:.1f}s")
-    if args.oluo_mt_build and args.threads > 1:
-        for m, efc in settings(args):
-            a = OluoAdapter(threads=args.threads, build_threads=args.threads)
-            s = timed_build(a, data.base, {"metric": data.metric, "M": m, "ef_construction": efc})
-            release(a)
-            extra_builds.append(
-                {
-                    "library": "oluo_lab",
-                    "index": a.index,
-                    "M": m,
-                    "ef_construction": efc,
-                    "build_s": s,
-                    "threads": args.threads,
-                }
-            )
-            print(f"  built {a.index} M={m} efC={efc} in {s:.1f}s")
+    checks = build_checks(args, data) if args.build_checks else None
 
     out_csv = out_dir(args, "results") / f"recall_qps-{label}.csv"
     results.to_csv(out_csv)
-    side = {"same": {"M": args.M, "ef_construction": args.efc}, "extra_builds": extra_builds}
+    side = {
+        "same": {"M": args.M, "ef_construction": args.efc},
+        "extra_builds": extra_builds,
+        "build_checks": checks,
+    }
     out_csv.with_suffix(".builds.json").write_text(json.dumps(side, indent=1) + "\n")
     render(args, results, out_csv)
     print(f"wall {time.perf_counter() - t0:.0f}s")
+
+
+def build_checks(args: argparse.Namespace, data) -> dict:
+    """Alternating timed builds at (--M, --efc): the engine with its default threads, raw
+    faiss HNSWFlat with the engine's prune_headroom and --threads threads (the same
+    settings), and the engine with one build thread; best of --build-rounds each, and
+    whether the two engine builds wrote the same index bytes."""
+    headroom = IndexConfig(dim=1, metric="cosine").prune_headroom
+    params = {"metric": data.metric, "M": args.M, "ef_construction": args.efc}
+    kinds = {
+        "engine, default threads": lambda: OluoAdapter(threads=args.threads),
+        "faiss HNSWFlat, engine settings": lambda: FaissHNSWAdapter(
+            threads=args.threads, prune_headroom=headroom
+        ),
+        "engine, 1 build thread": lambda: OluoAdapter(threads=1, build_threads=1),
+    }
+    times: dict[str, list[float]] = {k: [] for k in kinds}
+    threads: dict[str, int] = {}
+    digests: dict[str, set[str]] = {k: set() for k in kinds if k.startswith("engine")}
+    for r in range(args.build_rounds):
+        for name, make in kinds.items():
+            a = make()
+            s = timed_build(a, data.base, params)
+            times[name].append(s)
+            threads[name] = int(getattr(a, "build_threads_used", None) or a.threads)
+            if name in digests:
+                digests[name].add(a.index_digest)
+            release(a)
+            print(f"  build check round {r + 1}: {name} ({threads[name]} threads) {s:.1f}s")
+    all_digests = set().union(*digests.values())
+    return {
+        "M": args.M,
+        "ef_construction": args.efc,
+        "prune_headroom": headroom,
+        "builds": [
+            {"build": k, "threads": threads[k], "best_s": min(v), "runs_s": v}
+            for k, v in times.items()
+        ],
+        "engine_bytes_identical": len(all_digests) == 1,
+    }
+
+
+def render_build_checks(checks: dict) -> None:
+    frame = pd.DataFrame(checks["builds"])
+    faiss_s = frame.loc[frame["build"] == "faiss HNSWFlat, engine settings", "best_s"].iloc[0]
+    frame["vs_faiss_same_settings"] = frame["best_s"] / faiss_s
+    frame["runs_s"] = [" ".join(f"{x:.1f}" for x in v) for v in frame["runs_s"]]
+    print(
+        f"\n## Build checks (M={checks['M']}, efC={checks['ef_construction']}, "
+        f"prune_headroom={checks['prune_headroom']:g}; alternating, best of the runs)\n"
+    )
+    print(md_table(frame, {"best_s": ".1f", "vs_faiss_same_settings": ".2f"}))
+    same = "yes" if checks["engine_bytes_identical"] else "NO"
+    print(f"\nengine index bytes identical across thread counts and rounds: {same}")
 
 
 def out_dir(args: argparse.Namespace, kind: str) -> Path:
@@ -472,24 +521,27 @@ def render(args: argparse.Namespace, results: BenchResults, out_csv: Path) -> No
             {"build_s": ".1f", "vs_faiss_same_threads": ".2f"},
         )
     )
+    if isinstance(side, dict) and side.get("build_checks"):
+        render_build_checks(side["build_checks"])
     print(f"\nplot: {display(img)} ({how}); csv: {display(out_csv)}")
 
 
 def builds_table(f: pd.DataFrame, extra_builds: list[dict]) -> pd.DataFrame:
-    """One row per build: seconds, sizes, threads, and the ratio to raw faiss HNSWFlat built
-    with the same M, efConstruction and thread count in the same run."""
+    """One row per build: seconds, sizes, build threads, and the ratio to raw faiss
+    HNSWFlat built with the same M, efConstruction and thread count in the same run."""
+    if "build_threads" not in f.columns:
+        # rows written before the column: the engine's build then ran on one thread
+        f = f.assign(build_threads=np.where(f["index"] == "OluoEngine", 1, f["threads"]))
     builds = (
         f.groupby(["library", "index", "M", "ef_construction"], sort=True)
         .agg(
             build_s=("build_s", "first"),
             index_bytes=("index_bytes", "first"),
             memory_bytes=("memory_bytes", "first"),
-            threads=("threads", "first"),
+            threads=("build_threads", "first"),
         )
         .reset_index()
     )
-    # the engine's default build is its deterministic single-thread compaction
-    builds.loc[builds["index"] == "OluoEngine", "threads"] = 1
     if extra_builds:
         builds = pd.concat([builds, pd.DataFrame(extra_builds)], ignore_index=True)
     same = {}

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+import blake3
 import numpy as np
 
 from ..engine._faiss_native import faiss_threads
@@ -125,7 +126,9 @@ class _Base:
 
     def close(self) -> None:
         for name in list(vars(self)):
-            if name not in ("threads", "metric", "params", "build_threads", "library", "index"):
+            keep = ("threads", "metric", "params", "build_threads", "build_threads_used")
+            keep += ("index_digest",)
+            if name not in (*keep, "library", "index"):
                 setattr(self, name, None)
 
     def __repr__(self) -> str:
@@ -161,18 +164,20 @@ class BruteForceAdapter(_Base):
 
 class OluoAdapter(_Base):
     """oluo_lab's :class:`~oluo_lab.engine.OluoEngine`: add everything, compact once, search
-    through ``eng.search``. The build is the engine's compaction: by default its
-    deterministic single-thread build (``build_threads=1``); ``build_threads=N`` uses the
-    engine's opt-in N-thread build (faster, graph bytes not deterministic)."""
+    through ``eng.search``. The build is the engine's compaction with its default thread
+    count (``build_threads=None``: the harness's ``threads`` where faiss builds the same
+    graph with any thread count, else 1); ``build_threads=N`` forces N. After a build,
+    ``build_threads_used`` is the count the compaction ran with."""
 
     library = "oluo_lab"
 
-    def __init__(self, threads: int = 1, build_threads: int = 1) -> None:
+    def __init__(self, threads: int = 1, build_threads: int | None = None) -> None:
         super().__init__(threads)
-        self.build_threads = int(build_threads)
+        self.build_threads = None if build_threads is None else int(build_threads)
         self.index = "OluoEngine" + (
-            f" ({self.build_threads} build threads)" if self.build_threads > 1 else ""
+            "" if self.build_threads is None else f" ({self.build_threads} build threads)"
         )
+        self.build_threads_used = self.build_threads
 
     def build(self, base: np.ndarray, params: dict[str, Any]) -> None:
         from ..engine import OluoEngine
@@ -188,11 +193,14 @@ class OluoAdapter(_Base):
             ef_search=int(params.get("ef_search", 64)),
             build_threads=self.build_threads,
         )
+        self.build_threads_used = self.engine._index.effective_build_threads()
         self.engine.add(base)
         snap = self.engine.compact()
-        # only the size is kept: a caller persists the snapshot and lets it go, so holding
-        # its bytes here would count them in the engine's resident memory (``release``)
+        # only the size and a digest are kept: a caller persists the snapshot and lets it
+        # go, so holding its bytes here would count them in the engine's resident memory
         self._snap_bytes = len(snap.index_bytes) + len(snap.metadata_bytes)
+        #: blake3 of the index bytes, to compare the graphs of two builds
+        self.index_digest = blake3.blake3(snap.index_bytes).hexdigest()
 
     def search(self, queries: np.ndarray, k: int, ef: int) -> np.ndarray:
         # default ids are running ints equal to the base row, so keys are the rows
