@@ -167,16 +167,26 @@ class OluoAdapter(_Base):
     through ``eng.search``. The build is the engine's compaction with its default thread
     count (``build_threads=None``: the harness's ``threads`` where faiss builds the same
     graph with any thread count, else 1); ``build_threads=N`` forces N. After a build,
-    ``build_threads_used`` is the count the compaction ran with."""
+    ``build_threads_used`` is the count the compaction ran with. ``prune_headroom``
+    overrides the engine's default build rule (None: the default)."""
 
     library = "oluo_lab"
 
-    def __init__(self, threads: int = 1, build_threads: int | None = None) -> None:
+    def __init__(
+        self,
+        threads: int = 1,
+        build_threads: int | None = None,
+        prune_headroom: float | None = None,
+    ) -> None:
         super().__init__(threads)
         self.build_threads = None if build_threads is None else int(build_threads)
-        self.index = "OluoEngine" + (
-            "" if self.build_threads is None else f" ({self.build_threads} build threads)"
-        )
+        self.prune_headroom = None if prune_headroom is None else float(prune_headroom)
+        label = "OluoEngine"
+        if self.prune_headroom is not None:
+            label += f"+headroom{self.prune_headroom:g}"
+        if self.build_threads is not None:
+            label += f" ({self.build_threads} build threads)"
+        self.index = label
         self.build_threads_used = self.build_threads
 
     def build(self, base: np.ndarray, params: dict[str, Any]) -> None:
@@ -192,6 +202,7 @@ class OluoAdapter(_Base):
             ef_construction=int(params["ef_construction"]),
             ef_search=int(params.get("ef_search", 64)),
             build_threads=self.build_threads,
+            **({} if self.prune_headroom is None else {"prune_headroom": self.prune_headroom}),
         )
         self.build_threads_used = self.engine._index.effective_build_threads()
         self.engine.add(base)
@@ -393,6 +404,8 @@ class UsearchAdapter(_Base):
 ADAPTERS: dict[str, Callable[..., Any]] = {
     "oluo_lab": OluoAdapter,
     "oluo_lab-mt": lambda threads=1: OluoAdapter(threads, build_threads=threads),
+    "oluo_lab-headroom0": lambda threads=1: OluoAdapter(threads, prune_headroom=0.0),
+    "oluo_lab-headroom0.2": lambda threads=1: OluoAdapter(threads, prune_headroom=0.2),
     "faiss": FaissHNSWAdapter,
     "faiss-sq8-refine": lambda threads=1: FaissHNSWAdapter(threads, "HNSWSQ8", refine=4),
     "faiss-unbounded": lambda threads=1: FaissHNSWAdapter(threads, bounded_queue=False),
