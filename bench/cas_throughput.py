@@ -5,7 +5,7 @@ repeated to size, the rows of each repeat shuffled so nothing deduplicates) this
 in one process and on the same bytes, interleaved round by round (best of ``--repeat``
 rounds for every figure, so load noise hits both sides):
 
-Issue limits (single-core compute, no store; the target ratios are computed against these):
+Single-core compute limits (no store, one core; the target ratios are computed against these):
 
 * ingest limit:      FastCDC cut + blake3 + zstd compress of every chunk
 * reassemble limit:  zstd decompress (of the chunks zstd shrinks) + blake3 of every chunk
@@ -14,19 +14,19 @@ Physical limits of this machine (no compute at all):
 
 * durable-write limit:  write the same bytes to one new file + fsync
 * fresh-output limit:   allocate a fresh buffer of the same size and copy the bytes into it
-* files limit (informational): write each chunk, uncompressed, to its own new file in a
+* file-creation limit (informational): write each chunk, uncompressed, to its own new file in a
   256-directory fan-out like DirStore's, then one syncfs -- what one file per book costs
   on this filesystem before any compute; also with the chunks split over 2 threads
 * fresh-output limit, 2 threads: map fresh memory (huge pages advised) and copy the bytes
   in on 2 threads -- the least a ``reassemble`` that returns a new ``bytes`` can cost
 
-Ceilings: a limit on 2 threads divided by the issue limit bounds the ratio any
-implementation can reach on this machine; for reassemble also with the issue limit's work
+Ceilings: a limit on 2 threads divided by the compute limit bounds the ratio any
+implementation can reach on this machine; for reassemble also with the compute limit's work
 (hash + decompress every byte) spread perfectly over both cores and file reads for free.
 
 Measured: ``ingest(bytes, DirStore)`` (durable when it returns) and ``reassemble(root,
-DirStore)`` (every book verified). Ratios are printed against the issue limit and against
-min(issue limit, physical limit). Then, in a fresh subprocess, the data is ingested from a
+DirStore)`` (every book verified). Ratios are printed against the compute limit and against
+min(compute limit, physical limit). Then, in a fresh subprocess, the data is ingested from a
 *file* and peak RSS (VmHWM) above the interpreter's baseline is reported.
 
 Nothing is deleted until a data set is finished: on a journal-less ext4 (this VM) inodes
@@ -295,10 +295,10 @@ def main() -> None:
     print(f"# loadavg at end {os.getloadavg()[0]:.2f}; all figures MB/s unless a ratio")
     print()
     print(
-        "| data | MB | ingest | issue limit (cut+blake3+zstd, 1 core) | ratio | "
-        "durable-write limit (1 file + fsync) | ratio to min(issue, durable) | "
-        "files limit (1 file per chunk + syncfs) | ratio to files limit | "
-        "files limit, 2 threads | ceiling: files-2t / issue limit |"
+        "| data | MB | ingest | compute limit (cut+blake3+zstd, 1 core) | ratio | "
+        "durable-write limit (1 file + fsync) | ratio to min(compute, durable) | "
+        "file-creation limit (1 file per chunk + syncfs) | ratio to file-creation limit | "
+        "file-creation limit, 2 threads | ceiling: file-creation 2t / compute limit |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
@@ -311,10 +311,10 @@ def main() -> None:
         )
     print()
     print(
-        "| data | MB | reassemble | issue limit (zstd -d + blake3, 1 core) | ratio | "
-        "fresh-output limit (alloc + copy) | ratio to min(issue, fresh) | "
-        "fresh-output limit, 2 threads | ceiling: fresh-2t / issue limit | "
-        "ceiling with the issue limit's work on 2 cores | stored/logical |"
+        "| data | MB | reassemble | compute limit (zstd -d + blake3, 1 core) | ratio | "
+        "fresh-output limit (alloc + copy) | ratio to min(compute, fresh) | "
+        "fresh-output limit, 2 threads | ceiling: fresh-output 2t / compute limit | "
+        "ceiling with the compute limit's work on 2 cores | stored/logical |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():

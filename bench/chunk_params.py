@@ -1,7 +1,7 @@
 """Pick the CAS chunker parameters by measuring dedup between two HNSW generations.
 
 Builds a faiss IndexHNSWFlat on N GloVe-6B-50d vectors (normalised, M=16,
-efConstruction=128), serialises it (generation 1), adds 1% more vectors and
+ef_construction=128), serialises it (generation 1), adds 1% more vectors and
 serialises again (generation 2). For each candidate FastCDC parameter set it
 chunks both serialisations and reports which fraction of generation 2's bytes
 are in chunks generation 1 does not have ("new bytes"), the chunk count, and

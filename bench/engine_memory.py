@@ -1,7 +1,7 @@
 """Resident memory of an OluoEngine against raw faiss HNSWFlat on the same data, same run.
 
 Builds, one after the other in one process, over the first ``--n`` GloVe-6B-50d vectors
-(cosine, M=16, efConstruction=128):
+(cosine, M=16, ef_construction=128):
 
 * raw faiss ``IndexHNSWFlat`` (inner product over the normalised vectors);
 * a fresh engine: ``add`` (default ids) + ``compact``, then a batch search and a single
@@ -22,8 +22,6 @@ line for Python/NumPy allocations, plus the sizes of the engine's structures).
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import os
 import sys
 import time
@@ -36,28 +34,19 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from oluo_lab.bench.runner import rss_bytes, trim_memory  # noqa: E402
 from oluo_lab.engine import OluoEngine  # noqa: E402
 
 MB = 1 << 20
 
 
-def rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def trim() -> None:
-    gc.collect()
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
 def freed(holder: dict) -> int:
     """Resident bytes freed by clearing ``holder`` (what the sweep's ``release`` measures)."""
-    trim()
-    before = rss()
+    trim_memory()
+    before = rss_bytes()
     holder.clear()
-    trim()
-    return before - rss()
+    trim_memory()
+    return before - rss_bytes()
 
 
 def load(n: int, nq: int) -> tuple[np.ndarray, np.ndarray]:

@@ -2,7 +2,7 @@
 
 The engine is built from GloVe-6B-50d vectors (ingest + compact); the raw faiss
 index is deserialised from the engine's own snapshot bytes, so both search the
-identical HNSW graph with the same efSearch and the same faiss threads. Timings
+identical HNSW graph with the same ef_search and the same faiss threads. Timings
 are interleaved: batch search is best-of-N, single-query latency the median of
 many one-row calls. The engine's time includes its whole path: validation,
 cosine normalisation of the queries, the event/handle dispatch, key -> caller-id
@@ -41,7 +41,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100_000, help="base vectors")
     ap.add_argument("--queries", type=int, default=10_000, help="batch size")
     ap.add_argument("--k", type=int, default=10)
-    ap.add_argument("--ef", type=int, default=64)
+    ap.add_argument("--ef-search", "--ef", dest="ef_search", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=7, help="batch timings per side (best of)")
     ap.add_argument("--single", type=int, default=3000, help="single-query calls per side")
     args = ap.parse_args()
@@ -53,11 +53,11 @@ def main() -> None:
     snap = eng.compact()
     build_s = time.perf_counter() - t0
     raw = faiss.deserialize_index(np.frombuffer(snap.index_bytes, np.uint8))
-    params = faiss.SearchParametersHNSW(efSearch=args.ef)
+    params = faiss.SearchParametersHNSW(efSearch=args.ef_search)
     qn = queries / np.linalg.norm(queries, axis=1, keepdims=True)  # raw faiss gets unit queries
 
     # same answers (the engine only adds mapping): a sanity check, not a timing
-    r_eng = eng.search(queries, k=args.k, ef=args.ef)
+    r_eng = eng.search(queries, k=args.k, ef_search=args.ef_search)
     _, raw_i = raw.search(qn, args.k, params=params)
     # (raw faiss returns index positions; a rebuilt base is renumbered, so map them to keys)
     same = float(np.mean(r_eng.keys == eng._index.base_keys[raw_i]))
@@ -70,10 +70,10 @@ def main() -> None:
         raw.search(qn, args.k, params=params)
         t_raw.append(time.perf_counter() - t)
         t = time.perf_counter()
-        eng.search(queries, k=args.k, ef=args.ef)
+        eng.search(queries, k=args.k, ef_search=args.ef_search)
         t_eng.append(time.perf_counter() - t)
         t = time.perf_counter()
-        eng.search(queries, k=args.k, ef=args.ef).ids  # noqa: B018
+        eng.search(queries, k=args.k, ef_search=args.ef_search).ids  # noqa: B018
         t_ids.append(time.perf_counter() - t)
     b_raw, b_eng, b_ids = min(t_raw), min(t_eng), min(t_ids)
 
@@ -89,17 +89,17 @@ def main() -> None:
                 raw.search(qn1, args.k, params=params)
                 s_raw.append(time.perf_counter() - t)
             elif side == 1:
-                eng.search(q1, k=args.k, ef=args.ef)
+                eng.search(q1, k=args.k, ef_search=args.ef_search)
                 s_eng.append(time.perf_counter() - t)
             else:
-                eng.search(q1, k=args.k, ef=args.ef).ids  # noqa: B018
+                eng.search(q1, k=args.k, ef_search=args.ef_search).ids  # noqa: B018
                 s_ids.append(time.perf_counter() - t)
     m_raw, m_eng = statistics.median(s_raw), statistics.median(s_eng)
     m_ids = statistics.median(s_ids)
 
     print(
         f"faiss {faiss.__version__}, threads {faiss.omp_get_max_threads()}, "
-        f"n={args.n}, queries={args.queries}, k={args.k}, ef={args.ef}"
+        f"n={args.n}, queries={args.queries}, k={args.k}, ef_search={args.ef_search}"
     )
     print(f"engine build (ingest + compact, 1 build thread): {build_s:.1f} s")
     print(f"identical result keys engine vs raw: {same:.4f}")

@@ -3,13 +3,13 @@
 Two readings, both printed:
 
 * **each library at its best parameters** (ann-benchmarks' headline reading): every
-  library is built over a grid of M x efConstruction (``--grid-M``, ``--grid-efc``) and
+  library is built over a grid of M x ef_construction (``--grid-M``, ``--grid-ef-construction``) and
   all its builds form one Pareto frontier of (recall, QPS); libraries are compared on
   those frontiers;
-* **same parameters**: every library with the one M / efConstruction given by ``--M`` /
-  ``--efc`` (by default the engine's defaults), as in earlier runs of this script.
+* **same parameters**: every library with the one M / ef_construction given by ``--M`` /
+  ``--ef-construction`` (by default the engine's defaults), as in earlier runs of this script.
 
-Every library is searched at every efSearch of one grid with the same thread count;
+Every library is searched at every ef_search of one grid with the same thread count;
 batch timings are interleaved across the libraries of one build setting (best of
 --repeat after a warm-up). Recall@k is reported both by id intersection (``recall``) and
 by ann-benchmarks' distance rule (``recall_distance``); QPS ratios at recall
@@ -22,7 +22,7 @@ with one thread.
     python bench/recall_qps.py                  # full GloVe-6B-50d: 390k base, 10k queries
     python bench/recall_qps.py --no-grid        # same-parameters reading only
     python bench/recall_qps.py --quick          # committed 20k sample, small grid, ~1 min
-    python bench/recall_qps.py --n 100000 --queries 2000 --ef 32 64 128
+    python bench/recall_qps.py --n 100000 --queries 2000 --ef-search 32 64 128
 
 Writes bench/results/recall_qps-<label>.csv (+ .builds.json), docs/img/recall_qps-<label>.png
 (the per-library-best frontiers) and prints markdown tables (both readings, Pareto
@@ -108,43 +108,22 @@ def md_table(frame: pd.DataFrame, floats: dict[str, str]) -> str:
     return "\n".join(out)
 
 
-def plot(results: BenchResults, path: Path, title: str) -> str:
-    try:
-        from oluo_lab.notebook.plots import plot_recall_qps  # written by the notebook layer
-
-        fig, ax = plot_recall_qps(results, by=["library", "index"])
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("recall@10 (id intersection)")
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        return "oluo_lab.notebook.plots.plot_recall_qps"
-    except ImportError:
-        pass
+def plot(results: BenchResults, path: Path) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from oluo_lab.notebook.plots import plot_recall_qps
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    front = results.pareto()
-    for (lib, index), g in front.groupby(["library", "index"], sort=True):
-        style = "-o" if lib == "oluo_lab" else "--."
-        ax.plot(g["recall"], g["qps"], style, label=f"{lib} {index}", ms=4)
-    ax.set_xlabel("recall@10 (id intersection)")
-    ax.set_ylabel("queries per second (log)")
-    ax.set_yscale("log")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(title, fontsize=9)
+    fig, _ = plot_recall_qps(results, by=["library", "index"])
     fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return "matplotlib (Pareto frontier per library)"
+    return "oluo_lab.notebook.plot_recall_qps"
 
 
 def settings(args: argparse.Namespace) -> list[tuple[int, int]]:
-    """The (M, efConstruction) builds of a run: the grid, then the same-parameters setting
+    """The (M, ef_construction) builds of a run: the grid, then the same-parameters setting
     if the grid lacks it (each built once)."""
-    grid = [] if args.no_grid else [(m, e) for m in args.grid_M for e in args.grid_efc]
-    same = (args.M, args.efc)
+    grid = [] if args.no_grid else [(m, e) for m in args.grid_M for e in args.grid_ef_construction]
+    same = (args.M, args.ef_construction)
     return grid + ([same] if same not in grid else [])
 
 
@@ -165,10 +144,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"the same-parameters reading's M (default: the engine's, {defaults.M})",
     )
     ap.add_argument(
+        "--ef-construction",
         "--efc",
+        dest="ef_construction",
         type=int,
         default=defaults.ef_construction,
-        help="the same-parameters reading's efConstruction "
+        help="the same-parameters reading's ef_construction "
         f"(default: the engine's, {defaults.ef_construction})",
     )
     ap.add_argument(
@@ -179,22 +160,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"M values of the per-library-best grid (default {GRID_M}; --quick {QUICK_GRID_M})",
     )
     ap.add_argument(
+        "--grid-ef-construction",
         "--grid-efc",
+        dest="grid_ef_construction",
         type=int,
         nargs="+",
         default=None,
-        help="efConstruction values of the per-library-best grid "
+        help="ef_construction values of the per-library-best grid "
         f"(default {GRID_EFC}; --quick {QUICK_GRID_EFC})",
     )
     ap.add_argument(
-        "--no-grid", action="store_true", help="only the same-parameters builds (--M, --efc)"
+        "--no-grid",
+        action="store_true",
+        help="only the same-parameters builds (--M, --ef-construction)",
     )
     ap.add_argument(
+        "--ef-search",
         "--ef",
+        dest="ef_search",
         type=int,
         nargs="+",
         default=[16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 256, 384],
-        help="efSearch grid, the same for every library (dense near recall 0.95)",
+        help="ef_search grid, the same for every library (dense near recall 0.95)",
     )
     ap.add_argument("--libraries", nargs="+", default=LIBS)
     ap.add_argument("--repeat", type=int, default=3)
@@ -218,10 +205,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.grid_M is None:
         args.grid_M = QUICK_GRID_M if args.quick else GRID_M
-    if args.grid_efc is None:
-        args.grid_efc = QUICK_GRID_EFC if args.quick else GRID_EFC
+    if args.grid_ef_construction is None:
+        args.grid_ef_construction = QUICK_GRID_EFC if args.quick else GRID_EFC
     if args.quick:
-        args.ef = [e for e in args.ef if e <= 128]
+        args.ef_search = [e for e in args.ef_search if e <= 128]
     return args
 
 
@@ -245,7 +232,7 @@ def main(argv: list[str] | None = None) -> None:
             libraries=args.libraries,
             M=[m],
             ef_construction=[efc],
-            ef_search=args.ef,
+            ef_search=args.ef_search,
             k=args.k,
             threads=args.threads,
             repeat=args.repeat,
@@ -272,13 +259,13 @@ def main(argv: list[str] | None = None) -> None:
                     "threads": 1,
                 }
             )
-            print(f"  built faiss HNSWFlat with 1 thread M={m} efC={efc} in {s:.1f}s")
+            print(f"  built faiss HNSWFlat with 1 thread M={m} ef_construction={efc} in {s:.1f}s")
     checks = build_checks(args, data) if args.build_checks else None
 
     out_csv = out_dir(args, "results") / f"recall_qps-{label}.csv"
     results.to_csv(out_csv)
     side = {
-        "same": {"M": args.M, "ef_construction": args.efc},
+        "same": {"M": args.M, "ef_construction": args.ef_construction},
         "extra_builds": extra_builds,
         "build_checks": checks,
     }
@@ -293,7 +280,7 @@ def build_checks(args: argparse.Namespace, data) -> dict:
     settings), and the engine with one build thread; best of --build-rounds each, and
     whether the two engine builds wrote the same index bytes."""
     headroom = IndexConfig(dim=1, metric="cosine").prune_headroom
-    params = {"metric": data.metric, "M": args.M, "ef_construction": args.efc}
+    params = {"metric": data.metric, "M": args.M, "ef_construction": args.ef_construction}
     kinds = {
         "engine, default threads": lambda: OluoAdapter(threads=args.threads),
         "faiss HNSWFlat, engine settings": lambda: FaissHNSWAdapter(
@@ -317,7 +304,7 @@ def build_checks(args: argparse.Namespace, data) -> dict:
     all_digests = set().union(*digests.values())
     return {
         "M": args.M,
-        "ef_construction": args.efc,
+        "ef_construction": args.ef_construction,
         "prune_headroom": headroom,
         "builds": [
             {"build": k, "threads": threads[k], "best_s": min(v), "runs_s": v}
@@ -384,19 +371,19 @@ def per_peer_ratios(
 
 
 def build_settings(frame: pd.DataFrame) -> list[tuple[int, int]]:
-    """The distinct (M, efConstruction) builds of a results frame, sorted."""
+    """The distinct (M, ef_construction) builds of a results frame, sorted."""
     pairs = zip(frame["M"], frame["ef_construction"], strict=True)
     return sorted({(int(m), int(e)) for m, e in pairs})
 
 
 def same_setting(args: argparse.Namespace, results: BenchResults, side: object) -> tuple[int, int]:
-    """The same-parameters (M, efConstruction) of a run: recorded beside its CSV, else
-    --M/--efc, else the only build setting a CSV holds."""
+    """The same-parameters (M, ef_construction) of a run: recorded beside its CSV, else
+    --M/--ef-construction, else the only build setting a CSV holds."""
     have = build_settings(results.frame)
     if isinstance(side, dict) and "same" in side:
         return int(side["same"]["M"]), int(side["same"]["ef_construction"])
-    if (args.M, args.efc) in have or len(have) != 1:
-        return args.M, args.efc
+    if (args.M, args.ef_construction) in have or len(have) != 1:
+        return args.M, args.ef_construction
     return have[0]
 
 
@@ -435,21 +422,15 @@ def render(args: argparse.Namespace, results: BenchResults, out_csv: Path) -> No
     side = json.loads(side_path.read_text()) if side_path.is_file() else {}
     # earlier runs wrote the extra builds as a bare list
     extra_builds = side if isinstance(side, list) else side.get("extra_builds", [])
-    d = results.dataset
-    k = int(results.frame["k"].iloc[0])
     threads = int(env["threads"])
     f = results.frame
     m0, e0 = same_setting(args, results, side)
     same = results.subset(M=m0, ef_construction=e0)
-    same_label = f"M={m0}, efC={e0}"
+    same_label = f"M={m0}, ef_construction={e0}"
     builds = build_settings(f)
-    grid = "builds M/efC " + ", ".join(f"{m}/{e}" for m, e in builds)
+    grid = "builds M/ef_construction " + ", ".join(f"{m}/{e}" for m, e in builds)
     img = out_dir(args, "img") / f"recall_qps-{label}.png"
-    title = (
-        f"{d.get('name')}: base {d.get('n')}, {d.get('n_queries')} queries, k={k}, "
-        f"{threads} threads; each library's frontier over {grid}"
-    )
-    how = plot(results, img, title)
+    how = plot(results, img)
 
     print()
     print(
@@ -528,7 +509,7 @@ def render(args: argparse.Namespace, results: BenchResults, out_csv: Path) -> No
 
 def builds_table(f: pd.DataFrame, extra_builds: list[dict]) -> pd.DataFrame:
     """One row per build: seconds, sizes, build threads, and the ratio to raw faiss
-    HNSWFlat built with the same M, efConstruction and thread count in the same run."""
+    HNSWFlat built with the same M, ef_construction and thread count in the same run."""
     if "build_threads" not in f.columns:
         # rows written before the column: the engine's build then ran on one thread
         f = f.assign(build_threads=np.where(f["index"] == "OluoEngine", 1, f["threads"]))

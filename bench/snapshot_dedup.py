@@ -1,6 +1,6 @@
 """Incremental snapshot cost: new bytes per generation with the index codec vs raw CDC.
 
-Builds an OluoEngine (cosine, M=16, efConstruction=128, 1 build thread) on N GloVe-6B-50d
+Builds an OluoEngine (cosine, M=16, ef_construction=128, 1 build thread) on N GloVe-6B-50d
 vectors and compacts (generation 1), adds ``--grow`` * N more through the engine's normal
 copy-on-write compaction (generation 2), and stores both index serialisations twice, each
 in its own DirStore: as one FastCDC DAG (the baseline: ``ingest``) and with

@@ -1,6 +1,6 @@
 """Snapshot persist/load cost against writing the faiss index yourself, same run.
 
-Builds an engine over the GloVe-6B-50d vectors (cosine, M=16, efConstruction=128; the
+Builds an engine over the GloVe-6B-50d vectors (cosine, M=16, ef_construction=128; the
 graph is built with faiss's own threads and handed to ``OluoEngine.from_snapshot``, which
 is what a restore does), then times, interleaved, best of ``--repeat``:
 

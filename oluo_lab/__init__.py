@@ -1,11 +1,17 @@
 """oluo_lab: ANN search experiments whose every index state is a content-addressed snapshot.
 
-Everything in ``../shared/API.md`` is importable from here (``import oluo_lab as ol``).
-Layers: ``cas`` (content-addressed store) and ``engine`` (sans-I/O search) know
-nothing of each other; ``snapshot`` joins them.
+The public API is importable from here (``import oluo_lab as ol``). Layers: ``cas``
+(content-addressed store) and ``engine`` (sans-I/O search) know nothing of each other;
+``snapshot`` joins them; ``notebook`` and ``bench`` sit on top. Result comparisons
+(recall, answer overlap, Pareto frontiers) live in ``oluo_lab.metrics``.
+
+Errors: every exception the package raises derives from :class:`OluoError`; the tree is
+drawn in :mod:`oluo_lab.errors`. ``ol.EngineError`` is *not* an exception but the
+engine's error action (what ``handle()`` returns); catch ``ol.OluoEngineError`` (the
+engine's exception root) or ``ol.OluoError``.
 """
 
-from . import bench, datasets, notebook, testing
+from . import bench, datasets, metrics, notebook, testing
 from .cas import (
     CID,
     BookNotFound,
@@ -32,6 +38,7 @@ from .engine import (
     IndexUpdated,
     Ingest,
     OluoEngine,
+    OluoEngineError,
     PersistSnapshot,
     PrivacyTier,
     Reject,
@@ -39,6 +46,7 @@ from .engine import (
     Search,
     SearchResults,
 )
+from .errors import OluoError
 from .notebook import (
     BenchExplorer,
     SearchExplorer,
@@ -72,21 +80,8 @@ from .testing import assert_manifest_equal, assert_recall, assert_same_answers
 __version__ = "0.1.0"
 
 __all__ = [
-    "BenchExplorer",
-    "bench",
-    "SearchExplorer",
-    "SnapshotBrowser",
-    "assert_manifest_equal",
-    "assert_recall",
-    "assert_same_answers",
-    "notebook",
-    "pareto_frontier",
-    "plot_latency",
-    "plot_recall_drift",
-    "plot_recall_qps",
-    "plot_storage",
-    "testing",
     "CID",
+    "BenchExplorer",
     "BookNotFound",
     "BookStore",
     "CompactComplete",
@@ -99,21 +94,21 @@ __all__ = [
     "EngineRestoreError",
     "EngineRestoreFailed",
     "EntryMetadata",
-    "GcReport",
-    "Lab",
-    "ManifestDiff",
-    "Snapshot",
-    "VerifyReport",
     "EvictExpired",
+    "GcReport",
     "HeadRegression",
     "IndexFull",
     "IndexLightweight",
     "IndexUpdated",
     "Ingest",
+    "Lab",
+    "ManifestDiff",
     "ManifestSerde",
     "MemoryStore",
     "MetadataDeserialize",
     "OluoEngine",
+    "OluoEngineError",
+    "OluoError",
     "OluoPersistError",
     "PersistIOError",
     "PersistSnapshot",
@@ -121,15 +116,31 @@ __all__ = [
     "Reject",
     "Scope",
     "Search",
+    "SearchExplorer",
     "SearchResults",
+    "Snapshot",
+    "SnapshotBrowser",
     "SnapshotManifest",
     "SnapshotNotFound",
     "UnsupportedVersion",
+    "VerifyReport",
+    "assert_manifest_equal",
+    "assert_recall",
+    "assert_same_answers",
+    "bench",
     "datasets",
     "ingest",
     "iter_chunks",
     "load_snapshot",
+    "metrics",
+    "notebook",
     "open_blob",
+    "pareto_frontier",
     "persist_snapshot",
+    "plot_latency",
+    "plot_recall_drift",
+    "plot_recall_qps",
+    "plot_storage",
     "reassemble",
+    "testing",
 ]

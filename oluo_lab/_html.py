@@ -15,14 +15,18 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 __all__ = [
+    "CELL_CHARS",
     "COLORS",
     "Raw",
+    "byte_unit",
     "details",
     "escape",
     "fmt_bytes",
     "fmt_num",
     "kv_table",
     "short_cid",
+    "shorten",
+    "shortened_cell",
     "svg_bar",
     "table",
 ]
@@ -57,17 +61,53 @@ def fmt_num(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
+def byte_unit(n: float) -> tuple[str, int]:
+    """The binary unit :func:`fmt_bytes` writes ``n`` bytes in, and its size in bytes:
+    ``("B", 1)`` below 1 KiB, else the largest of KiB..TiB that keeps the value >= 1."""
+    scale, unit = 1, "B"
+    for name in ("KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < scale * 1024:
+            break
+        scale, unit = scale * 1024, name
+    return unit, scale
+
+
 def fmt_bytes(n: int) -> str:
-    """Bytes for humans, binary units, fixed precision: ``"1.50 MiB"``; ``"512 B"``."""
+    """Bytes for humans, binary units, fixed precision: ``"1.50 MiB"``; ``"512 B"``.
+    The one way every display and text repr of oluo_lab writes a size (exact byte counts
+    stay in DataFrames and JSON)."""
     n = int(n)
-    if abs(n) < 1024:
-        return f"{n} B"
-    value = float(n)
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
-        value /= 1024.0
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.2f} {unit}"
-    raise AssertionError("unreachable")
+    unit, scale = byte_unit(n)
+    return f"{n} B" if scale == 1 else f"{n / scale:.2f} {unit}"
+
+
+#: Longest text a table cell shows before it is shortened: pandas' default
+#: ``display.max_colwidth``, so a table here and a DataFrame shown beside it cut alike.
+CELL_CHARS = 50
+
+#: Longest text kept in a shortened cell's ``title`` (its hover text).
+TITLE_CHARS = 1000
+
+
+def shorten(text: str, width: int | None = CELL_CHARS) -> str:
+    """``text`` as pandas shows a cell in a DataFrame's HTML under ``display.max_colwidth
+    = width``: a value of ``width`` characters or more becomes its first ``width - 4``
+    and ``"..."`` (pandas pads the cell with a space, then cuts it to ``width``).
+    ``width=None`` keeps the text whole."""
+    if width is None or len(text) < width:
+        return text
+    return text[: max(width - 4, 0)] + "..."
+
+
+def shortened_cell(value: Any, width: int | None = CELL_CHARS) -> Any:
+    """A table cell for ``value`` that never grows wider than ``width`` characters: the
+    text as :func:`shorten` cuts it, with the whole text (up to ``TITLE_CHARS``) as the
+    hover ``title``. Short values pass through unchanged."""
+    text = fmt_num(value) if isinstance(value, float) else str(value)
+    short = shorten(text, width)
+    if short == text:
+        return value
+    return Raw(f'<span title="{escape(text[:TITLE_CHARS])}">{escape(short)}</span>')
 
 
 def short_cid(cid: Any, full: bool = True) -> Raw:

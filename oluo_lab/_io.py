@@ -1,4 +1,4 @@
-"""Small OS-level helpers shared by the CAS and the snapshot layer.
+"""Small OS-level helpers any layer may import; the C library is loaded here, once.
 
 Writing a whole buffer, the fsync family, and the two Linux calls the store's batched
 writer relies on (``syncfs`` and ``sync_file_range``), loaded once from libc through
@@ -14,9 +14,11 @@ from typing import Any
 
 __all__ = [
     "LIBC",
+    "MADVISE",
     "O_CLOEXEC",
     "fsync_dir",
     "fsync_path",
+    "malloc_trim",
     "start_writeback",
     "syncfs",
     "syncfs_available",
@@ -64,6 +66,29 @@ def _load_libc() -> ctypes.CDLL | None:
 
 #: The C library of this process on Linux (``None`` elsewhere or if it cannot be loaded).
 LIBC: ctypes.CDLL | None = _load_libc()
+
+
+def _load_madvise():
+    fn = getattr(LIBC, "madvise", None) if LIBC is not None else None
+    if fn is not None:
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        fn.restype = ctypes.c_int
+    return fn
+
+
+#: libc's ``madvise(addr, length, advice)`` (0 or -1 with errno), or ``None`` where the
+#: C library has none. Callers use it for advice only and ignore its failures.
+MADVISE = _load_madvise()
+
+
+def malloc_trim() -> bool:
+    """Hand the C heap's free memory back to the OS (glibc ``malloc_trim(0)``), so the
+    resident set size reflects what is in use; False where the C library has no such call."""
+    fn = getattr(LIBC, "malloc_trim", None) if LIBC is not None else None
+    if fn is None:
+        return False
+    fn(0)
+    return True
 
 
 def _load_syncfs():

@@ -139,18 +139,26 @@ def _manifest_dict(snap) -> dict:
 
 
 def _cmd_log(args, lab) -> int:
+    from ._html import fmt_bytes
+
     df = lab.log()
+    shown = df.assign(**{c: df[c].map(fmt_bytes) for c in ("bytes", "new_bytes")})
     _emit(
-        args, df.to_dict(orient="records"), df.to_string(index=False) if len(df) else "(empty lab)"
+        args,
+        df.to_dict(orient="records"),
+        shown.to_string(index=False) if len(df) else "(empty lab)",
     )
     return 0
 
 
 def _cmd_show(args, lab) -> int:
+    from ._html import fmt_bytes
+
     snap = lab.resolve(_ref(args.ref))
     info = _manifest_dict(snap)
+    shown = {k: fmt_bytes(v) if k.endswith("_size") else v for k, v in info.items()}
     width = max(len(k) for k in info)
-    _emit(args, info, "\n".join(f"{k:<{width}}  {v}" for k, v in info.items()))
+    _emit(args, info, "\n".join(f"{k:<{width}}  {v}" for k, v in shown.items()))
     return 0
 
 
@@ -239,6 +247,8 @@ def _ref(text: str):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .cas import DEFAULT_GC_GRACE_S
+
     parser = argparse.ArgumentParser(prog="oluo-lab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run the end-to-end demo on the bundled GloVe sample")
@@ -266,7 +276,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     gc = lab_cmd("gc", "collect unreachable books (dry run unless --run)")
     gc.add_argument("--run", action="store_true", help="really delete")
     gc.add_argument(
-        "--grace", type=float, default=3600.0, help="keep unreachable books younger than this (s)"
+        "--grace",
+        type=float,
+        default=DEFAULT_GC_GRACE_S,
+        help="keep unreachable books younger than this (s)",
     )
     gc.add_argument(
         "--keep-last", type=int, default=None, help="retain only the newest N generations"

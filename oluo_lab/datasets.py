@@ -26,21 +26,23 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import OluoError
+
 __all__ = [
+    "SAMPLE_FILES",
+    "SAMPLE_NAME",
+    "SAMPLE_SHA256SUMS_DIGEST",
     "Dataset",
     "DatasetChecksumError",
-    "SAMPLE_NAME",
-    "SAMPLE_FILES",
-    "SAMPLE_SHA256SUMS_DIGEST",
-    "glove_sample",
-    "glove_full",
-    "from_arrays",
-    "sample_dir",
     "cache_dir",
     "exact_ground_truth",
-    "read_glove_words",
-    "load_glove_vectors",
+    "from_arrays",
+    "glove_full",
     "glove_held_out",
+    "glove_sample",
+    "load_glove_vectors",
+    "read_glove_words",
+    "sample_dir",
 ]
 
 SAMPLE_NAME = "glove-6b-50d-sample"
@@ -64,7 +66,7 @@ _METRICS = ("cosine", "l2", "ip")
 _CACHE_VERSION = 1
 
 
-class DatasetChecksumError(Exception):
+class DatasetChecksumError(OluoError):
     """A dataset file's bytes do not match its recorded sha256 (altered, truncated or missing)."""
 
     def __init__(self, filename: str, expected: str, actual: str | None) -> None:

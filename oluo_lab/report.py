@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ._html import Raw, escape, fmt_bytes, fmt_num, kv_table, table
+from .errors import OluoError
 
 __all__ = [
     "DEMO_WORDS",
@@ -50,7 +51,7 @@ WIDGET_VIEW_MIME = "application/vnd.jupyter.widget-view+json"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-class ReportError(RuntimeError):
+class ReportError(OluoError, RuntimeError):
     """The report could not be produced (an empty lab), or a notebook could not be run
     (it failed, or the dev extra is missing)."""
 
@@ -138,11 +139,13 @@ def strip_widget_views(nb):
 
 
 def plot_recall_qps_png(path: Path, ef_search: tuple[int, ...] = (16, 32, 64, 128)) -> Path:
-    """Sweep ``ef`` for one engine (M=16) on the GloVe sample and save recall@10 against
-    queries per second (one thread, best of three batches) as a PNG."""
+    """Sweep ``ef_search`` for one engine (M=16) on the GloVe sample and save recall@10 against
+    queries per second (one thread, best of seven batches) as a PNG, drawn by the
+    notebook layer's :func:`~oluo_lab.notebook.plot_recall_qps`."""
     from matplotlib.figure import Figure
 
     from . import bench, datasets
+    from .notebook.plots import plot_recall_qps
 
     data = datasets.glove_sample()
     results = bench.sweep(
@@ -153,27 +156,11 @@ def plot_recall_qps_png(path: Path, ef_search: tuple[int, ...] = (16, 32, 64, 12
         ef_search=ef_search,
         k=10,
         threads=1,
-        repeat=3,
+        repeat=7,  # short batches (~30 ms at ef 16): more rounds keep a busy machine from bending the curve
         latency_queries=100,
     )
-    frame = results.frame.sort_values("ef_search")
-    fig = Figure(figsize=(6.4, 4.2), dpi=110)
-    ax = fig.add_subplot()
-    ax.plot(frame["recall"], frame["qps"], "o-", color="C0", label="OluoEngine, M=16")
-    for r in frame.itertuples(index=False):
-        ax.annotate(
-            f"ef={r.ef_search}",
-            (r.recall, r.qps),
-            textcoords="offset points",
-            xytext=(4, 4),
-            fontsize=8,
-        )
-    ax.set_xlabel("recall@10 (1,000 held-out queries)")
-    ax.set_ylabel("queries per second (batch, 1 thread)")
-    ax.set_yscale("log")
-    ax.set_title(f"{data.name}: {data.n:,} words, {data.metric}")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    fig = Figure(figsize=(7.2, 4.6), dpi=110)
+    plot_recall_qps(results, ax=fig.add_subplot(), pareto=False)
     fig.tight_layout()
     fig.savefig(path)
     return path
@@ -288,7 +275,8 @@ def report_html(
 ) -> str:
     """The report page for ``lab`` as text (see :func:`write_report`)."""
     from . import __version__
-    from .notebook import answer_overlap, engine_recall
+    from .metrics import answer_overlap
+    from .notebook import engine_recall
 
     lab = _open_lab(lab)
     name = lab.path.name
@@ -307,7 +295,7 @@ def report_html(
         engine = head_engine if snap.cid == head.cid else lab.checkout(snap, progress=False)
         approx = engine.search(data.queries, k=k)
         exact = engine.search(data.queries, k=k, exact=True)
-        own = float(answer_overlap(approx.ids, exact.ids, k).mean())
+        own = answer_overlap(approx.ids, exact.ids, k)
         truth = engine_recall(engine, data, k=k)
         if snap.cid == head.cid:
             head_recall = own
@@ -470,7 +458,7 @@ def report_html(
                 ),
                 f'<figure><img src="{escape(plot_name)}" alt="recall@{k} against queries '
                 'per second for several ef_search values"><figcaption>recall@10 against '
-                "queries per second, one thread, best of three batches of the held-out "
+                "queries per second, one thread, best of seven batches of the held-out "
                 "queries.</figcaption></figure>",
             )
         )

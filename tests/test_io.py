@@ -1,4 +1,4 @@
-"""oluo_lab._io: the OS helpers shared by the CAS and the snapshot layer."""
+"""oluo_lab._io: the OS helpers any layer may import (the C library is loaded there once)."""
 
 from __future__ import annotations
 
@@ -46,3 +46,18 @@ def test_syncfs_on_linux(tmp_path):
     _io.syncfs(tmp_path)
     with pytest.raises(FileNotFoundError):
         _io.syncfs(tmp_path / "missing")
+
+
+def test_the_c_library_is_loaded_once_and_only_in_io():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    loaders = [
+        str(p.relative_to(root))
+        for p in sorted([*(root / "oluo_lab").rglob("*.py"), *(root / "bench").glob("*.py")])
+        if "CDLL(" in p.read_text() and p.name != "_io.py"
+    ]
+    assert loaders == []
+    if sys.platform.startswith("linux"):
+        assert _io.LIBC is not None and _io.MADVISE is not None
+        assert _io.malloc_trim() is True

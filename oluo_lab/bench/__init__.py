@@ -8,6 +8,7 @@ warm-up), single-query latency percentiles, build time, index size, threads.
 Sits on top of the other layers; nothing below imports it.
 """
 
+from ..metrics import EPSILON, distances_of, recall_distance, recall_ids
 from ._ann_benchmarks import MissingAnswersError
 from .datasets import (
     GroundTruthCache,
@@ -19,7 +20,6 @@ from .datasets import (
     load_hdf5,
     with_metric,
 )
-from .metrics import EPSILON, distances_of, recall_distance, recall_ids
 from .results import (
     COLUMNS,
     BenchResults,

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from ..errors import OluoError
+
 if TYPE_CHECKING:
     from .results import BenchResults
 
@@ -41,7 +43,7 @@ _DISTANCE = {"cosine": "angular", "l2": "euclidean", "ip": "dot"}
 _WITHOUT_ANSWERS = ("error", "aside")
 
 
-class MissingAnswersError(ValueError):
+class MissingAnswersError(OluoError, ValueError):
     """Rows lack the kept answers (returned ids and distances) that ann-benchmarks'
     plots need; :attr:`rows` names them."""
 

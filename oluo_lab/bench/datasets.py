@@ -54,7 +54,7 @@ def load_hdf5(path: str | os.PathLike[str], name: str | None = None) -> Dataset:
     ``train`` becomes the base, ``test`` the queries. ``neighbors`` / ``distances`` are
     the stored ground truth; distances are converted to oluo_lab's conventions: angular
     stays ``1 - cos``, euclidean is squared (oluo_lab's l2 is squared Euclidean, as its
-    exact ground truth and :func:`~oluo_lab.bench.metrics.distances_of` are), dot
+    exact ground truth and :func:`~oluo_lab.metrics.distances_of` are), dot
     becomes ``-<q, x>`` when the file stores ``<q, x>`` (detected by ordering). The
     harness takes the roots again where ann-benchmarks' units matter: the distance-rule
     recall and :meth:`~oluo_lab.bench.BenchResults.export_ann_benchmarks`.

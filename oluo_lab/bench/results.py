@@ -23,8 +23,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .. import metrics
+
 __all__ = [
     "COLUMNS",
+    "RECALL_BY",
     "BenchResults",
     "commit_results",
     "cpu_model",
@@ -114,18 +117,10 @@ def environment(threads: int | None = None) -> dict[str, Any]:
 
 
 def pareto_frontier(frame: pd.DataFrame, recall: str = "recall", qps: str = "qps") -> pd.DataFrame:
-    """Rows not dominated in (recall up, qps up), per (library, index), sorted by recall."""
-    frame = frame.reset_index(drop=True)
-    keep = []
-    for _, group in frame.groupby(["library", "index"], sort=True):
-        g = group.sort_values([recall, qps], ascending=[False, False])
-        best = -np.inf
-        for idx, row in g.iterrows():
-            if row[qps] > best:
-                keep.append(idx)
-                best = row[qps]
-    out = frame.loc[keep]
-    return out.sort_values(["library", "index", recall]).reset_index(drop=True)
+    """Rows not dominated in (recall up, qps up), per (library, index), sorted by recall
+    (:func:`oluo_lab.metrics.pareto_frontier` grouped by library and index)."""
+    front = metrics.pareto_frontier(frame, recall, qps, by=["library", "index"])
+    return front.reset_index(drop=True)
 
 
 def _bracket(front: pd.DataFrame, target: float, recall: str) -> tuple[Any, Any]:
@@ -152,7 +147,7 @@ def qps_at_recall(
     """QPS of each (library, index) at ``recall >= target`` (NaN if no row reaches it).
 
     By default the best measured row with recall at or above the target (ann-benchmarks'
-    reading; it depends on where each library's efSearch grid lands). With
+    reading; it depends on where each library's ef_search grid lands). With
     ``interpolate=True``: the Pareto frontier's QPS *at* the target, interpolated linearly
     in log(QPS) between the two frontier points that bracket it, so two libraries are
     compared at the same recall rather than at whichever grid points they happened to hit.
@@ -186,14 +181,14 @@ def _point(row: Any, recall: str) -> str:
         f"{name}={int(row[col])}"
         for col, name in (("M", "M"), ("ef_construction", "efC"), ("ef_search", "ef"))
         if col in row.index
-    ]
+    ]  # short names: these label table cells
     return " ".join(parts) + f" ({float(row[recall]):.3f})"
 
 
 def frontier_at(frame: pd.DataFrame, target: float, recall: str = "recall") -> pd.DataFrame:
     """Where each (library, index)'s Pareto frontier crosses ``target``: the interpolated
     QPS there (as :func:`qps_at_recall` with ``interpolate=True``) and the two frontier
-    points around it, named by their M / efConstruction / efSearch and recall, so a grid
+    points around it, named by their M / ef_construction / ef_search and recall, so a grid
     reading says which build parameters each library's best comes from."""
     qps = qps_at_recall(frame, target, recall, interpolate=True)
     front = pareto_frontier(frame, recall)
@@ -214,18 +209,29 @@ def frontier_at(frame: pd.DataFrame, target: float, recall: str = "recall") -> p
     return pd.DataFrame(rows)
 
 
+#: How :func:`ratios_at_recall` names a recall column in its ``recall_by`` column.
+RECALL_BY = {
+    "recall": "neighbour ids",
+    "recall_distance": "distance threshold (ann-benchmarks)",
+}
+
+
 def ratios_at_recall(
     frame: pd.DataFrame,
-    targets: Sequence[float] = (0.90, 0.95, 0.99),
+    targets: float | Sequence[float] = (0.90, 0.95, 0.99),
     library: str = "oluo_lab",
     recall: str = "recall",
     interpolate: bool = False,
 ) -> pd.DataFrame:
-    """For each recall target: ``library``'s QPS, the best peer's, and their ratio
-    (``interpolate``: compared on the Pareto frontiers at exactly the target, see
-    ``qps_at_recall``)."""
+    """For each recall target (one or several): ``library``'s QPS, the best peer's, and
+    their ratio. Columns: ``recall_target``; ``recall_by``, how recall was counted
+    (:data:`RECALL_BY`: found neighbour ids, or ann-benchmarks' distance threshold);
+    ``qps_read_as``, how a QPS at the target was read (``"interpolated on the Pareto
+    front"``: the frontiers at exactly the target, see ``qps_at_recall``; or ``"best
+    row at or above the target"``); ``<library>_qps``; ``best_peer``;
+    ``best_peer_qps``; ``ratio`` (``<library>_qps / best_peer_qps``)."""
     rows = []
-    for t in targets:
+    for t in [targets] if isinstance(targets, int | float) else targets:
         s = qps_at_recall(frame, t, recall, interpolate)
         mine = s[[k for k in s.index if k[0] == library]]
         peers = s[[k for k in s.index if k[0] != library]].dropna()
@@ -235,8 +241,12 @@ def ratios_at_recall(
         rows.append(
             {
                 "recall_target": t,
-                "recall_column": recall,
-                "method": "interpolated" if interpolate else "best row",
+                "recall_by": RECALL_BY.get(recall, recall),
+                "qps_read_as": (
+                    "interpolated on the Pareto front"
+                    if interpolate
+                    else "best row at or above the target"
+                ),
                 f"{library}_qps": m,
                 "best_peer": "" if best_peer is None else f"{best_peer[0]} {best_peer[1]}",
                 "best_peer_qps": p,
@@ -298,12 +308,14 @@ class BenchResults:
 
     def ratios(
         self,
-        targets: Sequence[float] = (0.90, 0.95, 0.99),
+        targets: float | Sequence[float] = (0.90, 0.95, 0.99),
         recall: str = "recall",
-        interpolate: bool = False,
+        interpolate: bool = True,
     ) -> pd.DataFrame:
-        """oluo_lab's QPS over the best peer's at each recall target (best measured row at
-        or above it, or with ``interpolate`` the frontiers' QPS at exactly the target)."""
+        """oluo_lab's QPS over the best peer's at a recall target (or each of several):
+        by default on the Pareto frontiers interpolated in log QPS at exactly the target;
+        ``interpolate=False`` takes the best measured row at or above it. Columns as in
+        :func:`ratios_at_recall`."""
         return ratios_at_recall(self.frame, targets, "oluo_lab", recall, interpolate)
 
     def subset(self, **equal: Any) -> BenchResults:
@@ -488,8 +500,8 @@ def commit_results(
 ) -> Any:
     """Commit ``engine`` into ``lab`` with the benchmark as annotations.
 
-    The annotations hold ``bench_parameters`` (the engine's M / efConstruction /
-    efSearch / metric plus ``parameters``), ``bench_results`` (the rows of
+    The annotations hold ``bench_parameters`` (the engine's M / ef_construction /
+    ef_search / metric plus ``parameters``), ``bench_results`` (the rows of
     ``libraries``, all by default), ``bench_dataset`` and ``bench_environment``;
     the one manifest CID of the returned snapshot binds index, parameters, results
     and environment.

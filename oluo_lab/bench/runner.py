@@ -13,8 +13,6 @@ one-row calls. Peers are imported only when their adapter is built.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import gc
 import os
 import time
@@ -25,30 +23,32 @@ from typing import Any, Protocol, runtime_checkable
 import blake3
 import numpy as np
 
-from ..engine._faiss_native import faiss_threads
-from ..engine._faiss_native import locality_order as bfs_order
-from .metrics import distances_of, recall_distance, recall_ids
+from .._io import malloc_trim
+from ..engine import IndexConfig, faiss_threads
+from ..engine import locality_order as bfs_order
+from ..metrics import distances_of, recall_distance, recall_ids
 
 __all__ = [
     "ADAPTERS",
     "Adapter",
     "BruteForceAdapter",
-    "bfs_order",
     "FaissHNSWAdapter",
     "HnswlibAdapter",
     "Measurement",
     "OluoAdapter",
     "UsearchAdapter",
+    "bfs_order",
     "faiss_threads",
-    "make_adapter",
     "latencies_ms",
+    "make_adapter",
     "measure",
     "release",
-    "score",
-    "time_batch",
     "rss_bytes",
+    "score",
     "thread_count",
+    "time_batch",
     "timed_build",
+    "trim_memory",
 ]
 
 
@@ -64,9 +64,9 @@ class Adapter(Protocol):
 
     def build(self, base: np.ndarray, params: dict[str, Any]) -> None: ...
 
-    def search(self, queries: np.ndarray, k: int, ef: int) -> np.ndarray: ...
+    def search(self, queries: np.ndarray, k: int, ef_search: int) -> np.ndarray: ...
 
-    def search_one(self, query: np.ndarray, k: int, ef: int) -> np.ndarray: ...
+    def search_one(self, query: np.ndarray, k: int, ef_search: int) -> np.ndarray: ...
 
     def index_bytes(self) -> int: ...
 
@@ -92,10 +92,11 @@ def rss_bytes() -> int:
         return 0
 
 
-def _trim() -> None:
+def trim_memory() -> None:
+    """Collect garbage and hand the C heap's free memory back to the OS, so a following
+    :func:`rss_bytes` reads what is in use."""
     gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    malloc_trim()
 
 
 def _normalised(x: np.ndarray) -> np.ndarray:
@@ -121,8 +122,8 @@ class _Base:
         self.threads = int(threads)
         self.metric = "cosine"
 
-    def search_one(self, query: np.ndarray, k: int, ef: int) -> np.ndarray:
-        return self.search(query[None, :], k, ef)
+    def search_one(self, query: np.ndarray, k: int, ef_search: int) -> np.ndarray:
+        return self.search(query[None, :], k, ef_search)
 
     def close(self) -> None:
         for name in list(vars(self)):
@@ -152,7 +153,7 @@ class BruteForceAdapter(_Base):
         )
         self._ix.add(_normalised(base) if self.metric == "cosine" else base)
 
-    def search(self, queries: np.ndarray, k: int, ef: int) -> np.ndarray:
+    def search(self, queries: np.ndarray, k: int, ef_search: int) -> np.ndarray:
         q = _normalised(queries) if self.metric == "cosine" else queries
         return self._ix.search(q, k)[1]
 
@@ -200,7 +201,7 @@ class OluoAdapter(_Base):
             compact_threshold=n + 1,
             M=int(params["M"]),
             ef_construction=int(params["ef_construction"]),
-            ef_search=int(params.get("ef_search", 64)),
+            ef_search=int(params.get("ef_search", IndexConfig.ef_search)),
             build_threads=self.build_threads,
             **({} if self.prune_headroom is None else {"prune_headroom": self.prune_headroom}),
         )
@@ -213,12 +214,12 @@ class OluoAdapter(_Base):
         #: blake3 of the index bytes, to compare the graphs of two builds
         self.index_digest = blake3.blake3(snap.index_bytes).hexdigest()
 
-    def search(self, queries: np.ndarray, k: int, ef: int) -> np.ndarray:
+    def search(self, queries: np.ndarray, k: int, ef_search: int) -> np.ndarray:
         # default ids are running ints equal to the base row, so keys are the rows
-        return self.engine.search(queries, k=k, ef=ef).keys
+        return self.engine.search(queries, k=k, ef_search=ef_search).keys
 
-    def search_one(self, query: np.ndarray, k: int, ef: int) -> np.ndarray:
-        return self.engine.search(query, k=k, ef=ef).keys
+    def search_one(self, query: np.ndarray, k: int, ef_search: int) -> np.ndarray:
+        return self.engine.search(query, k=k, ef_search=ef_search).keys
 
     def index_bytes(self) -> int:
         return self._snap_bytes
@@ -291,12 +292,12 @@ class FaissHNSWAdapter(_Base):
             self._rows = perm  # new position i holds original row perm[i]
         self._params: dict[int, Any] = {}
 
-    def _search_params(self, ef: int):
+    def _search_params(self, ef_search: int):
         import faiss
 
-        p = self._params.get(ef)
+        p = self._params.get(ef_search)
         if p is None:
-            hp = faiss.SearchParametersHNSW(efSearch=int(ef))
+            hp = faiss.SearchParametersHNSW(efSearch=int(ef_search))
             hp.bounded_queue = self.bounded_queue
             if self.refine:
                 p = faiss.IndexRefineSearchParameters(
@@ -305,12 +306,12 @@ class FaissHNSWAdapter(_Base):
                 p._keep = hp  # keep the inner object alive with the outer one
             else:
                 p = hp
-            self._params[ef] = p
+            self._params[ef_search] = p
         return p
 
-    def search(self, queries: np.ndarray, k: int, ef: int) -> np.ndarray:
+    def search(self, queries: np.ndarray, k: int, ef_search: int) -> np.ndarray:
         q = _normalised(queries) if self.metric == "cosine" else queries
-        ids = self._ix.search(q, k, params=self._search_params(ef))[1]
+        ids = self._ix.search(q, k, params=self._search_params(ef_search))[1]
         if self._rows is not None:
             ids = np.where(ids >= 0, self._rows[np.maximum(ids, 0)], -1)
         return ids
@@ -343,17 +344,17 @@ class HnswlibAdapter(_Base):
         self._ix.add_items(base, np.arange(n), num_threads=self.threads)
         self._ef = None
 
-    def _set_ef(self, ef: int) -> None:
-        if ef != self._ef:
-            self._ix.set_ef(int(ef))
-            self._ef = ef
+    def _set_ef(self, ef_search: int) -> None:
+        if ef_search != self._ef:
+            self._ix.set_ef(int(ef_search))
+            self._ef = ef_search
 
-    def search(self, queries: np.ndarray, k: int, ef: int) -> np.ndarray:
-        self._set_ef(ef)
+    def search(self, queries: np.ndarray, k: int, ef_search: int) -> np.ndarray:
+        self._set_ef(ef_search)
         return self._ix.knn_query(queries, k=k, num_threads=self.threads)[0].astype(np.int64)
 
-    def search_one(self, query: np.ndarray, k: int, ef: int) -> np.ndarray:
-        self._set_ef(ef)
+    def search_one(self, query: np.ndarray, k: int, ef_search: int) -> np.ndarray:
+        self._set_ef(ef_search)
         return self._ix.knn_query(query, k=k, num_threads=1)[0]
 
     def index_bytes(self) -> int:
@@ -376,13 +377,13 @@ class UsearchAdapter(_Base):
             dtype="f32",
             connectivity=int(params["M"]),
             expansion_add=int(params["ef_construction"]),
-            expansion_search=int(params.get("ef_search", 64)),
+            expansion_search=int(params.get("ef_search", IndexConfig.ef_search)),
         )
         x = _normalised(base) if self.metric == "cosine" else np.ascontiguousarray(base, np.float32)
         self._ix.add(np.arange(base.shape[0], dtype=np.uint64), x, threads=self.threads)
 
-    def search(self, queries: np.ndarray, k: int, ef: int) -> np.ndarray:
-        self._ix.expansion_search = int(ef)
+    def search(self, queries: np.ndarray, k: int, ef_search: int) -> np.ndarray:
+        self._ix.expansion_search = int(ef_search)
         q = _normalised(queries) if self.metric == "cosine" else queries
         m = self._ix.search(q, k, threads=self.threads)
         keys = m.keys.astype(np.int64)
@@ -391,8 +392,8 @@ class UsearchAdapter(_Base):
         keys[np.arange(k)[None, :] >= counts[:, None]] = -1
         return keys
 
-    def search_one(self, query: np.ndarray, k: int, ef: int) -> np.ndarray:
-        self._ix.expansion_search = int(ef)
+    def search_one(self, query: np.ndarray, k: int, ef_search: int) -> np.ndarray:
+        self._ix.expansion_search = int(ef_search)
         q = _normalised(query) if self.metric == "cosine" else query
         m = self._ix.search(q, k, threads=1)
         return m.keys.astype(np.int64)[None, :]
@@ -431,7 +432,7 @@ def make_adapter(name: str, threads: int = 1) -> Any:
 
 @dataclass
 class Measurement:
-    """One (index, efSearch) point: recall, throughput, latency; ``neighbors`` kept for export."""
+    """One (index, ef_search) point: recall, throughput, latency; ``neighbors`` kept for export."""
 
     ef_search: int
     k: int
@@ -446,15 +447,17 @@ class Measurement:
     distances: np.ndarray = field(repr=False)
 
 
-def time_batch(adapter: Any, queries: np.ndarray, k: int, ef: int) -> tuple[float, np.ndarray]:
+def time_batch(
+    adapter: Any, queries: np.ndarray, k: int, ef_search: int
+) -> tuple[float, np.ndarray]:
     """One timed batch search with the adapter's thread count: (seconds, ids)."""
     with faiss_threads(adapter.threads):
         t0 = time.perf_counter()
-        found = adapter.search(queries, k, ef)
+        found = adapter.search(queries, k, ef_search)
         return time.perf_counter() - t0, found
 
 
-def latencies_ms(adapter: Any, queries: np.ndarray, k: int, ef: int, n: int) -> np.ndarray:
+def latencies_ms(adapter: Any, queries: np.ndarray, k: int, ef_search: int, n: int) -> np.ndarray:
     """Wall time in ms of ``n`` one-row calls (the first ``n`` queries)."""
     n = max(1, min(int(n), queries.shape[0]))
     lat = np.empty(n)
@@ -462,7 +465,7 @@ def latencies_ms(adapter: Any, queries: np.ndarray, k: int, ef: int, n: int) -> 
         for i in range(n):
             q = queries[i]
             t0 = time.perf_counter()
-            adapter.search_one(q, k, ef)
+            adapter.search_one(q, k, ef_search)
             lat[i] = time.perf_counter() - t0
     return lat * 1e3
 
@@ -499,11 +502,11 @@ def measure(
     true_distances: np.ndarray,
     metric: str,
     k: int,
-    ef: int,
+    ef_search: int,
     repeat: int = 3,
     latency_queries: int = 500,
 ) -> Measurement:
-    """Measure one built adapter at one efSearch.
+    """Measure one built adapter at one ef_search.
 
     One warm-up batch, then the best of ``repeat`` timed batches gives QPS; the last
     batch's answers give both recalls (distances recomputed exactly from the ids, as
@@ -512,15 +515,15 @@ def measure(
     """
     if repeat < 1:
         raise ValueError(f"repeat must be >= 1, got {repeat}")
-    time_batch(adapter, queries, k, ef)  # warm-up
+    time_batch(adapter, queries, k, ef_search)  # warm-up
     best, found = min(
-        (time_batch(adapter, queries, k, ef) for _ in range(repeat)), key=lambda t: t[0]
+        (time_batch(adapter, queries, k, ef_search) for _ in range(repeat)), key=lambda t: t[0]
     )
     r_ids, r_dist, dist = score(found, base, queries, true_ids, true_distances, metric, k)
-    lat = latencies_ms(adapter, queries, k, ef, latency_queries)
+    lat = latencies_ms(adapter, queries, k, ef_search, latency_queries)
     p50, p95, p99 = (float(v) for v in np.percentile(lat, [50, 95, 99]))
     return Measurement(
-        ef_search=int(ef),
+        ef_search=int(ef_search),
         k=int(k),
         recall=float(r_ids),
         recall_distance=float(r_dist),
@@ -536,7 +539,7 @@ def measure(
 
 def timed_build(adapter: Any, base: np.ndarray, params: dict[str, Any]) -> float:
     """Build with faiss set to the adapter's thread count; returns wall seconds."""
-    _trim()
+    trim_memory()
     with faiss_threads(adapter.threads):
         t0 = time.perf_counter()
         adapter.build(base, params)
@@ -545,8 +548,8 @@ def timed_build(adapter: Any, base: np.ndarray, params: dict[str, Any]) -> float
 
 def release(adapter: Any) -> int:
     """Drop the adapter's index; returns the resident bytes that freed (approximate)."""
-    _trim()
+    trim_memory()
     before = rss_bytes()
     adapter.close()
-    _trim()
+    trim_memory()
     return max(0, before - rss_bytes())

@@ -1,7 +1,7 @@
-"""Parameter sweeps: every library over a grid of metric x M x efConstruction x efSearch.
+"""Parameter sweeps: every library over a grid of metric x M x ef_construction x ef_search.
 
-Each (library, metric, M, efConstruction) is built once, then measured at every
-efSearch; builds and measurements of different libraries are interleaved so drift
+Each (library, metric, M, ef_construction) is built once, then measured at every
+ef_search; builds and measurements of different libraries are interleaved so drift
 on a shared machine hits all of them alike. The result is a :class:`BenchResults`.
 """
 
@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..datasets import Dataset
+from ..engine import IndexConfig
 from .datasets import GroundTruthCache, with_metric
 from .results import BenchResults, environment
 from .runner import latencies_ms, make_adapter, release, score, time_batch, timed_build
@@ -32,20 +33,20 @@ def _progress(enabled: bool, total: int):
     return tqdm(total=total, disable=not enabled, desc="bench", unit="point")
 
 
-def _points(built, ds, metric, k, ef, repeat, latency_queries):
-    """Measure every built adapter at one efSearch, interleaved: after one warm-up batch
+def _points(built, ds, metric, k, ef_search, repeat, latency_queries):
+    """Measure every built adapter at one ef_search, interleaved: after one warm-up batch
     each, ``repeat`` rounds time one batch of every adapter in turn (best round wins),
     so drift on a shared machine hits all libraries alike. Then latencies, one
     adapter after another."""
     for adapter in built:
-        time_batch(adapter, ds.queries, k, ef)  # warm-up
+        time_batch(adapter, ds.queries, k, ef_search)  # warm-up
     best = [float("inf")] * len(built)
     best_cpu = [float("inf")] * len(built)
     found: list = [None] * len(built)
     for _ in range(repeat):
         for i, adapter in enumerate(built):
             c0 = time.process_time()
-            t, ids = time_batch(adapter, ds.queries, k, ef)
+            t, ids = time_batch(adapter, ds.queries, k, ef_search)
             best_cpu[i] = min(best_cpu[i], time.process_time() - c0)
             if t < best[i]:
                 best[i], found[i] = t, ids
@@ -54,13 +55,13 @@ def _points(built, ds, metric, k, ef, repeat, latency_queries):
         r_ids, r_dist, dist = score(
             found[i], ds.base, ds.queries, ds.neighbors, ds.distances, metric, k
         )
-        lat = latencies_ms(adapter, ds.queries, k, ef, latency_queries)
+        lat = latencies_ms(adapter, ds.queries, k, ef_search, latency_queries)
         p50, p95, p99 = (float(v) for v in np.percentile(lat, [50, 95, 99]))
         row = {
             "library": adapter.library,
             "index": adapter.index,
             "metric": metric,
-            "ef_search": int(ef),
+            "ef_search": int(ef_search),
             "k": int(k),
             "recall": float(r_ids),
             "recall_distance": float(r_dist),
@@ -81,8 +82,8 @@ def _points(built, ds, metric, k, ef, repeat, latency_queries):
 def sweep(
     dataset: Dataset,
     libraries: Iterable[AdapterSpec] = DEFAULT_LIBRARIES,
-    M: Sequence[int] = (16,),
-    ef_construction: Sequence[int] = (128,),
+    M: Sequence[int] = (IndexConfig.M,),
+    ef_construction: Sequence[int] = (IndexConfig.ef_construction,),
     ef_search: Sequence[int] = (16, 32, 64, 128),
     metric: Sequence[str] | str | None = None,
     k: int = 10,
@@ -95,7 +96,7 @@ def sweep(
     progress: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> BenchResults:
-    """Build and measure every library over the grid; one row per (build, efSearch).
+    """Build and measure every library over the grid; one row per (build, ef_search).
 
     ``libraries`` are adapter names (see :data:`oluo_lab.bench.runner.ADAPTERS`) or
     factories ``f(threads) -> adapter``. ``metric`` defaults to the dataset's; other
@@ -144,9 +145,9 @@ def sweep(
                         say(f"built {adapter.library} {adapter.index} {params} in {build_s:.1f}s")
                         built.append((adapter, build_s, adapter.index_bytes()))
                     first = len(rows)
-                    for ef in efs:
+                    for ef_value in efs:
                         points = _points(
-                            [a for a, _, _ in built], ds, met, k, ef, repeat, latency_queries
+                            [a for a, _, _ in built], ds, met, k, ef_value, repeat, latency_queries
                         )
                         for (adapter, build_s, size), (row, ans) in zip(built, points, strict=True):
                             row.update(
@@ -164,8 +165,9 @@ def sweep(
                                 answers[len(rows)] = ans
                             rows.append(row)
                             say(
-                                f"{row['library']:9s} {row['index']:18s} M={m} efC={efc} "
-                                f"ef={ef:4d} recall={row['recall']:.4f} qps={row['qps']:9.1f} "
+                                f"{row['library']:9s} {row['index']:18s} M={m} "
+                                f"ef_construction={efc} ef_search={ef_value:4d} "
+                                f"recall={row['recall']:.4f} qps={row['qps']:9.1f} "
                                 f"p50={row['p50_ms']:.3f}ms"
                             )
                             bar.update(1)

@@ -9,7 +9,7 @@ and ``directory`` (the two stores; ``_bookfile`` is DirStore's book file record 
 """
 
 from oluo_lab.cas._output import FreshBytes
-from oluo_lab.cas.base import BookStore, StoreStats
+from oluo_lab.cas.base import DEFAULT_GC_GRACE_S, BookStore, StoreStats
 from oluo_lab.cas.cid import CID
 from oluo_lab.cas.dag import (
     BlobInfo,
@@ -53,6 +53,7 @@ __all__ = [
     "CHUNK_PARAMS",
     "CID",
     "CID_LEN",
+    "DEFAULT_GC_GRACE_S",
     "FANOUT",
     "KNOWN_CHUNK_PARAMS",
     "MAX_BOOK_SIZE",

@@ -3,7 +3,8 @@
 Layer: cas, below ``directory.py``. It owns the worker threads, the temp files of the books
 put inside one ``batch()`` block and the durability barrier at its end; the store supplies
 the function that encodes and writes a group of books (``write_group``) and decides where
-each temp file goes. Crash points are named in ``oluo_lab/_faults.py``.
+each temp file goes. The protocol is docs/FORMAT.md §4.1 and Appendix B.1; crash points are
+named in ``oluo_lab/_faults.py``.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ import ctypes
 import io
 import sys
 
-from oluo_lab._io import LIBC
+from oluo_lab._io import MADVISE
 
 
 def _load_capi():
@@ -43,25 +43,14 @@ _HUGE = 1 << 21
 _HUGE_MIN = 8 * _HUGE  # below this a few page faults cost less than the advice
 
 
-def _load_madvise():
-    fn = getattr(LIBC, "madvise", None) if LIBC is not None else None
-    if fn is None:
-        return None
-    fn.restype, fn.argtypes = ctypes.c_int, [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    return fn
-
-
-_MADVISE = _load_madvise()
-
-
 def advise_huge_pages(addr: int, n: int) -> None:
     """Ask for transparent huge pages over the 2 MiB-aligned interior of ``[addr, addr+n)``."""
-    if _MADVISE is None or n < _HUGE_MIN:
+    if MADVISE is None or n < _HUGE_MIN:
         return
     start = (addr + _HUGE - 1) & ~(_HUGE - 1)
     end = (addr + n) & ~(_HUGE - 1)
     if end > start:
-        _MADVISE(start, end - start, _MADV_HUGEPAGE)
+        MADVISE(start, end - start, _MADV_HUGEPAGE)
 
 
 class FreshBytes:

@@ -28,6 +28,11 @@ from oluo_lab.cas.params import CID_LEN, MAX_BOOK_SIZE, MAX_DEPTH
 
 Buffer = bytes | bytearray | memoryview
 
+#: Seconds an unreferenced book or temp file is left alone, because a write of another
+#: process may be about to name it or finish it: ``Lab.gc``'s default grace period and the
+#: age past which a store removes crash-leftover temp files.
+DEFAULT_GC_GRACE_S = 3600.0
+
 
 @dataclass(frozen=True)
 class StoreStats:
@@ -52,9 +57,12 @@ class StoreStats:
         return pd.DataFrame([self.as_dict()])
 
     def __repr__(self) -> str:
+        from oluo_lab._html import fmt_bytes
+
         return (
-            f"StoreStats(books={self.books}, logical_bytes={self.logical_bytes}, "
-            f"stored_bytes={self.stored_bytes}, compression_ratio={self.compression_ratio:.3f})"
+            f"StoreStats(books={self.books}, logical={fmt_bytes(self.logical_bytes)}, "
+            f"stored={fmt_bytes(self.stored_bytes)}, "
+            f"compression_ratio={self.compression_ratio:.3f})"
         )
 
     def _repr_html_(self) -> str:
@@ -64,8 +72,8 @@ class StoreStats:
             "StoreStats",
             [
                 ("books", self.books),
-                ("logical bytes", f"{self.logical_bytes} ({fmt_bytes(self.logical_bytes)})"),
-                ("stored bytes", f"{self.stored_bytes} ({fmt_bytes(self.stored_bytes)})"),
+                ("logical bytes", fmt_bytes(self.logical_bytes)),
+                ("stored bytes", fmt_bytes(self.stored_bytes)),
                 ("compression ratio", f"{self.compression_ratio:.3f}"),
             ],
         )

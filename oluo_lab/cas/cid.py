@@ -1,6 +1,6 @@
 """Content identifiers: a fixed 40-byte id over the uncompressed bytes (blake3-256).
 
-Layout (big-endian, see docs/FORMAT.md section 1)::
+Layout (big-endian, see docs/FORMAT.md §1.1)::
 
     0      version (0x01)
     1      kind: 0x00 book, 0x01 bundle
@@ -190,15 +190,23 @@ class CID:
         return self.hex
 
     def __repr__(self) -> str:
+        """Short id and kind. The node size is left out: for the root of a payload (an
+        index, a metadata DAG, a manifest) it is not the payload's size, which only the
+        store and the manifest know (``SnapshotManifest.index_size``)."""
         if self.is_book:
-            return f"CID('book', {self.size} B, '{self.short}…')"
-        return f"CID('bundle', depth {self.depth}, {self.size} B, '{self.short}…')"
+            return f"CID('{self.short}…', book)"
+        return f"CID('{self.short}…', bundle, depth {self.depth})"
 
     def _repr_html_(self) -> str:
-        from oluo_lab._html import Raw, kv_table
+        from oluo_lab._html import Raw, fmt_bytes, kv_table
 
-        rows = [("kind", self.kind), ("size", f"{self.size} B"), ("short", self.short)]
+        node = "this book" if self.is_book else "this bundle's child list"
+        rows = [
+            ("short id", self.short),
+            ("kind", self.kind),
+            ("node size", f"{fmt_bytes(self.size)} ({node}; a payload it roots can be larger)"),
+        ]
         if not self.is_book:
-            rows.insert(1, ("depth", self.depth))
+            rows.insert(2, ("depth", self.depth))
         rows.append(("hex", Raw(f"<code>{self.hex}</code>")))
         return kv_table("CID", rows)

@@ -7,7 +7,8 @@ iteration and ``stats``, and single durable ``put``s. The bytes of one book file
 
 Layout: ``<path>/books/<digest byte 0 as 2 hex>/<cid hex>``. A single ``put`` writes a
 unique ``.tmp-*`` file in the same directory, fsyncs it, hard-links it to the final name
-(so an existing book is never replaced) and fsyncs the directory.
+(so an existing book is never replaced) and fsyncs the directory (docs/FORMAT.md §4.1;
+how a batch is made durable: Appendix B.1).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from oluo_lab.cas._bookfile import (
     decode_book,
     encode_book,
 )
-from oluo_lab.cas.base import BookStore, Buffer, StoreStats, verify_book
+from oluo_lab.cas.base import DEFAULT_GC_GRACE_S, BookStore, Buffer, StoreStats, verify_book
 from oluo_lab.cas.cid import CID
 from oluo_lab.cas.errors import BookNotFound, ContentError, CorruptBook, MalformedCID
 
@@ -44,8 +45,6 @@ TMP_PREFIX = ".tmp-"
 FORMAT_FILE = "oluo-cas-format"
 #: format (docs/FORMAT.md §1.3): the marker's text; a reader refuses any other.
 FORMAT_TEXT = "oluo-cas 1\n"
-#: Temp files older than this are removed when a DirStore is opened (crash leftovers).
-STALE_TMP_SECONDS = 3600
 #: Bounds of the contiguous runs of books one read task fills (see ``get_many_into``).
 _RUN_MIN = 1 << 20
 _RUN_MAX = 8 << 20
@@ -110,9 +109,9 @@ class DirStore(BookStore):
             self._write_file(d, os.fspath(marker), b"", FORMAT_TEXT.encode(), True)
 
     def _sweep_stale_tmp(self) -> None:
-        self.sweep_temp_files(STALE_TMP_SECONDS)
+        self.sweep_temp_files(DEFAULT_GC_GRACE_S)
 
-    def sweep_temp_files(self, older_than_s: float = STALE_TMP_SECONDS) -> int:
+    def sweep_temp_files(self, older_than_s: float = DEFAULT_GC_GRACE_S) -> int:
         """Remove this store's book temp files (``books/<xx>/.tmp-*``, crash leftovers)
         older than ``older_than_s``; returns how many.
 
@@ -461,8 +460,8 @@ class DirStore(BookStore):
                 ("directory", self.path.name),
                 ("zstd level", self.level),
                 ("books", st.books),
-                ("logical bytes", f"{st.logical_bytes} ({fmt_bytes(st.logical_bytes)})"),
-                ("stored bytes", f"{st.stored_bytes} ({fmt_bytes(st.stored_bytes)})"),
+                ("logical bytes", fmt_bytes(st.logical_bytes)),
+                ("stored bytes", fmt_bytes(st.stored_bytes)),
                 ("compression ratio", f"{st.compression_ratio:.3f}"),
             ],
         )

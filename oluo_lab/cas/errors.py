@@ -1,14 +1,20 @@
-"""Typed errors of the content-addressed store; each names the CID involved."""
+"""Typed errors of the content-addressed store; each names the CID involved.
+
+Their root :class:`ContentError` sits under :class:`oluo_lab.errors.OluoError` (the whole
+tree is drawn there).
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..errors import OluoError
+
 if TYPE_CHECKING:
     from oluo_lab.cas.cid import CID
 
 
-class ContentError(Exception):
+class ContentError(OluoError):
     """Base class of every store / DAG error. ``.cid`` is the offending CID or None."""
 
     def __init__(self, message: str, cid: CID | None = None) -> None:

@@ -64,6 +64,6 @@ class MemoryStore(BookStore):
             "MemoryStore",
             [
                 ("books", st.books),
-                ("logical bytes", f"{st.logical_bytes} ({fmt_bytes(st.logical_bytes)})"),
+                ("logical bytes", fmt_bytes(st.logical_bytes)),
             ],
         )

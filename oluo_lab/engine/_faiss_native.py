@@ -2,8 +2,9 @@
 
 What the index needs to know about faiss's native side and nothing else: the SWIG C
 entry points behind ``swig_ptr`` and ``Index.search_c`` (one interpreter frame less per
-call on the single-query path), huge-page backing of a base (``madvise``), the OpenMP
-thread count of a build and whether it changes the graph, the breadth-first renumbering of an HNSW graph, and reading
+call on the single-query path), huge-page backing of a base (``madvise``, through
+``oluo_lab._io``), the OpenMP thread count of a build and whether it changes the graph,
+the breadth-first renumbering of an HNSW graph, and reading
 or writing an index's serialisation. ``CompoundIndex`` (``index.py``) decides when each
 is used; the benchmark harness uses :func:`locality_order` and :func:`faiss_threads`
 too, so its peers are built exactly as the engine builds its bases.
@@ -20,13 +21,15 @@ import blake3
 import faiss
 import numpy as np
 
+from .._io import MADVISE
+
 __all__ = [
     "DETERMINISTIC_BUILD_VERSIONS",
     "c_search_of",
     "collapse_huge_pages",
     "default_build_threads",
-    "deterministic_threaded_build",
     "deserialize_index",
+    "deterministic_threaded_build",
     "digest",
     "faiss_threads",
     "locality_order",
@@ -56,7 +59,6 @@ def c_search_of(index: object) -> Callable[..., None]:
 
 _MADV_COLLAPSE = 25  # Linux >= 6.1; older kernels answer EINVAL, which is ignored
 _HUGE = 2 << 20
-_madvise = None
 
 
 def collapse_huge_pages(index: object) -> None:
@@ -70,16 +72,9 @@ def collapse_huge_pages(index: object) -> None:
     backing, never the contents, and any failure leaves things as they were. A no-op
     outside Linux.
     """
-    global _madvise
-    if not sys.platform.startswith("linux"):
+    if MADVISE is None:
         return
     try:
-        if _madvise is None:
-            import ctypes
-
-            fn = ctypes.CDLL(None, use_errno=True).madvise
-            fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-            _madvise = fn
         n = int(index.ntotal)
         if isinstance(index, faiss.IndexBinary):
             st = faiss.downcast_IndexBinary(index.storage)
@@ -93,8 +88,8 @@ def collapse_huge_pages(index: object) -> None:
             lo = -(-addr // _HUGE) * _HUGE
             hi = (addr + size) // _HUGE * _HUGE
             if hi > lo:
-                _madvise(lo, hi - lo, _MADV_COLLAPSE)
-    except Exception:  # advisory only: no ctypes, no libc madvise, odd SWIG build
+                MADVISE(lo, hi - lo, _MADV_COLLAPSE)
+    except Exception:  # advisory only: an odd SWIG build
         return
 
 

@@ -242,7 +242,7 @@ class OluoEngine:
             ("key_counter", self._key_counter),
             ("compact_threshold", self.compact_threshold),
             (
-                "M / efConstruction / efSearch",
+                "M / ef_construction / ef_search",
                 f"{self.config.M} / {self.config.ef_construction} / {self.config.ef_search}",
             ),
             ("prune_headroom", f"{self.config.prune_headroom:g}"),
@@ -397,7 +397,7 @@ class OluoEngine:
     def _results(self, query_id: int | None, keys: np.ndarray, scores: np.ndarray) -> SearchResults:
         """A SearchResults whose ids and entries are gathered from ``keys`` on first
         access (most of a search's Python cost otherwise, for a large batch)."""
-        res = SearchResults._lazy(query_id, keys, scores, self._resolve)
+        res = SearchResults._lazy(query_id, keys, scores, self._resolve, self.metric)
         outstanding = self._outstanding
         if outstanding is None:
             outstanding = self._outstanding = set()
@@ -453,7 +453,7 @@ class OluoEngine:
         if k == 0:
             e = np.empty((q.shape[0], 0))
             return SearchResults(
-                ev.query_id, e.astype(object), e.astype(np.int64), e, e.astype(object)
+                ev.query_id, e.astype(object), e.astype(np.int64), e, e.astype(object), self.metric
             )
         mask = self._predicate_mask(ev.predicate)
         scores, keys = self._index.search(q, k, ef, scope, mask)
@@ -731,10 +731,18 @@ class OluoEngine:
         scope: Scope | None = None,
         predicate: Callable[[EntryMetadata], bool] | None = None,
         exact: bool = False,
+        *,
+        ef_search: int | None = None,
     ) -> SearchResults:
         """Search a batch of queries ((d,) or (n, d)); see :class:`SearchResults`.
 
+        ``ef_search`` (or its short spelling ``ef``; give at most one) is this call's
+        search beam width, default the engine's ``ef_search``.
         ``exact=True`` answers by brute force (the ground truth for recall)."""
+        if ef_search is not None:
+            if ef is not None:
+                raise TypeError("pass ef_search or ef, not both (ef is its short spelling)")
+            ef = ef_search
         ev = Search(
             None, queries, k, _NETWORK_WIDE if scope is None else scope, ef, predicate, exact
         )

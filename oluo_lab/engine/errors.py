@@ -4,30 +4,44 @@ Every failure the engine reports is one of these classes. Bad input raises (or,
 through ``handle()``, is reported as an :class:`~oluo_lab.engine.events.EngineError`
 action carrying) an :class:`EngineInputError` subclass, and the engine state is
 left exactly as it was: validation always happens before any mutation.
+
+The root :class:`EngineErrorBase` (exported at top level as ``oluo_lab.OluoEngineError``)
+sits under :class:`oluo_lab.errors.OluoError`, whose docstring draws the whole tree.
+``EngineError`` is not one of these: it is the *action* ``handle()`` returns carrying one.
 """
 
 from __future__ import annotations
 
+from ..errors import OluoError
+
 __all__ = [
-    "EngineErrorBase",
-    "EngineInputError",
-    "DimensionMismatch",
-    "InvalidVector",
-    "InvalidK",
-    "DuplicateIds",
-    "UnknownMetric",
-    "UnencodableMetadata",
-    "UnknownId",
-    "InvalidEvent",
-    "EngineRestoreFailed",
-    "SnapshotDecodeError",
     "CompactCompleteFailed",
     "CompactionFailed",
+    "DimensionMismatch",
+    "DuplicateIds",
+    "EngineErrorBase",
+    "EngineInputError",
+    "EngineRestoreFailed",
+    "InvalidEvent",
+    "InvalidK",
+    "InvalidVector",
+    "OluoEngineError",
+    "SnapshotDecodeError",
+    "UnencodableMetadata",
+    "UnknownId",
+    "UnknownMetric",
 ]
 
 
-class EngineErrorBase(Exception):
-    """Root of every engine error (input, restore and swap failures)."""
+class EngineErrorBase(OluoError):
+    """Root of every engine error (input, restore and swap failures).
+
+    Catch this (or ``oluo_lab.OluoEngineError``, the same class), not
+    ``oluo_lab.EngineError``: that is the action dataclass ``handle()`` returns."""
+
+
+#: The engine's exception root under the name the top-level package exports.
+OluoEngineError = EngineErrorBase
 
 
 class EngineInputError(EngineErrorBase, ValueError):
@@ -43,7 +57,7 @@ class InvalidVector(EngineInputError):
 
 
 class InvalidK(EngineInputError):
-    """``k`` (or ``ef``) is not a positive integer."""
+    """``k`` (or ``ef_search``) is not a positive integer."""
 
 
 class DuplicateIds(EngineInputError):

@@ -5,6 +5,7 @@
 :class:`CompactComplete`. Actions: :class:`IndexUpdated`,
 :class:`~oluo_lab.engine.results.SearchResults`, :class:`PersistSnapshot`,
 :class:`EngineError`. Layer: engine (plain data classes; imports nothing of the engine).
+"Upstream" below is the Harmony project's Oluo engine, which this one re-implements.
 """
 
 from __future__ import annotations
@@ -14,23 +15,25 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._html import fmt_bytes
+
 __all__ = [
-    "Scope",
-    "PrivacyTier",
-    "Reject",
-    "IndexFull",
-    "IndexLightweight",
-    "IngestDecision",
-    "EntryMetadata",
-    "Ingest",
-    "Search",
-    "Delete",
-    "EvictExpired",
     "Compact",
     "CompactComplete",
-    "IndexUpdated",
-    "PersistSnapshot",
+    "Delete",
     "EngineError",
+    "EntryMetadata",
+    "EvictExpired",
+    "IndexFull",
+    "IndexLightweight",
+    "IndexUpdated",
+    "Ingest",
+    "IngestDecision",
+    "PersistSnapshot",
+    "PrivacyTier",
+    "Reject",
+    "Scope",
+    "Search",
     "Target",
 ]
 
@@ -122,7 +125,7 @@ class Ingest:
     caller's clock for the whole batch.
 
     Per entry: Reject or ENCRYPTED_EPHEMERAL -> not indexed, and an existing entry
-    for that target is removed (the newest privacy decision wins; upstream left
+    for that target is removed (the newest privacy decision wins; Harmony left
     the old entry searchable). Known target -> same key, scope = max(old, new),
     every other field replaced. New target -> key = key_counter++. The
     compaction trigger (delta size >= compact_threshold) is checked once, after
@@ -150,8 +153,8 @@ class Search:
     ``scope``: entries whose scope is wider than this are invisible.
     ``predicate``: optional ``f(EntryMetadata) -> bool``; only entries for which
     it is true can be returned. Both filters are applied inside the search, so
-    k hits come back whenever k allowed entries exist. ``ef`` defaults to the
-    engine's ef_search. ``k == 0`` returns an empty result (upstream
+    k hits come back whenever k allowed entries exist. ``ef``: this search's
+    ef_search (beam width), default the engine's. ``k == 0`` returns an empty result (upstream
     max_results=0); ``k < 0`` is an :class:`~oluo_lab.engine.errors.InvalidK`.
     ``exact``: answer by brute force over every allowed live entry (the oracle
     that recall is measured against) instead of the HNSW graph.
@@ -188,7 +191,7 @@ class EvictExpired:
 class Compact:
     """Compact now (merge delta into base, drop dead vectors) if anything changed.
 
-    Not in upstream (which only compacts on the ingest trigger); the convenience
+    Not in Harmony's engine (which only compacts on the ingest trigger); the convenience
     ``compact()`` sends it. ``force``: compact even when nothing changed, giving
     a new generation with the same entries (a Lab uses it to record a note or a
     restored state as a new generation).
@@ -247,13 +250,20 @@ class PersistSnapshot:
     def __repr__(self) -> str:
         return (
             f"PersistSnapshot(generation={self.generation}, key_counter={self.key_counter}, "
-            f"index_bytes={len(self.index_bytes)} B, metadata_bytes={len(self.metadata_bytes)} B)"
+            f"index_bytes={fmt_bytes(len(self.index_bytes))}, "
+            f"metadata_bytes={fmt_bytes(len(self.metadata_bytes))})"
         )
 
 
 @dataclass(frozen=True)
 class EngineError:
-    """A typed failure. ``error`` is the exception; ``query_id`` is set for searches."""
+    """The action ``handle()`` returns for a failure, in place of raising: ``error`` is the
+    exception (an :class:`~oluo_lab.engine.errors.EngineErrorBase`); ``query_id`` is set for
+    searches.
+
+    An action, not an exception: ``except EngineError`` catches nothing. The exception
+    root is ``EngineErrorBase`` (``oluo_lab.OluoEngineError``), under ``oluo_lab.OluoError``.
+    """
 
     error: Exception
     query_id: int | None = None

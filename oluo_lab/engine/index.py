@@ -60,13 +60,13 @@ from ._faiss_native import swig_ptr as _ptr
 from .errors import CompactCompleteFailed, DimensionMismatch, EngineRestoreFailed, InvalidVector
 
 __all__ = [
-    "CompoundIndex",
     "EXACT_LIMIT",
     "HUGE_PAGES",
-    "IndexConfig",
     "LEGACY_PRUNE_HEADROOM",
     "LEVEL_SEED",
     "METRICS",
+    "CompoundIndex",
+    "IndexConfig",
 ]
 
 #: format (docs/FORMAT.md §2.2, ``config.metric``): the metrics a snapshot can name

@@ -54,9 +54,9 @@ __all__ = [
     "DecodedMetadata",
     "MetadataColumns",
     "MetadataHeader",
-    "encode_metadata",
-    "encode_columns",
     "decode_metadata",
+    "encode_columns",
+    "encode_metadata",
     "read_metadata_header",
 ]
 

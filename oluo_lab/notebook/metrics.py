@@ -2,7 +2,8 @@
 
 Engine ids are mapped to dataset rows so a search can be scored against the dataset's
 exact ground truth: int ids are rows; str ids are looked up among the dataset's words
-(``base_words``), or pass ``id_to_row`` (a mapping or a callable id -> row).
+(``base_words``), or pass ``id_to_row`` (a mapping or a callable id -> row). The
+measures themselves are :mod:`oluo_lab.metrics`'s.
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ from typing import Any
 
 import numpy as np
 
+from .. import metrics
+
 __all__ = [
     "IdToRow",
+    "answer_overlap",
     "engine_recall",
     "ids_to_rows",
     "recall_at_k",
     "resolve_engine",
-    "answer_overlap",
 ]
 
 IdToRow = Mapping[Any, int] | Callable[[Any], int | None] | None
@@ -60,26 +63,15 @@ def ids_to_rows(ids: np.ndarray, dataset: Any = None, id_to_row: IdToRow = None)
     return out
 
 
-def recall_at_k(found_rows: np.ndarray, truth_rows: np.ndarray, k: int) -> float:
-    """Mean over queries of |found[:k] ∩ truth[:k]| / k (negative entries never match)."""
-    found = np.asarray(found_rows)[:, :k]
-    truth = np.asarray(truth_rows)[:, :k]
-    if len(truth) == 0:
-        return 1.0
-    hits = 0
-    for f, t in zip(found, truth, strict=True):
-        hits += len(set(f[f >= 0].tolist()) & set(t[t >= 0].tolist()))
-    return hits / (k * len(truth))
+#: recall@k by id intersection over dataset rows, divided by k: the benchmark's
+#: ``recall`` (:func:`oluo_lab.metrics.recall_ids`).
+recall_at_k = metrics.recall_ids
 
 
 def answer_overlap(ids_a: np.ndarray, ids_b: np.ndarray, k: int) -> np.ndarray:
-    """Per query, |a[:k] ∩ b[:k]| / k over caller ids (None padding ignored)."""
-    out = np.zeros(len(ids_a))
-    for i, (ra, rb) in enumerate(zip(ids_a, ids_b, strict=True)):
-        sa = {x for x in ra[:k] if x is not None}
-        sb = {x for x in rb[:k] if x is not None}
-        out[i] = len(sa & sb) / k if k else 1.0
-    return out
+    """Per query, |a[:k] ∩ b[:k]| / k over caller ids (None padding ignored): the
+    per-query values of :func:`oluo_lab.metrics.answer_overlap`."""
+    return metrics.answer_overlap(ids_a, ids_b, k, per_query=True)
 
 
 def resolve_engine(target: Any, progress: bool = False) -> tuple[Any, str]:
@@ -113,10 +105,11 @@ def engine_recall(
     engine: Any,
     dataset: Any,
     k: int = 10,
-    ef: int | None = None,
+    ef_search: int | None = None,
     id_to_row: IdToRow = None,
 ) -> float:
-    """recall@k of ``engine`` on ``dataset.queries`` against ``dataset.ground_truth(k)``."""
-    res = engine.search(dataset.queries, k=k, ef=ef)
+    """recall@k of ``engine`` on ``dataset.queries`` against ``dataset.ground_truth(k)``,
+    searched with ``ef_search`` (default: the engine's)."""
+    res = engine.search(dataset.queries, k=k, ef_search=ef_search)
     rows = ids_to_rows(res.ids, dataset, id_to_row)
     return recall_at_k(rows, dataset.ground_truth(k), k)

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._html import COLORS, byte_unit
+from ..metrics import pareto_frontier
 from .metrics import IdToRow, engine_recall
 
 __all__ = [
@@ -44,41 +46,156 @@ def as_frame(results: Any, required: Sequence[str] = ()) -> pd.DataFrame:
     return frame
 
 
-def pareto_frontier(df: pd.DataFrame, x: str = "recall", y: str = "qps") -> pd.DataFrame:
-    """Rows not dominated in (higher ``x``, higher ``y``), sorted by ``x`` ascending.
-
-    A row is dominated when another has ``x`` and ``y`` both at least as high and one
-    strictly higher. Rows with a NaN in ``x`` or ``y`` are ignored.
-    """
-    frame = as_frame(df, [x, y]).dropna(subset=[x, y])
-    order = frame.sort_values([x, y], ascending=[False, False], kind="mergesort")
-    keep = []
-    best = -np.inf
-    for idx, yv in zip(order.index, order[y].to_numpy(dtype=float), strict=True):
-        if yv > best:
-            keep.append(idx)
-            best = yv
-    return frame.loc[keep].sort_values(x, kind="mergesort")
-
-
-def _axes(ax: Any):
+def _axes(ax: Any, figsize: tuple[float, float] = (7.2, 4.6)):
     import matplotlib.pyplot as plt
 
     if ax is None:
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        fig, ax = plt.subplots(figsize=figsize)
         return fig, ax
     return ax.figure, ax
 
 
 def _groups(frame: pd.DataFrame, by: str | Sequence[str] | None):
     if by is None:
-        yield "all", frame
+        yield "", frame
         return
     cols = [by] if isinstance(by, str) else list(by)
     as_frame(frame, cols)
     for key, group in frame.groupby(cols, sort=True, dropna=False):
-        label = " / ".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
+        label = " ".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
         yield label, group
+
+
+#: Columns that tell one build of an index from another: a plotted line joins the
+#: measurements of one build (one value of each) in ``ef_search`` order.
+BUILD_COLUMNS = ("M", "ef_construction")
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+
+
+def _builds(frame: pd.DataFrame, by: str | Sequence[str] | None):
+    """Per ``by`` group: ``(group label, group rows, builds)``, where ``builds`` lists
+    ``(build label, build number, rows)`` for every build (a distinct value of the
+    :data:`BUILD_COLUMNS` that vary in ``frame``), rows in ``ef_search`` order. The build
+    number (its marker) is the same for the same build values in every group; labels
+    name only the columns that vary."""
+    varying = [c for c in BUILD_COLUMNS if c in frame.columns and frame[c].nunique() > 1]
+    keys = sorted(set(frame[varying].itertuples(index=False, name=None))) if varying else [()]
+    number = {key: i for i, key in enumerate(keys)}
+    for label, group in _groups(frame, by):
+        parts = group.groupby(varying, sort=True) if varying else [((), group)]
+        builds = []
+        for key, rows in parts:
+            key = key if isinstance(key, tuple) else (key,)
+            if "ef_search" in rows.columns:
+                rows = rows.sort_values("ef_search", kind="mergesort")
+            name = ", ".join(f"{c}={v}" for c, v in zip(varying, key, strict=True))
+            builds.append((name, number.get(key, 0), rows))
+        yield label, group, builds
+
+
+def _the(frame: pd.DataFrame, column: str) -> Any:
+    """The one value of ``column`` in ``frame``; None when absent or not unique."""
+    if column not in frame.columns:
+        return None
+    values = pd.unique(frame[column].dropna())
+    if len(values) != 1:
+        return None
+    return values[0].item() if isinstance(values[0], np.generic) else values[0]
+
+
+def _x_label(frame: pd.DataFrame, x: str) -> str:
+    k = _the(frame, "k")
+    at = f"@{k}" if k is not None else ""
+    if x == "recall":
+        return f"recall{at} (neighbour ids found; higher is better)"
+    if x == "recall_distance":
+        return f"recall{at} (ann-benchmarks distance rule; higher is better)"
+    return x
+
+
+def _threads_text(frame: pd.DataFrame) -> str:
+    threads = _the(frame, "threads")
+    if threads is None:
+        return ""
+    return f"{threads} thread" + ("s" if threads != 1 else "")
+
+
+def _title(results: Any, frame: pd.DataFrame, what: str) -> str:
+    """``"<dataset>: <what>"`` and a second line with the data and fixed parameters
+    (from a BenchResults' ``dataset`` where given, else the frame's constant columns)."""
+    info = getattr(results, "dataset", None) or {}
+    name = info.get("name")
+    first = f"{name}: {what}" if name else what
+    details = []
+    if info.get("n"):
+        details.append(f"{int(info['n']):,} vectors")
+    if info.get("n_queries"):
+        details.append(f"{int(info['n_queries']):,} queries")
+    for col in ("metric",):
+        v = _the(frame, col)
+        if v is not None:
+            details.append(str(v))
+    k = _the(frame, "k")
+    if k is not None:
+        details.append(f"k={k}")
+    for col in BUILD_COLUMNS:
+        v = _the(frame, col)
+        if v is not None:
+            details.append(f"{col}={v}")
+    return first + ("\n" + ", ".join(details) if details else "")
+
+
+def _tick_text(value: float, _pos: Any = None) -> str:
+    """A log-axis tick as plain text: ``0.04``, ``2``, ``20,000`` (no ``4x10^-2``)."""
+    if value <= 0:
+        return ""
+    if value >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:g}"
+
+
+def _plain_log_ticks(axis: Any) -> None:
+    """Label a log axis with plain numbers: every decade, and between decades 2 and 5
+    (also 3 when the axis spans at most 1.5 decades, every step up to 0.6)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    axis.set_major_locator(LogLocator(base=10))
+    axis.set_major_formatter(FuncFormatter(_tick_text))
+    axis.set_minor_locator(LogLocator(base=10, subs=(2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0)))
+
+    def minor(value: float, pos: Any = None) -> str:
+        if value <= 0:
+            return ""
+        lo, hi = sorted(axis.get_view_interval())
+        span = np.log10(hi / lo) if lo > 0 else np.inf
+        shown = (2.0, 5.0) if span > 1.5 else (2.0, 3.0, 5.0) if span > 0.6 else None
+        mantissa = round(value / 10 ** np.floor(np.log10(value)), 6)
+        return _tick_text(value) if shown is None or mantissa in shown else ""
+
+    axis.set_minor_formatter(FuncFormatter(minor))
+
+
+def _label_points(ax: Any, lines: list[tuple[pd.DataFrame, str]], x: str, y: str, col: str) -> None:
+    """Write each point's ``col`` value (its ef_search) beside it, in its line's colour,
+    once per place: a point within 8 pixels of an already labelled point with the same
+    value (the same setting measured on two libraries) gets no second label. Call
+    after the axes' scales are set."""
+    ax.autoscale_view()
+    placed: list[tuple[Any, float, float]] = []
+    for rows, colour in lines:
+        pts = ax.transData.transform(np.column_stack([rows[x], rows[y]]).astype(float))
+        for value, (px, py), xv, yv in zip(rows[col], pts, rows[x], rows[y], strict=True):
+            if any(v == value and np.hypot(px - qx, py - qy) < 8 for v, qx, qy in placed):
+                continue
+            placed.append((value, px, py))
+            ax.annotate(
+                str(value),
+                (float(xv), float(yv)),
+                textcoords="offset points",
+                xytext=(4, 3),
+                fontsize=7,
+                color=colour,
+            )
 
 
 def plot_recall_qps(
@@ -88,32 +205,69 @@ def plot_recall_qps(
     by: str | Sequence[str] | None = "library",
     x: str = "recall",
     y: str = "qps",
+    title: str | None = None,
 ) -> tuple[Any, Any]:
-    """Recall vs queries per second, one colour per ``by`` group; with ``pareto`` each
-    group's frontier (:func:`pareto_frontier`) is drawn as a line labelled
-    ``"<group> (Pareto)"``. QPS on a log axis."""
+    """Recall against queries per second: one line per build, joining its measurements in
+    ``ef_search`` order, each point labelled with its ef_search.
+
+    Colour tells the ``by`` group (library), the marker the build (``M`` and
+    ``ef_construction``, when they vary); lines are labelled ``"<group> M=<M>"``. With
+    ``pareto`` each group's Pareto frontier (:func:`pareto_frontier`: the measurements no
+    other of the group beats on both axes) is drawn as a wide pale band labelled
+    ``"<group> Pareto front"``. QPS on a log axis with plain tick labels; the title
+    names the dataset (for a BenchResults), metric, k and the fixed build parameters.
+    """
     frame = as_frame(results, [x, y])
     fig, ax = _axes(ax)
-    for label, group in _groups(frame, by):
-        pts = ax.scatter(group[x], group[y], s=16, alpha=0.5, label=str(label))
-        if pareto and len(group):
-            front = pareto_frontier(group, x, y)
+    label_rows: list[tuple[pd.DataFrame, str]] = []
+    for g, (group, group_rows, builds) in enumerate(_builds(frame, by)):
+        colour = f"C{g % 10}"
+        if pareto and len(group_rows):
+            front = pareto_frontier(group_rows, x, y)
             ax.plot(
                 front[x].to_numpy(),
                 front[y].to_numpy(),
-                "-o",
-                markersize=4,
-                color=pts.get_facecolor()[0][:3],
-                label=f"{label} (Pareto)",
+                "-",
+                linewidth=7,
+                alpha=0.18,
+                color=colour,
+                solid_capstyle="round",
+                label=f"{group} Pareto front".strip(),
             )
-    ax.set_xlabel(f"{x} (higher is better)")
-    ax.set_ylabel(f"{y} (log scale, higher is better)")
+        for build, b, rows in builds:
+            ax.plot(
+                rows[x].to_numpy(),
+                rows[y].to_numpy(),
+                "-",
+                marker=_MARKERS[b % len(_MARKERS)],
+                markersize=5,
+                linewidth=1.2,
+                color=colour,
+                label=f"{group} {build}".strip() or "measurements",
+            )
+            label_rows.append((rows, colour))
+    ax.set_xlabel(_x_label(frame, x))
+    if y == "qps":
+        threads = _threads_text(frame)
+        ax.set_ylabel("queries per second" + (f" (batch, {threads})" if threads else ""))
+    else:
+        ax.set_ylabel(y)
     if (frame[y] > 0).any():
         ax.set_yscale("log")
-    ax.set_title("recall vs throughput")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize="small")
+        _plain_log_ticks(ax.yaxis)
+    if "ef_search" in frame.columns:
+        _label_points(ax, label_rows, x, y, "ef_search")
+    what = f"{_short(x)} vs " + ("queries per second" if y == "qps" else y)
+    ax.set_title(title if title is not None else _title(results, frame, what))
+    ax.grid(True, which="major", alpha=0.35)
+    ax.grid(True, which="minor", alpha=0.12)
+    legend_title = "numbers at points: ef_search" if "ef_search" in frame.columns else None
+    ax.legend(fontsize="small", loc="lower left", title=legend_title, title_fontsize="small")
     return fig, ax
+
+
+def _short(x: str) -> str:
+    return "recall" if x in ("recall", "recall_distance") else x
 
 
 def plot_latency(
@@ -122,33 +276,82 @@ def plot_latency(
     by: str | Sequence[str] | None = "library",
     x: str = "recall",
     percentiles: Sequence[str] = ("p50_ms", "p95_ms", "p99_ms"),
+    title: str | None = None,
 ) -> tuple[Any, Any]:
-    """Latency percentiles against ``x`` (default recall): per group one colour, p50
-    solid, p95 dashed, p99 dotted; rows sorted by ``x``. Latency on a log axis."""
+    """Single-query latency percentiles against ``x`` (default recall): one line per
+    build and percentile, joining the build's measurements in ``ef_search`` order
+    (never points of different builds). Colour tells the ``by`` group, the marker the
+    build (as in :func:`plot_recall_qps`), the line style the percentile (p50 solid, p95
+    dashed, p99 dotted); lines are labelled ``"<group> M=<M> p99"``. The two legends
+    (builds, percentiles) sit outside the axes, so they cover no point. Latency in ms on
+    a log axis with plain tick labels."""
+    from matplotlib.lines import Line2D
+
     frame = as_frame(results, [x, *percentiles])
-    fig, ax = _axes(ax)
-    styles = ["-", "--", ":", "-."]
-    for label, group in _groups(frame, by):
-        group = group.sort_values(x, kind="mergesort")
-        colour = None
-        for i, col in enumerate(percentiles):
-            (line,) = ax.plot(
-                group[x].to_numpy(),
-                group[col].to_numpy(),
-                styles[i % len(styles)],
-                marker=".",
-                color=colour,
-                label=f"{label} {col.removesuffix('_ms')}",
-            )
-            colour = line.get_color()
-    ax.set_xlabel(x)
-    ax.set_ylabel("latency per query (ms, log scale)")
+    own = ax is None
+    fig, ax = _axes(ax, figsize=(8.8, 4.6))
+    if own:  # room on the right for the legends
+        fig.subplots_adjust(left=0.09, right=0.8, top=0.86, bottom=0.12)
+    styles = {"p50_ms": "-", "p95_ms": "--", "p99_ms": ":"}
+    spare = ["-.", (0, (5, 1, 1, 1)), (0, (1, 3))]
+
+    def style(i: int, col: str) -> Any:
+        return styles.get(col, spare[i % len(spare)])
+
+    handles = []
+    for g, (group, _, builds) in enumerate(_builds(frame, by)):
+        colour = f"C{g % 10}"
+        for build, b, rows in builds:
+            marker = _MARKERS[b % len(_MARKERS)]
+            name = f"{group} {build}".strip() or "measurements"
+            for i, col in enumerate(percentiles):
+                ax.plot(
+                    rows[x].to_numpy(),
+                    rows[col].to_numpy(),
+                    linestyle=style(i, col),
+                    marker=marker,
+                    markersize=4,
+                    linewidth=1.1,
+                    color=colour,
+                    label=f"{name} {col.removesuffix('_ms')}",
+                )
+            handles.append(Line2D([], [], color=colour, marker=marker, markersize=4, label=name))
+    ax.set_xlabel(_x_label(frame, x))
+    ax.set_ylabel("latency of one query (ms)")
     if (frame[list(percentiles)] > 0).any().any():
         ax.set_yscale("log")
-    ax.set_title("latency percentiles")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize="small", ncol=2)
+        _plain_log_ticks(ax.yaxis)
+    what = f"single-query latency vs {_short(x)}"
+    ax.set_title(title if title is not None else _title(results, frame, what))
+    ax.grid(True, which="major", alpha=0.35)
+    ax.grid(True, which="minor", alpha=0.12)
+    kinds = [
+        Line2D(
+            [],
+            [],
+            color="#444444",
+            linestyle=style(i, col),
+            label=col.removesuffix("_ms"),
+        )
+        for i, col in enumerate(percentiles)
+    ]
+    # the builds' legend is added as an artist so that the percentiles' can follow it;
+    # an added artist is clipped to the axes, and this one sits outside them
+    ax.add_artist(_legend_right(ax, handles, "build", "upper left", 1.0)).set_clip_on(False)
+    _legend_right(ax, kinds, "percentile", "lower left", 0.0)
     return fig, ax
+
+
+def _legend_right(ax: Any, handles: list, title: str, loc: str, y: float) -> Any:
+    """A legend just right of the axes, its ``loc`` corner at height ``y`` (axes units)."""
+    return ax.legend(
+        handles=handles,
+        fontsize="small",
+        loc=loc,
+        bbox_to_anchor=(1.02, y),
+        title=title,
+        title_fontsize="small",
+    )
 
 
 def storage_frame(lab_or_log: Any) -> pd.DataFrame:
@@ -162,21 +365,29 @@ def storage_frame(lab_or_log: Any) -> pd.DataFrame:
     return out[[c for c in cols if c in out.columns]]
 
 
-def plot_storage(lab: Any, ax: Any = None, unit: str = "MiB") -> tuple[Any, Any]:
+def plot_storage(lab: Any, ax: Any = None, unit: str | None = None) -> tuple[Any, Any]:
     """Stacked bars per generation: bytes shared with the parent (grey) under the new
-    bytes the generation wrote (blue), from ``lab.log()`` (a Lab or its log frame)."""
-    scale = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}[unit]
+    bytes the generation wrote (blue), from ``lab.log()`` (a Lab or its log frame).
+    ``unit`` (B, KiB, MiB, GiB, TiB) defaults to the one ``fmt_bytes`` writes the largest
+    generation in, as every display does."""
     df = storage_frame(lab)
+    if unit is None:
+        unit, scale = byte_unit(int(df["bytes"].max()) if len(df) else 0)
+    else:
+        scale = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4}[unit]
     fig, ax = _axes(ax)
     gens = df["generation"].astype(str).to_numpy()
     shared = df["shared_bytes"].to_numpy() / scale
     new = df["new_bytes"].to_numpy() / scale
-    ax.bar(gens, shared, color="#9e9e9e", label="shared with parent")
-    ax.bar(gens, new, bottom=shared, color="#1f77b4", label="new")
+    ax.bar(gens, shared, color=COLORS["shared"], label="shared with parent")
+    ax.bar(gens, new, bottom=shared, color=COLORS["new"], label="new in this generation")
     ax.set_xlabel("generation")
     ax.set_ylabel(f"logical bytes reachable ({unit})")
-    ax.set_title("storage per generation")
-    ax.legend(fontsize="small")
+    ax.set_title("storage per generation: what each adds to its parent")
+    top = float((shared + new).max()) if len(df) else 0.0
+    if top > 0:
+        ax.set_ylim(0, top * 1.2)  # headroom: the legend sits above the bars
+    ax.legend(fontsize="small", loc="upper left", ncol=2)
     return fig, ax
 
 
@@ -185,7 +396,7 @@ def recall_by_generation(
     dataset: Any,
     k: int = 10,
     id_to_row: IdToRow = None,
-    ef: int | None = None,
+    ef_search: int | None = None,
     generations: Sequence[int] | None = None,
 ) -> pd.DataFrame:
     """recall@k of every generation (oldest first; or only ``generations``) against the
@@ -207,7 +418,7 @@ def recall_by_generation(
             {
                 "generation": snap.generation,
                 "entries": snap.entries,
-                "recall": engine_recall(engine, dataset, k, ef, id_to_row),
+                "recall": engine_recall(engine, dataset, k, ef_search, id_to_row),
             }
         )
     return pd.DataFrame(rows, columns=["generation", "entries", "recall"])
@@ -219,11 +430,11 @@ def plot_recall_drift(
     k: int = 10,
     ax: Any = None,
     id_to_row: IdToRow = None,
-    ef: int | None = None,
+    ef_search: int | None = None,
 ) -> tuple[Any, Any]:
     """recall@k per generation against ``dataset``'s ground truth (see
     :func:`recall_by_generation`), a line over generation numbers on a 0..1 axis."""
-    df = recall_by_generation(lab, dataset, k, id_to_row, ef)
+    df = recall_by_generation(lab, dataset, k, id_to_row, ef_search)
     fig, ax = _axes(ax)
     ax.plot(df["generation"].to_numpy(), df["recall"].to_numpy(), "-o", label=f"recall@{k}")
     ax.set_xlabel("generation")

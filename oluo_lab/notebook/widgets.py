@@ -15,7 +15,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._html import COLORS, Raw, details, escape, fmt_bytes, fmt_num, kv_table, table
+from .._html import (
+    COLORS,
+    Raw,
+    details,
+    escape,
+    fmt_bytes,
+    fmt_num,
+    kv_table,
+    table,
+)
+from ..bench.results import COLUMNS
 from .plots import as_frame, pareto_frontier, plot_recall_qps, storage_frame
 
 __all__ = ["BenchExplorer", "SearchExplorer", "SnapshotBrowser", "bench_html"]
@@ -160,7 +170,7 @@ class SearchExplorer(_Explorer):
     in order: ``lookup`` (mapping or callable text -> vector), the ``dataset``'s base and
     query words, then the engine's own entries (the stored vector of that id).
 
-    Controls: ``.query`` (Text; searches on Enter), ``.k`` and ``.ef`` (IntSliders).
+    Controls: ``.query`` (Text; searches on Enter), ``.k`` and ``.ef_search`` (IntSliders).
     ``.results`` holds the last SearchResults (None after an unknown query).
     """
 
@@ -171,7 +181,7 @@ class SearchExplorer(_Explorer):
         lookup: Mapping[str, Any] | Callable[[str], Any] | None = None,
         *,
         k: int = 10,
-        ef: int | None = None,
+        ef_search: int | None = None,
         query: str = "",
     ) -> None:
         import ipywidgets as widgets
@@ -182,13 +192,15 @@ class SearchExplorer(_Explorer):
         self._words: dict[str, np.ndarray] | None = None
         self._own: dict[Any, int] | None = None
         self._own_vecs: np.ndarray | None = None
-        ef0 = int(ef if ef is not None else engine.config.ef_search)
+        ef0 = int(ef_search if ef_search is not None else engine.config.ef_search)
         self.query = widgets.Text(value=query, description="query", continuous_update=False)
         self.k = widgets.IntSlider(value=k, min=1, max=max(100, k), description="k")
-        self.ef = widgets.IntSlider(value=ef0, min=1, max=max(512, ef0), description="ef")
+        self.ef_search = widgets.IntSlider(
+            value=ef0, min=1, max=max(512, ef0), description="ef_search"
+        )
         self.view = widgets.HTML()
-        self.widget = widgets.VBox([widgets.HBox([self.query, self.k, self.ef]), self.view])
-        for control in (self.query, self.k, self.ef):
+        self.widget = widgets.VBox([widgets.HBox([self.query, self.k, self.ef_search]), self.view])
+        for control in (self.query, self.k, self.ef_search):
             control.observe(lambda _change: self.render(), names="value")
         self.results: Any = None
         self.last_html = ""
@@ -229,8 +241,9 @@ class SearchExplorer(_Explorer):
         if vec is None:
             self.results = None
             return f"<p>Unknown query {escape(repr(text))}: no vector for it.</p>"
-        self.results = self.engine.search(vec, k=self.k.value, ef=self.ef.value)
-        head = kv_table(None, [("query", text), ("k", self.k.value), ("ef", self.ef.value)])
+        ef_search = self.ef_search.value
+        self.results = self.engine.search(vec, k=self.k.value, ef_search=ef_search)
+        head = kv_table(None, [("query", text), ("k", self.k.value), ("ef_search", ef_search)])
         return head + self.results._repr_html_()
 
     def render(self) -> str:
@@ -259,6 +272,12 @@ _FRONTIER_COLUMNS = (
     "qps",
     "p50_ms",
     "p99_ms",
+)
+
+
+#: The columns of the "all rows" table of :func:`bench_html`: few enough to fit a page.
+_ROW_COLUMNS = tuple(
+    c for c in COLUMNS if c not in ("metric", "k", "memory_bytes", "threads", "run")
 )
 
 
@@ -344,12 +363,17 @@ def bench_html(
     out += table("Pareto frontier (per group)", fcols, front_rows)
     out += _svg_scatter(frame, by, x, y)
     shown = frame.head(rows_shown)
+    cols = [c for c in _ROW_COLUMNS if c in frame.columns]
     all_rows = [
-        [fmt_num(v) if isinstance(v, float) else v for v in r]
-        for r in shown.itertuples(index=False)
+        [
+            fmt_bytes(v) if c.endswith("_bytes") else fmt_num(v) if isinstance(v, float) else v
+            for c, v in zip(cols, r, strict=True)
+        ]
+        for r in shown[cols].itertuples(index=False)
     ]
     more = "" if len(frame) <= rows_shown else f" (first {rows_shown})"
-    out += details(f"all {len(frame)} rows{more}", table(None, list(frame.columns), all_rows))
+    summary = f"all {len(frame)} rows{more}, main columns (every column: .frame)"
+    out += details(summary, table(None, cols, all_rows))
     return Raw(out)
 
 

@@ -4,8 +4,11 @@ Every file the snapshot layer publishes goes through :func:`atomic_write`:
 a uniquely named temp file created exclusively in the target directory,
 written, fsynced, renamed over the target, and the directory fsynced, so a
 crash leaves either the old file or the new one, never a torn one, and two
-writers never share a temp file. :func:`sweep_temp_files` removes temp files a
+writers never share a temp file (docs/FORMAT.md §4.2). :func:`sweep_temp_files` removes temp files a
 crashed writer left behind.
+
+Snapshot layer, bottom: plain files only (no CAS, no engine); the owners of the
+data-directory files (head, refs log, base cache, tags) write through it.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from .._faults import fault_point
 from .._io import fsync_dir, write_all
 from .errors import LockTimeout, PersistIOError
 
+#: format (docs/FORMAT.md §3.1): name prefix of a data directory's temp files.
 TEMP_PREFIX = ".oluo-tmp-"
+#: format (docs/FORMAT.md §3.1): the lock file's name in a data directory.
 LOCK_NAME = "oluo.lock"
 
 __all__ = [

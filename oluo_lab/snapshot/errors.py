@@ -1,10 +1,19 @@
-"""Typed errors of the snapshot layer (names per ../shared/API.md).
+"""Typed errors of the snapshot layer (their names are part of the public API).
 
 Content failures (a missing or corrupt book, a malformed DAG) are *not* wrapped:
-they surface as the CAS's own ``ContentError`` subclasses, which name the CID.
+they surface as the CAS's own ``ContentError`` subclasses, which name the CID. The root
+:class:`OluoPersistError` sits under :class:`oluo_lab.errors.OluoError` (the whole tree is
+drawn there).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..errors import OluoError
+
+if TYPE_CHECKING:
+    from ..cas import CID
 
 __all__ = [
     "EngineRestoreError",
@@ -20,7 +29,7 @@ __all__ = [
 ]
 
 
-class OluoPersistError(Exception):
+class OluoPersistError(OluoError):
     """Base class of every snapshot-layer failure."""
 
 
@@ -37,16 +46,31 @@ class EngineRestoreError(OluoPersistError):
 
 
 class UnsupportedVersion(OluoPersistError):
-    """A head file or manifest carries a format version this build cannot read."""
+    """A head file or manifest carries a format version this build cannot read.
 
-    def __init__(self, version: object, what: str = "manifest") -> None:
+    ``readable``: the versions this build reads (the format module's constant), named in
+    the message."""
+
+    def __init__(
+        self, version: object, what: str = "manifest", readable: tuple[int, ...] = ()
+    ) -> None:
         self.version = version
         self.what = what
-        super().__init__(f"unsupported {what} version {version!r} (this build reads version 1)")
+        self.readable = tuple(readable)
+        reads = ""
+        if self.readable:
+            plural = "s" if len(self.readable) > 1 else ""
+            reads = f" (this build reads version{plural} {', '.join(map(str, self.readable))})"
+        super().__init__(f"unsupported {what} version {version!r}{reads}")
 
 
 class SnapshotNotFound(OluoPersistError):
-    """The manifest a head or reference names is not in the store."""
+    """The manifest a head or reference names is not in the store, or a reference names
+    no snapshot.
+
+    ``.cid`` is the *text* that named the snapshot (a ``str``, as the public API promises):
+    the manifest's hex CID when a manifest is missing, else the reference itself
+    (``"HEAD"`` of an empty lab, a tag or ``"#7"`` that names nothing)."""
 
     def __init__(self, cid: str, detail: str = "") -> None:
         self.cid = cid
@@ -80,9 +104,9 @@ class LockTimeout(PersistIOError):
 class IndexCodecError(OluoPersistError):
     """An index record (oluo_lab.snapshot.index_codec) that cannot be decoded: a malformed
     record, a patch that does not apply, a delta chain over the bound, or an output whose
-    length or blake3 digest differs from the record's. ``.cid`` is the offending record CID."""
+    length or blake3 digest differs from the record's. ``.cid`` is the offending record's
+    CID (``None`` when the bytes have none yet)."""
 
-    def __init__(self, message: str, cid: object = None) -> None:
+    def __init__(self, message: str, cid: CID | None = None) -> None:
         self.cid = cid
-        hexed = getattr(cid, "hex", None)
-        super().__init__(f"index record {hexed}: {message}" if hexed else message)
+        super().__init__(f"index record {cid.hex}: {message}" if cid is not None else message)

@@ -20,7 +20,8 @@ Anything else (unknown fourcc, a parse failure, a big-endian file) is stored ``r
 one DAG of the whole bytes. Every form is lossless: :func:`decode_index` returns the
 original bytes and checks their length and blake3 digest against the record.
 
-The record is one small book of canonical CBOR; its layout is in docs/FORMAT.md.
+The record is one small book of canonical CBOR; its layout is in docs/FORMAT.md §3.3.
+Snapshot layer: reads and writes the CAS and knows the faiss byte layout, not the engine.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import numpy as np
 
 from ..cas import CID, BookStore, FreshBytes, MalformedCID, blob_info, ingest, reassemble
 from ..cas.params import MAX_BOOK_SIZE
+from ..errors import OluoError
 from .errors import IndexCodecError
 
 __all__ = [
@@ -52,9 +54,12 @@ __all__ = [
     "read_index_record",
 ]
 
+#: format (docs/FORMAT.md §3.3): the record's ``format`` field.
 INDEX_RECORD_FORMAT = "oluo-index-record"
+#: format (docs/FORMAT.md §3.3): the record version written and the only one read.
 INDEX_RECORD_VERSION = 1
-#: Longest chain of neighbour patches a reader follows (a format limit: deeper is refused).
+#: format (docs/FORMAT.md §3.3): longest chain of neighbour patches a reader follows
+#: (deeper is refused).
 MAX_PATCH_CHAIN = 8
 #: Encoder policy: start a new full neighbour array after this many patches (each level
 #: of the chain adds ~6% to load time at 100k vectors; see docs/BENCHMARKS.md).
@@ -68,13 +73,15 @@ _HNSW_FLAT = b"IHNf"
 _HNSW_BINARY = b"IBHf"
 _FLAT_STORAGE = (b"IxFI", b"IxF2", b"IxFl")
 _BINARY_STORAGE = b"IBxF"
+#: format (docs/FORMAT.md §3.3): the record kinds.
 _KINDS = {"raw", "hnsw-flat", "hnsw-binary"}
+#: format (docs/FORMAT.md §3.3): the sections of an hnsw record.
 _SECTIONS = ("levels", "offsets", "neighbors", "codes")
 _ITEM = {"levels": 4, "offsets": 8, "neighbors": 4, "codes": 1}
 _I32 = np.dtype("<i4")
 
 
-class _ParseError(Exception):
+class _ParseError(OluoError):
     """The bytes are not a serialisation this codec understands (-> raw)."""
 
 
@@ -180,7 +187,7 @@ def _parse(mv: memoryview) -> _Layout:
 
 @dataclass(frozen=True)
 class IndexRecord:
-    """A decoded index record (see docs/FORMAT.md for the CBOR layout)."""
+    """A decoded index record (see docs/FORMAT.md §3.3 for the CBOR layout)."""
 
     cid: CID
     kind: str
@@ -275,7 +282,11 @@ def read_index_record(cid: CID, store: BookStore) -> IndexRecord:
     if doc is None:
         raise _bad(cid, f"not canonical CBOR tagged {INDEX_RECORD_FORMAT!r}")
     if doc.get("version") != INDEX_RECORD_VERSION:
-        raise _bad(cid, f"unsupported index record version {doc.get('version')!r}")
+        raise _bad(
+            cid,
+            f"unsupported index record version {doc.get('version')!r} "
+            f"(this build reads version {INDEX_RECORD_VERSION})",
+        )
     kind = doc.get("kind")
     if not isinstance(kind, str) or kind not in _KINDS:
         raise _bad(cid, f"unknown kind {kind!r}")

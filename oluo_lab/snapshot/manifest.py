@@ -5,7 +5,11 @@ counters, the index configuration, the chunker parameters, its parent
 manifest and optional user annotations. Its bytes are canonical CBOR
 (RFC 8949 §4.2.1 deterministic encoding), so the same state always gives the
 same manifest CID. It holds no wall-clock time: times live in the local
-refs log, outside the content-addressed data. Layout: docs/FORMAT.md §3.
+refs log, outside the content-addressed data. Layout: docs/FORMAT.md §3.2.
+
+Snapshot layer: this module owns the manifest's encoding and validation
+(:func:`check_note` refuses what a manifest cannot hold before anything is
+written) and fetching a manifest from a store (:func:`fetch_manifest`).
 """
 
 from __future__ import annotations
@@ -17,11 +21,14 @@ from typing import Any
 
 import cbor2
 
-from ..cas import CID
-from .errors import ManifestSerde, UnsupportedVersion
+from ..cas import CID, BookNotFound, BookStore
+from .errors import ManifestSerde, SnapshotNotFound, UnsupportedVersion
 
+#: format (docs/FORMAT.md §3.2): the manifest's ``format`` field.
 MANIFEST_FORMAT = "oluo-snapshot-manifest"
+#: format (docs/FORMAT.md §3.2): the manifest version written and the only one read.
 MANIFEST_VERSION = 1
+#: format (docs/FORMAT.md §3.2): the keys of a manifest, exactly.
 _FIELDS = frozenset(
     {
         "format",
@@ -41,7 +48,14 @@ _FIELDS = frozenset(
     }
 )
 
-__all__ = ["MANIFEST_FORMAT", "MANIFEST_VERSION", "SnapshotManifest", "check_annotations"]
+__all__ = [
+    "MANIFEST_FORMAT",
+    "MANIFEST_VERSION",
+    "SnapshotManifest",
+    "check_annotations",
+    "check_note",
+    "fetch_manifest",
+]
 
 
 def check_annotations(value: Any, path: str = "annotations") -> None:
@@ -68,9 +82,27 @@ def check_annotations(value: Any, path: str = "annotations") -> None:
     )
 
 
+def check_note(note: Any, annotations: Any) -> None:
+    """Refuse a note or annotations the manifest cannot hold *before* anything is written."""
+    if not isinstance(note, str):
+        raise ManifestSerde(f"manifest note must be str, got {type(note).__name__}")
+    if annotations is not None and not isinstance(annotations, dict):
+        raise ManifestSerde(f"annotations must be a dict, got {type(annotations).__name__}")
+    check_annotations(dict(annotations or {}))
+
+
+def fetch_manifest(store: BookStore, cid: CID, role: str = "manifest") -> SnapshotManifest:
+    """Fetch (hash-verified) and decode a manifest; a missing book is :class:`SnapshotNotFound`."""
+    try:
+        raw = store.get(cid)
+    except BookNotFound as exc:
+        raise SnapshotNotFound(cid.hex, f"{role} is not in the store") from exc
+    return SnapshotManifest.from_bytes(raw, cid)
+
+
 @dataclass(frozen=True)
 class SnapshotManifest:
-    """One generation's manifest (see docs/FORMAT.md §3 for the byte layout)."""
+    """One generation's manifest (see docs/FORMAT.md §3.2 for the byte layout)."""
 
     index_cid: CID
     metadata_cid: CID
@@ -136,7 +168,7 @@ class SnapshotManifest:
             )
         version = doc.get("version")
         if version != MANIFEST_VERSION:
-            raise UnsupportedVersion(version, "manifest")
+            raise UnsupportedVersion(version, "manifest", (MANIFEST_VERSION,))
         if set(doc) != _FIELDS:
             missing = sorted(_FIELDS - set(doc))
             extra = sorted(str(k) for k in set(doc) - _FIELDS)
@@ -207,8 +239,9 @@ def _value_text(value: Any) -> str:
 
 def manifest_html(m: SnapshotManifest, caption: str, cid: CID | None = None) -> str:
     """The HTML table of a manifest (shared by SnapshotManifest and Snapshot reprs):
-    short CIDs with the full hex in a title and in a closed ``<details>``."""
-    from .._html import Raw, details, kv_table, short_cid
+    short CIDs with the full hex in a title and in a closed ``<details>``; the index and
+    metadata sizes are their payloads' logical sizes (what the root CID reaches)."""
+    from .._html import Raw, details, fmt_bytes, kv_table, short_cid
 
     rows: list[tuple[str, Any]] = [("generation", m.compact_generation)]
     if cid is not None:
@@ -217,8 +250,8 @@ def manifest_html(m: SnapshotManifest, caption: str, cid: CID | None = None) -> 
         ("parent", short_cid(m.parent)),
         ("entries", m.entries),
         ("key counter", m.key_counter),
-        ("index", Raw(f"{short_cid(m.index_cid)} {m.index_size} B")),
-        ("metadata", Raw(f"{short_cid(m.metadata_cid)} {m.metadata_size} B")),
+        ("index", Raw(f"{short_cid(m.index_cid)} {fmt_bytes(m.index_size)}")),
+        ("metadata", Raw(f"{short_cid(m.metadata_cid)} {fmt_bytes(m.metadata_size)}")),
         ("index config", _value_text(dict(m.index_config))),
         ("chunker", _value_text(dict(m.chunker))),
         ("note", m.note),

@@ -3,6 +3,8 @@
 Each is a frozen dataclass with a short deterministic ``__repr__``, a
 ``to_frame()`` for pandas users and a plain-HTML ``_repr_html_`` (no CSS, no
 paths, no times), so notebook output is byte-reproducible.
+
+Snapshot layer: plain result data, built by :mod:`.diff`, :mod:`.verify` and :mod:`.gc`.
 """
 
 from __future__ import annotations
@@ -75,13 +77,10 @@ class VerifyReport:
             [
                 ("generations checked", ", ".join(map(str, self.generations_checked)) or "none"),
                 ("books re-hashed", self.books_checked),
-                ("bytes re-hashed", f"{self.bytes_checked} ({fmt_bytes(self.bytes_checked)})"),
+                ("bytes re-hashed", fmt_bytes(self.bytes_checked)),
                 ("entries searched for themselves", self.entries_searched),
                 ("unreachable books", self.unreachable_books),
-                (
-                    "unreachable bytes",
-                    f"{self.unreachable_bytes} ({fmt_bytes(self.unreachable_bytes)})",
-                ),
+                ("unreachable bytes", fmt_bytes(self.unreachable_bytes)),
             ],
         )
         if not self.problems:
@@ -145,7 +144,7 @@ class GcReport:
         verb = "would free" if self.dry_run else "freed"
         kept = sum(self.kept_books.values())
         return (
-            f"GcReport({verb} {self.deleted_books} books / {self.deleted_bytes} bytes, "
+            f"GcReport({verb} {self.deleted_books} books / {fmt_bytes(self.deleted_bytes)}, "
             f"kept {kept} books, {self.young_books} unreachable within grace)"
         )
 
@@ -240,7 +239,10 @@ class ManifestDiff:
             "generations": f"{self.a} -> {self.b}",
             "fields changed": ", ".join(self.fields) or "none",
             "books shared / added / removed": f"{self.books_shared} / {self.books_added} / {self.books_removed}",
-            "bytes shared / added / removed": f"{self.bytes_shared} / {self.bytes_added} / {self.bytes_removed}",
+            "bytes shared / added / removed": (
+                f"{fmt_bytes(self.bytes_shared)} / {fmt_bytes(self.bytes_added)} / "
+                f"{fmt_bytes(self.bytes_removed)}"
+            ),
             "ids added / removed / metadata changed / vector changed": (
                 f"{len(self.ids_added)} / {len(self.ids_removed)} / "
                 f"{len(self.ids_changed_metadata)} / {len(self.ids_changed_vector)}"
@@ -262,7 +264,8 @@ class ManifestDiff:
         return (
             f"ManifestDiff({self.a} -> {self.b}, fields={sorted(self.fields)}, "
             f"books +{self.books_added}/-{self.books_removed}/={self.books_shared}, "
-            f"new_bytes={self.bytes_added}, ids +{len(self.ids_added)}/-{len(self.ids_removed)}"
+            f"new={fmt_bytes(self.bytes_added)}, "
+            f"ids +{len(self.ids_added)}/-{len(self.ids_removed)}"
             f"/~{len(self.ids_changed_metadata)}{sem})"
         )
 

@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from ..notebook.metrics import IdToRow, answer_overlap, engine_recall, resolve_engine
+from ..metrics import answer_overlap
+from ..notebook.metrics import IdToRow, engine_recall, resolve_engine
 
 __all__ = ["assert_manifest_equal", "assert_recall", "assert_same_answers"]
 
@@ -38,24 +39,26 @@ def assert_recall(
     at_least: float,
     k: int = 10,
     ids: IdToRow = None,
-    ef: int | None = None,
+    ef_search: int | None = None,
 ) -> float:
     """Assert recall@k of ``target`` on ``dataset`` is at least ``at_least``; returns it.
 
     ``target``: an OluoEngine, a Lab (its head) or a ``(lab, ref)`` pair (ref: generation,
     tag, CID or Snapshot). Recall is measured on ``dataset.queries`` against
     ``dataset.ground_truth(k)``; ``ids`` maps engine ids to dataset rows (a mapping or a
-    callable; default: int ids are rows, str ids are looked up in ``dataset.base_words``).
+    callable; default: int ids are rows, str ids are looked up in ``dataset.base_words``);
+    ``ef_search`` defaults to the engine's.
     """
     if not 0.0 <= at_least <= 1.0:
         raise ValueError(f"at_least must be within [0, 1], got {at_least!r}")
     engine, label = resolve_engine(target)
-    recall = engine_recall(engine, dataset, k, ef, ids)
+    recall = engine_recall(engine, dataset, k, ef_search, ids)
     if recall < at_least:
         name = getattr(dataset, "name", type(dataset).__name__)
         raise AssertionError(
             f"recall@{k} = {recall:.4f} < at_least {at_least:.4f} for {label} on dataset "
-            f"{name!r} ({len(dataset.queries)} queries, ef={ef if ef is not None else 'default'})"
+            f"{name!r} ({len(dataset.queries)} queries, "
+            f"ef_search={ef_search if ef_search is not None else 'default'})"
         )
     return recall
 
@@ -66,7 +69,7 @@ def assert_same_answers(
     queries: Any,
     k: int = 10,
     min_overlap: float = 1.0,
-    ef: int | None = None,
+    ef_search: int | None = None,
 ) -> float:
     """Assert two engines (or Labs / ``(lab, ref)`` pairs) answer ``queries`` alike: the
     mean over queries of |top-k ids of a ∩ top-k ids of b| / k is at least
@@ -74,10 +77,10 @@ def assert_same_answers(
     ea, la = resolve_engine(a)
     eb, lb = resolve_engine(b)
     q = np.asarray(queries)
-    ra = ea.search(q, k=k, ef=ef)
-    rb = eb.search(q, k=k, ef=ef)
-    per_query = answer_overlap(ra.ids, rb.ids, k)
-    mean = float(per_query.mean()) if len(per_query) else 1.0
+    ra = ea.search(q, k=k, ef_search=ef_search)
+    rb = eb.search(q, k=k, ef_search=ef_search)
+    per_query = answer_overlap(ra.ids, rb.ids, k, per_query=True)
+    mean = answer_overlap(ra.ids, rb.ids, k)
     if mean < min_overlap:
         worst = np.argsort(per_query, kind="stable")[:5]
         shown = ", ".join(f"query {int(i)}: {per_query[i]:.2f}" for i in worst)

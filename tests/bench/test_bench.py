@@ -250,8 +250,15 @@ def test_ratios_interpolated_on_the_frontier():
     assert qps_at_recall(f, 0.85, interpolate=True)[("faiss", "f")] == 800.0
     assert np.isnan(qps_at_recall(f, 0.9995, interpolate=True)[("oluo_lab", "e")])
     r = ratios_at_recall(f, (0.95,), interpolate=True).iloc[0]
-    assert r["method"] == "interpolated"
+    assert r["qps_read_as"] == "interpolated on the Pareto front"
+    assert r["recall_by"] == "neighbour ids"
     assert r["ratio"] == pytest.approx(s[("oluo_lab", "e")] / s[("faiss", "f")])
+    # one target as a plain number; the BenchResults method interpolates by default
+    by_distance = f.rename(columns={"recall": "recall_distance"})
+    one = ratios_at_recall(by_distance, 0.95, recall="recall_distance", interpolate=False)
+    assert len(one) == 1 and one.loc[0, "recall_target"] == 0.95
+    assert one.loc[0, "recall_by"] == "distance threshold (ann-benchmarks)"
+    assert one.loc[0, "qps_read_as"] == "best row at or above the target"
     # exactly on a measured point the two readings agree
     assert qps_at_recall(f, 0.96, interpolate=True)[("oluo_lab", "e")] == pytest.approx(400.0)
 
@@ -296,6 +303,14 @@ def test_grid_builds_form_one_frontier_per_library_and_subset_keeps_one_setting(
     assert only16["ratio"] == pytest.approx(np.exp((1 - w) * np.log(1200) + w * np.log(300)) / 600)
     with pytest.raises(ValueError, match="no columns"):
         res.subset(nope=1)
+
+
+def test_results_ratios_take_one_target_and_interpolate_by_default(results):
+    method = results.ratios(0.5)
+    assert len(method) == 1 and method.loc[0, "qps_read_as"] == "interpolated on the Pareto front"
+    pd.testing.assert_frame_equal(
+        method, ratios_at_recall(results.frame, (0.5,), "oluo_lab", interpolate=True)
+    )
 
 
 def test_results_reject_frames_missing_columns():

@@ -144,7 +144,16 @@ def test_ordering_is_bytewise_and_total():
 
 def test_repr():
     cid = CID.for_book(b"hello")
-    assert repr(cid) == f"CID('book', 5 B, '{cid.short}…')"
+    assert repr(cid) == f"CID('{cid.short}…', book)"
     bundle = CID.for_bundle(cid.raw, 1)
-    assert repr(bundle) == f"CID('bundle', depth 1, 40 B, '{bundle.short}…')"
+    assert repr(bundle) == f"CID('{bundle.short}…', bundle, depth 1)"
     assert cid.hex in cid._repr_html_() and "<table>" in cid._repr_html_()
+
+
+def test_repr_does_not_present_the_node_size_as_a_payload_size():
+    """A payload's root CID names a small node (an index record of a few hundred bytes
+    roots megabytes): the text repr leaves the node size out, the HTML labels it."""
+    big = CID.for_book(b"x" * 3000)
+    assert "3000" not in repr(big) and "B" not in repr(big).replace("book", "")
+    html = big._repr_html_()
+    assert "<th>node size</th><td>2.93 KiB (this book; a payload it roots can be larger)" in html

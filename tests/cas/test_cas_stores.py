@@ -13,6 +13,7 @@ import pytest
 
 from oluo_lab.cas import (
     CID,
+    DEFAULT_GC_GRACE_S,
     ContentError,
     CorruptBook,
     DirStore,
@@ -22,7 +23,7 @@ from oluo_lab.cas import (
     reassemble,
 )
 from oluo_lab.cas._bookfile import HEADER_LEN
-from oluo_lab.cas.directory import STALE_TMP_SECONDS, TMP_PREFIX
+from oluo_lab.cas.directory import TMP_PREFIX
 from oluo_lab.testing.store import StoreConformance, xof
 
 REPO = Path(__file__).resolve().parents[2]
@@ -161,7 +162,7 @@ class TestDirStore(StoreConformance):
         old, fresh = d / f"{TMP_PREFIX}1-old", d / f"{TMP_PREFIX}1-new"
         old.write_bytes(b"x")
         fresh.write_bytes(b"x")
-        past = time.time() - STALE_TMP_SECONDS - 60
+        past = time.time() - DEFAULT_GC_GRACE_S - 60
         os.utime(old, (past, past))
         DirStore(tmp_path / "cas")
         assert not old.exists() and fresh.exists()

@@ -43,7 +43,7 @@ def test_reject_and_encrypted_ephemeral_are_never_indexed():
 
 
 def test_reject_of_known_target_removes_the_old_entry():
-    """Upstream left the older, less private entry searchable; here the newest decision wins."""
+    """Harmony left the older, less private entry searchable; here the newest decision wins."""
     eng = OluoEngine(8, "l2")
     eng.handle(Ingest(_vec(1), "a"))
     acts = eng.handle(Ingest(_vec(1), "a", privacy_tier=PrivacyTier.ENCRYPTED_EPHEMERAL))
@@ -245,10 +245,12 @@ def test_to_frame_long_format_with_metadata_columns():
     eng.add(vecs, ids=["w", "x", "y", "z"], metadata=[{"word": s} for s in "wxyz"])
     res = eng.search(vecs[:2], k=3)
     df = res.to_frame()
-    assert list(df.columns) == ["query", "rank", "id", "key", "score", "word"]
+    assert list(df.columns) == ["query", "rank", "id", "key", "squared_l2_distance", "word"]
     assert len(df) == 6 and df["query"].tolist() == [0, 0, 0, 1, 1, 1]
     assert df.loc[0, "id"] == "w" and df.loc[0, "word"] == "w" and df.loc[3, "id"] == "x"
-    assert repr(res) == "SearchResults(query_id=None, queries=2, k=3, hits=6)"
+    assert repr(res) == (
+        "SearchResults(query_id=None, queries=2, k=3, hits=6, score=squared_l2_distance)"
+    )
     assert "<table>" in res._repr_html_()
 
 

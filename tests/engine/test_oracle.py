@@ -7,6 +7,7 @@ import pytest
 from engine_helpers import make_vectors, oracle_scores, oracle_topk
 
 from oluo_lab.engine import OluoEngine
+from oluo_lab.metrics import recall_ids
 
 METRICS = [("cosine", 24), ("l2", 24), ("ip", 24), ("hamming", 256)]
 
@@ -20,7 +21,7 @@ def _engine(metric, dim, base, threshold=10_000, **kw):
 @pytest.mark.parametrize("metric,dim", METRICS)
 @pytest.mark.parametrize("where", ["delta", "base", "mapped"])
 def test_scores_match_oracle_exactly_small_n(metric, dim, where, tmp_path):
-    """With efSearch >= n HNSW is exhaustive: ids and scores equal brute force."""
+    """With ef_search >= n HNSW is exhaustive: ids and scores equal brute force."""
     base = make_vectors(metric, 300, dim, seed=1)
     queries = make_vectors(metric, 20, dim, seed=2)
     eng = _engine(metric, dim, base, ef_search=512)
@@ -75,7 +76,7 @@ def test_score_definitions():
 
 
 def test_hamming_counts_every_bit():
-    """Regression for upstream defect 1: bits beyond the first 64 count, score = bits/256."""
+    """Regression for Harmony's defect 1 (hamming): bits beyond the first 64 count, score = bits/256."""
     zero = np.zeros((1, 32), np.uint8)
     eng = OluoEngine(256, "hamming")
     vecs = np.zeros((40, 32), np.uint8)
@@ -105,11 +106,6 @@ def test_hamming_rejects_non_multiple_of_8():
         OluoEngine(100, "hamming")
 
 
-def _recall(found: np.ndarray, truth: np.ndarray) -> float:
-    k = truth.shape[1]
-    return float(np.mean([len(set(f[:k]) & set(t)) / k for f, t in zip(found, truth, strict=True)]))
-
-
 @pytest.mark.parametrize("metric", ["cosine", "l2", "ip"])
 def test_recall_random_data_default_parameters(metric):
     rng = np.random.default_rng(7)
@@ -119,12 +115,13 @@ def test_recall_random_data_default_parameters(metric):
     queries = (centers[rng.integers(0, 50, 200)] + rng.standard_normal((200, 32))).astype(
         np.float32
     )
-    eng = OluoEngine(32, metric)  # defaults: M=16, efC=128, ef=64, threshold 1000
+    # defaults: M=16, ef_construction=128, ef_search=64, threshold 1000
+    eng = OluoEngine(32, metric)
     eng.add(base)
     assert eng.generation == 1 and eng.delta_size == 0
     truth, _ = oracle_topk(metric, queries, base, 32, 10)
     res = eng.search(queries, k=10)
-    assert _recall(res.ids.astype(np.int64), truth) >= 0.95
+    assert recall_ids(res.ids.astype(np.int64), truth) >= 0.95
 
 
 def test_recall_hamming_structured_codes():

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from engine_helpers import make_vectors, oracle_topk
 
-from oluo_lab.engine import OluoEngine, decode_metadata, encode_metadata
-from oluo_lab.engine._faiss_native import locality_order
+from oluo_lab.engine import OluoEngine, decode_metadata, encode_metadata, locality_order
 from oluo_lab.engine.errors import InvalidEvent, SnapshotDecodeError
+from oluo_lab.metrics import answer_overlap
 
 N, DIM = 3000, 24
 
@@ -29,7 +29,7 @@ def _recall(eng: OluoEngine, v: np.ndarray, metric: str, alive: np.ndarray) -> f
     order, _ = oracle_topk(metric, q, v[alive], v.shape[1], 10)
     truth = np.asarray([f"w{i}" for i in alive], object)[order]
     got = eng.search(q, k=10).ids
-    return float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, truth, strict=True)]))
+    return answer_overlap(got, truth, 10)
 
 
 @pytest.mark.parametrize("metric", ["cosine", "l2", "ip"])

@@ -46,7 +46,7 @@ ENTRIES = {
     ),
     3: EntryMetadata(7, {}, PrivacyTier.PUBLIC_EPHEMERAL, 9000, 6, Scope.PERSONAL, ("p1",)),
 }
-# the test vector printed in docs/FORMAT.md (section engine): format version 3
+# the test vector printed in docs/FORMAT.md (Appendix A.2): format version 3
 VECTOR_HEX = (
     "a766636f6e666967a7614d106364696d04666d6574726963626c326965665f73"
     "656172636818406d66616973735f76657273696f6e66312e31352e316e707275"

@@ -48,21 +48,68 @@ def test_pareto_frontier_matches_brute_force():
         assert front["qps"].is_monotonic_decreasing
 
 
-def test_recall_qps_plot_draws_each_groups_frontier():
+def _builds_of(df: pd.DataFrame):
+    """(library, M) -> that build's rows in ef_search order (what one line must join)."""
+    return {
+        (lib, m): rows.sort_values("ef_search")
+        for (lib, m), rows in df.groupby(["library", "M"], sort=True)
+    }
+
+
+def test_recall_qps_plot_draws_one_line_per_build_in_ef_search_order():
     df = h.bench_frame()
     fig, ax = plot_recall_qps(df)
     assert ax.get_yscale() == "log"
     lines = {ln.get_label(): ln for ln in ax.get_lines()}
-    assert set(lines) == {"oluo (Pareto)", "peer (Pareto)"}
+    builds = _builds_of(df)
+    assert set(lines) == {f"{lib} M={m}" for lib, m in builds} | {
+        "oluo Pareto front",
+        "peer Pareto front",
+    }
+    for (lib, m), rows in builds.items():
+        x, y = lines[f"{lib} M={m}"].get_data()  # never joins points of another M
+        np.testing.assert_allclose(x, rows["recall"].to_numpy())
+        np.testing.assert_allclose(y, rows["qps"].to_numpy())
     for lib in ("oluo", "peer"):
         front = pareto_frontier(df[df["library"] == lib])
-        x, y = lines[f"{lib} (Pareto)"].get_data()
+        x, y = lines[f"{lib} Pareto front"].get_data()
         np.testing.assert_allclose(x, front["recall"].to_numpy())
         np.testing.assert_allclose(y, front["qps"].to_numpy())
-    scatter_points = sum(len(c.get_offsets()) for c in ax.collections)
-    assert scatter_points == len(df)
-    _, ax2 = plot_recall_qps(df, pareto=False, by=None)
-    assert not ax2.get_lines() and len(ax2.collections) == 1
+    # the same M has the same marker in both libraries, different M different markers
+    assert lines["oluo M=8"].get_marker() == lines["peer M=8"].get_marker()
+    assert lines["oluo M=8"].get_marker() != lines["oluo M=16"].get_marker()
+    assert lines["oluo M=8"].get_color() != lines["peer M=8"].get_color()
+    # every point carries its ef_search (no two points of this frame coincide)
+    labels = sorted((t.xy, t.get_text()) for t in ax.texts)
+    expected = sorted(((float(r.recall), float(r.qps)), str(r.ef_search)) for r in df.itertuples())
+    assert labels == expected
+    assert ax.get_legend().get_title().get_text() == "numbers at points: ef_search"
+    assert ax.get_xlabel().startswith("recall@10")
+    assert "k=10" in ax.get_title() and "ef_construction=100" in ax.get_title()
+    _, ax2 = plot_recall_qps(df[df["library"] == "oluo"], pareto=False, by=None)
+    assert sorted(ln.get_label() for ln in ax2.get_lines()) == ["M=16", "M=8"]
+
+
+def test_recall_qps_labels_a_setting_measured_on_two_libraries_once():
+    df = h.bench_frame()
+    df = df[df["library"] == "oluo"]
+    twin = df.assign(library="twin")  # same recall and QPS: the labels would overprint
+    _, ax = plot_recall_qps(pd.concat([df, twin], ignore_index=True))
+    assert len(ax.texts) == len(df)
+
+
+def test_plot_title_names_the_dataset_of_bench_results():
+    from oluo_lab.bench import BenchResults
+
+    df = h.bench_frame().assign(index_bytes=0, memory_bytes=0, build_s=0.0, p95_ms=1.0)
+    results = BenchResults(df, {"name": "tiny-set", "n": 1234, "n_queries": 56})
+    _, ax = plot_recall_qps(results)
+    assert ax.get_title().splitlines() == [
+        "tiny-set: recall vs queries per second",
+        "1,234 vectors, 56 queries, cosine, k=10, ef_construction=100",
+    ]
+    _, ax = plot_recall_qps(results, title="mine")
+    assert ax.get_title() == "mine"
 
 
 def test_plots_reuse_a_given_axes_and_accept_frame_objects():
@@ -78,15 +125,30 @@ def test_plots_reuse_a_given_axes_and_accept_frame_objects():
         plot_latency(h.bench_frame().drop(columns=["p99_ms"]))
 
 
-def test_latency_plot_lines_are_the_percentiles_sorted_by_recall():
+def test_latency_plot_joins_each_builds_points_in_ef_search_order():
     df = h.bench_frame()
-    _, ax = plot_latency(df)
+    fig, ax = plot_latency(df)
     lines = {ln.get_label(): ln for ln in ax.get_lines()}
-    assert len(lines) == 6
-    oluo = df[df["library"] == "oluo"].sort_values("recall", kind="mergesort")
-    x, y = lines["oluo p99"].get_data()
-    np.testing.assert_allclose(x, oluo["recall"].to_numpy())
-    np.testing.assert_allclose(y, oluo["p99_ms"].to_numpy())
+    builds = _builds_of(df)
+    assert set(lines) == {f"{lib} M={m} {p}" for lib, m in builds for p in ("p50", "p95", "p99")}
+    for (lib, m), rows in builds.items():
+        for p, style in (("p50", "-"), ("p95", "--"), ("p99", ":")):
+            x, y = lines[f"{lib} M={m} {p}"].get_data()
+            np.testing.assert_allclose(x, rows["recall"].to_numpy())
+            np.testing.assert_allclose(y, rows[f"{p}_ms"].to_numpy())
+            assert lines[f"{lib} M={m} {p}"].get_linestyle() == style
+    # both legends (builds, percentiles) sit right of the axes: they cover no point
+    legends = [a for a in ax.get_children() if type(a).__name__ == "Legend"]
+    assert sorted(lg.get_title().get_text() for lg in legends) == ["build", "percentile"]
+    fig.canvas.draw()
+    right = ax.get_window_extent().x1
+    assert all(lg.get_window_extent().x0 > right for lg in legends)
+    # plain tick labels on the log axis: 0.05, not 5x10^-2
+    assert ax.get_yscale() == "log"
+    fmt = ax.yaxis.get_major_formatter()
+    assert [fmt(v) for v in (0.01, 1.0, 100.0, 10000.0)] == ["0.01", "1", "100", "10,000"]
+    minor = ax.yaxis.get_minor_formatter()
+    assert [minor(v) for v in (0.02, 0.03, 0.05, 500.0)] == ["0.02", "", "0.05", "500"]
 
 
 def test_storage_plot_stacks_shared_under_new(lab_and_engine):

@@ -34,7 +34,7 @@ def test_snapshot_browser_growth_chart_outlines_the_selection(lab_and_engine):
     assert chart.count("<g>") == 3 and chart.count('stroke="#000000"') == 2  # two rects
 
 
-def test_search_explorer_reacts_to_query_k_and_ef(lab_and_engine, dataset):
+def test_search_explorer_reacts_to_query_k_and_ef_search(lab_and_engine, dataset):
     _, eng = lab_and_engine
     s = SearchExplorer(eng, dataset, k=5)
     assert s.results is None and "Type a query" in s.last_html
@@ -46,8 +46,8 @@ def test_search_explorer_reacts_to_query_k_and_ef(lab_and_engine, dataset):
     assert s.results.ids[0].tolist() == exact.ids[0].tolist()
     s.k.value = 8
     assert s.results.ids.shape == (1, 8) and s.last_html != first
-    s.ef.value = 4
-    assert "<th>ef</th><td>4</td>" in s.last_html
+    s.ef_search.value = 4
+    assert "<th>ef_search</th><td>4</td>" in s.last_html
     s.query.value = "no-such-word"
     assert s.results is None and "Unknown query" in s.last_html
 

@@ -226,7 +226,7 @@ def scratch_root(fallback: Path) -> Path:
 def signature(lab_dir: Path, ref: Any = None) -> tuple:
     """What a fresh process sees: manifest CID, counters and the answers to ``queries()``.
 
-    ``ref=None`` loads the head through the seed API (``load_snapshot``); otherwise the
+    ``ref=None`` loads the head through ``load_snapshot``; otherwise the
     generation is checked out through a new ``Lab``.
     """
     from oluo_lab.cas import DirStore

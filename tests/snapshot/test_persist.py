@@ -1,4 +1,4 @@
-"""The seed API: persist_snapshot / load_snapshot (upstream tests plus the fixed defects)."""
+"""persist_snapshot / load_snapshot: the tests of Harmony's persistence, plus its fixed defects."""
 
 from __future__ import annotations
 
