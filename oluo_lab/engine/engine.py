@@ -56,11 +56,27 @@ from .events import (
     Search,
     Target,
 )
-from .index import METRICS, CompoundIndex, IndexConfig
+from .index import (
+    DEFAULT_HOLE_FRACTION,
+    DEFAULT_REPAIR_FRACTION,
+    METRICS,
+    CompactionPolicy,
+    CompoundIndex,
+    IndexConfig,
+)
 from .metadata import DecodedMetadata, MetadataColumns, decode_metadata, encode_columns
 from .results import SearchResults
 
 __all__ = ["DEFAULT_COMPACT_THRESHOLD", "OluoEngine"]
+
+
+def _policy(repair_fraction: float, hole_fraction: float) -> CompactionPolicy:
+    """The compaction policy, or InvalidEvent naming the bad value."""
+    try:
+        return CompactionPolicy(repair_fraction, hole_fraction)
+    except ValueError as exc:
+        raise InvalidEvent(str(exc)) from None
+
 
 #: Delta size at which an ingest compacts (``compact_threshold``'s default everywhere).
 DEFAULT_COMPACT_THRESHOLD = 1000
@@ -109,6 +125,17 @@ class OluoEngine:
     None uses faiss's OpenMP thread count there, and 1 thread on any other faiss; an
     explicit N > 1 on such a faiss builds faster but its graph bytes (and search
     results near ties) then vary between runs. Not stored in snapshots.
+
+    ``repair_fraction`` / ``hole_fraction``: the compaction policy
+    (:class:`~oluo_lab.engine.index.CompactionPolicy`). Deletes, evictions and
+    re-ingests leave dead positions in the base; while they are at most
+    ``repair_fraction`` of its entries (and the holes at most ``hole_fraction`` of its
+    positions) a compaction turns them into *holes* and repairs the graph in place
+    instead of rebuilding it: far less CPU, and a snapshot that shares most of its bytes
+    with the previous one; past either threshold it rebuilds and renumbers, which drops
+    the holes. Both are attributes (assignable) and stored in every snapshot, so a
+    restored engine continues with its policy. :attr:`compaction_mode` says what the next
+    compaction will do, :attr:`holes` how many holes the base holds.
     """
 
     def __init__(
@@ -123,6 +150,8 @@ class OluoEngine:
         on_snapshot: Callable[[PersistSnapshot], None] | None = None,
         build_threads: int | None = None,
         prune_headroom: float = IndexConfig.prune_headroom,
+        repair_fraction: float = DEFAULT_REPAIR_FRACTION,
+        hole_fraction: float = DEFAULT_HOLE_FRACTION,
     ) -> None:
         if metric not in METRICS:
             raise UnknownMetric(f"unknown metric {metric!r}; choose one of {list(METRICS)}")
@@ -149,6 +178,7 @@ class OluoEngine:
             raise InvalidEvent(
                 f"prune_headroom must be a number in [0, 0.5], got {prune_headroom!r}"
             )
+        self._policy = _policy(repair_fraction, hole_fraction)
         self.config = IndexConfig(
             int(dim),
             metric,
@@ -201,8 +231,45 @@ class OluoEngine:
 
     @property
     def base_size(self) -> int:
-        """Vectors physically in the base (including tombstoned ones)."""
+        """Vectors physically in the base (including tombstoned ones and holes)."""
         return self._index.base_n
+
+    @property
+    def holes(self) -> int:
+        """Base positions that hold no entry: deleted vectors the last compactions
+        repaired around (zeroed and unlinked; a rebuild drops them)."""
+        return len(self._index.holes)
+
+    @property
+    def repair_fraction(self) -> float:
+        """Compaction policy: repair in place while the dead positions are at most this
+        share of the base's entries (0: always rebuild)."""
+        return self._policy.repair_fraction
+
+    @repair_fraction.setter
+    def repair_fraction(self, value: float) -> None:
+        self._policy = _policy(value, self._policy.hole_fraction)
+
+    @property
+    def hole_fraction(self) -> float:
+        """Compaction policy: rebuild once a repair would leave more than this share of
+        the base's positions as holes."""
+        return self._policy.hole_fraction
+
+    @hole_fraction.setter
+    def hole_fraction(self, value: float) -> None:
+        self._policy = _policy(self._policy.repair_fraction, value)
+
+    @property
+    def compaction_mode(self) -> str:
+        """What the next compaction does: ``"append"``, ``"repair"`` or ``"rebuild"``."""
+        return self._index.compaction_mode(self._policy)
+
+    def graph_problems(self, limit: int = 20) -> list[tuple[int, str]]:
+        """Broken invariants of the base graph as ``(position, message)`` rows, empty
+        when it is sound: lists packed left, no list naming a hole, holes unlinked and
+        zeroed, the entry point live on the top level (float metrics)."""
+        return self._index.graph_problems(limit)
 
     def __len__(self) -> int:
         return self._table.n_live
@@ -228,7 +295,8 @@ class OluoEngine:
     def __repr__(self) -> str:
         return (
             f"OluoEngine(dim={self.dim}, metric={self.metric!r}, entries={len(self)}, "
-            f"base={self._index.base_n}, delta={self._index.delta_n}, generation={self._generation})"
+            f"base={self._index.base_n}, holes={self.holes}, delta={self._index.delta_n}, "
+            f"generation={self._generation})"
         )
 
     def _repr_html_(self) -> str:
@@ -237,6 +305,7 @@ class OluoEngine:
             ("metric", self.metric),
             ("entries", len(self)),
             ("base", self._index.base_n),
+            ("holes", self.holes),
             ("delta", self._index.delta_n),
             ("generation", self._generation),
             ("key_counter", self._key_counter),
@@ -246,6 +315,11 @@ class OluoEngine:
                 f"{self.config.M} / {self.config.ef_construction} / {self.config.ef_search}",
             ),
             ("prune_headroom", f"{self.config.prune_headroom:g}"),
+            (
+                "repair_fraction / hole_fraction",
+                f"{self.repair_fraction:g} / {self.hole_fraction:g}",
+            ),
+            ("next compaction", self.compaction_mode),
         ]
         return kv_table("OluoEngine", rows)
 
@@ -533,10 +607,11 @@ class OluoEngine:
         self, cols: MetadataColumns, generation: int, row_keys: np.ndarray
     ) -> bytes:
         """Metadata bytes of the live entries ``cols`` (from ``EntryTable.columns``);
-        ``row_keys`` is the key at each position of the base they describe (stored as
-        ``row_order`` when not in key order)."""
+        ``row_keys`` is the key at each position of the base they describe, -1 at a hole
+        (stored as ``row_order`` and ``index_holes`` when not simply in key order)."""
         cols = cols.with_row_keys(row_keys)
-        return encode_columns(self.config.as_dict(), self._key_counter, generation, cols)
+        config = {**self.config.as_dict(), **self._policy.as_dict()}
+        return encode_columns(config, self._key_counter, generation, cols)
 
     def renumber(self, generation: int) -> None:
         """Continue numbering from a later ``generation`` (never backwards): the next
@@ -550,16 +625,18 @@ class OluoEngine:
 
     # ------------------------------------------------------------------ compaction
     def _compact(self) -> PersistSnapshot:
-        """Merge the delta into a new base, drop dead vectors, emit the snapshot.
+        """Merge the delta into a new base, drop dead vectors (rebuilt without them, or
+        left as holes by a repair: see :attr:`compaction_mode`), emit the snapshot.
 
         State changes only after the new base and both byte strings exist.
         """
         try:
-            ix, data, keys, scopes = self._index.compact()
+            ix, data, keys, scopes = self._index.compact(self.compaction_mode)
         except Exception as exc:
             raise CompactionFailed(f"building the new base failed: {exc}") from exc
-        if len(keys) != len(self):
-            raise CompactionFailed(f"new base has {len(keys)} vectors for {len(self)} entries")
+        held = int((keys >= 0).sum())
+        if held != len(self):
+            raise CompactionFailed(f"new base holds {held} entries for {len(self)} live ones")
         gen = self._generation + 1
         cols = self._table.columns()
         meta = self._encode_metadata(cols, gen, keys)
@@ -593,12 +670,12 @@ class OluoEngine:
     ) -> OluoEngine:
         """Rebuild an engine from a PersistSnapshot's parts.
 
-        The configuration (dim, metric, M, efConstruction, efSearch, prune headroom) is
-        read from the metadata, not from defaults; the build rules are set on the
-        restored base, so later compactions insert exactly as the engine that wrote the
-        snapshot would have. The index must match it and hold exactly one
-        vector per entry, at the positions the metadata gives (ascending key, or its
-        ``row_order``). ``key_counter`` is clamped to ``> max key``; duplicate ids are
+        The configuration (dim, metric, M, efConstruction, efSearch, prune headroom,
+        compaction policy) is read from the metadata, not from defaults; the build rules
+        are set on the restored base, so later compactions insert and repair exactly as
+        the engine that wrote the snapshot would have. The index must match it and hold
+        exactly one vector per entry plus the metadata's holes, at the positions the
+        metadata gives (ascending key, or its ``row_order``, around ``index_holes``). ``key_counter`` is clamped to ``> max key``; duplicate ids are
         rejected; the next compaction is ``generation + 1`` and a
         ``CompactComplete(path, generation)`` is accepted. Raises
         :class:`EngineRestoreFailed` (or its subclass SnapshotDecodeError).
@@ -630,6 +707,8 @@ class OluoEngine:
                 on_snapshot=on_snapshot,
                 build_threads=build_threads,
                 prune_headroom=cfg["prune_headroom"],
+                repair_fraction=cfg["repair_fraction"],
+                hole_fraction=cfg["hole_fraction"],
             )
         except EngineInputError as exc:
             raise EngineRestoreFailed(f"snapshot config is invalid: {exc}") from exc
@@ -638,13 +717,20 @@ class OluoEngine:
         path = None if base_path is None else str(base_path)
         ix, mapped = eng._index.load(index_bytes, path)
         cols = meta.columns  # validated by decode_metadata (order, ranges, unique ids)
-        if ix.ntotal != len(cols):
+        if ix.ntotal != len(cols) + cols.n_holes:
             raise EngineRestoreFailed(
-                f"index holds {ix.ntotal} vectors but the metadata has {len(cols)} entries"
+                f"index holds {ix.ntotal} vectors but the metadata has {len(cols)} entries "
+                f"and {cols.n_holes} holes"
             )
-        row_scopes = cols.scope if cols.row_order is None else cols.scope[cols.row_order]
+        if cols.n_holes and eng.config.binary:
+            raise EngineRestoreFailed("a hamming index cannot hold holes")
         eng._index.install(
-            ix, index_bytes, cols.row_keys(), row_scopes, digest=index_digest, mapped=mapped
+            ix,
+            index_bytes,
+            cols.row_keys(),
+            cols.per_position(cols.scope, 0),
+            digest=index_digest,
+            mapped=mapped,
         )
         eng._table.restore(cols, eng._index.keys_sorted)
         max_key = int(cols.keys[-1]) if len(cols) else -1

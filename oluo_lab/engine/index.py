@@ -2,13 +2,15 @@
 
 * **base**: ``faiss.IndexHNSWFlat`` (cosine/ip: inner product, l2: squared L2)
   or ``faiss.IndexBinaryHNSW`` (hamming over all bits of packed codes). Base
-  position ``i`` holds key ``base_keys[i]``. A full rebuild renumbers the float
-  positions in breadth-first order of the new graph (:func:`locality_order`: graph
-  neighbours sit close in memory, so a search touches fewer cache lines); rows a
-  copy-on-write append adds follow in ascending key order, and the old positions
-  keep theirs. ``base_pos`` maps keys to positions through a sorted copy. Deleted,
-  evicted and shadowed (re-ingested) positions are tombstoned in ``base_alive`` and
-  dropped by the next compaction.
+  position ``i`` holds key ``base_keys[i]`` (-1: a *hole*, see below). A full rebuild
+  renumbers the float positions in breadth-first order of the new graph
+  (:func:`locality_order`: graph neighbours sit close in memory, so a search touches
+  fewer cache lines); rows a copy-on-write append adds follow in ascending key order,
+  and the old positions keep theirs. ``base_pos`` maps keys to positions through a
+  sorted copy. Deleted, evicted and shadowed (re-ingested) positions are tombstoned
+  in ``base_alive``; the next compaction either rebuilds without them or, under the
+  :class:`CompactionPolicy`, repairs the graph in place (``_repair.py``) and leaves
+  them as holes: zeroed, unlinked positions no search can reach.
 * **delta**: NumPy rows searched exactly with ``faiss.knn`` / ``faiss.knn_hamming``.
   A key in the delta shadows its base position.
 
@@ -57,14 +59,19 @@ from ._faiss_native import (
 )
 from ._faiss_native import digest as _digest
 from ._faiss_native import swig_ptr as _ptr
+from ._repair import graph_problems, repair_graph
 from .errors import CompactCompleteFailed, DimensionMismatch, EngineRestoreFailed, InvalidVector
 
 __all__ = [
+    "COMPACTION_MODES",
+    "DEFAULT_HOLE_FRACTION",
+    "DEFAULT_REPAIR_FRACTION",
     "EXACT_LIMIT",
     "HUGE_PAGES",
     "LEGACY_PRUNE_HEADROOM",
     "LEVEL_SEED",
     "METRICS",
+    "CompactionPolicy",
     "CompoundIndex",
     "IndexConfig",
 ]
@@ -79,6 +86,15 @@ LEVEL_SEED = 12345
 #: whose config does not record one (metadata versions 1 and 2), faiss 1.15's default
 #: and so the rule every such snapshot was built with.
 LEGACY_PRUNE_HEADROOM = 0.2
+
+#: format (docs/FORMAT.md §2.2, ``config.repair_fraction``): the default share of a base's
+#: entries that may be dead when a compaction repairs in place (see CompactionPolicy)
+DEFAULT_REPAIR_FRACTION = 0.1
+#: format (docs/FORMAT.md §2.2, ``config.hole_fraction``): the default share of holes a
+#: repaired base may hold
+DEFAULT_HOLE_FRACTION = 0.2
+#: what a compaction does: copy-on-write append, in-place repair (+ append), rebuild
+COMPACTION_MODES = ("append", "repair", "rebuild")
 
 # Tuning knobs: they change speed or memory, never the answers or the bytes.
 #: allowed-base-position count at or below which filtered search is exact brute force
@@ -142,6 +158,41 @@ class IndexConfig:
         return ix
 
 
+@dataclass(frozen=True)
+class CompactionPolicy:
+    """When a compaction repairs the base's graph in place instead of rebuilding it.
+
+    Deleted, evicted and re-ingested entries leave *dead* positions in the base. A
+    compaction of a float base with dead positions **repairs** when they are at most
+    ``repair_fraction`` of the base's entries and the base would then hold at most
+    ``hole_fraction`` holes (of all its positions): the dead positions become holes,
+    the graph is re-linked around them (``_repair.repair_graph``) and new rows are
+    appended, so the snapshot shares most of its bytes with its parent. Otherwise it
+    **rebuilds** the base from the live vectors and renumbers it, which drops every
+    hole. ``repair_fraction = 0`` turns repair off. Hamming bases always rebuild.
+
+    The defaults come from ``bench/mutations.py`` (docs/BENCHMARKS.md, mutations). The
+    policy decides which bytes a compaction writes, so it travels with every snapshot
+    (metadata ``config``) and a restored engine continues with it."""
+
+    repair_fraction: float = DEFAULT_REPAIR_FRACTION
+    hole_fraction: float = DEFAULT_HOLE_FRACTION
+
+    def __post_init__(self) -> None:
+        for name in ("repair_fraction", "hole_fraction"):
+            v = getattr(self, name)
+            if (
+                not isinstance(v, (int, float, np.integer, np.floating))
+                or isinstance(v, (bool, np.bool_))
+                or not 0.0 <= float(v) <= 1.0
+            ):
+                raise ValueError(f"{name} must be a number in [0, 1], got {v!r}")
+            object.__setattr__(self, name, float(v))
+
+    def as_dict(self) -> dict:
+        return {"repair_fraction": self.repair_fraction, "hole_fraction": self.hole_fraction}
+
+
 class _FastPlan(NamedTuple):
     """What :meth:`CompoundIndex.search_one` needs for one scope (unpacked positionally)."""
 
@@ -184,7 +235,10 @@ class CompoundIndex:
         self._ident = True  # base position i holds key i (see _keys_are_positions)
         self.base_alive = np.zeros(0, bool)
         self.base_scope = np.zeros(0, np.int8)
+        #: dead positions: tombstoned entries the next compaction drops (not holes)
         self.n_dead = 0
+        #: positions that hold no entry (ascending): zeroed, unlinked, never searched
+        self.holes = np.zeros(0, np.int64)
         self._base_vecs: np.ndarray | None = None
         #: exact-match lookup over the base rows; built by the first search that needs it
         self.exact_matches: ExactMatchIndex | None = None
@@ -275,7 +329,14 @@ class CompoundIndex:
     # ------------------------------------------------------------------ sizes
     @property
     def base_n(self) -> int:
+        """Positions in the base (entries, dead ones and holes)."""
         return 0 if self.base is None else int(self.base.ntotal)
+
+    @property
+    def base_entries(self) -> int:
+        """Positions that hold an entry (live or dead): all but the holes. A search of
+        the whole graph can reach every one of them and no hole."""
+        return self.base_n - len(self.holes)
 
     def _new_index(self):
         cfg = self.config
@@ -375,7 +436,7 @@ class CompoundIndex:
             count = int(allowed.sum())
             packed = np.packbits(allowed, bitorder="little")
             sel = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(packed))
-            hit = (allowed, count, count == self.base_n, (packed, sel))
+            hit = (allowed, count, count == self.base_entries, (packed, sel))
             self._scope_cache[scope] = hit
         return hit
 
@@ -410,9 +471,10 @@ class CompoundIndex:
         if key_mask is None:
             allowed, count, everything, holder = self._scope_allowed(scope)
         else:
-            allowed = self.base_alive & (self.base_scope <= scope) & key_mask[self.base_keys]
+            allowed = self.base_alive & (self.base_scope <= scope)
+            allowed &= key_mask[np.maximum(self.base_keys, 0)]
             count = int(allowed.sum())
-            everything = count == self.base_n
+            everything = count == self.base_entries
             holder = None
         if count == 0:
             return np.full((nq, k), np.inf), np.full((nq, k), -1, np.int64)
@@ -642,39 +704,72 @@ class CompoundIndex:
         """True when a compaction would change the base."""
         return self.delta_n > 0 or self.n_dead > 0 or self.base is None
 
-    def compact(self) -> tuple[object, bytes, np.ndarray, np.ndarray]:
+    def compaction_mode(self, policy: CompactionPolicy) -> str:
+        """What the next compaction does under ``policy`` (one of :data:`COMPACTION_MODES`).
+
+        ``append`` when the base has no dead positions and the delta's keys follow its
+        own; ``repair`` when it has dead positions and ``policy`` allows repairing them
+        (float bases that keep a live entry); ``rebuild`` otherwise, and always for the
+        first base."""
+        if self.base is None:
+            return "rebuild"
+        n = self.delta_n
+        if self.n_dead == 0 and (
+            self.base_entries == 0
+            or n == 0
+            or int(self.delta_keys[:n].min()) > int(self.keys_sorted[-1])
+        ):
+            return "append"
+        entries = self.base_entries
+        holes = len(self.holes) + self.n_dead
+        if (
+            not self.config.binary
+            and self.n_dead < entries
+            and self.n_dead <= policy.repair_fraction * entries
+            and holes <= policy.hole_fraction * (self.base_n + n)
+        ):
+            return "repair"
+        return "rebuild"
+
+    def compact(self, mode: str | None = None) -> tuple[object, bytes, np.ndarray, np.ndarray]:
         """Build the next base without touching the current state.
 
         Returns (index, index_bytes, keys, scopes) with ``keys[i]`` the key at position
-        ``i``; :meth:`install` makes it current. Copy-on-write append (new rows in key
-        order after the old ones, which keep their positions, so snapshots of the old
-        part dedupe) when the base has no dead positions, else a rebuild from the live
-        vectors inserted in key order, then renumbered by :func:`locality_order`
-        (float metrics). ``build_threads`` faiss threads (the bytes are the same for any
-        count where :func:`deterministic_threaded_build` holds), level RNG reseeded from
-        the row count, the config's build rules set on the index first.
+        ``i`` (-1 at a hole); :meth:`install` makes it current. ``mode`` (default: what
+        :meth:`compaction_mode` picks under the default policy):
+
+        * ``append``: copy-on-write append, new rows in key order after the old ones,
+          which keep their positions, so snapshots of the old part dedupe;
+        * ``repair``: the dead positions of a copy of the base become holes
+          (``_repair.repair_graph``: no links in or out, zeroed vectors, the graph
+          re-linked around them), then the new rows are appended as above;
+        * ``rebuild``: a new base from the live vectors inserted in key order, then
+          renumbered by :func:`locality_order` (float metrics); no holes.
+
+        ``build_threads`` faiss threads (the bytes are the same for any count where
+        :func:`deterministic_threaded_build` holds), level RNG reseeded from the row
+        count, the config's build rules set on the index first.
         """
+        if mode is None:
+            mode = self.compaction_mode(CompactionPolicy())
+        if mode not in COMPACTION_MODES:
+            raise ValueError(f"mode must be one of {COMPACTION_MODES}, got {mode!r}")
         n = self.delta_n
         order = np.argsort(self.delta_keys[:n], kind="stable")
         d_keys = self.delta_keys[:n][order]
         d_vecs = self.delta_vecs[:n][order]
         d_scope = self.delta_scope[:n][order]
-        append = (
-            self.base is not None
-            and self.n_dead == 0
-            and (self.base_n == 0 or n == 0 or d_keys[0] > self.keys_sorted[-1])
-        )
-        if append:
-            if self.base_mapped:
-                ix = deserialize_index(self.base_bytes(), self.config.binary)
-            else:
-                ix = (
-                    faiss.clone_binary_index(self.base)
-                    if self.config.binary
-                    else faiss.clone_index(self.base)
-                )
-            keys = np.concatenate([self.base_keys, d_keys])
-            scopes = np.concatenate([self.base_scope, d_scope])
+        if mode != "rebuild":
+            ix = self._owned_copy()
+            keys, scopes = self.base_keys, self.base_scope
+            if mode == "repair":
+                dead = np.flatnonzero(~self.base_alive & (self.base_keys >= 0))
+                self.config.apply_build_rules(ix)
+                repair_graph(ix, dead, prune_headroom=self.config.prune_headroom)
+                keys, scopes = keys.copy(), scopes.copy()
+                keys[dead], scopes[dead] = -1, 0
+            keys = np.concatenate([keys, d_keys])
+            scopes = np.concatenate([scopes, d_scope])
             vecs = d_vecs
         else:
             live = np.nonzero(self.base_alive)[0]
@@ -689,12 +784,27 @@ class CompoundIndex:
             ix.hnsw.rng = faiss.RandomGenerator(LEVEL_SEED + int(ix.ntotal))
             with faiss_threads(self.effective_build_threads()):
                 ix.add(vecs)
-        if not append and self.reorder and not self.config.binary and ix.ntotal > 1:
+        if mode == "rebuild" and self.reorder and not self.config.binary and ix.ntotal > 1:
             perm = locality_order(ix)
             ix.permute_entries(perm)
             keys, scopes = keys[perm], scopes[perm]
         data = serialize_index(ix, self.config.binary)
         return ix, data, keys, scopes.astype(np.int8)
+
+    def _owned_copy(self) -> object:
+        """A copy of the base that owns its arrays (a mapped base is read-only)."""
+        if self.base_mapped:
+            return deserialize_index(self.base_bytes(), self.config.binary)
+        if self.config.binary:
+            return faiss.clone_binary_index(self.base)
+        return faiss.clone_index(self.base)
+
+    def graph_problems(self, limit: int = 20) -> list[tuple[int, str]]:
+        """Broken invariants of a float base's graph and holes as ``(position, message)``
+        (``_repair.graph_problems``); empty for a sound base and for hamming bases."""
+        if self.base is None or self.config.binary:
+            return []
+        return graph_problems(self.base, self.holes, limit)
 
     def install(
         self,
@@ -707,22 +817,27 @@ class CompoundIndex:
     ) -> None:
         """Make a compacted (or restored) index the base and empty the delta.
 
-        ``digest``: the blake3-256 of ``data`` when the caller already has it (a restore
-        from the CAS verified it); ``mapped``: ``ix`` was read with IO_FLAG_MMAP_IFC."""
+        ``keys[i]``: the key at position ``i``, -1 at a hole. ``digest``: the blake3-256 of
+        ``data`` when the caller already has it (a restore from the CAS verified it);
+        ``mapped``: ``ix`` was read with IO_FLAG_MMAP_IFC."""
         self.base = self.config.apply_build_rules(ix)
         self.base_mapped = mapped
         self.base_digest = _digest(data) if digest is None else digest
-        self.base_keys = np.ascontiguousarray(keys, np.int64)
-        bk = self.base_keys
-        if len(bk) < 2 or bool((bk[1:] > bk[:-1]).all()):
-            self.keys_sorted, self._keys_pos = bk, None
+        self.base_keys = bk = np.ascontiguousarray(keys, np.int64)
+        self.holes = np.flatnonzero(bk < 0)
+        where = None if not len(self.holes) else np.flatnonzero(bk >= 0)
+        lk = bk if where is None else bk[where]
+        if len(lk) < 2 or bool((lk[1:] > lk[:-1]).all()):
+            self.keys_sorted, self._keys_pos = lk, where
             # sorted and unique: the identity exactly when the ends are 0 and n-1
-            self._ident = len(bk) == 0 or (int(bk[0]) == 0 and int(bk[-1]) == len(bk) - 1)
+            self._ident = where is None and (
+                len(bk) == 0 or (int(bk[0]) == 0 and int(bk[-1]) == len(bk) - 1)
+            )
         else:
             self._ident = False
-            o = np.argsort(self.base_keys, kind="stable")
-            self.keys_sorted, self._keys_pos = self.base_keys[o], o
-        self.base_alive = np.ones(len(keys), bool)
+            o = np.argsort(lk, kind="stable")
+            self.keys_sorted, self._keys_pos = lk[o], o if where is None else where[o]
+        self.base_alive = bk >= 0
         self.base_scope = np.ascontiguousarray(scopes, np.int8)
         self.n_dead = 0
         self._base_vecs = None

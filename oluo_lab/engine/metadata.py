@@ -2,27 +2,30 @@
 
 The metadata bytes of a :class:`~oluo_lab.engine.events.PersistSnapshot` are one
 canonical CBOR item (RFC 8949 §4.2.3 "length-first" core deterministic order, as
-written by ``cbor2.dumps(obj, canonical=True)``). Versions 2 and 3 are *columnar*, so
+written by ``cbor2.dumps(obj, canonical=True)``). Versions 2 to 4 are *columnar*, so
 that a restore builds no Python object per entry::
 
-    {"format": "oluo-engine-metadata", "version": 3,
+    {"format": "oluo-engine-metadata", "version": 4,
      "config": {"dim", "metric", "M", "ef_construction", "ef_search", "prune_headroom",
-                "faiss_version"},
-     "entries": n, "key_counter": int, "generation": int,
+                "repair_fraction", "hole_fraction", "faiss_version"},
+     "entries": n, "holes": h, "key_counter": int, "generation": int,
      "entry_columns": {"keys", "targets", "scope", "privacy_tier", "ingested_at_ms",
                        "expires_rows", "expires_at", "overlay_rows", "overlays",
-                       "metadata_ends", "metadata"[, "row_order"]}}
+                       "metadata_ends", "metadata"[, "row_order"][, "index_holes"]}}
 
 Fixed-width columns are little-endian byte strings; ``targets`` is a CBOR array;
 ``metadata`` concatenates one canonical CBOR map per entry (``metadata_ends`` holds
 each entry's end offset). Because the map keys sort length-first, every header field
 precedes ``entry_columns``: :func:`read_metadata_header` reads them without touching
-the entries. ``row_order`` (u32 per faiss index position: the row of the entry stored
-there) is present only when the index is not in key order, i.e. after the engine
-renumbered a rebuilt base for cache locality. :func:`decode_metadata` validates
+the entries. ``index_holes`` (u32 each, ascending) lists the index positions that hold
+no entry: deleted vectors whose graph was repaired in place (zeroed, unlinked; the
+index holds ``n + h`` vectors). ``row_order`` (u32 per index position that is not a
+hole: the row of the entry stored there) is present only when the entries are not in
+key order, i.e. after the engine renumbered a rebuilt base for cache locality or
+appended re-ingested keys after holes. :func:`decode_metadata` validates
 every column with numpy; the caller's per-entry maps are decoded (strictly) on first
 access, or all at once by :meth:`DecodedMetadata.check_entries`. Version 1 (one CBOR
-array per entry) is still decoded, into the same columns; only version 2 is written.
+array per entry) is still decoded, into the same columns; only version 4 is written.
 
 Caller metadata is restricted to values that CBOR round-trips exactly: None,
 bool, int, float (not NaN), str, bytes, list, and dict with str keys. Tuples,
@@ -46,7 +49,7 @@ import numpy as np
 from ._ingest import normalize_metadata
 from .errors import SnapshotDecodeError, UnencodableMetadata
 from .events import EntryMetadata, PrivacyTier, Scope, Target
-from .index import LEGACY_PRUNE_HEADROOM
+from .index import LEGACY_PRUNE_HEADROOM, CompactionPolicy
 
 __all__ = [
     "FORMAT_NAME",
@@ -63,15 +66,20 @@ __all__ = [
 #: format (docs/FORMAT.md §2.2): the document's ``format`` field
 FORMAT_NAME = "oluo-engine-metadata"
 #: format (docs/FORMAT.md §2.2): the version written
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 #: format (docs/FORMAT.md §2.2): versions :func:`decode_metadata` reads (1 is
 #: converted to columns on the fly)
-READABLE_VERSIONS = (1, 2, 3)
+READABLE_VERSIONS = (1, 2, 3, 4)
 #: format (docs/FORMAT.md §2.2): the fields of ``config`` in versions 1 and 2
 CONFIG_FIELDS_V2 = ("dim", "metric", "M", "ef_construction", "ef_search", "faiss_version")
-#: format (docs/FORMAT.md §2.2): the fields of ``config`` in version 3 (the one written)
-#: and of every decoded config (older ones get the headroom they were built with)
-CONFIG_FIELDS = (*CONFIG_FIELDS_V2[:5], "prune_headroom", "faiss_version")
+#: format (docs/FORMAT.md §2.2): the fields of ``config`` in version 3
+CONFIG_FIELDS_V3 = (*CONFIG_FIELDS_V2[:5], "prune_headroom", "faiss_version")
+#: format (docs/FORMAT.md §2.2): the fields of ``config`` in version 4 (the one written)
+#: and of every decoded config (older ones get the headroom they were built with and
+#: the default compaction policy)
+CONFIG_FIELDS = (*CONFIG_FIELDS_V3[:6], "repair_fraction", "hole_fraction", "faiss_version")
+#: format (docs/FORMAT.md §2.2): the ``config`` fields that are floats
+_FLOAT_FIELDS = ("prune_headroom", "repair_fraction", "hole_fraction")
 #: format (docs/FORMAT.md §2.2): the columns of ``entry_columns`` (besides ``row_order``)
 COLUMN_FIELDS = (
     "keys",
@@ -86,7 +94,8 @@ COLUMN_FIELDS = (
     "metadata_ends",
     "metadata",
 )
-#: format (docs/FORMAT.md §2.2): the fields before ``entry_columns``
+#: format (docs/FORMAT.md §2.2): the fields before ``entry_columns`` (versions 2 and 3;
+#: version 4 adds ``holes``)
 _HEADER_FIELDS = ("format", "version", "config", "entries", "key_counter", "generation")
 _U64 = np.dtype("<u8")
 #: format (docs/FORMAT.md §2.2): an empty caller map, canonical CBOR
@@ -121,8 +130,10 @@ class MetadataColumns:
     ``overlay_rows`` / ``overlays``: the rows with provenance ids (non-empty tuples);
     ``metadata`` the concatenated canonical CBOR maps, ``metadata_ends`` (int64) the end
     offset of each row's map. Caller maps are decoded only by :meth:`metadata_at`.
-    ``row_order``: for each faiss index position, the row of the entry stored there, when
-    that is not simply row ``i`` (the engine renumbers rebuilt bases for cache locality).
+    ``holes``: the index positions that hold no entry (ascending), None when there are
+    none. ``row_order``: for each index position that is not a hole, in order, the row
+    of the entry stored there, when that is not simply row ``i`` (the engine renumbers
+    rebuilt bases for cache locality).
     """
 
     keys: np.ndarray
@@ -136,21 +147,46 @@ class MetadataColumns:
     overlays: tuple[tuple[str, ...], ...]
     metadata_ends: np.ndarray
     metadata: bytes
-    #: index position -> row (int64 permutation), None when position ``i`` holds row ``i``
+    #: non-hole index position -> row (int64 permutation), None when the i-th such
+    #: position holds row ``i``
     row_order: np.ndarray | None = None
+    #: the index positions that hold no entry (int64, ascending), None when there are none
+    holes: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.keys)
 
+    @property
+    def n_holes(self) -> int:
+        return 0 if self.holes is None else len(self.holes)
+
+    def per_position(self, values: np.ndarray, fill: int = -1) -> np.ndarray:
+        """A per-row column laid out by index position: ``values[row]`` at the position
+        of each row, ``fill`` at the holes."""
+        ordered = values if self.row_order is None else values[self.row_order]
+        if self.holes is None:
+            return ordered
+        out = np.full(len(self) + len(self.holes), fill, ordered.dtype)
+        live = np.ones(len(out), bool)
+        live[self.holes] = False
+        out[live] = ordered
+        return out
+
     def row_keys(self) -> np.ndarray:
-        """The key held at each index position (int64)."""
-        return self.keys if self.row_order is None else self.keys[self.row_order]
+        """The key held at each index position (int64; -1 at a hole)."""
+        return self.per_position(self.keys)
 
     def with_row_keys(self, row_keys: np.ndarray | None) -> MetadataColumns:
-        """These columns with ``row_order`` set from the key at each index position
-        (``None`` or ascending key order: no ``row_order``). ValueError unless
-        ``row_keys`` is a permutation of ``keys``."""
-        return replace(self, row_order=_row_order(self.keys, row_keys))
+        """These columns with ``row_order`` and ``holes`` set from the key at each index
+        position, -1 at a hole (``None``: the positions hold the keys in ascending order).
+        ValueError unless the keys that are not -1 are a permutation of ``keys``."""
+        holes = None
+        if row_keys is not None:
+            row_keys = np.asarray(row_keys, np.int64).reshape(-1)
+            gaps = np.flatnonzero(row_keys < 0)
+            if len(gaps):
+                holes, row_keys = gaps, row_keys[row_keys >= 0]
+        return replace(self, row_order=_row_order(self.keys, row_keys), holes=holes)
 
     def metadata_slice(self, row: int) -> bytes:
         """The stored canonical CBOR of row ``row``'s caller metadata."""
@@ -284,14 +320,15 @@ def _u64_array(values: list[int], name: str) -> np.ndarray:
 def encode_columns(
     config: Mapping[str, Any], key_counter: int, generation: int, cols: MetadataColumns
 ) -> bytes:
-    """Encode a columnar entry table canonically (deterministic bytes)."""
+    """Encode a columnar entry table canonically (deterministic bytes). A ``config``
+    without the compaction policy's fields gets the policy's defaults."""
+    config = {**CompactionPolicy().as_dict(), **config}
     doc = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
-        "config": {
-            k: float(config[k]) if k == "prune_headroom" else config[k] for k in CONFIG_FIELDS
-        },
+        "config": {k: float(config[k]) if k in _FLOAT_FIELDS else config[k] for k in CONFIG_FIELDS},
         "entries": len(cols),
+        "holes": cols.n_holes,
         "key_counter": int(key_counter),
         "generation": int(generation),
         "entry_columns": {
@@ -310,6 +347,8 @@ def encode_columns(
     }
     if cols.row_order is not None:
         doc["entry_columns"]["row_order"] = cols.row_order.astype("<u4").tobytes()
+    if cols.holes is not None:
+        doc["entry_columns"]["index_holes"] = cols.holes.astype("<u4").tobytes()
     return cbor2.dumps(doc, canonical=True)
 
 
@@ -322,8 +361,9 @@ def encode_metadata(
 ) -> bytes:
     """Encode the metadata table canonically (entries sorted by key; deterministic bytes).
 
-    ``row_keys``: the key at each index position when the index is not in ascending key
-    order (a renumbered rebuild); stored as the ``row_order`` column.
+    ``row_keys``: the key at each index position (-1 at a hole) when the index is not
+    simply the keys in ascending order; stored as the ``row_order`` and ``index_holes``
+    columns.
     """
     cols = MetadataColumns.from_entries(entries).with_row_keys(row_keys)
     return encode_columns(config, key_counter, generation, cols)
@@ -341,6 +381,8 @@ class MetadataHeader:
     entries: int
     key_counter: int
     generation: int
+    #: index positions that hold no entry (0 before version 4)
+    holes: int = 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -361,8 +403,15 @@ class DecodedMetadata:
 
     @property
     def row_order(self) -> np.ndarray | None:
-        """Index position -> entry row (None: position ``i`` holds the ``i``-th key)."""
+        """Non-hole index position -> entry row (None: the ``i``-th such position holds
+        the ``i``-th key)."""
         return self.columns.row_order
+
+    @property
+    def holes(self) -> np.ndarray:
+        """The index positions that hold no entry (int64, ascending)."""
+        h = self.columns.holes
+        return np.zeros(0, np.int64) if h is None else h
 
     def row_keys(self) -> np.ndarray:
         """The key held at each index position (int64)."""
@@ -382,7 +431,8 @@ class DecodedMetadata:
     def __repr__(self) -> str:
         return (
             f"DecodedMetadata(config={self.config!r}, key_counter={self.key_counter}, "
-            f"generation={self.generation}, entries={len(self)})"
+            f"generation={self.generation}, entries={len(self)}, "
+            f"holes={self.columns.n_holes})"
         )
 
 
@@ -393,15 +443,23 @@ def _check_header(doc: Mapping[str, Any], need_count: bool) -> MetadataHeader:
     if version not in READABLE_VERSIONS or not _is_int(version):
         raise _fail(f"unsupported version {version!r} (this build reads {list(READABLE_VERSIONS)})")
     config = doc.get("config")
-    fields = CONFIG_FIELDS if version >= 3 else CONFIG_FIELDS_V2
+    fields = (
+        CONFIG_FIELDS_V2 if version < 3 else CONFIG_FIELDS_V3 if version == 3 else CONFIG_FIELDS
+    )
     if not isinstance(config, Mapping) or set(config) != set(fields):
         raise _fail(f"version {version} config must have exactly the fields {list(fields)}")
     config = dict(config)
     if version < 3:
         config["prune_headroom"] = LEGACY_PRUNE_HEADROOM
+    if version < 4:
+        config.update(CompactionPolicy().as_dict())
     ph = config["prune_headroom"]
     if type(ph) is not float or not 0.0 <= ph <= 0.5:
         raise _fail(f"config prune_headroom must be a float in [0, 0.5], got {ph!r}")
+    for name in ("repair_fraction", "hole_fraction"):
+        v = config[name]
+        if type(v) is not float or not 0.0 <= v <= 1.0:
+            raise _fail(f"config {name} must be a float in [0, 1], got {v!r}")
     kc, gen = doc.get("key_counter"), doc.get("generation")
     if not (_is_int(kc) and kc >= 0 and _is_int(gen) and gen >= 0):
         raise _fail("key_counter and generation must be non-negative ints")
@@ -412,7 +470,10 @@ def _check_header(doc: Mapping[str, Any], need_count: bool) -> MetadataHeader:
             count = len(count) if isinstance(count, list) else None
         if not (_is_int(count) and count >= 0):
             raise _fail(f"entries must be a non-negative int, got {count!r}")
-    return MetadataHeader(version, config, count, kc, gen)
+    holes = doc.get("holes", 0) if version >= 4 else 0
+    if not (_is_int(holes) and holes >= 0):
+        raise _fail(f"holes must be a non-negative int, got {holes!r}")
+    return MetadataHeader(version, config, count, kc, gen, holes)
 
 
 def read_metadata_header(data: bytes | bytearray | memoryview) -> MetadataHeader:
@@ -487,9 +548,10 @@ def decode_metadata(data: bytes | bytearray | memoryview | Mapping[str, Any]) ->
             raise _fail("version 1 fields are format, version, config, key_counter, ...")
         cols = _columns_from_v1(doc["entries"])
     else:
-        if set(doc) != set(_HEADER_FIELDS) | {"entry_columns"}:
-            raise _fail(f"fields must be exactly {sorted([*_HEADER_FIELDS, 'entry_columns'])}")
-        cols = _columns_from_v2(doc["entry_columns"], head.entries)
+        fields = {*_HEADER_FIELDS, "entry_columns"} | ({"holes"} if head.version >= 4 else set())
+        if set(doc) != fields:
+            raise _fail(f"fields must be exactly {sorted(fields)}")
+        cols = _columns_from_v2(doc["entry_columns"], head.entries, head.holes)
     return DecodedMetadata(head.config, head.key_counter, head.generation, cols)
 
 
@@ -525,11 +587,11 @@ def _small_column(c: Mapping[str, Any], name: str, n: int, top: int) -> np.ndarr
     return a.astype(np.int8)
 
 
-def _columns_from_v2(c: Any, n: int) -> MetadataColumns:
-    if not isinstance(c, Mapping) or set(c) - {"row_order"} != set(COLUMN_FIELDS):
+def _columns_from_v2(c: Any, n: int, n_holes: int = 0) -> MetadataColumns:
+    if not isinstance(c, Mapping) or set(c) - {"row_order", "index_holes"} != set(COLUMN_FIELDS):
         raise _fail(
             f"entry_columns must have exactly the columns {list(COLUMN_FIELDS)} "
-            "(and optionally row_order)"
+            "(and optionally row_order and index_holes)"
         )
     keys_u = _u64_column(c, "keys", n)
     if n and int(keys_u[-1]) >= 2**63:
@@ -590,6 +652,7 @@ def _columns_from_v2(c: Any, n: int) -> MetadataColumns:
         metadata_ends=ends.astype(np.int64),
         metadata=blob,
         row_order=_row_order_column(c, n),
+        holes=_holes_column(c, n, n_holes),
     )
 
 
@@ -607,6 +670,24 @@ def _row_order_column(c: Mapping[str, Any], n: int) -> np.ndarray | None:
     if np.array_equal(ro, np.arange(n)):
         raise _fail("column row_order is the identity (it must then be absent)")
     return ro
+
+
+def _holes_column(c: Mapping[str, Any], n: int, n_holes: int) -> np.ndarray | None:
+    """The ``index_holes`` column: ``n_holes`` strictly increasing positions below
+    ``n + n_holes`` (u32 little-endian), present exactly when there are holes."""
+    if "index_holes" not in c:
+        if n_holes:
+            raise _fail(f"the header counts {n_holes} holes but there is no index_holes column")
+        return None
+    b = c["index_holes"]
+    if type(b) is not bytes or len(b) != 4 * n_holes or not n_holes:
+        raise _fail(f"column index_holes must be a byte string of {4 * n_holes} bytes (> 0)")
+    holes = np.frombuffer(b, "<u4").astype(np.int64)
+    if int(holes[-1]) >= n + n_holes or not _increasing(holes):
+        raise _fail(
+            f"column index_holes must hold strictly increasing positions below {n + n_holes}"
+        )
+    return holes
 
 
 def _check_unique(targets: list[Target], keys: np.ndarray) -> None:

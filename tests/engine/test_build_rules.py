@@ -99,7 +99,9 @@ def test_without_the_rules_a_restored_engine_would_append_other_bytes(monkeypatc
 def test_version_2_snapshots_keep_growing_with_faiss_s_old_headroom(metric):
     want = _history(metric, prune_headroom=LEGACY_PRUNE_HEADROOM)
     doc = cbor2.loads(want[0].metadata_bytes)
-    del doc["config"]["prune_headroom"]
+    for name in ("prune_headroom", "repair_fraction", "hole_fraction"):
+        del doc["config"][name]
+    del doc["holes"]
     doc["version"] = 2
     v2 = cbor2.dumps(doc, canonical=True)
     eng = OluoEngine.from_snapshot(want[0].index_bytes, v2, 2000, 1)
@@ -107,7 +109,7 @@ def test_version_2_snapshots_keep_growing_with_faiss_s_old_headroom(metric):
     _, more, _ = _vectors(metric)
     snap = _grow(eng, more, 2000)
     assert _same(snap, want[1])
-    assert cbor2.loads(snap.metadata_bytes)["version"] == 3
+    assert cbor2.loads(snap.metadata_bytes)["version"] == 4
 
 
 @pytest.mark.parametrize("bad", [-0.1, 0.51, math.nan, math.inf, True, "0.2", None])

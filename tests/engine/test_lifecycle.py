@@ -259,7 +259,9 @@ def test_on_snapshot_callback_receives_auto_compactions():
     eng = OluoEngine(8, "l2", compact_threshold=4, on_snapshot=got.append)
     eng.add(make_vectors("l2", 9, 8, seed=17))
     assert [s.generation for s in got] == [1] and eng.pending_snapshots == []
-    assert repr(eng) == "OluoEngine(dim=8, metric='l2', entries=9, base=9, delta=0, generation=1)"
+    assert repr(eng) == (
+        "OluoEngine(dim=8, metric='l2', entries=9, base=9, holes=0, delta=0, generation=1)"
+    )
 
 
 def test_single_vector_ingest_forms():

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from engine_helpers import make_vectors
 
+from oluo_lab.engine.index import CompactionPolicy
 from oluo_lab.engine import (
     Delete,
     EngineError,
@@ -36,18 +37,59 @@ CFG = {
     "ef_construction": 128,
     "ef_search": 64,
     "prune_headroom": 0.0,
+    "repair_fraction": 0.1,
+    "hole_fraction": 0.2,
     "faiss_version": "1.15.1",
 }
+# what version 3 decodes to: it records no compaction policy (the defaults apply)
+CFG_V3 = dict(CFG, **CompactionPolicy().as_dict())
 # what versions 1 and 2 decode to: they record no headroom and were built with faiss's 0.2
-CFG_LEGACY = dict(CFG, prune_headroom=0.2)
+CFG_LEGACY = dict(CFG_V3, prune_headroom=0.2)
 ENTRIES = {
     0: EntryMetadata(
         "a", {"word": "the", "n": 1}, PrivacyTier.PUBLIC_DURABLE, None, 5, Scope.NETWORK_WIDE, ()
     ),
     3: EntryMetadata(7, {}, PrivacyTier.PUBLIC_EPHEMERAL, 9000, 6, Scope.PERSONAL, ("p1",)),
 }
-# the test vector printed in docs/FORMAT.md (Appendix A.2): format version 3
+# the test vector printed in docs/FORMAT.md (Appendix A.2): format version 4
 VECTOR_HEX = (
+    "a865686f6c65730066636f6e666967a9614d106364696d04666d657472696362"
+    "6c326965665f73656172636818406d66616973735f76657273696f6e66312e31"
+    "352e316d686f6c655f6672616374696f6efb3fc999999999999a6e7072756e65"
+    "5f68656164726f6f6df900006f65665f636f6e737472756374696f6e18806f72"
+    "65706169725f6672616374696f6efb3fb999999999999a66666f726d6174746f"
+    "6c756f2d656e67696e652d6d6574616461746167656e74726965730267766572"
+    "73696f6e046a67656e65726174696f6e016b6b65795f636f756e746572046d65"
+    "6e7472795f636f6c756d6e73ab646b6579735000000000000000000300000000"
+    "0000006573636f7065420200677461726765747382616107686d657461646174"
+    "614ea2616e0164776f726463746865a0686f7665726c61797381816270316a65"
+    "7870697265735f61744828230000000000006c657870697265735f726f777348"
+    "01000000000000006c6f7665726c61795f726f77734801000000000000006c70"
+    "7269766163795f746965724200016d6d657461646174615f656e6473500d0000"
+    "00000000000e000000000000006e696e6765737465645f61745f6d7350050000"
+    "00000000000600000000000000"
+)
+# the same table at index positions 0 and 2 around a hole at 1 (keys 3, -, 0)
+HOLES_HEX = (
+    "a865686f6c65730166636f6e666967a9614d106364696d04666d657472696362"
+    "6c326965665f73656172636818406d66616973735f76657273696f6e66312e31"
+    "352e316d686f6c655f6672616374696f6efb3fc999999999999a6e7072756e65"
+    "5f68656164726f6f6df900006f65665f636f6e737472756374696f6e18806f72"
+    "65706169725f6672616374696f6efb3fb999999999999a66666f726d6174746f"
+    "6c756f2d656e67696e652d6d6574616461746167656e74726965730267766572"
+    "73696f6e046a67656e65726174696f6e016b6b65795f636f756e746572046d65"
+    "6e7472795f636f6c756d6e73ad646b6579735000000000000000000300000000"
+    "0000006573636f7065420200677461726765747382616107686d657461646174"
+    "614ea2616e0164776f726463746865a0686f7665726c61797381816270316972"
+    "6f775f6f726465724801000000000000006a657870697265735f617448282300"
+    "00000000006b696e6465785f686f6c657344010000006c657870697265735f72"
+    "6f77734801000000000000006c6f7665726c61795f726f777348010000000000"
+    "00006c707269766163795f746965724200016d6d657461646174615f656e6473"
+    "500d000000000000000e000000000000006e696e6765737465645f61745f6d73"
+    "5005000000000000000600000000000000"
+)
+# the same table in format version 3 (no compaction policy in the config), still decoded
+V3_HEX = (
     "a766636f6e666967a7614d106364696d04666d6574726963626c326965665f73"
     "656172636818406d66616973735f76657273696f6e66312e31352e316e707275"
     "6e655f68656164726f6f6df900006f65665f636f6e737472756374696f6e1880"
@@ -95,23 +137,36 @@ def test_metadata_test_vector_is_pinned():
     assert dec.entries == ENTRIES and dec.config == CFG
     assert dec.key_counter == 4 and dec.generation == 1 and len(dec) == 2
     head = read_metadata_header(data)
-    assert (head.version, head.config, head.entries) == (3, CFG, 2)
+    assert (head.version, head.config, head.entries, head.holes) == (4, CFG, 2, 0)
     assert (head.key_counter, head.generation) == (4, 1)
 
 
-@pytest.mark.parametrize("version, hexdata", [(1, V1_HEX), (2, V2_HEX)])
-def test_versions_1_and_2_are_still_decoded_with_the_headroom_they_were_built_with(
-    version, hexdata
+def test_holes_test_vector_is_pinned():
+    data = encode_metadata(CFG, 4, 1, ENTRIES, np.array([3, -1, 0]))
+    assert data.hex() == HOLES_HEX
+    dec = decode_metadata(data)
+    assert dec.entries == ENTRIES and dec.row_keys().tolist() == [3, -1, 0]
+    assert dec.holes.tolist() == [1] and dec.row_order.tolist() == [1, 0]
+    assert read_metadata_header(data).holes == 1
+
+
+@pytest.mark.parametrize(
+    "version, hexdata, cfg", [(1, V1_HEX, CFG_LEGACY), (2, V2_HEX, CFG_LEGACY), (3, V3_HEX, CFG_V3)]
+)
+def test_older_versions_are_still_decoded_with_the_rules_they_were_built_with(
+    version, hexdata, cfg
 ):
     raw = bytes.fromhex(hexdata)
     dec = decode_metadata(raw)
-    assert dec.entries == ENTRIES and dec.config == CFG_LEGACY and len(dec) == 2
+    assert dec.entries == ENTRIES and dec.config == cfg and len(dec) == 2
+    assert len(dec.holes) == 0
     head = read_metadata_header(raw)
-    assert (head.version, head.config, head.entries) == (version, CFG_LEGACY, 2)
-    # and re-encoded as version 3, the headroom now written out
+    assert (head.version, head.config, head.entries, head.holes) == (version, cfg, 2, 0)
+    # and re-encoded as version 4, the headroom and the policy now written out
     again = encode_metadata(dec.config, 4, 1, dec.entries)
-    assert again == encode_metadata(CFG_LEGACY, 4, 1, ENTRIES)
-    assert cbor2.loads(again)["config"]["prune_headroom"] == 0.2
+    assert again == encode_metadata(cfg, 4, 1, ENTRIES)
+    assert cbor2.loads(again)["config"]["prune_headroom"] == cfg["prune_headroom"]
+    assert cbor2.loads(again)["version"] == 4
 
 
 def test_test_vector_in_format_doc():
@@ -119,7 +174,7 @@ def test_test_vector_in_format_doc():
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "FORMAT.md").read_text()
     section = doc.split("<!-- section:engine -->")[1].split("<!-- /section:engine -->")[0]
-    for vector in (VECTOR_HEX, V2_HEX, V1_HEX):
+    for vector in (VECTOR_HEX, HOLES_HEX, V3_HEX, V2_HEX, V1_HEX):
         assert vector in "".join(section.split())
 
 
@@ -287,12 +342,20 @@ def test_restore_rejects_bad_snapshots():
     with pytest.raises(SnapshotDecodeError):
         OluoEngine.from_snapshot(ib, mb[:-3], kc, g)
     with pytest.raises(SnapshotDecodeError, match="version"):
-        OluoEngine.from_snapshot(ib, dict(doc, version=4), kc, g)
+        OluoEngine.from_snapshot(ib, dict(doc, version=5), kc, g)
     config = doc["config"]
     legacy = {k: v for k, v in config.items() if k != "prune_headroom"}
+    v3 = {k: v for k, v in config.items() if k not in ("repair_fraction", "hole_fraction")}
     for bad, match in (
-        (dict(doc, config=legacy), "version 3 config must have exactly"),
-        (dict(doc, version=2), "version 2 config must have exactly"),
+        (dict(doc, config=legacy), "version 4 config must have exactly"),
+        (dict(doc, config=v3), "version 4 config must have exactly"),
+        ({**{k: v for k, v in doc.items() if k != "holes"}, "version": 2}, "version 2 config"),
+        ({k: v for k, v in doc.items() if k != "holes"}, "fields must be exactly"),
+        (dict(doc, version=3), "version 3 config must have exactly"),
+        (dict(doc, holes=-1), "holes must be a non-negative int"),
+        (dict(doc, holes=2), "no index_holes column"),
+        (dict(doc, config=dict(config, repair_fraction=1.5)), "repair_fraction must be a float"),
+        (dict(doc, config=dict(config, hole_fraction=0)), "hole_fraction must be a float"),
         (dict(doc, config=dict(config, prune_headroom=0)), "prune_headroom must be a float"),
         (dict(doc, config=dict(config, prune_headroom=0.6)), "in \\[0, 0.5\\]"),
         (dict(doc, config=dict(config, prune_headroom=-0.1)), "prune_headroom"),

@@ -41,7 +41,9 @@ def _engine(metric: str) -> OluoEngine:
 
 
 def _generations(metric: str) -> list[tuple[str, bytes]]:
-    """gen1 (2,000), gen2/gen3 (appends, copy-on-write), gen4 after a delete (rebuild)."""
+    """gen1 (2,000), gen2/gen3 (appends, copy-on-write), gen4 after a delete (an in-place
+    repair for float metrics: a patch; a rebuild for hamming), gen5 after a delete with
+    repair switched off (a rebuild)."""
     x = _vectors(metric, 2300, seed=7)
     eng = _engine(metric)
     eng.add(x[:2000])
@@ -51,7 +53,11 @@ def _generations(metric: str) -> list[tuple[str, bytes]]:
     eng.add(x[2100:2200])
     out.append(("patch", eng.compact().index_bytes))
     eng.delete([5, 17, 1999])
-    eng.add(x[2200:])
+    eng.add(x[2200:2250])
+    out.append(("full" if metric == "hamming" else "patch", eng.compact().index_bytes))
+    eng.repair_fraction = 0.0
+    eng.delete([6])
+    eng.add(x[2250:])
     out.append(("full", eng.compact().index_bytes))
     return out
 
@@ -85,9 +91,10 @@ def test_round_trip_every_generation_byte_identical(generations) -> None:
         assert rec.kind == kind
         assert _neighbors_form(cid, store) == form
         assert decode_index(cid, store) == data
-    assert [read_index_record(c, store).depth for c in cids] == [0, 1, 2, 0]
+    depths = [0, 1, 2, 0, 0] if metric == "hamming" else [0, 1, 2, 3, 0]
+    assert [read_index_record(c, store).depth for c in cids] == depths
     assert read_index_record(cids[1], store).parent == cids[0]
-    assert read_index_record(cids[3], store).parent is None
+    assert read_index_record(cids[4], store).parent is None
 
 
 def test_decoded_index_searches_like_the_original() -> None:
