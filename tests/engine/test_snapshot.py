@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from engine_helpers import make_vectors
 
-from oluo_lab.engine.index import CompactionPolicy
 from oluo_lab.engine import (
     Delete,
     EngineError,
@@ -29,6 +28,7 @@ from oluo_lab.engine import (
     encode_metadata,
     read_metadata_header,
 )
+from oluo_lab.engine.index import CompactionPolicy
 
 CFG = {
     "dim": 4,
