@@ -10,12 +10,24 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
-from ..cas import CID, BookStore, blob_info
+from ..cas import CID, BookStore, blob_info, open_blob, reassemble
+from ..engine.metadata import read_metadata_header
+from ..errors import OluoError
 from .errors import SnapshotNotFound
 from .index_codec import index_books
 from .manifest import SnapshotManifest, fetch_manifest
 
-__all__ = ["Generation", "generation_books", "payload_books", "payload_collected", "walk_history"]
+__all__ = [
+    "Generation",
+    "generation_books",
+    "generation_holes",
+    "payload_books",
+    "payload_collected",
+    "walk_history",
+]
+
+#: bytes read from the front of a metadata payload to find its header (config, counts)
+_HEADER_READ = 1 << 14
 
 
 @dataclass(frozen=True)
@@ -82,3 +94,25 @@ def generation_books(
     return (
         {cid} | index_books(manifest.index_cid, store) | payload_books(store, manifest.metadata_cid)
     )
+
+
+def generation_holes(
+    store: BookStore,
+    manifest: SnapshotManifest,
+    retired: Collection[CID] = (),
+    cid: CID | None = None,
+) -> int | None:
+    """Index positions of a generation that hold no entry (holes an in-place repair left),
+    read from the front of its metadata payload (the header; a few KB). None when the
+    payloads were collected or the header cannot be read (``verify`` reports why)."""
+    if cid in retired or payload_collected(store, manifest):
+        return None
+    try:
+        with open_blob(manifest.metadata_cid, store) as f:
+            front = f.read(_HEADER_READ)
+        try:
+            return read_metadata_header(front).holes
+        except OluoError:  # a header longer than the front, or a version 1 payload
+            return read_metadata_header(reassemble(manifest.metadata_cid, store)).holes
+    except OluoError:
+        return None

@@ -29,7 +29,7 @@ from .durable import data_dir_lock
 from .errors import OluoPersistError, PersistIOError, SnapshotNotFound
 from .gc import gc_lab
 from .head import Head, read_head, write_head
-from .history import generation_books, walk_history
+from .history import generation_books, generation_holes, walk_history
 from .index_codec import decode_index
 from .manifest import SnapshotManifest, check_note, fetch_manifest, manifest_html
 from .persist import persist_snapshot, restore_engine
@@ -121,7 +121,9 @@ class Lab:
         """One row per generation, newest first (a pandas DataFrame).
 
         ``bytes`` counts the logical bytes of every book the generation reaches;
-        ``new_bytes`` those of its books its parent does not reach.
+        ``new_bytes`` those of its books its parent does not reach; ``holes`` the index
+        positions that hold no entry (deleted vectors an in-place repair left zeroed and
+        unlinked; None once gc collected the generation's payloads).
         """
         import pandas as pd
 
@@ -139,6 +141,7 @@ class Lab:
                     "manifest": snap.cid.short,
                     "parent": "" if snap.parent is None else snap.parent.short,
                     "entries": snap.entries,
+                    "holes": generation_holes(self.store, snap.manifest, retired, snap.cid),
                     "bytes": sum(c.size for c in mine),
                     "new_bytes": sum(c.size for c in mine - parent_books),
                     "note": snap.note,
@@ -151,6 +154,7 @@ class Lab:
             "manifest",
             "parent",
             "entries",
+            "holes",
             "bytes",
             "new_bytes",
             "note",
@@ -443,6 +447,7 @@ def lab_html(lab: Lab, rows_shown: int = 20) -> str:
         "generation",
         "manifest",
         "entries",
+        "holes",
         "bytes",
         "new bytes",
         "shared | new",
@@ -463,6 +468,7 @@ def lab_html(lab: Lab, rows_shown: int = 20) -> str:
                 rec.generation,
                 Raw(f"<code>{rec.manifest}…</code>"),
                 rec.entries,
+                "—" if rec.holes is None or rec.holes != rec.holes else int(rec.holes),
                 fmt_bytes(int(rec.bytes)),
                 fmt_bytes(int(rec.new_bytes)),
                 bar,

@@ -52,7 +52,10 @@ class _Tally:
 
 def verify_lab(lab: Lab, sample: int = 32, bar: Any = None) -> VerifyReport:
     """Re-hash every reachable book, decode every manifest, load every retained index,
-    check its entries against the metadata and that a sample of entries finds itself.
+    check its entries against the metadata, its graph's invariants (lists packed, holes
+    unlinked and zeroed, no list naming a hole, a live entry point on the top level:
+    each broken one a ``graph`` problem naming the generation and index position) and
+    that a sample of entries finds itself.
     ``bar`` (a tqdm-like progress bar or None) advances by the bytes of each book read."""
     tally = _Tally()
     roots = _roots(lab, tally)
@@ -119,6 +122,10 @@ def _verify_generation(
                 gen.cid.hex,
                 g,
                 f"index holds {len(engine)} entries, manifest says {gen.manifest.entries}",
+            )
+        for position, message in engine.graph_problems():
+            tally.error(
+                "graph", gen.manifest.index_cid.hex, g, f"index position {position}: {message}"
             )
         tally.searched += _self_search(engine, sample, gen.cid, g, tally.problems)
     except _FAILURES as exc:
