@@ -247,13 +247,14 @@ def main() -> None:
         if args.churn:
             churn(lab, gen1, args, vectors, words, base_rows, pool_rows, queries, rng)
         if args.sweep:
-            sweep(lab, Path(tmp), gen1, args, all_ids, n - n_ttl, rng)
+            sweep(lab, Path(tmp), gen1, args, all_ids, n - n_ttl, rng, queries)
     print(f"\n# load average after: {os.getloadavg()[0]:.2f}")
 
 
 def churn(lab, gen1, args, vectors, words, base_rows, pool_rows, queries, rng) -> None:
-    """``args.churn`` rounds of delete 1% + add 1% on one engine, each committed; then a
-    single-thread rebuild of the final live set for comparison."""
+    """``args.churn`` rounds of delete 1% + add 1% on one engine, each committed (to a
+    branch of the lab); then a single-thread rebuild of the final live set for comparison."""
+    lab = branch(lab, Path(lab.path).parent, "churn")
     e = lab.checkout(gen1, progress=False)
     e._index.build_threads = 1
     step = max(1, args.n // 100)
@@ -310,11 +311,15 @@ def churn(lab, gen1, args, vectors, words, base_rows, pool_rows, queries, rng) -
     print(f"recall at matched ndis, repaired - rebuilt: {fmt_q(matched(ca, cb))}")
 
 
-def sweep(lab, root, gen1, args, all_ids, n_plain, rng) -> None:
-    """Repair and rebuild time, new bytes and holes at several dead fractions."""
+def sweep(lab, root, gen1, args, all_ids, n_plain, rng, queries) -> None:
+    """Repair and rebuild time, new bytes and recall at matched ndis at several dead
+    fractions (how the policy's repair_fraction was chosen)."""
     print("\n## repair cost by dead fraction")
-    print("| dead | repair | rebuild | ratio | new bytes repair | new bytes rebuild |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| dead | repair | rebuild | ratio | new bytes repair | new bytes rebuild "
+        "| recall@10 repair - rebuild at matched ndis |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for frac in (float(f) for f in args.sweep.split(",")):
         pick = rng.choice(n_plain, max(1, int(args.n * frac)), replace=False)
         out = {}
@@ -330,10 +335,14 @@ def sweep(lab, root, gen1, args, all_ids, n_plain, rng) -> None:
             secs = time.perf_counter() - t
             snap = blab.commit(e, f"sweep {frac} {side}", progress=False)
             added, total = new_bytes(blab, gen1, snap)
-            out[side] = (secs, added / total)
+            truth = e.search(queries, k=10, exact=True).keys
+            out[side] = (secs, added / total, curve(e, queries, truth))
             shutil.rmtree(blab.path)
-        (ra, ba), (rb, bb) = out["repair"], out["rebuild"]
-        print(f"| {frac:.1%} | {ra:.2f} s | {rb:.2f} s | {ra / rb:.3f} | {ba:.1%} | {bb:.1%} |")
+        (ra, ba, ca), (rb, bb, cb) = out["repair"], out["rebuild"]
+        print(
+            f"| {frac:.1%} | {ra:.2f} s | {rb:.2f} s | {ra / rb:.3f} | {ba:.1%} | {bb:.1%} "
+            f"| {fmt_q(matched(ca, cb))} |"
+        )
 
 
 if __name__ == "__main__":
