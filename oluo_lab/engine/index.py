@@ -89,7 +89,7 @@ LEGACY_PRUNE_HEADROOM = 0.2
 
 #: format (docs/FORMAT.md §2.2, ``config.repair_fraction``): the default share of a base's
 #: entries that may be dead when a compaction repairs in place (see CompactionPolicy)
-DEFAULT_REPAIR_FRACTION = 0.1
+DEFAULT_REPAIR_FRACTION = 0.05
 #: format (docs/FORMAT.md §2.2, ``config.hole_fraction``): the default share of holes a
 #: repaired base may hold
 DEFAULT_HOLE_FRACTION = 0.2
