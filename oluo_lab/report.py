@@ -220,7 +220,10 @@ def _open_lab(lab: Any):
 
 
 def _score_name(metric: str) -> str:
-    return "inner product, higher is closer" if metric == "ip" else f"{metric} distance"
+    """What the engine's scores are for ``metric``, as its SearchResults names them."""
+    from .engine.results import SCORE_NAMES
+
+    return f"{SCORE_NAMES.get(metric, 'score').replace('_', ' ')}, lower is closer"
 
 
 def _section(title: str, *parts: str) -> str:

@@ -143,3 +143,24 @@ def test_failing_notebook_is_reported(tmp_path):
     path.write_text(json.dumps(nb))
     with pytest.raises(ReportError, match=r"broken\.ipynb.*boom in the notebook"):
         execute_notebook(path, tmp_path)
+
+
+def test_nearest_words_caption_names_the_score_the_engine_returns(tmp_path):
+    """An ip engine's scores are negated inner products (lower is closer), as its
+    SearchResults says; the report's caption names them so."""
+    import numpy as np
+
+    from oluo_lab.engine import OluoEngine
+
+    rng = np.random.default_rng(7)
+    base = rng.standard_normal((60, 8)).astype(np.float32)
+    words = [f"w{i}" for i in range(60)]
+    data = datasets.from_arrays(base, base[:5] + 0.01, "ip", k=10, name="tiny", base_words=words)
+    engine = OluoEngine(8, "ip")
+    engine.add(base, ids=words)
+    lab = Lab(tmp_path / "ip-lab")
+    lab.commit(engine, note="ip")
+    text = _text(report_html(lab, data, probes=("w0", "w1"), plot_name=None))
+    name = engine.search(base[:1], k=1).score_name.replace("_", " ")
+    assert f"nearest other words ({name}, lower is closer)" in text
+    assert "higher is closer" not in text
