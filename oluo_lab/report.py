@@ -247,7 +247,8 @@ def nearest_words(engine: Any, data: Any, probes: Sequence[str] = DEMO_WORDS, k:
     import numpy as np
     import pandas as pd
 
-    row_of = {str(w): i for i, w in enumerate(getattr(data, "base_words", ()))}
+    words = getattr(data, "base_words", None)
+    row_of = {str(w): i for i, w in enumerate(() if words is None else words)}
     shown = [w for w in probes if w in row_of and w in engine]
     if not shown:
         return pd.DataFrame()

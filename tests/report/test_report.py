@@ -164,3 +164,17 @@ def test_nearest_words_caption_names_the_score_the_engine_returns(tmp_path):
     name = engine.search(base[:1], k=1).score_name.replace("_", " ")
     assert f"nearest other words ({name}, lower is closer)" in text
     assert "higher is closer" not in text
+
+
+def test_nearest_words_of_a_dataset_without_words_is_empty():
+    """Probes not in the data are left out, also when the data names no words at all."""
+    import numpy as np
+
+    from oluo_lab.engine import OluoEngine
+    from oluo_lab.report import nearest_words
+
+    base = np.random.default_rng(9).standard_normal((30, 4)).astype(np.float32)
+    data = datasets.from_arrays(base, base[:3], "l2", k=5)
+    engine = OluoEngine(4, "l2")
+    engine.add(base)
+    assert nearest_words(engine, data, ("king",)).empty
