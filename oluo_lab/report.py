@@ -138,22 +138,33 @@ def strip_widget_views(nb):
     return nb
 
 
-def plot_recall_qps_png(path: Path, ef_search: tuple[int, ...] = (16, 32, 64, 128)) -> Path:
-    """Sweep ``ef_search`` for one engine (M=16) on the GloVe sample and save recall@10 against
-    queries per second (one thread, best of seven batches) as a PNG, drawn by the
-    notebook layer's :func:`~oluo_lab.notebook.plot_recall_qps`."""
+def plot_recall_qps_png(
+    path: Path,
+    ef_search: tuple[int, ...] = (16, 32, 64, 128),
+    *,
+    data: Any = None,
+    M: int = 16,
+    ef_construction: int = 128,
+    metric: str | None = None,
+) -> Path:
+    """Sweep ``ef_search`` for one engine built with ``M`` and ``ef_construction`` on
+    ``data`` (default the GloVe sample; ``metric`` default the dataset's) and save
+    recall@10 against queries per second (one thread, best of seven batches) as a PNG,
+    drawn by the notebook layer's :func:`~oluo_lab.notebook.plot_recall_qps`."""
     from matplotlib.figure import Figure
 
     from . import bench, datasets
     from .notebook.plots import plot_recall_qps
 
-    data = datasets.glove_sample()
+    if data is None:
+        data = datasets.glove_sample()
     results = bench.sweep(
         data,
         libraries=["oluo_lab"],
-        M=[16],
-        ef_construction=[128],
+        M=[int(M)],
+        ef_construction=[int(ef_construction)],
         ef_search=ef_search,
+        metric=metric,
         k=10,
         threads=1,
         repeat=7,  # short batches (~30 ms at ef 16): more rounds keep a busy machine from bending the curve
@@ -199,7 +210,16 @@ def write_report(
         plot_name=PNG_NAME if plot else None,
     )
     out.mkdir(parents=True, exist_ok=True)
-    png_path = plot_recall_qps_png(out / PNG_NAME) if plot else None
+    png_path = None
+    if plot:  # the engine the page describes: the head's parameters, on the same data
+        config = lab.head().manifest.index_config
+        png_path = plot_recall_qps_png(
+            out / PNG_NAME,
+            data=data,
+            M=config.get("M", 16),
+            ef_construction=config.get("ef_construction", 128),
+            metric=config.get("metric"),
+        )
     html_path = out / HTML_NAME
     html_path.write_text(page, encoding="utf-8")
     return html_path, png_path

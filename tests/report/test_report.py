@@ -178,3 +178,34 @@ def test_nearest_words_of_a_dataset_without_words_is_empty():
     engine = OluoEngine(4, "l2")
     engine.add(base)
     assert nearest_words(engine, data, ("king",)).empty
+
+
+def test_speed_plot_measures_the_head_engine_on_the_given_data(tmp_path, monkeypatch):
+    """The page says the plot sweeps an engine built with the head's parameters over the
+    same words: the sweep gets the head's M, ef_construction and metric and the data."""
+    import numpy as np
+
+    from oluo_lab import bench
+    from oluo_lab.engine import OluoEngine
+
+    swept = []
+    real_sweep = bench.sweep
+
+    def recording_sweep(dataset, **kw):
+        swept.append((dataset, kw))
+        return real_sweep(dataset, **kw)
+
+    monkeypatch.setattr(bench, "sweep", recording_sweep)
+    rng = np.random.default_rng(8)
+    base = rng.standard_normal((300, 8)).astype(np.float32)
+    data = datasets.from_arrays(base, rng.standard_normal((20, 8)), "l2", k=10, name="small")
+    engine = OluoEngine(8, "l2", M=8, ef_construction=24)
+    engine.add(base)
+    lab = Lab(tmp_path / "small-lab")
+    lab.commit(engine)
+    html_path, png_path = write_report(lab, tmp_path / "out", data=data, probes=())
+    [(dataset, kw)] = swept
+    assert dataset is data
+    assert (kw["M"], kw["ef_construction"], kw["metric"]) == ([8], [24], "l2")
+    assert "M 8, ef_construction 24" in _text(html_path.read_text(encoding="utf-8"))
+    assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
