@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .._html import COLORS, byte_unit
-from ..metrics import pareto_frontier
+from ..metrics import as_frame, pareto_frontier
 from .metrics import IdToRow, engine_recall
 
 __all__ = [
@@ -29,21 +29,6 @@ __all__ = [
     "recall_by_generation",
     "storage_frame",
 ]
-
-
-def as_frame(results: Any, required: Sequence[str] = ()) -> pd.DataFrame:
-    """The DataFrame of ``results`` (a DataFrame or an object with ``.frame``), checked to
-    hold the ``required`` columns (ValueError naming the missing ones)."""
-    frame = results.frame if hasattr(results, "frame") else results
-    if not isinstance(frame, pd.DataFrame):
-        raise TypeError(
-            f"expected a pandas DataFrame or an object with a .frame DataFrame, "
-            f"not {type(results).__name__}"
-        )
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise ValueError(f"results lack the columns {missing}; have {list(frame.columns)}")
-    return frame
 
 
 def _axes(ax: Any, figsize: tuple[float, float] = (7.2, 4.6)):
