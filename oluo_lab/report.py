@@ -299,7 +299,7 @@ def report_html(
 ) -> str:
     """The report page for ``lab`` as text (see :func:`write_report`)."""
     from . import __version__
-    from .metrics import answer_overlap
+    from .metrics import recall_ids
     from .notebook import engine_recall
 
     lab = _open_lab(lab)
@@ -319,7 +319,8 @@ def report_html(
         engine = head_engine if snap.cid == head.cid else lab.checkout(snap, progress=False)
         approx = engine.search(data.queries, k=k)
         exact = engine.search(data.queries, k=k, exact=True)
-        own = answer_overlap(approx.ids, exact.ids, k)
+        # as Lab.diff counts it: a generation holding fewer than k entries can score 1
+        own = recall_ids(approx.keys, exact.keys, k, denominator="truth")
         truth = engine_recall(engine, data, k=k)
         if snap.cid == head.cid:
             head_recall = own

@@ -209,3 +209,26 @@ def test_speed_plot_measures_the_head_engine_on_the_given_data(tmp_path, monkeyp
     assert (kw["M"], kw["ef_construction"], kw["metric"]) == ([8], [24], "l2")
     assert "M 8, ef_construction 24" in _text(html_path.read_text(encoding="utf-8"))
     assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_recall_against_exact_search_of_a_generation_smaller_than_k(tmp_path):
+    """A generation of 5 entries that returns all 5 for every query misses nothing: its
+    recall@10 against its own exact search is 1, as Lab.diff counts it (not 5/10)."""
+    import numpy as np
+
+    from oluo_lab.engine import OluoEngine
+
+    rng = np.random.default_rng(10)
+    base = rng.standard_normal((60, 8)).astype(np.float32)
+    words = [f"w{i}" for i in range(60)]
+    data = datasets.from_arrays(base, base[:4] + 0.01, "l2", k=10, name="tiny", base_words=words)
+    engine = OluoEngine(8, "l2")
+    engine.add(base[:5], ids=words[:5])
+    lab = Lab(tmp_path / "five")
+    lab.commit(engine, note="five")
+    page = report_html(lab, data, probes=(), plot_name=None)
+    [(own, _truth)] = re.findall(
+        r"<tr><td>1</td><td>5</td><td>([\d.]+)</td><td>([\d.]+)</td>", page
+    )
+    assert own == "1.0000"
+    assert "1.0000 (4 held-out queries, against exact search)" in _text(page)
