@@ -91,7 +91,14 @@ def plot_recall_qps(
 ) -> tuple[Any, Any]:
     """Recall vs queries per second, one colour per ``by`` group; with ``pareto`` each
     group's frontier (:func:`pareto_frontier`) is drawn as a line labelled
-    ``"<group> (Pareto)"``. QPS on a log axis."""
+    ``"<group> (Pareto)"``. QPS on a log axis.
+
+    ``plot_recall_qps(lab, refs)``: the evaluations recorded with commits of a Lab
+    (``refs``: a list of refs, default every commit with one), one group per commit
+    (``lab.evaluations(refs)``: recall from the manifest, QPS measured at commit)."""
+    if hasattr(results, "evaluations") and hasattr(results, "commit"):  # a Lab
+        refs, ax = (None, ax) if ax is None or hasattr(ax, "plot") else (ax, None)
+        results, by = results.evaluations(refs), "run" if by == "library" else by
     frame = as_frame(results, [x, y])
     fig, ax = _axes(ax)
     for label, group in _groups(frame, by):
