@@ -29,6 +29,8 @@ __all__ = [
 
 #: the engine configuration columns, recorded from the engine itself
 CONFIG_COLUMNS = ("metric", "dim", "M", "ef_construction", "ef_search")
+#: what one build of an index differs by (the evaluated ef_search is per row)
+BUILD_COLUMNS = ("metric", "dim", "M", "ef_construction")
 LOG_COLUMNS = [
     "#",
     "commit",
@@ -296,7 +298,7 @@ def evaluations_frame(view: LabView, cids: list[CID], labels: Callable[[CID], st
                 "commit": cid.short,
                 "branch": None if rec is None else rec.branch,
             }
-            for col in CONFIG_COLUMNS:
+            for col in BUILD_COLUMNS:
                 row[col] = m.index_config.get(col)
             row.update({"k": ev.get("k"), "ef_search": ef, "recall": float(recall)})
             row.update({c: None for c in TIMING_COLUMNS})
@@ -308,7 +310,7 @@ def evaluations_frame(view: LabView, cids: list[CID], labels: Callable[[CID], st
         "#",
         "commit",
         "branch",
-        *CONFIG_COLUMNS,
+        *BUILD_COLUMNS,
         "k",
         "ef_search",
         "recall",

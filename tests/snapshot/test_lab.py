@@ -20,7 +20,6 @@ from oluo_lab.snapshot import (
     ManifestSerde,
     SnapshotNotFound,
 )
-from oluo_lab.snapshot.index_codec import decode_index
 from oluo_lab.snapshot.lab import Lab
 
 
