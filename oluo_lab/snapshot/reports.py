@@ -194,7 +194,7 @@ class SemanticDiff:
     source: str = ""
 
     def __repr__(self) -> str:
-        src = f", queries from {self.source}" if self.source else ""
+        src = ", fallback queries" if self.source.startswith("fallback") else ""
         return (
             f"SemanticDiff(k={self.k}, queries={self.n_queries}, recall_a={self.recall_a:.4f}, "
             f"recall_b={self.recall_b:.4f}, overlap={self.overlap:.4f}{src})"

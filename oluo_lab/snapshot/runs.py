@@ -123,8 +123,11 @@ def _frame(rows: list[dict[str, Any]], columns: Iterable[str]) -> pd.DataFrame:
         elif present and numbers:
             data[col] = pd.array([float("nan") if v is None else v for v in values], "float64")
         else:
-            data[col] = pd.Series(values, dtype=object).array
-    return pd.DataFrame(data, columns=columns)
+            data[col] = pd.Series(values, dtype=object)  # a Series keeps None (not NaN)
+    return pd.DataFrame(
+        {c: v if isinstance(v, pd.Series) else pd.Series(v) for c, v in data.items()},
+        columns=columns,
+    )
 
 
 def _none_for_nan(value: Any) -> Any:

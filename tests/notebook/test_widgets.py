@@ -13,11 +13,11 @@ def test_snapshot_browser_reacts_to_generation(lab_and_engine):
     b = SnapshotBrowser(lab)
     assert b.selector.value == 3 and [v for _, v in b.selector.options] == [1, 2, 3]
     head_html = b.view.value
-    assert head_html == b.last_html and "Snapshot (generation 3)" in head_html
+    assert head_html == b.last_html and "Snapshot #3 (commit " in head_html
     assert "diff to parent (generation 2)" in head_html
     b.selector.value = 1
     assert b.view.value != head_html and b.view.value == b.last_html
-    assert "Snapshot (generation 1)" in b.last_html
+    assert "Snapshot #1 (commit " in b.last_html
     assert "No parent generation" in b.last_html
     b.selector.value = 2
     assert "diff to parent (generation 1)" in b.last_html

@@ -323,9 +323,10 @@ def test_diff_uses_the_recorded_queries_and_names_its_fallback(tmp_path):
     assert d.semantic.n_queries == 25 and d.semantic.k == 7
     assert "recorded with #2" in d.semantic.source and d.a_label == "#1"
     fallback = lab.diff(plain, plain)
-    assert fallback.semantic.source.startswith("fallback:") and "own vectors" in repr(
-        fallback.semantic
+    assert fallback.semantic.source.startswith("fallback:") and "own vectors" in (
+        fallback.semantic._repr_html_()
     )
+    assert "fallback queries" in repr(fallback.semantic) and "fallback" not in repr(d.semantic)
     given = lab.diff(plain, evald, queries=queries[:5], k=3)
     assert given.semantic.n_queries == 5 and given.semantic.source == "the queries given"
 
