@@ -159,30 +159,38 @@ def plot_latency(
 
 
 def storage_frame(lab_or_log: Any) -> pd.DataFrame:
-    """Per generation, oldest first: generation, entries, bytes, shared_bytes (also in
-    the parent), new_bytes. From a Lab or a ``lab.log()`` DataFrame."""
-    log = lab_or_log.log() if hasattr(lab_or_log, "log") else lab_or_log
+    """Per commit, oldest first: ``#`` (when the log has it), generation, entries, bytes,
+    shared_bytes (also in the parent), new_bytes. From a Lab (its current branch) or a
+    ``lab.log()`` DataFrame."""
+    if hasattr(lab_or_log, "log"):
+        log = lab_or_log.log(getattr(lab_or_log, "current_branch", None))
+    else:
+        log = lab_or_log
     log = as_frame(log, ["generation", "bytes", "new_bytes"])
-    out = log.sort_values("generation", kind="mergesort").reset_index(drop=True)
+    order = "#" if "#" in log.columns else "generation"
+    out = log.sort_values(order, kind="mergesort").reset_index(drop=True)
     out = out.assign(shared_bytes=out["bytes"] - out["new_bytes"])
-    cols = ["generation", "entries", "bytes", "shared_bytes", "new_bytes"]
+    cols = ["#", "generation", "entries", "bytes", "shared_bytes", "new_bytes"]
     return out[[c for c in cols if c in out.columns]]
 
 
 def plot_storage(lab: Any, ax: Any = None, unit: str = "MiB") -> tuple[Any, Any]:
-    """Stacked bars per generation: bytes shared with the parent (grey) under the new
-    bytes the generation wrote (blue), from ``lab.log()`` (a Lab or its log frame)."""
+    """Stacked bars per commit: bytes shared with the parent (grey) under the new bytes
+    the commit wrote (blue), from ``lab.log()`` (a Lab's current branch, or a log frame)."""
     scale = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}[unit]
     df = storage_frame(lab)
     fig, ax = _axes(ax)
-    gens = df["generation"].astype(str).to_numpy()
+    if "#" in df.columns:
+        gens = np.array([f"#{n}" for n in df["#"]])
+    else:
+        gens = df["generation"].astype(str).to_numpy()
     shared = df["shared_bytes"].to_numpy() / scale
     new = df["new_bytes"].to_numpy() / scale
     ax.bar(gens, shared, color="#9e9e9e", label="shared with parent")
     ax.bar(gens, new, bottom=shared, color="#1f77b4", label="new")
-    ax.set_xlabel("generation")
+    ax.set_xlabel("commit" if "#" in df.columns else "generation")
     ax.set_ylabel(f"logical bytes reachable ({unit})")
-    ax.set_title("storage per generation")
+    ax.set_title("storage per commit")
     ax.legend(fontsize="small")
     return fig, ax
 
