@@ -43,7 +43,7 @@ def run_demo(out: Path, echo=print, report: bool = True) -> int:
         return 1
     echo(f"raw vectors: content id {raw_cid.hex}")
 
-    lab = Lab(out)
+    lab = Lab(out, parents=True)
     words = [str(w) for w in data.base_words]
     engine = OluoEngine(data.dim, metric="cosine")
     engine.add(data.base, ids=words, metadata=[{"word": w} for w in words])

@@ -22,15 +22,16 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._faults import fault_point
 from ..cas import CID, BookStore
 from . import refs_log
 from .durable import data_dir_lock, sweep_temp_files
+from .errors import PersistIOError
 from .head import Head
 from .history import generation_books, walk_history
+from .refs import RefStore
 from .reports import GcReport
 
 if TYPE_CHECKING:
@@ -122,7 +123,7 @@ def gc_lab(
         temp_removed = 0 if dry_run else _sweep_temp_files(lab, grace_s)
         plan = _plan(lab, grace_s, keep_last, bar)
         if not dry_run:
-            _execute(lab.path, lab.store, plan, bar)
+            _execute(lab.refs, lab.store, plan, bar)
     return plan.report(dry_run, temp_removed)
 
 
@@ -134,7 +135,10 @@ def _check_keep_last(keep_last: int | None) -> None:
 def _plan(lab: Lab, grace_s: float, keep_last: int | None, bar: Any) -> GcPlan:
     """Mark, sweep and list the generations to retire (hold the data-directory lock)."""
     store = lab.store
-    retired_before = refs_log.retired(lab.path)
+    try:
+        retired_before = set(refs_log.retired_times(None, lab.refs.records()))
+    except PersistIOError:  # an unreadable log: nothing is known to be retired
+        retired_before = set()
     marks: dict[str, set[CID]] = {}
     _mark_history(store, list(lab.refs.branches().values()), keep_last, retired_before, marks)
     tags = lab.tags()
@@ -223,10 +227,10 @@ def _sweep_temp_files(lab: Lab, grace_s: float) -> int:
     return removed
 
 
-def _execute(data_dir: Path, store: BookStore, plan: GcPlan, bar: Any) -> None:
+def _execute(refs: RefStore, store: BookStore, plan: GcPlan, bar: Any) -> None:
     """Record the retired generations, then delete exactly the plan's doomed books."""
     if plan.retire:
-        refs_log.record_retired(data_dir, plan.retire)
+        refs.log_event(refs_log.retired_record(plan.retire))
         fault_point("gc.retire_logged")
     for cid in plan.doomed:
         fault_point("gc.before_delete")

@@ -48,7 +48,7 @@ from .errors import (
 )
 from .evaluation import as_spec, check_spec, evaluate_engine, truth_key_of
 from .gc import gc_lab
-from .head import HEAD_NAME, Head, write_head
+from .head import HEAD_NAME, Head
 from .index_codec import read_index_record
 from .manifest import SnapshotManifest, canonical_value, fetch_manifest, manifest_html
 from .origins import origin_of, remember
@@ -745,16 +745,17 @@ class Lab:
         else:
             snap = self.resolve(ref)
             restore_engine(self.store, snap.manifest, self.compact_threshold)
-        with data_dir_lock(self.path):
-            refs_log.record_head_move(self.path, "repair", snap.cid, snap.generation, snap.parent)
-            write_head(self.path, Head(snap.cid, snap.generation))
+        with self.refs.locked():
+            self.refs.log_event(
+                refs_log.head_move_record("repair", snap.cid, snap.generation, snap.parent)
+            )
+            self.refs.repair_ref(DEFAULT_BRANCH, Head(snap.cid, snap.generation))
         return snap
 
     def _newest_loadable(self) -> Snapshot:
-        try:
-            moves = refs_log.head_moves(self.path, missing_ok=False)
-        except PersistIOError as exc:
-            raise SnapshotNotFound("HEAD", f"no refs log to recover from ({exc.cause})") from exc
+        moves = refs_log.main_moves(self.refs.records())
+        if not moves:
+            raise SnapshotNotFound("HEAD", "the refs log records no commit of main to recover")
         for _, cid in reversed(moves):
             try:
                 snap = self.resolve(cid)

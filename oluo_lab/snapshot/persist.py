@@ -40,7 +40,13 @@ from .errors import (
 )
 from .head import HEAD_NAME, Head, read_head, write_head
 from .index_codec import decode_index, encode_index, read_index_record
-from .manifest import SnapshotManifest, check_note, fetch_manifest, parent_admits
+from .manifest import (
+    SnapshotManifest,
+    canonical_value,
+    check_note,
+    fetch_manifest,
+    parent_admits,
+)
 from .origins import remember
 
 __all__ = [
@@ -104,7 +110,9 @@ def persist_snapshot(
     data_dir = _as_dir(data_dir)
     if not isinstance(generation, int) or isinstance(generation, bool) or generation < 0:
         raise ManifestSerde(f"generation must be a non-negative int, got {generation!r}")
-    check_note(note, annotations)
+    check_note(note, annotations if not isinstance(annotations, dict) else {})
+    if annotations is not None:  # numpy scalars and tuples, as notebooks produce them
+        annotations = canonical_value(annotations, "annotations")
     index_config, entries = describe_metadata(metadata_bytes)
     with (
         progress_bar(progress, total=5, desc="persist", unit="step") as bar,

@@ -68,6 +68,11 @@ class RefStore(ABC):
     def delete_branch(self, branch: str, expected: CID) -> None:
         """Delete ``branch`` if its head is ``expected`` (else :class:`HeadMoved`)."""
 
+    @abstractmethod
+    def repair_ref(self, branch: str, new: Head) -> None:
+        """Point ``branch`` at ``new`` whatever its head is now, even unreadable: the
+        explicit recovery of ``Lab.repair_head`` (never used by a commit)."""
+
     # ---------------------------------------------------------------- commit log
     @abstractmethod
     def records(self) -> list[dict[str, Any]]:
@@ -149,6 +154,14 @@ class LocalRefs(RefStore):
         heads = read_branches(self.path)
         self._check(branch, expected, heads.get(branch))
         del heads[branch]
+        write_branches(self.path, heads)
+
+    def repair_ref(self, branch: str, new: Head) -> None:
+        if branch == DEFAULT_BRANCH:
+            write_head(self.path, new)
+            return
+        heads = read_branches(self.path)
+        heads[branch] = new
         write_branches(self.path, heads)
 
     def records(self) -> list[dict[str, Any]]:

@@ -58,13 +58,16 @@ __all__ = [
     "branch_record",
     "commit_record",
     "commits",
+    "head_move_record",
     "head_moves",
+    "main_moves",
     "heads_for",
     "now_text",
     "record_head_move",
     "record_retired",
     "records",
     "retired",
+    "retired_record",
     "retired_times",
 ]
 
@@ -101,25 +104,32 @@ def append(data_dir: Path, record: dict[str, Any]) -> None:
         raise PersistIOError(f"cannot append to {path}", exc) from exc
 
 
+def head_move_record(op: str, head: CID, generation: int, parent: CID | None) -> dict[str, Any]:
+    """The record of ``op`` (``"persist"`` or ``"repair"``) moving the head to ``head``."""
+    return {
+        "op": op,
+        "generation": generation,
+        "head": head.hex,
+        "parent": None if parent is None else parent.hex,
+        "time": now_text(),
+    }
+
+
 def record_head_move(
     data_dir: Path, op: str, head: CID, generation: int, parent: CID | None
 ) -> None:
     """Record that ``op`` (``"persist"`` or ``"repair"``) moved the head to ``head``."""
-    append(
-        data_dir,
-        {
-            "op": op,
-            "generation": generation,
-            "head": head.hex,
-            "parent": None if parent is None else parent.hex,
-            "time": now_text(),
-        },
-    )
+    append(data_dir, head_move_record(op, head, generation, parent))
+
+
+def retired_record(manifests: Iterable[CID]) -> dict[str, Any]:
+    """The record of gc retiring the payloads of these history manifests."""
+    return {"op": "gc-retire", "retired": [c.hex for c in manifests], "time": now_text()}
 
 
 def record_retired(data_dir: Path, manifests: Iterable[CID]) -> None:
     """Record that gc retires the payloads of these history manifests."""
-    append(data_dir, {"op": "gc-retire", "retired": [c.hex for c in manifests], "time": now_text()})
+    append(data_dir, retired_record(manifests))
 
 
 def records(data_dir: Path | str, *, missing_ok: bool = True) -> list[dict[str, Any]]:
@@ -162,11 +172,16 @@ def _head_move(rec: dict[str, Any]) -> tuple[int, CID] | None:
 def head_moves(data_dir: Path | str, *, missing_ok: bool = True) -> list[tuple[int, CID]]:
     """``(generation, manifest)`` of every move of the head file (the default branch
     ``main``: persist, repair, and commits to ``main``), oldest first."""
+    return main_moves(records(data_dir, missing_ok=missing_ok))
+
+
+def main_moves(recs: list[dict[str, Any]]) -> list[tuple[int, CID]]:
+    """``(generation, manifest)`` of the moves of ``main``'s head in ``recs``, oldest first."""
     moves = (
         _head_move(rec)
-        for rec in records(data_dir, missing_ok=missing_ok)
+        for rec in recs
         if rec.get("op") in ("persist", "repair")
-        or (rec.get("op") == "commit" and rec.get("branch") == "main")
+        or (rec.get("op") in ("commit", "branch") and rec.get("branch") == "main")
     )
     return [move for move in moves if move is not None]
 

@@ -114,7 +114,7 @@ def _done(lab: Lab, task: SweepTask) -> CID | None:
     head = lab.refs.read_ref(task.branch)
     if head is None:
         return None
-    m = lab._manifest(head.cid)
+    m = lab.view().manifest(head.cid)
     recorded = None if not m.evaluation else CID.from_bytes(m.evaluation["queries"]).hex
     if dict(m.params) == task.params and recorded == task.queries:
         return head.cid
