@@ -1,6 +1,6 @@
 """The branches file ``oluo_branches.json``: the heads of every branch but ``main``.
 
-Snapshot layer (a data-directory file; docs/FORMAT.md 3.1). This module is the one
+Snapshot layer (a data-directory file; docs/FORMAT.md 3.1, 3.6). This module is the one
 reader and writer of the file and owns the branch-name rule. The default branch
 ``main`` is not in it: its head is the head file ``oluo_head.json`` (:mod:`.head`), so
 ``persist_snapshot`` / ``load_snapshot`` keep their contract. The file is

@@ -1,6 +1,6 @@
 """The head file ``oluo_head.json``: which manifest is the current generation.
 
-Snapshot layer (a data-directory file; docs/FORMAT.md 3.3). This module is the one
+Snapshot layer (a data-directory file; docs/FORMAT.md 3.4). This module is the one
 reader and the one writer of the head file: a persist moves the head through
 :func:`write_head` as its last step, and ``Lab.repair_head`` does the same to recover.
 """

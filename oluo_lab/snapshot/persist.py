@@ -217,7 +217,7 @@ def _persist_locked(
 
 
 def encode_index_against(index_bytes: bytes, store: BookStore, index_parent: CID | None) -> CID:
-    """Store the index through the codec (docs/FORMAT.md 3.6), as a patch against the
+    """Store the index through the codec (docs/FORMAT.md 3.3), as a patch against the
     parent generation's index when that is still in the store, else in full."""
     if index_parent is not None and not store.has(index_parent):
         index_parent = None

@@ -1,6 +1,6 @@
 """The refs log ``oluo_refs.log``: the local, append-only record of every head move.
 
-Snapshot layer (a data-directory file; docs/FORMAT.md 3.1). This module is the one
+Snapshot layer (a data-directory file; docs/FORMAT.md 3.1, 3.6). This module is the one
 writer and the one reader of the log. It holds wall-clock times, so it lives outside
 the content-addressed data and never changes a CID.
 
