@@ -284,17 +284,25 @@ def _cmd_compare(args, lab) -> int:
 
 
 def _cmd_branch(args, lab) -> int:
-    if args.name is None:
+    def listing():
         df = lab.branches()
-        rows = df.to_dict(orient="records")
-        _emit(args, rows, _table_text(df.drop(columns=["current"]), "(no branches)"))
+        return df.to_dict(orient="records"), _table_text(df, "(no branches)")
+
+    return _named_ref(args, lab, "branch", listing, lab.delete_branch, lab.branch)
+
+
+def _named_ref(args, lab, kind: str, listing, delete, move) -> int:
+    """``tag`` and ``branch``: list (no name), ``--delete`` NAME, or point NAME at REF."""
+    if args.name is None:
+        payload, text = listing()
+        _emit(args, payload, text)
         return 0
     if args.delete:
-        lab.delete_branch(args.name)
-        _emit(args, {"deleted": args.name}, f"deleted branch {args.name}")
+        delete(args.name)
+        _emit(args, {"deleted": args.name}, f"deleted {kind} {args.name}")
         return 0
-    snap = lab.branch(args.name, _ref(args.ref), force=args.force)
-    info = {"branch": args.name, **_commit_info(lab, snap)}
+    snap = move(args.name, _ref(args.ref), force=args.force)
+    info = {kind: args.name, **_commit_info(lab, snap)}
     _emit(args, info, f"{args.name} -> {snap.label} ({snap.short}, generation {snap.generation})")
     return 0
 
@@ -377,21 +385,11 @@ def _cmd_gc(args, lab) -> int:
 
 
 def _cmd_tag(args, lab) -> int:
-    if args.name is None:
+    def listing():
         tags = {name: cid.hex for name, cid in lab.tags().items()}
-        _emit(args, tags, "\n".join(f"{n}  {c}" for n, c in tags.items()) or "(no tags)")
-        return 0
-    if args.delete:
-        lab.untag(args.name)
-        _emit(args, {"deleted": args.name}, f"deleted tag {args.name}")
-        return 0
-    snap = lab.tag(args.name, _ref(args.ref), force=args.force)
-    _emit(
-        args,
-        {"tag": args.name, **_commit_info(lab, snap)},
-        f"{args.name} -> {snap.label} ({snap.short}, generation {snap.generation})",
-    )
-    return 0
+        return tags, "\n".join(f"{n}  {c}" for n, c in tags.items()) or "(no tags)"
+
+    return _named_ref(args, lab, "tag", listing, lab.untag, lab.tag)
 
 
 def _ref(text: str):

@@ -11,15 +11,14 @@ sorted keys, replaced atomically; callers that read, change and write it hold
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
 
 from .._faults import fault_point
 from ..cas import CID
-from .durable import atomic_write
-from .errors import ManifestSerde, PersistIOError
+from .durable import read_table, write_table
+from .errors import ManifestSerde
 from .head import Head
 
 BRANCHES_NAME = "oluo_branches.json"
@@ -62,22 +61,9 @@ def read_branches(data_dir: Path | str) -> dict[str, Head]:
     when there is no file. A damaged file is :class:`ManifestSerde` naming it (gc must
     not sweep without knowing every branch); an unreadable one :class:`PersistIOError`."""
     path = Path(data_dir) / BRANCHES_NAME
-    try:
-        doc = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        return {}
-    except ValueError as exc:
-        raise ManifestSerde(f"{path} is not valid JSON ({exc})") from exc
-    except OSError as exc:
-        raise PersistIOError(f"cannot read {path}", exc) from exc
-    if (
-        not isinstance(doc, dict)
-        or doc.get("version") != BRANCHES_VERSION
-        or not isinstance(doc.get("branches"), dict)
-    ):
-        raise ManifestSerde(f"{path}: expected {{'version': 1, 'branches': {{...}}}}")
+    table = read_table(path, "branches", BRANCHES_VERSION)
     out: dict[str, Head] = {}
-    for name, ref in sorted(doc["branches"].items()):
+    for name, ref in sorted((table or {}).items()):
         try:
             generation = ref["generation"]
             if not isinstance(generation, int) or isinstance(generation, bool) or generation < 0:
@@ -90,15 +76,9 @@ def read_branches(data_dir: Path | str) -> dict[str, Head]:
 
 def write_branches(data_dir: Path | str, branches: Mapping[str, Head]) -> None:
     """Replace the branches file with ``branches``, atomically and durably."""
-    doc = {
-        "branches": {
-            name: {"generation": head.generation, "head": head.cid.hex}
-            for name, head in sorted(branches.items())
-        },
-        "version": BRANCHES_VERSION,
+    table = {
+        name: {"generation": head.generation, "head": head.cid.hex}
+        for name, head in sorted(branches.items())
     }
-    atomic_write(
-        Path(data_dir) / BRANCHES_NAME,
-        (json.dumps(doc, sort_keys=True, indent=1) + "\n").encode(),
-    )
+    write_table(Path(data_dir) / BRANCHES_NAME, "branches", table, BRANCHES_VERSION)
     fault_point("refs.branches_written")

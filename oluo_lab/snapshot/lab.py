@@ -406,12 +406,21 @@ class Lab:
         when the head file is damaged (to recover with :meth:`checkout`)."""
         if isinstance(ref, Snapshot):
             return ref
+        view, (cid, _) = self._lookup(ref)
+        return self._snap(view, cid)
+
+    def _lookup(self, ref: Ref) -> tuple[LabView, tuple[CID, str | None]]:
+        """Resolve ``ref``; with a damaged head file, numbers, ids, tags and other branches
+        still resolve (the head's own error is raised for what needs the head)."""
         try:
             view = self.view()
-        except (ManifestSerde, UnsupportedVersion, PersistIOError):
+        except (ManifestSerde, UnsupportedVersion, PersistIOError) as exc:
             view = self.view(tolerant=True)
-        cid, _ = self._resolve_in(view, ref)
-        return self._snap(view, cid)
+            try:
+                return view, self._resolve_in(view, ref)
+            except SnapshotNotFound:
+                raise exc from None
+        return view, self._resolve_in(view, ref)
 
     def _live(self, snap: Snapshot) -> Snapshot:
         """``snap``, or :class:`CommitPruned` when gc retired its payloads."""
@@ -433,14 +442,10 @@ class Lab:
         second); reading, decoding and rebuilding the engine are one step, so it
         reports elapsed time while they run and the byte rate when done.
         """
-        try:
-            view = self.view()
-        except (ManifestSerde, UnsupportedVersion, PersistIOError):
-            view = self.view(tolerant=True)  # a damaged head: numbers and ids still work
         if isinstance(ref, Snapshot):
-            cid, branch = ref.cid, None
+            view, (cid, branch) = self.view(tolerant=True), (ref.cid, None)
         else:
-            cid, branch = self._resolve_in(view, ref)
+            view, (cid, branch) = self._lookup(ref)
         snap = self._live(self._snap(view, cid))
         size = snap.manifest.index_size + snap.manifest.metadata_size
         desc = f"checkout {snap.label}"

@@ -22,6 +22,19 @@ pytestmark = pytest.mark.reliability
 COMMITTERS, ROUNDS, READERS = 4, 4, 2
 
 
+def _run(writers: list, others: list, stop: Path) -> None:
+    """Start every process; when the writers are done, tell the others to stop; all must
+    exit cleanly."""
+    for p in others + writers:
+        p.start()
+    for p in writers:
+        p.join(timeout=240)
+    stop.touch()
+    for p in others:
+        p.join(timeout=60)
+    assert all(p.exitcode == 0 for p in writers + others)
+
+
 def test_four_committers_two_readers_and_gc(tmp_path):
     d = tmp_path / "lab"
     lab = Lab(d)
@@ -43,14 +56,7 @@ def test_four_committers_two_readers_and_gc(tmp_path):
     others.append(
         ctx.Process(target=w.collector, args=(str(d), str(stop), str(tmp_path / "gc.json")))
     )
-    for p in others + writers:
-        p.start()
-    for p in writers:
-        p.join(timeout=240)
-    stop.touch()
-    for p in others:
-        p.join(timeout=60)
-    assert all(p.exitcode == 0 for p in writers + others)
+    _run(writers, others, stop)
 
     commits = [
         rec for i in range(COMMITTERS) for rec in json.loads((tmp_path / f"c{i}.json").read_text())
@@ -130,14 +136,7 @@ def test_four_processes_on_two_branches_lose_nothing_and_never_regress(tmp_path)
         ),
         ctx.Process(target=w.collector, args=(str(d), str(stop), str(tmp_path / "gc.json"))),
     ]
-    for p in others + writers:
-        p.start()
-    for p in writers:
-        p.join(timeout=240)
-    stop.touch()
-    for p in others:
-        p.join(timeout=60)
-    assert all(p.exitcode == 0 for p in writers + others)
+    _run(writers, others, stop)
 
     final = Lab(d)
     seqs = []
