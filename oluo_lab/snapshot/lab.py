@@ -530,12 +530,16 @@ class Lab:
         payload, unchanged = self._payload(engine, parent)
         bar.update(1)
         if unchanged and not (note or user_params or user_metrics or spec is not None):
-            assert parent_cid is not None
-            if found is not None and found.cid == parent_cid:
-                return self._landed(engine, target, parent_cid)
-            if found is None:  # a new branch at the commit the engine came from
-                self.branch(target, parent_cid)
-                return self._landed(engine, target, parent_cid)
+            assert parent is not None and parent_cid is not None
+            if found is None or found.cid != parent_cid:
+                # nothing to record: the branch moves to the commit the engine came from
+                # (a new branch there, or a fast-forward: the descent check passed)
+                with self.refs.locked():
+                    old = None if found is None else found.cid
+                    self.refs.log_event(refs_log.branch_record(target, parent_cid, old))
+                    new = Head(parent_cid, parent.compact_generation)
+                    self.refs.compare_and_set(target, old, new)
+            return self._landed(engine, target, parent_cid)
         evaluation = None
         if spec is not None:
             assert queries is not None

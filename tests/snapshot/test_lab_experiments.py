@@ -615,3 +615,17 @@ def test_truth_reused_across_commits_with_the_same_vectors(tmp_path):
     assert a.evaluation["queries"] == b.evaluation["queries"]
     truth = reassemble(ol.CID.from_bytes(a.evaluation["truth"]), lab.store)
     assert len(truth) > 15 * 10 * 8
+
+
+def test_an_unchanged_engine_with_nothing_to_record_only_moves_the_branch(tmp_path):
+    lab = Lab(tmp_path / "lab")
+    lab.commit(_engine(), progress=False)
+    lab.branch("exp")
+    eng = lab.checkout("exp")
+    eng.add(_vectors(2, 1), ids=["n0", "n1"])
+    exp = lab.commit(eng, progress=False)
+    same = lab.checkout("exp")
+    assert lab.commit(same, branch="main", progress=False).cid == exp.cid  # fast-forward
+    assert lab.commit(same, branch="copy", progress=False).cid == exp.cid  # a new branch
+    assert lab.log()["#"].tolist() == [2, 1]  # no new commit
+    assert lab.branches().set_index("branch")["#"].to_dict() == {"main": 2, "exp": 2, "copy": 2}
