@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .._html import COLORS, byte_unit
-from ..metrics import pareto_frontier
+from ..metrics import as_frame, pareto_frontier
 from .metrics import IdToRow, engine_recall
 
 __all__ = [
@@ -29,21 +29,6 @@ __all__ = [
     "recall_by_generation",
     "storage_frame",
 ]
-
-
-def as_frame(results: Any, required: Sequence[str] = ()) -> pd.DataFrame:
-    """The DataFrame of ``results`` (a DataFrame or an object with ``.frame``), checked to
-    hold the ``required`` columns (ValueError naming the missing ones)."""
-    frame = results.frame if hasattr(results, "frame") else results
-    if not isinstance(frame, pd.DataFrame):
-        raise TypeError(
-            f"expected a pandas DataFrame or an object with a .frame DataFrame, "
-            f"not {type(results).__name__}"
-        )
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise ValueError(f"results lack the columns {missing}; have {list(frame.columns)}")
-    return frame
 
 
 def _axes(ax: Any, figsize: tuple[float, float] = (7.2, 4.6)):
@@ -77,8 +62,11 @@ def _builds(frame: pd.DataFrame, by: str | Sequence[str] | None):
     ``(build label, build number, rows)`` for every build (a distinct value of the
     :data:`BUILD_COLUMNS` that vary in ``frame``), rows in ``ef_search`` order. The build
     number (its marker) is the same for the same build values in every group; labels
-    name only the columns that vary."""
+    name only the columns that vary. Two indexes of one group (faiss's ``HNSWFlat`` and
+    its brute-force ``Flat`` are both library ``faiss``) are two builds, named by index."""
     varying = [c for c in BUILD_COLUMNS if c in frame.columns and frame[c].nunique() > 1]
+    if _index_varies_within(frame, by):
+        varying.insert(0, "index")
     keys = sorted(set(frame[varying].itertuples(index=False, name=None))) if varying else [()]
     number = {key: i for i, key in enumerate(keys)}
     for label, group in _groups(frame, by):
@@ -88,9 +76,21 @@ def _builds(frame: pd.DataFrame, by: str | Sequence[str] | None):
             key = key if isinstance(key, tuple) else (key,)
             if "ef_search" in rows.columns:
                 rows = rows.sort_values("ef_search", kind="mergesort")
-            name = ", ".join(f"{c}={v}" for c, v in zip(varying, key, strict=True))
+            name = ", ".join(
+                str(v) if c == "index" else f"{c}={v}" for c, v in zip(varying, key, strict=True)
+            )
             builds.append((name, number.get(key, 0), rows))
         yield label, group, builds
+
+
+def _index_varies_within(frame: pd.DataFrame, by: str | Sequence[str] | None) -> bool:
+    """Whether some ``by`` group holds rows of more than one ``index``."""
+    cols = [] if by is None else [by] if isinstance(by, str) else list(by)
+    if "index" not in frame.columns or "index" in cols:
+        return False
+    if not cols:
+        return frame["index"].nunique() > 1
+    return bool((frame.groupby(cols, dropna=False)["index"].nunique() > 1).any())
 
 
 def _the(frame: pd.DataFrame, column: str) -> Any:
