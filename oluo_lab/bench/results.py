@@ -32,6 +32,7 @@ __all__ = [
     "commit_results",
     "cpu_model",
     "environment",
+    "frontier_at",
     "pareto_frontier",
     "qps_at_recall",
     "ratios_at_recall",
@@ -122,6 +123,24 @@ def pareto_frontier(frame: pd.DataFrame, recall: str = "recall", qps: str = "qps
     return front.reset_index(drop=True)
 
 
+def _bracket(front: pd.DataFrame, target: float, recall: str) -> tuple[Any, Any]:
+    """The frontier points (rows of one group's frontier, sorted by recall) just below the
+    target and at or above it; ``None`` where there is none."""
+    above = front[front[recall] >= target]
+    below = front[front[recall] < target]
+    return (
+        below.iloc[-1] if len(below) else None,
+        above.iloc[0] if len(above) else None,
+    )
+
+
+def _log_interpolate(lo: Any, hi: Any, target: float, recall: str) -> float:
+    r0, r1 = float(lo[recall]), float(hi[recall])
+    q0, q1 = float(lo["qps"]), float(hi["qps"])
+    w = (target - r0) / (r1 - r0)
+    return float(np.exp((1 - w) * np.log(q0) + w * np.log(q1)))
+
+
 def qps_at_recall(
     frame: pd.DataFrame, target: float, recall: str = "recall", interpolate: bool = False
 ) -> pd.Series:
@@ -134,6 +153,10 @@ def qps_at_recall(
     compared at the same recall rather than at whichever grid points they happened to hit.
     Without a frontier point below the target the measured value is returned (no
     extrapolation).
+
+    Rows of several builds of one (library, index) (a grid over M and efConstruction)
+    form one frontier: each library is read at its best parameters, ann-benchmarks'
+    headline reading.
     """
     out = {}
     front = pareto_frontier(frame, recall) if interpolate else None
@@ -145,18 +168,45 @@ def qps_at_recall(
         best = float(ok["qps"].max())
         if front is not None:
             g = front[(front["library"] == key[0]) & (front["index"] == key[1])]
-            above = g[g[recall] >= target]
-            below = g[g[recall] < target]
-            if len(below) and len(above):
-                lo = below.iloc[-1]  # sorted by recall: the closest point below the target
-                hi = above.iloc[0]  # and the closest at or above it
-                r0, r1 = float(lo[recall]), float(hi[recall])
-                q0, q1 = float(lo["qps"]), float(hi["qps"])
-                w = (target - r0) / (r1 - r0)
-                best = max(best, float(np.exp((1 - w) * np.log(q0) + w * np.log(q1))))
+            lo, hi = _bracket(g, target, recall)
+            if lo is not None and hi is not None:
+                best = max(best, _log_interpolate(lo, hi, target, recall))
         out[key] = best
     how = "interpolated" if interpolate else "best row"
     return pd.Series(out, name=f"qps@{recall}>={target} ({how})", dtype=float)
+
+
+def _point(row: Any, recall: str) -> str:
+    parts = [
+        f"{name}={int(row[col])}"
+        for col, name in (("M", "M"), ("ef_construction", "efC"), ("ef_search", "ef"))
+        if col in row.index
+    ]  # short names: these label table cells
+    return " ".join(parts) + f" ({float(row[recall]):.3f})"
+
+
+def frontier_at(frame: pd.DataFrame, target: float, recall: str = "recall") -> pd.DataFrame:
+    """Where each (library, index)'s Pareto frontier crosses ``target``: the interpolated
+    QPS there (as :func:`qps_at_recall` with ``interpolate=True``) and the two frontier
+    points around it, named by their M / ef_construction / ef_search and recall, so a grid
+    reading says which build parameters each library's best comes from."""
+    qps = qps_at_recall(frame, target, recall, interpolate=True)
+    front = pareto_frontier(frame, recall)
+    rows = []
+    for key, value in qps.items():
+        g = front[(front["library"] == key[0]) & (front["index"] == key[1])]
+        lo, hi = _bracket(g, target, recall)
+        rows.append(
+            {
+                "library": key[0],
+                "index": key[1],
+                "recall_target": target,
+                "qps": value,
+                "below": "-" if lo is None else _point(lo, recall),
+                "at_or_above": "-" if hi is None else _point(hi, recall),
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 #: How :func:`ratios_at_recall` names a recall column in its ``recall_by`` column.
@@ -267,6 +317,21 @@ class BenchResults:
         ``interpolate=False`` takes the best measured row at or above it. Columns as in
         :func:`ratios_at_recall`."""
         return ratios_at_recall(self.frame, targets, "oluo_lab", recall, interpolate)
+
+    def subset(self, **equal: Any) -> BenchResults:
+        """The rows whose columns equal the given values (e.g. ``M=16, ef_construction=128``:
+        one build setting of a grid), with the same dataset and environment and the kept
+        answers of those rows."""
+        missing = [c for c in equal if c not in self.frame.columns]
+        if missing:
+            raise ValueError(f"no columns {missing} in the results")
+        mask = np.ones(len(self.frame), bool)
+        for col, value in equal.items():
+            mask &= (self.frame[col] == value).to_numpy()
+        rows = np.nonzero(mask)[0]
+        answers = {i: self.answers[int(r)] for i, r in enumerate(rows) if int(r) in self.answers}
+        frame = self.frame.iloc[rows].reset_index(drop=True)
+        return BenchResults(frame, dict(self.dataset), dict(self.env), answers)
 
     def concat(self, other: BenchResults) -> BenchResults:
         """Rows of both (this one's dataset and environment are kept)."""

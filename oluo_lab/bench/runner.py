@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+import blake3
 import numpy as np
 
 from .._io import malloc_trim
@@ -126,7 +127,9 @@ class _Base:
 
     def close(self) -> None:
         for name in list(vars(self)):
-            if name not in ("threads", "metric", "params", "build_threads", "library", "index"):
+            keep = ("threads", "metric", "params", "build_threads", "build_threads_used")
+            keep += ("index_digest",)
+            if name not in (*keep, "library", "index"):
                 setattr(self, name, None)
 
     def __repr__(self) -> str:
@@ -162,18 +165,30 @@ class BruteForceAdapter(_Base):
 
 class OluoAdapter(_Base):
     """oluo_lab's :class:`~oluo_lab.engine.OluoEngine`: add everything, compact once, search
-    through ``eng.search``. The build is the engine's compaction: by default its
-    deterministic single-thread build (``build_threads=1``); ``build_threads=N`` uses the
-    engine's opt-in N-thread build (faster, graph bytes not deterministic)."""
+    through ``eng.search``. The build is the engine's compaction with its default thread
+    count (``build_threads=None``: the harness's ``threads`` where faiss builds the same
+    graph with any thread count, else 1); ``build_threads=N`` forces N. After a build,
+    ``build_threads_used`` is the count the compaction ran with. ``prune_headroom``
+    overrides the engine's default build rule (None: the default)."""
 
     library = "oluo_lab"
 
-    def __init__(self, threads: int = 1, build_threads: int = 1) -> None:
+    def __init__(
+        self,
+        threads: int = 1,
+        build_threads: int | None = None,
+        prune_headroom: float | None = None,
+    ) -> None:
         super().__init__(threads)
-        self.build_threads = int(build_threads)
-        self.index = "OluoEngine" + (
-            f" ({self.build_threads} build threads)" if self.build_threads > 1 else ""
-        )
+        self.build_threads = None if build_threads is None else int(build_threads)
+        self.prune_headroom = None if prune_headroom is None else float(prune_headroom)
+        label = "OluoEngine"
+        if self.prune_headroom is not None:
+            label += f"+headroom{self.prune_headroom:g}"
+        if self.build_threads is not None:
+            label += f" ({self.build_threads} build threads)"
+        self.index = label
+        self.build_threads_used = self.build_threads
 
     def build(self, base: np.ndarray, params: dict[str, Any]) -> None:
         from ..engine import OluoEngine
@@ -188,12 +203,16 @@ class OluoAdapter(_Base):
             ef_construction=int(params["ef_construction"]),
             ef_search=int(params.get("ef_search", IndexConfig.ef_search)),
             build_threads=self.build_threads,
+            **({} if self.prune_headroom is None else {"prune_headroom": self.prune_headroom}),
         )
+        self.build_threads_used = self.engine._index.effective_build_threads()
         self.engine.add(base)
         snap = self.engine.compact()
-        # only the size is kept: a caller persists the snapshot and lets it go, so holding
-        # its bytes here would count them in the engine's resident memory (``release``)
+        # only the size and a digest are kept: a caller persists the snapshot and lets it
+        # go, so holding its bytes here would count them in the engine's resident memory
         self._snap_bytes = len(snap.index_bytes) + len(snap.metadata_bytes)
+        #: blake3 of the index bytes, to compare the graphs of two builds
+        self.index_digest = blake3.blake3(snap.index_bytes).hexdigest()
 
     def search(self, queries: np.ndarray, k: int, ef_search: int) -> np.ndarray:
         # default ids are running ints equal to the base row, so keys are the rows
@@ -213,7 +232,9 @@ class FaissHNSWAdapter(_Base):
     ``bounded_queue`` sets faiss's ``bounded_queue`` search parameter. ``reorder=True``
     renumbers the stored vectors in breadth-first order of the level-0 graph after the
     build (faiss's ``permute_entries``), so neighbours sit close in memory; the answers
-    are mapped back to base rows inside the timed search.
+    are mapped back to base rows inside the timed search. ``prune_headroom`` sets the
+    build's ``hnsw.prune_headroom`` (None: faiss's default, 0.2 since faiss 1.14: a full
+    neighbour list is pruned to 80% of its slots).
     """
 
     library = "faiss"
@@ -225,6 +246,7 @@ class FaissHNSWAdapter(_Base):
         refine: int = 0,
         bounded_queue: bool = True,
         reorder: bool = False,
+        prune_headroom: float | None = None,
     ) -> None:
         super().__init__(threads)
         if variant not in ("HNSWFlat", "HNSWSQ8"):
@@ -233,10 +255,13 @@ class FaissHNSWAdapter(_Base):
         self.refine = int(refine)
         self.bounded_queue = bool(bounded_queue)
         self.reorder = bool(reorder)
+        self.prune_headroom = None if prune_headroom is None else float(prune_headroom)
         if self.reorder and self.refine:
             raise ValueError("reorder applies to HNSW indexes without refine")
         label = variant + (f"+refine{self.refine}" if self.refine else "")
         label += "" if self.bounded_queue else "-unbounded"
+        if self.prune_headroom is not None:
+            label += f"+headroom{self.prune_headroom:g}"
         self.index = label + ("+bfs" if self.reorder else "")
 
     def build(self, base: np.ndarray, params: dict[str, Any]) -> None:
@@ -250,6 +275,8 @@ class FaissHNSWAdapter(_Base):
         else:
             hnsw_ix = faiss.IndexHNSWSQ(d, faiss.ScalarQuantizer.QT_8bit, m, fm)
         hnsw_ix.hnsw.efConstruction = int(params["ef_construction"])
+        if self.prune_headroom is not None:
+            hnsw_ix.hnsw.prune_headroom = self.prune_headroom
         x = _normalised(base) if self.metric == "cosine" else np.ascontiguousarray(base, np.float32)
         self._hnsw = hnsw_ix
         # the refine index keeps its own exact copy; adding to it adds to both
@@ -378,10 +405,13 @@ class UsearchAdapter(_Base):
 ADAPTERS: dict[str, Callable[..., Any]] = {
     "oluo_lab": OluoAdapter,
     "oluo_lab-mt": lambda threads=1: OluoAdapter(threads, build_threads=threads),
+    "oluo_lab-headroom0": lambda threads=1: OluoAdapter(threads, prune_headroom=0.0),
+    "oluo_lab-headroom0.2": lambda threads=1: OluoAdapter(threads, prune_headroom=0.2),
     "faiss": FaissHNSWAdapter,
     "faiss-sq8-refine": lambda threads=1: FaissHNSWAdapter(threads, "HNSWSQ8", refine=4),
     "faiss-unbounded": lambda threads=1: FaissHNSWAdapter(threads, bounded_queue=False),
     "faiss-bfs": lambda threads=1: FaissHNSWAdapter(threads, reorder=True),
+    "faiss-headroom0": lambda threads=1: FaissHNSWAdapter(threads, prune_headroom=0.0),
     "hnswlib": HnswlibAdapter,
     "usearch": UsearchAdapter,
     "brute-force": BruteForceAdapter,

@@ -101,8 +101,10 @@ def sweep(
     ``libraries`` are adapter names (see :data:`oluo_lab.bench.runner.ADAPTERS`) or
     factories ``f(threads) -> adapter``. ``metric`` defaults to the dataset's; other
     metrics get their exact ground truth through ``cache``. ``threads`` is used by every
-    library for building (except the engine's default ``oluo_lab``, whose build is
-    single-threaded by design; ``oluo_lab-mt`` uses ``threads``) and for batch search. ``run`` labels the rows (e.g. one label per machine or commit).
+    library for building and for batch search; the engine builds with it where faiss's
+    build gives the same graph with any thread count, else with 1 thread (each row's
+    ``build_threads`` says). ``run`` labels the rows (e.g. one label per machine or
+    commit).
     Besides the standard columns every row has ``qps_cpu``: queries per CPU second of this
     process times ``threads`` (best of the same runs), a load-robust companion of ``qps``,
     and ``runs``: the number of timed batches ``qps`` is the best of (``repeat``).
@@ -147,7 +149,7 @@ def sweep(
                         points = _points(
                             [a for a, _, _ in built], ds, met, k, ef_value, repeat, latency_queries
                         )
-                        for (_, build_s, size), (row, ans) in zip(built, points, strict=True):
+                        for (adapter, build_s, size), (row, ans) in zip(built, points, strict=True):
                             row.update(
                                 M=int(m),
                                 ef_construction=int(efc),
@@ -155,6 +157,8 @@ def sweep(
                                 index_bytes=size,
                                 memory_bytes=0,
                                 threads=threads,
+                                build_threads=getattr(adapter, "build_threads_used", None)
+                                or threads,
                                 run=run,
                             )
                             if keep_answers:

@@ -2,8 +2,9 @@
 
 What the index needs to know about faiss's native side and nothing else: the SWIG C
 entry points behind ``swig_ptr`` and ``Index.search_c`` (one interpreter frame less per
-call on the single-query path), huge-page backing of a base (``madvise``, through ``oluo_lab._io``), the OpenMP
-thread count of a build, the breadth-first renumbering of an HNSW graph, and reading
+call on the single-query path), huge-page backing of a base (``madvise``, through
+``oluo_lab._io``), the OpenMP thread count of a build and whether it changes the graph,
+the breadth-first renumbering of an HNSW graph, and reading
 or writing an index's serialisation. ``CompoundIndex`` (``index.py``) decides when each
 is used; the benchmark harness uses :func:`locality_order` and :func:`faiss_threads`
 too, so its peers are built exactly as the engine builds its bases.
@@ -12,6 +13,7 @@ too, so its peers are built exactly as the engine builds its bases.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sys
 from collections.abc import Callable, Iterator
 
@@ -22,9 +24,12 @@ import numpy as np
 from .._io import MADVISE
 
 __all__ = [
+    "DETERMINISTIC_BUILD_VERSIONS",
     "c_search_of",
     "collapse_huge_pages",
+    "default_build_threads",
     "deserialize_index",
+    "deterministic_threaded_build",
     "digest",
     "faiss_threads",
     "locality_order",
@@ -88,12 +93,50 @@ def collapse_huge_pages(index: object) -> None:
         return
 
 
+#: faiss versions (from, up to but excluding) whose HNSW ``add`` gives the same graph
+#: bytes with any thread count. faiss-cpu 1.15.1 builds HNSW graphs ParlayANN-style
+#: (``hnsw_add_vertices_deterministic``: insertion in prefix-doubling batches against a
+#: frozen snapshot, reverse links merged per destination in a fixed order, ties broken
+#: by id); 1.15.0 and earlier use a lock-based build whose graph depends on thread
+#: timing. Tested byte for byte in separate processes (tests/engine/test_determinism.py);
+#: later versions need the same test before they join this range.
+DETERMINISTIC_BUILD_VERSIONS = ((1, 15, 1), (1, 16, 0))
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in text.split(".")[:3]:
+        digits = "".join(itertools.takewhile(str.isdigit, piece))
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts + [0] * (3 - len(parts)))
+
+
+def deterministic_threaded_build(version: str | None = None) -> bool:
+    """True when this faiss (or ``version``) builds an HNSW graph whose bytes do not
+    depend on the number of threads: a version in :data:`DETERMINISTIC_BUILD_VERSIONS`
+    whose library has the deterministic build (``hnsw_add_vertices_deterministic``) and,
+    where faiss makes it optional (``faiss.cvar.hnsw_deterministic_build``), has it on."""
+    lo, hi = DETERMINISTIC_BUILD_VERSIONS
+    if not lo <= _version_tuple(faiss.__version__ if version is None else version) < hi:
+        return False
+    if not hasattr(faiss, "hnsw_add_vertices_deterministic"):
+        return False
+    return bool(getattr(getattr(faiss, "cvar", None), "hnsw_deterministic_build", True))
+
+
+def default_build_threads() -> int:
+    """Threads of a build when the caller names none: faiss's OpenMP thread count where
+    the build is deterministic at any thread count (:func:`deterministic_threaded_build`),
+    else 1, so snapshot bytes never depend on the machine."""
+    return int(faiss.omp_get_max_threads()) if deterministic_threaded_build() else 1
+
+
 @contextlib.contextmanager
 def faiss_threads(n: int) -> Iterator[None]:
     """Run with ``n`` faiss (OpenMP) threads, restoring the previous count after.
 
-    A build with 1 thread gives deterministic graph bytes; more threads insert in a
-    varying order."""
+    Whether the thread count of a build changes its graph: see
+    :func:`deterministic_threaded_build`."""
     prev = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(int(n))
     try:

@@ -98,11 +98,17 @@ class OluoEngine:
     ``metric="hamming"``: ``dim`` is the number of bits (a multiple of 8) and
     vectors are packed bits, uint8 arrays of shape (n, dim // 8).
 
-    ``build_threads``: faiss threads used by compactions. The default 1 makes the
-    graph, hence the snapshot bytes and CIDs, a pure function of the operations;
-    more threads build faster but HNSW insertion order then varies between runs,
-    so the graph bytes (and search results near ties) are **not deterministic**.
-    Not stored in snapshots.
+    ``prune_headroom``: the share of a full neighbour list's slots a build leaves free
+    when it prunes the list (faiss's ``hnsw.prune_headroom``, 0 to 0.5); it decides the
+    graph, so it is stored in every snapshot and applied again to restored bases.
+
+    ``build_threads``: faiss threads used by compactions. The graph, hence the snapshot
+    bytes and CIDs, is a pure function of the operations whatever the count, on the
+    faiss versions whose build is deterministic at any thread count (faiss-cpu 1.15.1;
+    :func:`~oluo_lab.engine._faiss_native.deterministic_threaded_build`). The default
+    None uses faiss's OpenMP thread count there, and 1 thread on any other faiss; an
+    explicit N > 1 on such a faiss builds faster but its graph bytes (and search
+    results near ties) then vary between runs. Not stored in snapshots.
     """
 
     def __init__(
@@ -115,7 +121,8 @@ class OluoEngine:
         ef_search: int = IndexConfig.ef_search,
         *,
         on_snapshot: Callable[[PersistSnapshot], None] | None = None,
-        build_threads: int = 1,
+        build_threads: int | None = None,
+        prune_headroom: float = IndexConfig.prune_headroom,
     ) -> None:
         if metric not in METRICS:
             raise UnknownMetric(f"unknown metric {metric!r}; choose one of {list(METRICS)}")
@@ -130,13 +137,32 @@ class OluoEngine:
             )
         if metric == "hamming" and int(dim) % 8:
             raise InvalidEvent(f"hamming dim is a bit count and must be a multiple of 8, got {dim}")
-        if not is_int(build_threads) or int(build_threads) <= 0:
-            raise InvalidEvent(f"build_threads must be a positive int, got {build_threads!r}")
-        self.config = IndexConfig(int(dim), metric, int(M), int(ef_construction), int(ef_search))
+        if build_threads is not None and (not is_int(build_threads) or int(build_threads) <= 0):
+            raise InvalidEvent(
+                f"build_threads must be a positive int or None, got {build_threads!r}"
+            )
+        if (
+            not isinstance(prune_headroom, (int, float, np.integer, np.floating))
+            or isinstance(prune_headroom, (bool, np.bool_))
+            or not 0.0 <= float(prune_headroom) <= 0.5
+        ):
+            raise InvalidEvent(
+                f"prune_headroom must be a number in [0, 0.5], got {prune_headroom!r}"
+            )
+        self.config = IndexConfig(
+            int(dim),
+            metric,
+            int(M),
+            int(ef_construction),
+            int(ef_search),
+            float(prune_headroom),
+        )
         self.compact_threshold = int(compact_threshold)
         self.on_snapshot = on_snapshot
         self.pending_snapshots: list[PersistSnapshot] = []
-        self._index = CompoundIndex(self.config, build_threads=int(build_threads))
+        self._index = CompoundIndex(
+            self.config, build_threads=None if build_threads is None else int(build_threads)
+        )
         self._table = EntryTable()
         # what a lazy SearchResults resolves its ids and entries with (one attribute
         # hop per search; the table object lives as long as the engine)
@@ -219,6 +245,7 @@ class OluoEngine:
                 "M / ef_construction / ef_search",
                 f"{self.config.M} / {self.config.ef_construction} / {self.config.ef_search}",
             ),
+            ("prune_headroom", f"{self.config.prune_headroom:g}"),
         ]
         return kv_table("OluoEngine", rows)
 
@@ -563,12 +590,14 @@ class OluoEngine:
         on_snapshot: Callable[[PersistSnapshot], None] | None = None,
         index_digest: bytes | None = None,
         base_path: str | None = None,
-        build_threads: int = 1,
+        build_threads: int | None = None,
     ) -> OluoEngine:
         """Rebuild an engine from a PersistSnapshot's parts.
 
-        The configuration (dim, metric, M, efConstruction, efSearch) is read from the
-        metadata, not from defaults. The index must match it and hold exactly one
+        The configuration (dim, metric, M, efConstruction, efSearch, prune headroom) is
+        read from the metadata, not from defaults; the build rules are set on the
+        restored base, so later compactions insert exactly as the engine that wrote the
+        snapshot would have. The index must match it and hold exactly one
         vector per entry, at the positions the metadata gives (ascending key, or its
         ``row_order``). ``key_counter`` is clamped to ``> max key``; duplicate ids are
         rejected; the next compaction is ``generation + 1`` and a
@@ -601,6 +630,7 @@ class OluoEngine:
                 cfg["ef_search"],
                 on_snapshot=on_snapshot,
                 build_threads=build_threads,
+                prune_headroom=cfg["prune_headroom"],
             )
         except EngineInputError as exc:
             raise EngineRestoreFailed(f"snapshot config is invalid: {exc}") from exc

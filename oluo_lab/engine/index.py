@@ -48,6 +48,7 @@ from ._exact_match import ExactMatchIndex, may_hold
 from ._faiss_native import (
     c_search_of,
     collapse_huge_pages,
+    default_build_threads,
     deserialize_index,
     faiss_threads,
     locality_order,
@@ -61,6 +62,7 @@ from .errors import CompactCompleteFailed, DimensionMismatch, EngineRestoreFaile
 __all__ = [
     "EXACT_LIMIT",
     "HUGE_PAGES",
+    "LEGACY_PRUNE_HEADROOM",
     "LEVEL_SEED",
     "METRICS",
     "CompoundIndex",
@@ -73,6 +75,10 @@ METRICS = ("cosine", "l2", "ip", "hamming")
 #: LEVEL_SEED + ntotal before every add, so the index bytes depend only on (base
 #: bytes, added vectors), not on process history. Changing it changes snapshot bytes.
 LEVEL_SEED = 12345
+#: format (docs/FORMAT.md §2.2, ``config.prune_headroom``): the headroom of snapshots
+#: whose config does not record one (metadata versions 1 and 2), faiss 1.15's default
+#: and so the rule every such snapshot was built with.
+LEGACY_PRUNE_HEADROOM = 0.2
 
 # Tuning knobs: they change speed or memory, never the answers or the bytes.
 #: allowed-base-position count at or below which filtered search is exact brute force
@@ -86,14 +92,23 @@ HUGE_PAGES = True
 class IndexConfig:
     """Index parameters; they travel with every snapshot.
 
-    The defaults of M, ef_construction and ef_search are the engine's defaults
-    (``OluoEngine`` takes them from here)."""
+    The defaults of M, ef_construction, ef_search and prune_headroom are the engine's
+    defaults (``OluoEngine`` takes them from here).
+
+    ``prune_headroom`` is faiss's ``hnsw.prune_headroom``: when a neighbour list is full
+    and a new link arrives, the list is pruned to ``(1 - prune_headroom)`` of its slots
+    (faiss's default 0.2 leaves 20% free, so fewer prunings; 0 keeps lists full: a
+    denser graph). It decides which neighbours a build keeps, so the graph bytes, but
+    faiss does not serialise it: the engine records it here and sets it on every base
+    it builds, restores, clones or maps before any insertion.
+    """
 
     dim: int
     metric: str
-    M: int = 16
+    M: int = 24
     ef_construction: int = 128
     ef_search: int = 64
+    prune_headroom: float = 0.0
 
     @property
     def binary(self) -> bool:
@@ -115,8 +130,16 @@ class IndexConfig:
             "M": self.M,
             "ef_construction": self.ef_construction,
             "ef_search": self.ef_search,
+            "prune_headroom": float(self.prune_headroom),
             "faiss_version": faiss.__version__,
         }
+
+    def apply_build_rules(self, ix: object) -> object:
+        """Set the build rules faiss does not serialise (``prune_headroom``) on ``ix``, a
+        base built, deserialised, cloned or mapped, so whatever it inserts next is chosen
+        by the rules its snapshot records. Returns ``ix``."""
+        ix.hnsw.prune_headroom = float(self.prune_headroom)
+        return ix
 
 
 class _FastPlan(NamedTuple):
@@ -138,10 +161,13 @@ class CompoundIndex:
     """Base + delta + tombstones, in memory (a base may be memory-mapped from a file
     the caller names); the engine owns all policy."""
 
-    def __init__(self, config: IndexConfig, build_threads: int = 1, reorder: bool = True) -> None:
+    def __init__(
+        self, config: IndexConfig, build_threads: int | None = None, reorder: bool = True
+    ) -> None:
         self.config = config
-        #: faiss threads for compaction builds; only 1 gives deterministic graph bytes
-        self.build_threads = int(build_threads)
+        #: faiss threads for compaction builds; None: :func:`default_build_threads` at
+        #: each build (faiss's thread count where that cannot change the graph, else 1)
+        self.build_threads = None if build_threads is None else int(build_threads)
         #: renumber float bases in :func:`locality_order` on full rebuilds
         self.reorder = bool(reorder)
         w = config.width
@@ -259,7 +285,7 @@ class CompoundIndex:
             ix = faiss.IndexHNSWFlat(cfg.dim, cfg.M, cfg.faiss_metric)
         ix.hnsw.efConstruction = cfg.ef_construction
         ix.hnsw.efSearch = cfg.ef_search
-        return ix
+        return cfg.apply_build_rules(ix)
 
     def base_vectors(self) -> np.ndarray:
         """Zero-copy (n, width) view of the base's stored vectors."""
@@ -608,6 +634,10 @@ class CompoundIndex:
         return np.take_along_axis(scores, order, 1), np.take_along_axis(keys, order, 1)
 
     # ------------------------------------------------------------------ compaction
+    def effective_build_threads(self) -> int:
+        """The faiss threads the next build uses."""
+        return default_build_threads() if self.build_threads is None else self.build_threads
+
     def pending(self) -> bool:
         """True when a compaction would change the base."""
         return self.delta_n > 0 or self.n_dead > 0 or self.base is None
@@ -620,8 +650,9 @@ class CompoundIndex:
         order after the old ones, which keep their positions, so snapshots of the old
         part dedupe) when the base has no dead positions, else a rebuild from the live
         vectors inserted in key order, then renumbered by :func:`locality_order`
-        (float metrics). ``build_threads`` faiss threads (1: deterministic bytes),
-        level RNG reseeded from the row count.
+        (float metrics). ``build_threads`` faiss threads (the bytes are the same for any
+        count where :func:`deterministic_threaded_build` holds), level RNG reseeded from
+        the row count, the config's build rules set on the index first.
         """
         n = self.delta_n
         order = np.argsort(self.delta_keys[:n], kind="stable")
@@ -654,8 +685,9 @@ class CompoundIndex:
             keys, scopes, vecs = keys[o], scopes[o], np.ascontiguousarray(vecs[o])
             ix = self._new_index()
         if len(vecs):
+            self.config.apply_build_rules(ix)
             ix.hnsw.rng = faiss.RandomGenerator(LEVEL_SEED + int(ix.ntotal))
-            with faiss_threads(self.build_threads):
+            with faiss_threads(self.effective_build_threads()):
                 ix.add(vecs)
         if not append and self.reorder and not self.config.binary and ix.ntotal > 1:
             perm = locality_order(ix)
@@ -677,7 +709,7 @@ class CompoundIndex:
 
         ``digest``: the blake3-256 of ``data`` when the caller already has it (a restore
         from the CAS verified it); ``mapped``: ``ix`` was read with IO_FLAG_MMAP_IFC."""
-        self.base = ix
+        self.base = self.config.apply_build_rules(ix)
         self.base_mapped = mapped
         self.base_digest = _digest(data) if digest is None else digest
         self.base_keys = np.ascontiguousarray(keys, np.int64)
@@ -797,7 +829,7 @@ class CompoundIndex:
         self.check_index(ix, CompactCompleteFailed)
         if ix.ntotal != self.base_n:
             raise CompactCompleteFailed(f"{path} has {ix.ntotal} vectors, base has {self.base_n}")
-        self.base = ix
+        self.base = self.config.apply_build_rules(ix)
         self.base_mapped = True
         self._base_vecs = None
         self.exact_matches = None

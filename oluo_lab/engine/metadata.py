@@ -2,11 +2,12 @@
 
 The metadata bytes of a :class:`~oluo_lab.engine.events.PersistSnapshot` are one
 canonical CBOR item (RFC 8949 §4.2.3 "length-first" core deterministic order, as
-written by ``cbor2.dumps(obj, canonical=True)``). Version 2 is *columnar*, so that a
-restore builds no Python object per entry::
+written by ``cbor2.dumps(obj, canonical=True)``). Versions 2 and 3 are *columnar*, so
+that a restore builds no Python object per entry::
 
-    {"format": "oluo-engine-metadata", "version": 2,
-     "config": {"dim", "metric", "M", "ef_construction", "ef_search", "faiss_version"},
+    {"format": "oluo-engine-metadata", "version": 3,
+     "config": {"dim", "metric", "M", "ef_construction", "ef_search", "prune_headroom",
+                "faiss_version"},
      "entries": n, "key_counter": int, "generation": int,
      "entry_columns": {"keys", "targets", "scope", "privacy_tier", "ingested_at_ms",
                        "expires_rows", "expires_at", "overlay_rows", "overlays",
@@ -45,6 +46,7 @@ import numpy as np
 from ._ingest import normalize_metadata
 from .errors import SnapshotDecodeError, UnencodableMetadata
 from .events import EntryMetadata, PrivacyTier, Scope, Target
+from .index import LEGACY_PRUNE_HEADROOM
 
 __all__ = [
     "FORMAT_NAME",
@@ -61,12 +63,15 @@ __all__ = [
 #: format (docs/FORMAT.md §2.2): the document's ``format`` field
 FORMAT_NAME = "oluo-engine-metadata"
 #: format (docs/FORMAT.md §2.2): the version written
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 #: format (docs/FORMAT.md §2.2): versions :func:`decode_metadata` reads (1 is
 #: converted to columns on the fly)
-READABLE_VERSIONS = (1, 2)
-#: format (docs/FORMAT.md §2.2): the fields of ``config``
-CONFIG_FIELDS = ("dim", "metric", "M", "ef_construction", "ef_search", "faiss_version")
+READABLE_VERSIONS = (1, 2, 3)
+#: format (docs/FORMAT.md §2.2): the fields of ``config`` in versions 1 and 2
+CONFIG_FIELDS_V2 = ("dim", "metric", "M", "ef_construction", "ef_search", "faiss_version")
+#: format (docs/FORMAT.md §2.2): the fields of ``config`` in version 3 (the one written)
+#: and of every decoded config (older ones get the headroom they were built with)
+CONFIG_FIELDS = (*CONFIG_FIELDS_V2[:5], "prune_headroom", "faiss_version")
 #: format (docs/FORMAT.md §2.2): the columns of ``entry_columns`` (besides ``row_order``)
 COLUMN_FIELDS = (
     "keys",
@@ -283,7 +288,9 @@ def encode_columns(
     doc = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
-        "config": {k: config[k] for k in CONFIG_FIELDS},
+        "config": {
+            k: float(config[k]) if k == "prune_headroom" else config[k] for k in CONFIG_FIELDS
+        },
         "entries": len(cols),
         "key_counter": int(key_counter),
         "generation": int(generation),
@@ -386,8 +393,15 @@ def _check_header(doc: Mapping[str, Any], need_count: bool) -> MetadataHeader:
     if version not in READABLE_VERSIONS or not _is_int(version):
         raise _fail(f"unsupported version {version!r} (this build reads {list(READABLE_VERSIONS)})")
     config = doc.get("config")
-    if not isinstance(config, Mapping) or set(config) != set(CONFIG_FIELDS):
-        raise _fail(f"config must have exactly the fields {list(CONFIG_FIELDS)}")
+    fields = CONFIG_FIELDS if version >= 3 else CONFIG_FIELDS_V2
+    if not isinstance(config, Mapping) or set(config) != set(fields):
+        raise _fail(f"version {version} config must have exactly the fields {list(fields)}")
+    config = dict(config)
+    if version < 3:
+        config["prune_headroom"] = LEGACY_PRUNE_HEADROOM
+    ph = config["prune_headroom"]
+    if type(ph) is not float or not 0.0 <= ph <= 0.5:
+        raise _fail(f"config prune_headroom must be a float in [0, 0.5], got {ph!r}")
     kc, gen = doc.get("key_counter"), doc.get("generation")
     if not (_is_int(kc) and kc >= 0 and _is_int(gen) and gen >= 0):
         raise _fail("key_counter and generation must be non-negative ints")
@@ -398,7 +412,7 @@ def _check_header(doc: Mapping[str, Any], need_count: bool) -> MetadataHeader:
             count = len(count) if isinstance(count, list) else None
         if not (_is_int(count) and count >= 0):
             raise _fail(f"entries must be a non-negative int, got {count!r}")
-    return MetadataHeader(version, dict(config), count, kc, gen)
+    return MetadataHeader(version, config, count, kc, gen)
 
 
 def read_metadata_header(data: bytes | bytearray | memoryview) -> MetadataHeader:

@@ -16,6 +16,7 @@ from oluo_lab.bench import (
     distances_of,
     environment,
     from_arrays,
+    frontier_at,
     ground_truth,
     load_hdf5,
     measure,
@@ -260,6 +261,48 @@ def test_ratios_interpolated_on_the_frontier():
     assert one.loc[0, "qps_read_as"] == "best row at or above the target"
     # exactly on a measured point the two readings agree
     assert qps_at_recall(f, 0.96, interpolate=True)[("oluo_lab", "e")] == pytest.approx(400.0)
+
+
+def test_grid_builds_form_one_frontier_per_library_and_subset_keeps_one_setting():
+    # library "a": M=16 is best at low recall, M=24 at high recall; "b" has one build
+    rows = []
+    for m, pts in (
+        (16, [(0.90, 2000.0), (0.94, 1200.0), (0.97, 300.0)]),
+        (24, [(0.93, 1000.0), (0.96, 900.0), (0.99, 400.0)]),
+    ):
+        rows += [
+            ("oluo_lab", "a", m, 128, ef, r, q)
+            for ef, (r, q) in zip((32, 64, 128), pts, strict=True)
+        ]
+    rows += [
+        ("faiss", "b", 16, 128, ef, r, q)
+        for ef, (r, q) in zip(
+            (32, 64, 128), [(0.92, 1500.0), (0.95, 600.0), (0.99, 200.0)], strict=True
+        )
+    ]
+    f = pd.DataFrame(
+        rows, columns=["library", "index", "M", "ef_construction", "ef_search", "recall", "qps"]
+    )
+    at = frontier_at(f, 0.95).set_index("library")
+    # across both builds the frontier crosses 0.95 between M=16 ef 64 and M=24 ef 64
+    assert at.loc["oluo_lab", "below"] == "M=16 efC=128 ef=64 (0.940)"
+    assert at.loc["oluo_lab", "at_or_above"] == "M=24 efC=128 ef=64 (0.960)"
+    assert at.loc["oluo_lab", "qps"] == pytest.approx(np.sqrt(1200.0 * 900.0))
+    assert at.loc["faiss", "below"] == "M=16 efC=128 ef=32 (0.920)"
+    assert at.loc["faiss", "qps"] == pytest.approx(600.0)
+    assert frontier_at(f, 0.999).set_index("library").loc["faiss", "at_or_above"] == "-"
+    # the same-parameters reading of the same rows: M=16 only
+    full = [c for c in COLUMNS if c not in f.columns]
+    res = BenchResults(f.assign(**{c: 0 if c not in ("metric", "run") else "x" for c in full}))
+    same = res.subset(M=16, ef_construction=128)
+    assert len(same) == 6 and set(same.frame["M"]) == {16}
+    best = res.ratios((0.95,), interpolate=True).iloc[0]
+    only16 = same.ratios((0.95,), interpolate=True).iloc[0]
+    assert best["ratio"] == pytest.approx(np.sqrt(1200.0 * 900.0) / 600.0)
+    w = (0.95 - 0.94) / (0.97 - 0.94)
+    assert only16["ratio"] == pytest.approx(np.exp((1 - w) * np.log(1200) + w * np.log(300)) / 600)
+    with pytest.raises(ValueError, match="no columns"):
+        res.subset(nope=1)
 
 
 def test_results_ratios_take_one_target_and_interpolate_by_default(results):

@@ -35,16 +35,35 @@ CFG = {
     "M": 16,
     "ef_construction": 128,
     "ef_search": 64,
+    "prune_headroom": 0.0,
     "faiss_version": "1.15.1",
 }
+# what versions 1 and 2 decode to: they record no headroom and were built with faiss's 0.2
+CFG_LEGACY = dict(CFG, prune_headroom=0.2)
 ENTRIES = {
     0: EntryMetadata(
         "a", {"word": "the", "n": 1}, PrivacyTier.PUBLIC_DURABLE, None, 5, Scope.NETWORK_WIDE, ()
     ),
     3: EntryMetadata(7, {}, PrivacyTier.PUBLIC_EPHEMERAL, 9000, 6, Scope.PERSONAL, ("p1",)),
 }
-# the test vector printed in docs/FORMAT.md (Appendix A.2): format version 2
+# the test vector printed in docs/FORMAT.md (Appendix A.2): format version 3
 VECTOR_HEX = (
+    "a766636f6e666967a7614d106364696d04666d6574726963626c326965665f73"
+    "656172636818406d66616973735f76657273696f6e66312e31352e316e707275"
+    "6e655f68656164726f6f6df900006f65665f636f6e737472756374696f6e1880"
+    "66666f726d6174746f6c756f2d656e67696e652d6d6574616461746167656e74"
+    "72696573026776657273696f6e036a67656e65726174696f6e016b6b65795f63"
+    "6f756e746572046d656e7472795f636f6c756d6e73ab646b6579735000000000"
+    "0000000003000000000000006573636f70654202006774617267657473826161"
+    "07686d657461646174614ea2616e0164776f726463746865a0686f7665726c61"
+    "797381816270316a657870697265735f61744828230000000000006c65787069"
+    "7265735f726f77734801000000000000006c6f7665726c61795f726f77734801"
+    "000000000000006c707269766163795f746965724200016d6d65746164617461"
+    "5f656e6473500d000000000000000e000000000000006e696e6765737465645f"
+    "61745f6d735005000000000000000600000000000000"
+)
+# the same table in format version 2 (no prune_headroom in the config), still decoded
+V2_HEX = (
     "a766636f6e666967a6614d106364696d04666d6574726963626c326965665f73"
     "656172636818406d66616973735f76657273696f6e66312e31352e316f65665f"
     "636f6e737472756374696f6e188066666f726d6174746f6c756f2d656e67696e"
@@ -76,17 +95,23 @@ def test_metadata_test_vector_is_pinned():
     assert dec.entries == ENTRIES and dec.config == CFG
     assert dec.key_counter == 4 and dec.generation == 1 and len(dec) == 2
     head = read_metadata_header(data)
-    assert (head.version, head.config, head.entries) == (2, CFG, 2)
+    assert (head.version, head.config, head.entries) == (3, CFG, 2)
     assert (head.key_counter, head.generation) == (4, 1)
 
 
-def test_version_1_is_still_decoded():
-    raw = bytes.fromhex(V1_HEX)
+@pytest.mark.parametrize("version, hexdata", [(1, V1_HEX), (2, V2_HEX)])
+def test_versions_1_and_2_are_still_decoded_with_the_headroom_they_were_built_with(
+    version, hexdata
+):
+    raw = bytes.fromhex(hexdata)
     dec = decode_metadata(raw)
-    assert dec.entries == ENTRIES and dec.config == CFG and len(dec) == 2
-    assert read_metadata_header(raw).entries == 2
-    # and re-encoded as version 2
-    assert encode_metadata(dec.config, 4, 1, dec.entries).hex() == VECTOR_HEX
+    assert dec.entries == ENTRIES and dec.config == CFG_LEGACY and len(dec) == 2
+    head = read_metadata_header(raw)
+    assert (head.version, head.config, head.entries) == (version, CFG_LEGACY, 2)
+    # and re-encoded as version 3, the headroom now written out
+    again = encode_metadata(dec.config, 4, 1, dec.entries)
+    assert again == encode_metadata(CFG_LEGACY, 4, 1, ENTRIES)
+    assert cbor2.loads(again)["config"]["prune_headroom"] == 0.2
 
 
 def test_test_vector_in_format_doc():
@@ -94,8 +119,8 @@ def test_test_vector_in_format_doc():
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "FORMAT.md").read_text()
     section = doc.split("<!-- section:engine -->")[1].split("<!-- /section:engine -->")[0]
-    assert VECTOR_HEX in "".join(section.split())
-    assert V1_HEX in "".join(section.split())
+    for vector in (VECTOR_HEX, V2_HEX, V1_HEX):
+        assert vector in "".join(section.split())
 
 
 def test_encoding_independent_of_insertion_order():
@@ -262,7 +287,20 @@ def test_restore_rejects_bad_snapshots():
     with pytest.raises(SnapshotDecodeError):
         OluoEngine.from_snapshot(ib, mb[:-3], kc, g)
     with pytest.raises(SnapshotDecodeError, match="version"):
-        OluoEngine.from_snapshot(ib, dict(doc, version=3), kc, g)
+        OluoEngine.from_snapshot(ib, dict(doc, version=4), kc, g)
+    config = doc["config"]
+    legacy = {k: v for k, v in config.items() if k != "prune_headroom"}
+    for bad, match in (
+        (dict(doc, config=legacy), "version 3 config must have exactly"),
+        (dict(doc, version=2), "version 2 config must have exactly"),
+        (dict(doc, config=dict(config, prune_headroom=0)), "prune_headroom must be a float"),
+        (dict(doc, config=dict(config, prune_headroom=0.6)), "in \\[0, 0.5\\]"),
+        (dict(doc, config=dict(config, prune_headroom=-0.1)), "prune_headroom"),
+        (dict(doc, config=dict(config, prune_headroom=math.nan)), "prune_headroom"),
+        (dict(doc, config=dict(config, prune_headroom="0")), "prune_headroom"),
+    ):
+        with pytest.raises(SnapshotDecodeError, match=match):
+            OluoEngine.from_snapshot(ib, bad, kc, g)
 
 
 def _rich_engine() -> OluoEngine:
