@@ -14,7 +14,7 @@ In ``--work`` (the current directory of ann-benchmarks' scripts) it:
    from the committed GloVe sample with ann-benchmarks' ``datasets.write_output`` (its
    brute-force ground truth, 100 neighbours);
 2. loads each with :func:`oluo_lab.bench.load_hdf5`, sweeps oluo_lab and raw faiss over
-   efSearch and exports with :meth:`BenchResults.export_ann_benchmarks` into ``results/``;
+   ef_search and exports with :meth:`BenchResults.export_ann_benchmarks` into ``results/``;
 3. reads every exported run with ann-benchmarks' ``results.load_all_results`` and
    ``plotting/utils.compute_all_metrics`` (all of its metrics), then runs its ``plot.py``
    on each dataset and ``create_website.py`` on everything;

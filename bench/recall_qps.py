@@ -320,7 +320,7 @@ def render_build_checks(checks: dict) -> None:
     frame["vs_faiss_same_settings"] = frame["best_s"] / faiss_s
     frame["runs_s"] = [" ".join(f"{x:.1f}" for x in v) for v in frame["runs_s"]]
     print(
-        f"\n## Build checks (M={checks['M']}, efC={checks['ef_construction']}, "
+        f"\n## Build checks (M={checks['M']}, ef_construction={checks['ef_construction']}, "
         f"prune_headroom={checks['prune_headroom']:g}; alternating, best of the runs)\n"
     )
     print(md_table(frame, {"best_s": ".1f", "vs_faiss_same_settings": ".2f"}))

@@ -36,6 +36,8 @@ POINTS: dict[str, str] = {
     "persist.base_written": "persist: oluo_base.bin replaced",
     "persist.refs_logged": "persist: refs log line appended",
     "persist.head_written": "persist: oluo_head.json replaced (the commit point)",
+    "refs.branches_written": "a branch ref moved: oluo_branches.json replaced (the commit "
+    "point of a commit to a branch other than main, and of Lab.branch)",
     "lab.tags_written": "Lab.tag/untag: oluo_tags.json replaced",
     "gc.retire_logged": "gc: the gc-retire record is in the refs log",
     "gc.before_delete": "gc: about to delete one unreachable book",

@@ -43,7 +43,7 @@ def run_demo(out: Path, echo=print, report: bool = True) -> int:
         return 1
     echo(f"raw vectors: content id {raw_cid.hex}")
 
-    lab = Lab(out)
+    lab = Lab(out, parents=True)
     words = [str(w) for w in data.base_words]
     engine = OluoEngine(data.dim, metric="cosine")
     engine.add(data.base, ids=words, metadata=[{"word": w} for w in words])
@@ -101,7 +101,7 @@ def _json_default(value):
     if isinstance(value, np.integer):
         return int(value)
     if isinstance(value, np.floating):
-        return float(value)
+        return None if np.isnan(value) else float(value)
     if isinstance(value, bytes):
         return value.hex()
     if isinstance(value, tuple | set | frozenset):
@@ -109,45 +109,142 @@ def _json_default(value):
     return str(value)
 
 
+def _plain(value):
+    """JSON-ready ``value``: NaN and pandas' missing values become None (``null``)."""
+    import pandas as pd
+
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and value != value:
+        return None
+    if value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, np.generic):
+        return _plain(value.item())
+    return value
+
+
 def _emit(args, payload, text: str) -> None:
     import json
 
     if args.json:
-        print(json.dumps(payload, default=_json_default, sort_keys=True, indent=1))
+        print(json.dumps(_plain(payload), default=_json_default, sort_keys=True, indent=1))
     else:
         print(text)
 
 
-def _manifest_dict(snap) -> dict:
-    m = snap.manifest
+def _when(text) -> str:
+    """A log time for people: ``2025-03-01 14:05`` (UTC)."""
+    if not isinstance(text, str):
+        return ""
+    return text.replace("T", " ")[:16]
+
+
+def _commit_info(lab, snap) -> dict:
+    """The fields every command uses for a commit (JSON: exact values, full ids)."""
     return {
-        "manifest": snap.cid.hex,
-        "generation": m.compact_generation,
-        "parent": None if m.parent is None else m.parent.hex,
+        "#": snap.seq,
+        "commit": snap.id,
+        "cid": snap.cid.hex,
+        "branch": snap.branch,
+        "generation": snap.generation,
+    }
+
+
+def _manifest_dict(lab, snap) -> dict:
+    m = snap.manifest
+    view = lab.view()
+    ev = None
+    if m.evaluation:
+        ev = {
+            "queries": m.evaluation["queries"].hex(),
+            "truth": m.evaluation["truth"].hex(),
+            "n_queries": m.evaluation["n_queries"],
+            "k": m.evaluation["k"],
+            "metric": m.evaluation["metric"],
+            "recall": {str(ef): r for ef, r in m.evaluation["recall"]},
+        }
+    return {
+        **_commit_info(lab, snap),
+        "tags": view.tags_at(snap.cid),
+        "parent": None if m.parent is None else m.parent.hex[16:],
+        "time": snap.time,
+        "state": snap.state,
         "version": m.version,
         "entries": m.entries,
         "key_counter": m.key_counter,
         "index_cid": m.index_cid.hex,
+        "index_digest": snap.index_digest,
         "index_size": m.index_size,
         "metadata_cid": m.metadata_cid.hex,
         "metadata_size": m.metadata_size,
         "index_config": dict(m.index_config),
         "chunker": dict(m.chunker),
         "note": m.note,
-        "annotations": dict(m.annotations),
+        "params": dict(m.params),
+        "metrics": dict(m.metrics),
+        "annotations": dict(m.annotations) if m.version == 1 else None,
+        "evaluation": ev,
+        "timings": dict(snap.timings) or None,
     }
 
 
-def _cmd_log(args, lab) -> int:
+def _table_text(df, empty: str) -> str:
+    """A table for people: sizes in binary units, times to the minute, no index."""
     from ._html import fmt_bytes
 
-    df = lab.log()
-    shown = df.assign(**{c: df[c].map(fmt_bytes) for c in ("bytes", "new_bytes")})
-    _emit(
-        args,
-        df.to_dict(orient="records"),
-        shown.to_string(index=False) if len(df) else "(empty lab)",
-    )
+    if df.empty:
+        return empty
+    shown = df.copy()
+    for col in ("bytes", "new_bytes"):
+        if col in shown.columns:
+            shown[col] = shown[col].map(lambda v: fmt_bytes(int(v)))
+    if "time" in shown.columns:
+        shown["time"] = shown["time"].map(_when)
+    if "#" in shown.columns:
+        shown["#"] = shown["#"].map(lambda v: "" if v is None or v != v else f"#{v}")
+    shown = shown.astype(object).where(shown.notna(), "")
+    return shown.to_string(index=False)
+
+
+def _rows(lab, df) -> list[dict]:
+    """JSON rows of a log/runs table: full commit ids, tags as lists, the manifest CID."""
+    view = lab.view()
+    full = {c.short: c for c in view.reachable()}
+    out = []
+    for rec in df.to_dict(orient="records"):
+        cid = full.get(rec.get("commit"))
+        row = dict(rec)
+        if cid is not None:
+            row["commit"] = cid.hex[16:]
+            row["cid"] = cid.hex
+            parent = view.manifest(cid).parent
+            row["parent"] = None if parent is None else parent.hex[16:]
+        if "tags" in row:
+            row["tags"] = [] if not row["tags"] else row["tags"].split(", ")
+        out.append(row)
+    return out
+
+
+def _cmd_log(args, lab) -> int:
+    df = lab.log(args.branch)
+    _emit(args, _rows(lab, df), _table_text(df, "(empty lab)"))
+    return 0
+
+
+def _cmd_runs(args, lab) -> int:
+    df = lab.runs(args.branch, args.query, timings=args.timings)
+    if args.csv:
+        rows = _rows(lab, df)
+        import pandas as pd
+
+        frame = pd.DataFrame(rows, columns=[*df.columns, "cid"])
+        frame["tags"] = frame["tags"].map(lambda t: " ".join(t) if t else "")
+        print(frame.to_csv(index=False), end="")
+        return 0
+    _emit(args, _rows(lab, df), _table_text(df, "(no runs)"))
     return 0
 
 
@@ -155,20 +252,69 @@ def _cmd_show(args, lab) -> int:
     from ._html import fmt_bytes
 
     snap = lab.resolve(_ref(args.ref))
-    info = _manifest_dict(snap)
-    shown = {k: fmt_bytes(v) if k.endswith("_size") else v for k, v in info.items()}
-    width = max(len(k) for k in info)
+    info = _manifest_dict(lab, snap)
+    shown = {
+        k: fmt_bytes(v) if k.endswith("_size") else _when(v) if k == "time" else v
+        for k, v in info.items()
+        if v not in (None, {}, [])
+    }
+    if info["evaluation"]:
+        ev = info["evaluation"]
+        points = ", ".join(f"ef_search={ef}: {r:.4f}" for ef, r in ev["recall"].items())
+        shown["evaluation"] = f"recall@{ev['k']} on {ev['n_queries']} queries: {points}"
+    if info["timings"]:
+        points = ", ".join(
+            f"ef_search={p['ef_search']}: {p['qps']:,.0f}" for p in info["timings"]["points"]
+        )
+        shown["timings"] = f"queries per second (measured at commit): {points}"
+    width = max(len(k) for k in shown)
     _emit(args, info, "\n".join(f"{k:<{width}}  {v}" for k, v in shown.items()))
     return 0
 
 
-def _cmd_diff(args, lab) -> int:
-    d = lab.diff(_ref(args.a), _ref(args.b), k=args.k, semantic=not args.no_semantic)
+def _cmd_compare(args, lab) -> int:
+    df = lab.compare(*(_ref(r) for r in args.refs))
     payload = {
-        "a": d.a,
-        "b": d.b,
-        "a_cid": d.a_cid,
-        "b_cid": d.b_cid,
+        "columns": list(df.columns),
+        "fields": {field: dict(zip(df.columns, row, strict=True)) for field, row in df.iterrows()},
+    }
+    shown = df.astype(object).where(df.notna(), "")
+    _emit(args, payload, shown.to_string())
+    return 0
+
+
+def _cmd_branch(args, lab) -> int:
+    def listing():
+        df = lab.branches()
+        return df.to_dict(orient="records"), _table_text(df, "(no branches)")
+
+    return _named_ref(args, lab, "branch", listing, lab.delete_branch, lab.branch)
+
+
+def _named_ref(args, lab, kind: str, listing, delete, move) -> int:
+    """``tag`` and ``branch``: list (no name), ``--delete`` NAME, or point NAME at REF."""
+    if args.name is None:
+        payload, text = listing()
+        _emit(args, payload, text)
+        return 0
+    if args.delete:
+        delete(args.name)
+        _emit(args, {"deleted": args.name}, f"deleted {kind} {args.name}")
+        return 0
+    snap = move(args.name, _ref(args.ref), force=args.force)
+    info = {kind: args.name, **_commit_info(lab, snap)}
+    _emit(args, info, f"{args.name} -> {snap.label} ({snap.short}, generation {snap.generation})")
+    return 0
+
+
+def _cmd_diff(args, lab) -> int:
+    from ._html import fmt_bytes
+
+    d = lab.diff(_ref(args.a), _ref(args.b), k=args.k, semantic=not args.no_semantic)
+    a, b = lab.resolve(_cid(d.a_cid)), lab.resolve(_cid(d.b_cid))
+    payload = {
+        "a": _commit_info(lab, a),
+        "b": _commit_info(lab, b),
         "fields": {k: list(v) for k, v in d.fields.items()},
         "books": {"shared": d.books_shared, "added": d.books_added, "removed": d.books_removed},
         "bytes": {"shared": d.bytes_shared, "added": d.bytes_added, "removed": d.bytes_removed},
@@ -179,6 +325,9 @@ def _cmd_diff(args, lab) -> int:
         "semantic": None if d.semantic is None else d.semantic.__dict__,
     }
     summary = d.summary()
+    summary["bytes shared / added / removed"] = (
+        f"{fmt_bytes(d.bytes_shared)} / {fmt_bytes(d.bytes_added)} / {fmt_bytes(d.bytes_removed)}"
+    )
     width = max(len(k) for k in summary)
     text = "\n".join(f"{k:<{width}}  {v}" for k, v in summary.items())
     if d.fields:
@@ -189,10 +338,17 @@ def _cmd_diff(args, lab) -> int:
     return 0
 
 
+def _cid(text: str):
+    from .cas import CID
+
+    return CID.parse(text)
+
+
 def _cmd_verify(args, lab) -> int:
     report = lab.verify(sample=args.sample)
     payload = {
         "ok": report.ok,
+        "commits_checked": report.commits_checked,
         "generations_checked": list(report.generations_checked),
         "books_checked": report.books_checked,
         "bytes_checked": report.bytes_checked,
@@ -209,6 +365,8 @@ def _cmd_verify(args, lab) -> int:
 
 
 def _cmd_gc(args, lab) -> int:
+    from ._html import fmt_bytes
+
     report = lab.gc(dry_run=not args.run, grace_s=args.grace, keep_last=args.keep_last)
     payload = {
         "dry_run": report.dry_run,
@@ -220,59 +378,87 @@ def _cmd_gc(args, lab) -> int:
         "young_books": report.young_books,
         "young_bytes": report.young_bytes,
     }
-    _emit(args, payload, repr(report) + "\n" + report.to_frame().to_string(index=False))
+    frame = report.to_frame()
+    frame["bytes"] = frame["bytes"].map(lambda v: fmt_bytes(int(v)))
+    _emit(args, payload, repr(report) + "\n" + frame.to_string(index=False))
     return 0
 
 
 def _cmd_tag(args, lab) -> int:
-    if args.name is None:
+    def listing():
         tags = {name: cid.hex for name, cid in lab.tags().items()}
-        _emit(args, tags, "\n".join(f"{n}  {c}" for n, c in tags.items()) or "(no tags)")
-        return 0
-    if args.delete:
-        lab.untag(args.name)
-        _emit(args, {"deleted": args.name}, f"deleted tag {args.name}")
-        return 0
-    snap = lab.tag(args.name, _ref(args.ref), force=args.force)
-    _emit(
-        args,
-        {"tag": args.name, "manifest": snap.cid.hex, "generation": snap.generation},
-        f"{args.name} -> generation {snap.generation} ({snap.cid.hex})",
-    )
-    return 0
+        return tags, "\n".join(f"{n}  {c}" for n, c in tags.items()) or "(no tags)"
+
+    return _named_ref(args, lab, "tag", listing, lab.untag, lab.tag)
 
 
 def _ref(text: str):
+    """A ref from the command line: a bare number N is ``#N``; the rest as in Python."""
     return int(text) if text.isdigit() else text
 
 
+_REF_HELP = (
+    "a commit: HEAD, HEAD~2, a branch (m32, m32~1), a tag, #7 (or 7), or a unique prefix "
+    "of the commit id log shows"
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 ok, 1 verify found problems,
+    2 bad input or an error, printed as one ``error:`` line)."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # `oluo-lab log DIR | head`: the reader left; exit quietly
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    from . import __version__
     from .cas import DEFAULT_GC_GRACE_S
 
     parser = argparse.ArgumentParser(prog="oluo-lab", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"oluo-lab {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = sub.add_parser("demo", help="run the end-to-end demo on the bundled GloVe sample")
     demo.add_argument("--out", type=Path, default=Path("oluo-demo"), help="output directory")
     demo.add_argument("--no-report", action="store_true", help="skip the HTML report")
 
     def lab_cmd(name: str, help_: str):
-        p = sub.add_parser(name, help=help_)
-        p.add_argument("dir", type=Path, help="lab directory")
-        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("dir", type=Path, help="the lab directory (never created by this command)")
+        p.add_argument(
+            "--json", action="store_true", help="machine-readable output (null for absent values)"
+        )
         return p
 
-    lab_cmd("log", "one row per generation, newest first")
-    show = lab_cmd("show", "a generation's manifest")
-    show.add_argument("ref", nargs="?", default="HEAD", help="generation, tag, CID or HEAD")
-    diff = lab_cmd("diff", "what changed between two generations")
-    diff.add_argument("a", help="generation, tag, CID")
-    diff.add_argument("b", nargs="?", default="HEAD")
-    diff.add_argument("--k", type=int, default=10)
+    log = lab_cmd("log", "one row per commit, newest first")
+    log.add_argument("--branch", default=None, help="only the history of this branch")
+    runs = lab_cmd("runs", "the runs table: config, params, metrics and recall per commit")
+    runs.add_argument("--branch", default=None, help="only the history of this branch")
+    runs.add_argument("--query", default=None, help='a pandas query, e.g. "`params.M` >= 16"')
+    runs.add_argument(
+        "--timings", action="store_true", help="add QPS and latency measured at commit"
+    )
+    runs.add_argument("--csv", action="store_true", help="CSV output")
+    show = lab_cmd("show", "a commit's manifest, params, metrics and evaluation")
+    show.add_argument("ref", nargs="?", default="HEAD", help=_REF_HELP)
+    compare = lab_cmd("compare", "params, metrics and recall of commits side by side")
+    compare.add_argument("refs", nargs="+", metavar="REF", help=_REF_HELP + " (two or more)")
+    diff = lab_cmd("diff", "what changed between two commits")
+    diff.add_argument("a", help=_REF_HELP)
+    diff.add_argument("b", nargs="?", default="HEAD", help=_REF_HELP + " (default HEAD)")
+    diff.add_argument(
+        "--k", type=int, default=None, help="neighbours per query (default: the evaluation's, 10)"
+    )
     diff.add_argument("--no-semantic", action="store_true", help="skip the answer-level diff")
     verify = lab_cmd(
         "verify", "check every reachable book, manifest and index (exit 1 on problems)"
     )
-    verify.add_argument("--sample", type=int, default=32, help="entries searched per generation")
+    verify.add_argument("--sample", type=int, default=32, help="entries searched per commit")
     gc = lab_cmd("gc", "collect unreachable books (dry run unless --run)")
     gc.add_argument("--run", action="store_true", help="really delete")
     gc.add_argument(
@@ -282,13 +468,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="keep unreachable books younger than this (s)",
     )
     gc.add_argument(
-        "--keep-last", type=int, default=None, help="retain only the newest N generations"
+        "--keep-last",
+        type=int,
+        default=None,
+        help="keep the payloads of only the newest N commits of each branch",
     )
     tag = lab_cmd("tag", "list, set or delete tags (named checkpoints, kept by gc)")
-    tag.add_argument("name", nargs="?")
-    tag.add_argument("ref", nargs="?", default="HEAD")
-    tag.add_argument("--delete", action="store_true")
+    tag.add_argument("name", nargs="?", help="the tag (none: list the tags)")
+    tag.add_argument("ref", nargs="?", default="HEAD", help=_REF_HELP + " (default HEAD)")
+    tag.add_argument("--delete", action="store_true", help="delete the tag")
     tag.add_argument("--force", action="store_true", help="move an existing tag")
+    branch = lab_cmd("branch", "list, create or delete branches")
+    branch.add_argument("name", nargs="?", help="the branch (none: list the branches)")
+    branch.add_argument("ref", nargs="?", default="HEAD", help=_REF_HELP + " (default HEAD)")
+    branch.add_argument("--delete", action="store_true", help="delete the branch")
+    branch.add_argument("--force", action="store_true", help="move an existing branch")
 
     args = parser.parse_args(argv)
     if args.command == "demo":
@@ -297,21 +491,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .snapshot import OluoPersistError
     from .snapshot.lab import Lab
 
-    if not args.dir.is_dir():
-        print(f"error: {args.dir} is not a directory", file=sys.stderr)
-        return 2
     handler = {
         "log": _cmd_log,
+        "runs": _cmd_runs,
         "show": _cmd_show,
+        "compare": _cmd_compare,
         "diff": _cmd_diff,
         "verify": _cmd_verify,
         "gc": _cmd_gc,
         "tag": _cmd_tag,
+        "branch": _cmd_branch,
     }[args.command]
     try:
-        return handler(args, Lab(args.dir))
+        return handler(args, Lab.open(args.dir))
     except (OluoPersistError, ContentError, ValueError, KeyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"error: {message}", file=sys.stderr)
         return 2
 
 

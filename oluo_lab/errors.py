@@ -39,7 +39,14 @@ builtin its caller may expect)::
     │   ├── EngineRestoreError
     │   ├── UnsupportedVersion
     │   ├── SnapshotNotFound            .cid: the text that named the snapshot
+    │   │   ├── UnknownRef              a ref naming no commit (.candidates)
+    │   │   └── AmbiguousRef            an id prefix of several commits (.candidates)
     │   ├── HeadRegression
+    │   │   └── HeadMoved               a commit would make a branch lose commits
+    │   ├── NotALab                     a path opened as a lab is not one
+    │   ├── CommitPruned                gc retired the commit's payloads
+    │   ├── ParamConflict [ValueError]  a param contradicts the engine's setting
+    │   ├── RefExists [ValueError]      a branch or tag name is taken
     │   ├── IndexCodecError             .cid: CID | None
     │   └── PersistIOError              wraps the OSError (.cause)
     │       └── LockTimeout

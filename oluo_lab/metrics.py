@@ -20,6 +20,9 @@ package.
 * :func:`pareto_frontier` -- the rows not dominated in two higher-is-better columns
   (recall and QPS by default), optionally per group.
 
+:func:`as_frame` is how each of them (and the plots) reads a results table: a DataFrame,
+or an object holding one as ``.frame``.
+
 Scores over many queries are pooled: the sum of hits over the sum of denominators (for
 ``denominator="k"`` that is the mean of the per-query values). ``per_query=True``
 returns the per-query values instead. An empty query set, ``k=0`` or a query without valid
@@ -44,6 +47,7 @@ import pandas as pd
 __all__ = [
     "EPSILON",
     "answer_overlap",
+    "as_frame",
     "distances_of",
     "pareto_frontier",
     "recall_distance",
@@ -171,6 +175,22 @@ def distances_of(base: Any, queries: Any, ids: Any, metric: str) -> np.ndarray:
     return np.where(valid, d, np.inf)
 
 
+def as_frame(results: Any, required: Sequence[str] = ()) -> pd.DataFrame:
+    """The DataFrame of ``results`` (a DataFrame or an object with ``.frame``, such as
+    benchmark results), checked to hold the ``required`` columns (ValueError naming the
+    missing ones; TypeError for anything else)."""
+    frame = results.frame if hasattr(results, "frame") else results
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(
+            f"expected a pandas DataFrame or an object with a .frame DataFrame, "
+            f"not {type(results).__name__}"
+        )
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ValueError(f"results lack the columns {missing}; have {list(frame.columns)}")
+    return frame
+
+
 def pareto_frontier(
     df: Any, x: str = "recall", y: str = "qps", by: str | Sequence[str] | None = None
 ) -> pd.DataFrame:
@@ -182,16 +202,8 @@ def pareto_frontier(
     in ``x`` or ``y`` are ignored. ``df``: a DataFrame or an object with a ``.frame``
     DataFrame (benchmark results); ValueError naming missing columns.
     """
-    frame = df.frame if hasattr(df, "frame") else df
-    if not isinstance(frame, pd.DataFrame):
-        raise TypeError(
-            f"expected a pandas DataFrame or an object with a .frame DataFrame, "
-            f"not {type(df).__name__}"
-        )
     cols = [] if by is None else [by] if isinstance(by, str) else list(by)
-    missing = [c for c in [*cols, x, y] if c not in frame.columns]
-    if missing:
-        raise ValueError(f"results lack the columns {missing}; have {list(frame.columns)}")
+    frame = as_frame(df, [*cols, x, y])
     xs = frame[x].to_numpy(dtype=float)
     ys = frame[y].to_numpy(dtype=float)
     rows = frame.iloc[np.flatnonzero(~(np.isnan(xs) | np.isnan(ys)))]

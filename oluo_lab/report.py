@@ -138,22 +138,33 @@ def strip_widget_views(nb):
     return nb
 
 
-def plot_recall_qps_png(path: Path, ef_search: tuple[int, ...] = (16, 32, 64, 128)) -> Path:
-    """Sweep ``ef_search`` for one engine (M=16) on the GloVe sample and save recall@10 against
-    queries per second (one thread, best of seven batches) as a PNG, drawn by the
-    notebook layer's :func:`~oluo_lab.notebook.plot_recall_qps`."""
+def plot_recall_qps_png(
+    path: Path,
+    ef_search: tuple[int, ...] = (16, 32, 64, 128),
+    *,
+    data: Any = None,
+    M: int = 16,
+    ef_construction: int = 128,
+    metric: str | None = None,
+) -> Path:
+    """Sweep ``ef_search`` for one engine built with ``M`` and ``ef_construction`` on
+    ``data`` (default the GloVe sample; ``metric`` default the dataset's) and save
+    recall@10 against queries per second (one thread, best of seven batches) as a PNG,
+    drawn by the notebook layer's :func:`~oluo_lab.notebook.plot_recall_qps`."""
     from matplotlib.figure import Figure
 
     from . import bench, datasets
     from .notebook.plots import plot_recall_qps
 
-    data = datasets.glove_sample()
+    if data is None:
+        data = datasets.glove_sample()
     results = bench.sweep(
         data,
         libraries=["oluo_lab"],
-        M=[16],
-        ef_construction=[128],
+        M=[int(M)],
+        ef_construction=[int(ef_construction)],
         ef_search=ef_search,
+        metric=metric,
         k=10,
         threads=1,
         repeat=7,  # short batches (~30 ms at ef 16): more rounds keep a busy machine from bending the curve
@@ -199,7 +210,16 @@ def write_report(
         plot_name=PNG_NAME if plot else None,
     )
     out.mkdir(parents=True, exist_ok=True)
-    png_path = plot_recall_qps_png(out / PNG_NAME) if plot else None
+    png_path = None
+    if plot:  # the engine the page describes: the head's parameters, on the same data
+        config = lab.head().manifest.index_config
+        png_path = plot_recall_qps_png(
+            out / PNG_NAME,
+            data=data,
+            M=config.get("M", 16),
+            ef_construction=config.get("ef_construction", 128),
+            metric=config.get("metric"),
+        )
     html_path = out / HTML_NAME
     html_path.write_text(page, encoding="utf-8")
     return html_path, png_path
@@ -220,7 +240,10 @@ def _open_lab(lab: Any):
 
 
 def _score_name(metric: str) -> str:
-    return "inner product, higher is closer" if metric == "ip" else f"{metric} distance"
+    """What the engine's scores are for ``metric``, as its SearchResults names them."""
+    from .engine.results import SCORE_NAMES
+
+    return f"{SCORE_NAMES.get(metric, 'score').replace('_', ' ')}, lower is closer"
 
 
 def _section(title: str, *parts: str) -> str:
@@ -244,7 +267,8 @@ def nearest_words(engine: Any, data: Any, probes: Sequence[str] = DEMO_WORDS, k:
     import numpy as np
     import pandas as pd
 
-    row_of = {str(w): i for i, w in enumerate(getattr(data, "base_words", ()))}
+    words = getattr(data, "base_words", None)
+    row_of = {str(w): i for i, w in enumerate(() if words is None else words)}
     shown = [w for w in probes if w in row_of and w in engine]
     if not shown:
         return pd.DataFrame()
@@ -275,7 +299,7 @@ def report_html(
 ) -> str:
     """The report page for ``lab`` as text (see :func:`write_report`)."""
     from . import __version__
-    from .metrics import answer_overlap
+    from .metrics import recall_ids
     from .notebook import engine_recall
 
     lab = _open_lab(lab)
@@ -295,7 +319,8 @@ def report_html(
         engine = head_engine if snap.cid == head.cid else lab.checkout(snap, progress=False)
         approx = engine.search(data.queries, k=k)
         exact = engine.search(data.queries, k=k, exact=True)
-        own = answer_overlap(approx.ids, exact.ids, k)
+        # as Lab.diff counts it: a generation holding fewer than k entries can score 1
+        own = recall_ids(approx.keys, exact.keys, k, denominator="truth")
         truth = engine_recall(engine, data, k=k)
         if snap.cid == head.cid:
             head_recall = own

@@ -83,5 +83,6 @@ def test_each_default_has_one_value_everywhere(tmp_path, monkeypatch):
     assert default(sweep, "ef_construction") == (IndexConfig.ef_construction,)
     seen = {}
     monkeypatch.setattr(cli, "_cmd_gc", lambda args, lab: seen.setdefault("grace", args.grace))
-    cli.main(["gc", str(tmp_path)])
+    ol.Lab(tmp_path / "lab")  # the CLI opens labs only (NotALab otherwise)
+    cli.main(["gc", str(tmp_path / "lab")])
     assert seen["grace"] == DEFAULT_GC_GRACE_S

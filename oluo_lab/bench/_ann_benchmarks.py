@@ -62,7 +62,7 @@ class MissingAnswersError(OluoError, ValueError):
 def _label(row: pd.Series) -> str:
     return (
         f"{row['library']} {row['index']} M={row['M']} "
-        f"efC={row['ef_construction']} ef={row['ef_search']}"
+        f"ef_construction={row['ef_construction']} ef_search={row['ef_search']}"
     )
 
 

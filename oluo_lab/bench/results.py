@@ -498,13 +498,12 @@ def commit_results(
     parameters: Mapping[str, Any] | None = None,
     libraries: Iterable[str] | None = None,
 ) -> Any:
-    """Commit ``engine`` into ``lab`` with the benchmark as annotations.
+    """Commit ``engine`` into ``lab`` with the benchmark as params and metrics.
 
-    The annotations hold ``bench_parameters`` (the engine's M / ef_construction /
-    ef_search / metric plus ``parameters``), ``bench_results`` (the rows of
-    ``libraries``, all by default), ``bench_dataset`` and ``bench_environment``;
-    the one manifest CID of the returned snapshot binds index, parameters, results
-    and environment.
+    The params hold ``bench_parameters`` (the engine's M / ef_construction / ef_search /
+    metric plus ``parameters``), ``bench_dataset`` and ``bench_environment``; the metrics
+    ``bench_results`` (the rows of ``libraries``, all by default). The one manifest CID
+    of the returned snapshot binds index, parameters, results and environment.
     """
     cfg = engine.config
     params: dict[str, Any] = {
@@ -522,8 +521,10 @@ def commit_results(
     return lab.commit(
         engine,
         note=note,
-        bench_parameters=params,
-        bench_results=rows,
-        bench_dataset=dict(results.dataset),
-        bench_environment=dict(results.env),
+        params={
+            "bench_parameters": params,
+            "bench_dataset": dict(results.dataset),
+            "bench_environment": dict(results.env),
+        },
+        metrics={"bench_results": rows},
     )

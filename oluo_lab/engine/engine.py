@@ -471,7 +471,8 @@ class OluoEngine:
     def _results(self, query_id: int | None, keys: np.ndarray, scores: np.ndarray) -> SearchResults:
         """A SearchResults whose ids and entries are gathered from ``keys`` on first
         access (most of a search's Python cost otherwise, for a large batch)."""
-        res = SearchResults._lazy(query_id, keys, scores, self._resolve, self.metric)
+        # (config.metric, not the metric property: one interpreter frame less per search)
+        res = SearchResults._lazy(query_id, keys, scores, self._resolve, self.config.metric)
         outstanding = self._outstanding
         if outstanding is None:
             outstanding = self._outstanding = set()

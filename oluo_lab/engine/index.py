@@ -121,10 +121,10 @@ class IndexConfig:
 
     dim: int
     metric: str
-    M: int = 16
+    M: int = 24
     ef_construction: int = 128
     ef_search: int = 64
-    prune_headroom: float = 0.2
+    prune_headroom: float = 0.0
 
     @property
     def binary(self) -> bool:

@@ -86,11 +86,11 @@ def resolve_engine(target: Any, progress: bool = False) -> tuple[Any, str]:
         return target, "engine"
     if isinstance(target, Lab):
         snap = target.resolve("HEAD")
-        return target.checkout(snap, progress=progress), f"generation {snap.generation}"
+        return target.checkout(snap, progress=progress), f"commit {snap.label}"
     if isinstance(target, tuple) and len(target) == 2 and isinstance(target[0], Lab):
         lab, ref = target
         snap = lab.resolve(ref)
-        return lab.checkout(snap, progress=progress), f"generation {snap.generation}"
+        return lab.checkout(snap, progress=progress), f"commit {snap.label}"
     if isinstance(target, Snapshot):
         raise TypeError(
             f"a Snapshot (generation {target.generation}) has no store to load from; "

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .._html import COLORS, byte_unit
-from ..metrics import pareto_frontier
+from ..metrics import as_frame, pareto_frontier
 from .metrics import IdToRow, engine_recall
 
 __all__ = [
@@ -29,21 +29,6 @@ __all__ = [
     "recall_by_generation",
     "storage_frame",
 ]
-
-
-def as_frame(results: Any, required: Sequence[str] = ()) -> pd.DataFrame:
-    """The DataFrame of ``results`` (a DataFrame or an object with ``.frame``), checked to
-    hold the ``required`` columns (ValueError naming the missing ones)."""
-    frame = results.frame if hasattr(results, "frame") else results
-    if not isinstance(frame, pd.DataFrame):
-        raise TypeError(
-            f"expected a pandas DataFrame or an object with a .frame DataFrame, "
-            f"not {type(results).__name__}"
-        )
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise ValueError(f"results lack the columns {missing}; have {list(frame.columns)}")
-    return frame
 
 
 def _axes(ax: Any, figsize: tuple[float, float] = (7.2, 4.6)):
@@ -77,8 +62,11 @@ def _builds(frame: pd.DataFrame, by: str | Sequence[str] | None):
     ``(build label, build number, rows)`` for every build (a distinct value of the
     :data:`BUILD_COLUMNS` that vary in ``frame``), rows in ``ef_search`` order. The build
     number (its marker) is the same for the same build values in every group; labels
-    name only the columns that vary."""
+    name only the columns that vary. Two indexes of one group (faiss's ``HNSWFlat`` and
+    its brute-force ``Flat`` are both library ``faiss``) are two builds, named by index."""
     varying = [c for c in BUILD_COLUMNS if c in frame.columns and frame[c].nunique() > 1]
+    if _index_varies_within(frame, by):
+        varying.insert(0, "index")
     keys = sorted(set(frame[varying].itertuples(index=False, name=None))) if varying else [()]
     number = {key: i for i, key in enumerate(keys)}
     for label, group in _groups(frame, by):
@@ -88,9 +76,21 @@ def _builds(frame: pd.DataFrame, by: str | Sequence[str] | None):
             key = key if isinstance(key, tuple) else (key,)
             if "ef_search" in rows.columns:
                 rows = rows.sort_values("ef_search", kind="mergesort")
-            name = ", ".join(f"{c}={v}" for c, v in zip(varying, key, strict=True))
+            name = ", ".join(
+                str(v) if c == "index" else f"{c}={v}" for c, v in zip(varying, key, strict=True)
+            )
             builds.append((name, number.get(key, 0), rows))
         yield label, group, builds
+
+
+def _index_varies_within(frame: pd.DataFrame, by: str | Sequence[str] | None) -> bool:
+    """Whether some ``by`` group holds rows of more than one ``index``."""
+    cols = [] if by is None else [by] if isinstance(by, str) else list(by)
+    if "index" not in frame.columns or "index" in cols:
+        return False
+    if not cols:
+        return frame["index"].nunique() > 1
+    return bool((frame.groupby(cols, dropna=False)["index"].nunique() > 1).any())
 
 
 def _the(frame: pd.DataFrame, column: str) -> Any:
@@ -216,7 +216,14 @@ def plot_recall_qps(
     other of the group beats on both axes) is drawn as a wide pale band labelled
     ``"<group> Pareto front"``. QPS on a log axis with plain tick labels; the title
     names the dataset (for a BenchResults), metric, k and the fixed build parameters.
+
+    ``plot_recall_qps(lab, refs)``: the evaluations recorded with commits of a Lab
+    (``refs``: a list of refs, default every commit with one), one group per commit
+    (``lab.evaluations(refs)``: recall from the manifest, QPS measured at commit).
     """
+    if hasattr(results, "evaluations") and hasattr(results, "commit"):  # a Lab
+        refs, ax = (None, ax) if ax is None or hasattr(ax, "plot") else (ax, None)
+        results, by = results.evaluations(refs), "run" if by == "library" else by
     frame = as_frame(results, [x, y])
     fig, ax = _axes(ax)
     label_rows: list[tuple[pd.DataFrame, str]] = []
@@ -355,35 +362,43 @@ def _legend_right(ax: Any, handles: list, title: str, loc: str, y: float) -> Any
 
 
 def storage_frame(lab_or_log: Any) -> pd.DataFrame:
-    """Per generation, oldest first: generation, entries, bytes, shared_bytes (also in
-    the parent), new_bytes. From a Lab or a ``lab.log()`` DataFrame."""
-    log = lab_or_log.log() if hasattr(lab_or_log, "log") else lab_or_log
+    """Per commit, oldest first: ``#`` (when the log has it), generation, entries, bytes,
+    shared_bytes (also in the parent), new_bytes. From a Lab (its current branch) or a
+    ``lab.log()`` DataFrame."""
+    if hasattr(lab_or_log, "log"):
+        log = lab_or_log.log(getattr(lab_or_log, "current_branch", None))
+    else:
+        log = lab_or_log
     log = as_frame(log, ["generation", "bytes", "new_bytes"])
-    out = log.sort_values("generation", kind="mergesort").reset_index(drop=True)
+    order = "#" if "#" in log.columns else "generation"
+    out = log.sort_values(order, kind="mergesort").reset_index(drop=True)
     out = out.assign(shared_bytes=out["bytes"] - out["new_bytes"])
-    cols = ["generation", "entries", "bytes", "shared_bytes", "new_bytes"]
+    cols = ["#", "generation", "entries", "bytes", "shared_bytes", "new_bytes"]
     return out[[c for c in cols if c in out.columns]]
 
 
 def plot_storage(lab: Any, ax: Any = None, unit: str | None = None) -> tuple[Any, Any]:
-    """Stacked bars per generation: bytes shared with the parent (grey) under the new
-    bytes the generation wrote (blue), from ``lab.log()`` (a Lab or its log frame).
+    """Stacked bars per commit: bytes shared with the parent (grey) under the new bytes
+    the commit wrote (blue), from ``lab.log()`` (a Lab's current branch, or a log frame).
     ``unit`` (B, KiB, MiB, GiB, TiB) defaults to the one ``fmt_bytes`` writes the largest
-    generation in, as every display does."""
+    commit in, as every display does."""
     df = storage_frame(lab)
     if unit is None:
         unit, scale = byte_unit(int(df["bytes"].max()) if len(df) else 0)
     else:
         scale = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4}[unit]
     fig, ax = _axes(ax)
-    gens = df["generation"].astype(str).to_numpy()
+    if "#" in df.columns:
+        gens = np.array([f"#{n}" for n in df["#"]])
+    else:
+        gens = df["generation"].astype(str).to_numpy()
     shared = df["shared_bytes"].to_numpy() / scale
     new = df["new_bytes"].to_numpy() / scale
     ax.bar(gens, shared, color=COLORS["shared"], label="shared with parent")
-    ax.bar(gens, new, bottom=shared, color=COLORS["new"], label="new in this generation")
-    ax.set_xlabel("generation")
+    ax.bar(gens, new, bottom=shared, color=COLORS["new"], label="new in this commit")
+    ax.set_xlabel("commit" if "#" in df.columns else "generation")
     ax.set_ylabel(f"logical bytes reachable ({unit})")
-    ax.set_title("storage per generation: what each adds to its parent")
+    ax.set_title("storage per commit: what each adds to its parent")
     top = float((shared + new).max()) if len(df) else 0.0
     if top > 0:
         ax.set_ylim(0, top * 1.2)  # headroom: the legend sits above the bars

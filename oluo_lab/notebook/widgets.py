@@ -50,8 +50,8 @@ class _Explorer:
 
 
 def _growth_svg(df: pd.DataFrame, selected: int | None, width: int = 360, height: int = 120) -> Raw:
-    """Vertical stacked bars (shared grey, new blue) per generation, oldest left; the
-    selected generation is outlined. Numbers are in each bar's ``<title>``."""
+    """Vertical stacked bars (shared grey, new blue) per commit (``#n``), oldest left; the
+    selected commit is outlined. Numbers are in each bar's ``<title>``."""
     n = len(df)
     if n == 0:
         return Raw("")
@@ -61,18 +61,19 @@ def _growth_svg(df: pd.DataFrame, selected: int | None, width: int = 360, height
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 14}" '
         f'viewBox="0 0 {width} {height + 14}" role="img" '
-        f'aria-label="bytes per generation, shared and new">'
+        f'aria-label="bytes per commit, shared and new">'
     ]
-    for i, rec in enumerate(df.itertuples(index=False)):
+    for i, rec in enumerate(df.to_dict(orient="records")):
+        seq = rec["#"]
         x = i * slot + (slot - bar_w) / 2
-        shared_h = height * int(rec.shared_bytes) / top
-        new_h = height * int(rec.new_bytes) / top
+        shared_h = height * int(rec["shared_bytes"]) / top
+        new_h = height * int(rec["new_bytes"]) / top
         y_new = height - shared_h - new_h
         title = (
-            f"generation {rec.generation}: shared {fmt_bytes(int(rec.shared_bytes))}, "
-            f"new {fmt_bytes(int(rec.new_bytes))}"
+            f"#{seq} (generation {rec['generation']}): shared "
+            f"{fmt_bytes(int(rec['shared_bytes']))}, new {fmt_bytes(int(rec['new_bytes']))}"
         )
-        stroke = ' stroke="#000000" stroke-width="1.5"' if rec.generation == selected else ""
+        stroke = ' stroke="#000000" stroke-width="1.5"' if seq == selected else ""
         out.append(f"<g><title>{escape(title)}</title>")
         out.append(
             f'<rect x="{x:.2f}" y="{height - shared_h:.2f}" width="{bar_w:.2f}" '
@@ -84,16 +85,17 @@ def _growth_svg(df: pd.DataFrame, selected: int | None, width: int = 360, height
         )
         out.append(
             f'<text x="{x + bar_w / 2:.2f}" y="{height + 12}" font-size="10" '
-            f'text-anchor="middle">{rec.generation}</text></g>'
+            f'text-anchor="middle">#{seq}</text></g>'
         )
     out.append("</svg>")
     return Raw("".join(out))
 
 
 class SnapshotBrowser(_Explorer):
-    """Pick a generation of ``lab`` -> its manifest, stats, diff to its parent and the
-    storage growth chart. ``semantic=True`` adds the answer-level diff (loads both
-    engines: slower). Controls: ``.selector`` (a Dropdown of generation numbers)."""
+    """Pick a commit of ``lab``'s current branch -> its manifest, stats, diff to its
+    parent and the storage growth chart. ``semantic=True`` adds the answer-level diff
+    (loads both engines: slower). Controls: ``.selector`` (a Dropdown of commit numbers,
+    ``#n``)."""
 
     def __init__(self, lab: Any, semantic: bool = False, k: int = 10) -> None:
         import ipywidgets as widgets
@@ -101,12 +103,12 @@ class SnapshotBrowser(_Explorer):
         self.lab = lab
         self.semantic = semantic
         self.k = k
-        self._snaps = {s.generation: s for s in lab.history()}
-        self._storage = storage_frame(lab) if self._snaps else None
+        self._snaps = {s.seq: s for s in lab.history()}
+        self._storage = storage_frame(lab.log(lab.current_branch)) if self._snaps else None
         gens = sorted(self._snaps)
         options = [(self._label(g), g) for g in gens]
         self.selector = widgets.Dropdown(
-            options=options, value=gens[-1] if gens else None, description="generation"
+            options=options, value=gens[-1] if gens else None, description="commit"
         )
         self.view = widgets.HTML()
         self.widget = widgets.VBox([self.selector, self.view])
@@ -116,14 +118,14 @@ class SnapshotBrowser(_Explorer):
 
     def _label(self, g: int) -> str:
         note = self._snaps[g].note
-        return f"{g}" + (f" — {note}" if note else "")
+        return f"#{g}" + (f" — {note}" if note else "")
 
     def page(self, generation: int | None) -> str:
-        """The HTML shown for ``generation`` (deterministic)."""
+        """The HTML shown for commit ``#generation`` (deterministic)."""
         if generation is None:
             return f"<p>Lab {escape(repr(self.lab.path.name))} is empty.</p>"
         snap = self._snaps[generation]
-        row = self._storage[self._storage["generation"] == generation].iloc[0]
+        row = self._storage[self._storage["#"] == generation].iloc[0]
         parts = [Raw(snap._repr_html_())]
         parts.append(
             kv_table(
@@ -131,7 +133,7 @@ class SnapshotBrowser(_Explorer):
                 [
                     ("bytes reachable", fmt_bytes(int(row["bytes"]))),
                     ("shared with parent", fmt_bytes(int(row["shared_bytes"]))),
-                    ("new in this generation", fmt_bytes(int(row["new_bytes"]))),
+                    ("new in this commit", fmt_bytes(int(row["new_bytes"]))),
                 ],
             )
         )
@@ -140,10 +142,10 @@ class SnapshotBrowser(_Explorer):
             None,
         )
         if parent_gen is None:
-            parts.append(Raw("<p>No parent generation to diff against.</p>"))
+            parts.append(Raw("<p>No parent commit to diff against.</p>"))
         else:
             diff = self.lab.diff(parent_gen, generation, k=self.k, semantic=self.semantic)
-            parts.append(Raw(f"<h4>diff to parent (generation {parent_gen})</h4>"))
+            parts.append(Raw(f"<h4>diff to parent (#{parent_gen})</h4>"))
             parts.append(Raw(diff._repr_html_()))
         parts.append(Raw("<h4>storage growth (grey shared, blue new)</h4>"))
         parts.append(_growth_svg(self._storage, generation))
@@ -156,7 +158,7 @@ class SnapshotBrowser(_Explorer):
         return html
 
     def __repr__(self) -> str:
-        return f"SnapshotBrowser({self.lab!r}, generation={self.selector.value})"
+        return f"SnapshotBrowser({self.lab!r}, commit=#{self.selector.value})"
 
     def _repr_html_(self) -> str:
         return self.page(self.selector.value) + _NO_KERNEL

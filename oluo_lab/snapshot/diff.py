@@ -4,7 +4,9 @@ Snapshot layer: reads two generations' manifests and payloads (never writes). Fo
 levels of difference: manifest fields; books and bytes (shared, added, removed);
 entries (ids added, removed, metadata or vector changed); and, optionally, the answers
 on a fixed query set (recall@k of each side against its own exact answers and the
-neighbour overlap between the sides).
+neighbour overlap between the sides). The query set is the caller's, else the held-out
+queries recorded with either commit's evaluation, else (a fallback the result names)
+a sample of ``a``'s own vectors, on which recall is close to 1 by construction.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..cas import CID, reassemble
+from ..cas import CID, ContentError, reassemble
 from ..engine import decode_metadata
 from ..metrics import answer_overlap, recall_ids
+from .errors import OluoPersistError
+from .evaluation import load_queries
 from .history import generation_books
 from .persist import restore_engine
 from .reports import ManifestDiff, SemanticDiff
@@ -36,6 +40,11 @@ _DIFF_FIELDS = (
     "chunker",
     "note",
     "annotations",
+    "params",
+    "metrics",
+    "evaluation",
+    "index_digest",
+    "version",
     "index_cid",
     "metadata_cid",
     "parent",
@@ -43,7 +52,14 @@ _DIFF_FIELDS = (
 
 
 def _show(value: Any) -> Any:
-    return value.short if isinstance(value, CID) else value
+    if isinstance(value, CID):
+        return value.short
+    if isinstance(value, bytes):
+        return value.hex()[:16]
+    if isinstance(value, dict) and "recall" in value and "queries" in value:
+        k = value.get("k")
+        return {f"recall@{k} ef_search={ef}": round(float(r), 4) for ef, r in value["recall"]}
+    return value
 
 
 def default_queries(engine: OluoEngine, n: int = 100) -> np.ndarray:
@@ -55,7 +71,9 @@ def default_queries(engine: OluoEngine, n: int = 100) -> np.ndarray:
     return np.ascontiguousarray(vectors[::step][:n])
 
 
-def semantic_diff(ea: OluoEngine, eb: OluoEngine, queries: np.ndarray, k: int) -> SemanticDiff:
+def semantic_diff(
+    ea: OluoEngine, eb: OluoEngine, queries: np.ndarray, k: int, source: str = ""
+) -> SemanticDiff:
     """Recall of each side against its own exact answers, and the overlap of the two.
 
     Recall divides by each side's valid exact answers (``denominator="truth"``): a side
@@ -68,11 +86,32 @@ def semantic_diff(ea: OluoEngine, eb: OluoEngine, queries: np.ndarray, k: int) -
         recall_a=recall_ids(ra.keys, ta.keys, k, denominator="truth"),
         recall_b=recall_ids(rb.keys, tb.keys, k, denominator="truth"),
         overlap=answer_overlap(ra.ids, rb.ids, k),
+        source=source,
     )
 
 
+def recorded_queries(lab: Lab, a: Snapshot, b: Snapshot) -> tuple[np.ndarray, int, str] | None:
+    """The held-out queries recorded with ``a``'s evaluation, else ``b``'s: (queries, k,
+    where they came from); None when neither has one still in the store."""
+    for snap in (a, b):
+        ev = snap.manifest.evaluation
+        if not ev:
+            continue
+        try:
+            q = load_queries(lab.store, CID.from_bytes(ev["queries"]))
+        except (ContentError, OluoPersistError, ValueError, KeyError):
+            continue
+        return q, int(ev.get("k", 10)), f"the evaluation queries recorded with {snap.label}"
+    return None
+
+
 def diff_snapshots(
-    lab: Lab, a: Snapshot, b: Snapshot, queries: Any = None, k: int = 10, semantic: bool = True
+    lab: Lab,
+    a: Snapshot,
+    b: Snapshot,
+    queries: Any = None,
+    k: int | None = None,
+    semantic: bool = True,
 ) -> ManifestDiff:
     """Field, byte, entry and (optionally) answer-level differences from ``a`` to ``b``."""
     store = lab.store
@@ -102,9 +141,19 @@ def diff_snapshots(
         ea, _ = restore_engine(store, ma, lab.compact_threshold)
         eb, _ = restore_engine(store, mb, lab.compact_threshold)
         changed_vec = _changed_vectors(ea, eb, common)
-        q = default_queries(ea) if queries is None else np.asarray(queries)
+        recorded = recorded_queries(lab, a, b) if queries is None else None
+        if queries is not None:
+            q, kk, source = np.asarray(queries), k or 10, "the queries given"
+        elif recorded is not None:
+            q, kk, source = recorded[0], k or recorded[1], recorded[2]
+        else:
+            q, kk = default_queries(ea), k or 10
+            source = (
+                f"fallback: no recorded evaluation, so {len(q)} of {a.label}'s own vectors "
+                "(recall is near 1 by construction; pass queries= or commit with evaluate=)"
+            )
         if len(q):
-            sem = semantic_diff(ea, eb, q, k)
+            sem = semantic_diff(ea, eb, q, kk, source)
     return ManifestDiff(
         a=a.generation,
         b=b.generation,
@@ -122,6 +171,8 @@ def diff_snapshots(
         ids_changed_metadata=changed_meta,
         ids_changed_vector=changed_vec,
         semantic=sem,
+        a_label=a.label,
+        b_label=b.label,
     )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import threading
 import time
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from .._faults import fault_point
 from .._io import fsync_dir, write_all
-from .errors import LockTimeout, PersistIOError
+from .errors import LockTimeout, ManifestSerde, PersistIOError
 
 #: format (docs/FORMAT.md §3.1): name prefix of a data directory's temp files.
 TEMP_PREFIX = ".oluo-tmp-"
@@ -38,7 +39,9 @@ __all__ = [
     "atomic_write",
     "data_dir_lock",
     "fsync_dir",
+    "read_table",
     "sweep_temp_files",
+    "write_table",
 ]
 
 
@@ -85,6 +88,35 @@ def atomic_write(path: Path | str, data: bytes | bytearray | memoryview) -> None
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def read_table(path: Path, key: str, version: int = 1) -> dict | None:
+    """The map under ``key`` of a ``{key: {...}, "version": version}`` JSON file (the tags
+    and branches files); None when the file does not exist. A damaged file is
+    :class:`ManifestSerde` naming it (never silently empty: gc must know every ref); an
+    unreadable one is :class:`PersistIOError`."""
+    try:
+        doc = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        raise ManifestSerde(f"{path} is not valid JSON ({exc})") from exc
+    except OSError as exc:
+        raise PersistIOError(f"cannot read {path}", exc) from exc
+    if (
+        not isinstance(doc, dict)
+        or doc.get("version") != version
+        or not isinstance(doc.get(key), dict)
+    ):
+        raise ManifestSerde(f"{path}: expected {{'version': {version}, '{key}': {{...}}}}")
+    return doc[key]
+
+
+def write_table(path: Path, key: str, table: dict, version: int = 1) -> None:
+    """Replace ``path`` with ``{key: table, "version": version}`` (JSON, sorted keys,
+    one-space indent), atomically and durably."""
+    doc = {key: table, "version": version}
+    atomic_write(path, (json.dumps(doc, sort_keys=True, indent=1) + "\n").encode())
 
 
 class BackgroundWrite:

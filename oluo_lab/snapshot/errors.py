@@ -16,15 +16,22 @@ if TYPE_CHECKING:
     from ..cas import CID
 
 __all__ = [
+    "AmbiguousRef",
+    "CommitPruned",
     "EngineRestoreError",
+    "HeadMoved",
     "HeadRegression",
     "IndexCodecError",
     "LockTimeout",
     "ManifestSerde",
     "MetadataDeserialize",
+    "NotALab",
     "OluoPersistError",
+    "ParamConflict",
     "PersistIOError",
+    "RefExists",
     "SnapshotNotFound",
+    "UnknownRef",
     "UnsupportedVersion",
 ]
 
@@ -110,3 +117,105 @@ class IndexCodecError(OluoPersistError):
     def __init__(self, message: str, cid: CID | None = None) -> None:
         self.cid = cid
         super().__init__(f"index record {cid.hex}: {message}" if cid is not None else message)
+
+
+class NotALab(OluoPersistError):
+    """A path opened as a lab is not one (nothing was created there). ``.path`` names it."""
+
+    def __init__(self, path: object, detail: str = "") -> None:
+        self.path = path
+        super().__init__(
+            f"{path} is not a lab"
+            + (f" ({detail})" if detail else "")
+            + "; create one with Lab(path)"
+        )
+
+
+class HeadMoved(HeadRegression):
+    """A commit would not extend the branch head it found (``.found``), so the head would
+    lose commits: the branch moved since the engine was checked out, or the engine
+    descends from another commit (``.expected``, None for an engine of no commit of this
+    lab). ``.branch`` names the branch; nothing was written and the engine is unchanged.
+    A subclass of :class:`HeadRegression` (a head never moves backwards)."""
+
+    def __init__(
+        self,
+        branch: str,
+        found: object,
+        expected: object,
+        message: str,
+        *,
+        current: int = -1,
+        attempted: int = -1,
+    ) -> None:
+        self.branch = branch
+        self.found = found
+        self.expected = expected
+        self.current = current
+        self.attempted = attempted
+        OluoPersistError.__init__(self, message)
+
+
+class CommitPruned(OluoPersistError):
+    """The commit's payloads were retired by ``gc`` (its manifest stays in the log).
+    ``.cid`` (hex), ``.seq`` (its ``#n`` or None) and ``.when`` (the gc's time or None)."""
+
+    def __init__(self, cid: str, seq: int | None, when: str | None) -> None:
+        self.cid = cid
+        self.seq = seq
+        self.when = when
+        name = f"#{seq} ({cid[16:28]})" if seq is not None else cid[16:28]
+        at = f" at {when}" if when else ""
+        super().__init__(
+            f"commit {name} was pruned: gc retired its payloads{at} (gc --keep-last); "
+            "its manifest, params and metrics remain in the log, but it cannot be checked "
+            "out or diffed"
+        )
+
+
+class ParamConflict(OluoPersistError, ValueError):
+    """A user param names an engine setting with another value than the engine's
+    (``.name``, ``.given``, ``.actual``); nothing was written and the engine is unchanged."""
+
+    def __init__(self, name: str, given: object, actual: object, setting: str) -> None:
+        self.name = name
+        self.given = given
+        self.actual = actual
+        super().__init__(
+            f"param {name}={given!r} contradicts the engine, whose {setting} is {actual!r}: "
+            "the engine's real configuration is recorded from the engine itself; drop the "
+            f"param or build the engine with {setting}={given!r}"
+        )
+
+
+class UnknownRef(SnapshotNotFound):
+    """A ref names no commit; ``.ref`` is the text, ``.candidates`` names that exist."""
+
+    def __init__(self, ref: str, detail: str, candidates: list[str] | None = None) -> None:
+        self.ref = ref
+        self.candidates = list(candidates or [])
+        self.cid = ref
+        known = f"; known refs: {', '.join(self.candidates)}" if self.candidates else ""
+        OluoPersistError.__init__(self, f"no commit named {ref!r}: {detail}{known}")
+
+
+class AmbiguousRef(SnapshotNotFound):
+    """A ref (an id prefix) matches several commits, listed in ``.candidates``."""
+
+    def __init__(self, ref: str, candidates: list[str]) -> None:
+        self.ref = ref
+        self.candidates = list(candidates)
+        self.cid = ref
+        OluoPersistError.__init__(
+            self,
+            f"ref {ref!r} is ambiguous: it is a prefix of {len(candidates)} commit ids "
+            f"({', '.join(candidates)}); give more characters",
+        )
+
+
+class RefExists(OluoPersistError, ValueError):
+    """A branch or tag name is taken (``.name``); the message says how to move it."""
+
+    def __init__(self, name: str, message: str) -> None:
+        self.name = name
+        super().__init__(message)

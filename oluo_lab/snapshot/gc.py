@@ -3,9 +3,9 @@
 Snapshot layer: the one module that deletes books. Like restic's prune, a gc first
 computes a :class:`GcPlan` without changing anything (:func:`plan_gc`):
 
-* **mark** the books of the head generation, of every retained history generation
-  (all, or the newest ``keep_last``; older ones keep only their manifest, so the log
-  stays complete) and of every tagged generation, each under the reason it is kept;
+* **mark** the books of every branch head, of every retained history commit (all, or
+  the newest ``keep_last`` of each branch; older ones keep only their manifest, so the
+  log stays complete) and of every tagged commit, each under the reason it is kept;
 * **sweep** the store: an unmarked book is doomed, unless its file is younger than the
   grace period (a writer may be about to name it);
 * note the history generations this gc **retires** (payloads no longer kept).
@@ -22,15 +22,16 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._faults import fault_point
 from ..cas import CID, DEFAULT_GC_GRACE_S, BookStore
 from . import refs_log
 from .durable import data_dir_lock, sweep_temp_files
-from .head import Head, read_head
+from .errors import PersistIOError
+from .head import Head
 from .history import generation_books, walk_history
+from .refs import RefStore
 from .reports import GcReport
 
 if TYPE_CHECKING:
@@ -122,7 +123,7 @@ def gc_lab(
         temp_removed = 0 if dry_run else _sweep_temp_files(lab, grace_s)
         plan = _plan(lab, grace_s, keep_last, bar)
         if not dry_run:
-            _execute(lab.path, lab.store, plan, bar)
+            _execute(lab.refs, lab.store, plan, bar)
     return plan.report(dry_run, temp_removed)
 
 
@@ -134,13 +135,17 @@ def _check_keep_last(keep_last: int | None) -> None:
 def _plan(lab: Lab, grace_s: float, keep_last: int | None, bar: Any) -> GcPlan:
     """Mark, sweep and list the generations to retire (hold the data-directory lock)."""
     store = lab.store
-    retired_before = refs_log.retired(lab.path)
+    try:
+        retired_before = set(refs_log.retired_times(None, lab.refs.records()))
+    except PersistIOError:  # an unreadable log: nothing is known to be retired
+        retired_before = set()
     marks: dict[str, set[CID]] = {}
-    _mark_history(store, read_head(lab.path), keep_last, retired_before, marks)
+    _mark_history(store, list(lab.refs.branches().values()), keep_last, retired_before, marks)
     tags = lab.tags()
     _mark_tags(store, tags, retired_before, marks)
     doomed, young = _sweep(store, set().union(*marks.values()), grace_s, bar)
-    retire = marks.get(REASON_MANIFEST_ONLY, set()) - retired_before - set(tags.values())
+    kept = marks.get(REASON_HEAD, set()) | marks.get(REASON_HISTORY, set())
+    retire = marks.get(REASON_MANIFEST_ONLY, set()) - kept - retired_before - set(tags.values())
     return GcPlan(
         marks={reason: frozenset(books) for reason, books in marks.items()},
         doomed=tuple(doomed),
@@ -153,26 +158,26 @@ def _plan(lab: Lab, grace_s: float, keep_last: int | None, bar: Any) -> GcPlan:
 
 def _mark_history(
     store: BookStore,
-    head: Head | None,
+    heads: list[Head],
     keep_last: int | None,
     retired_before: set[CID],
     marks: dict[str, set[CID]],
 ) -> None:
-    """The head generation's books; every retained generation's books; the manifests of
-    the others (beyond ``keep_last``, or retired by an earlier gc)."""
-    if head is None:
-        return
-    for i, gen in enumerate(walk_history(store, head.cid)):
-        if i == 0:
-            marks.setdefault(REASON_HEAD, set()).update(
-                generation_books(store, gen.cid, gen.manifest)
-            )
-        elif (keep_last is None or i < keep_last) and gen.cid not in retired_before:
-            marks.setdefault(REASON_HISTORY, set()).update(
-                generation_books(store, gen.cid, gen.manifest)
-            )
-        else:
-            marks.setdefault(REASON_MANIFEST_ONLY, set()).add(gen.cid)
+    """Each branch head's books; every retained commit's books (the newest ``keep_last``
+    of each branch); the manifests of the others (beyond ``keep_last``, or retired by an
+    earlier gc). A commit some branch retains is kept whatever the others say."""
+    for head in heads:
+        for i, gen in enumerate(walk_history(store, head.cid)):
+            if i == 0:
+                marks.setdefault(REASON_HEAD, set()).update(
+                    generation_books(store, gen.cid, gen.manifest)
+                )
+            elif (keep_last is None or i < keep_last) and gen.cid not in retired_before:
+                marks.setdefault(REASON_HISTORY, set()).update(
+                    generation_books(store, gen.cid, gen.manifest)
+                )
+            else:
+                marks.setdefault(REASON_MANIFEST_ONLY, set()).add(gen.cid)
 
 
 def _mark_tags(
@@ -222,10 +227,10 @@ def _sweep_temp_files(lab: Lab, grace_s: float) -> int:
     return removed
 
 
-def _execute(data_dir: Path, store: BookStore, plan: GcPlan, bar: Any) -> None:
+def _execute(refs: RefStore, store: BookStore, plan: GcPlan, bar: Any) -> None:
     """Record the retired generations, then delete exactly the plan's doomed books."""
     if plan.retire:
-        refs_log.record_retired(data_dir, plan.retire)
+        refs.log_event(refs_log.retired_record(plan.retire))
         fault_point("gc.retire_logged")
     for cid in plan.doomed:
         fault_point("gc.before_delete")

@@ -15,10 +15,11 @@ from ..engine.metadata import read_metadata_header
 from ..errors import OluoError
 from .errors import SnapshotNotFound
 from .index_codec import index_books
-from .manifest import SnapshotManifest, fetch_manifest
+from .manifest import SnapshotManifest, fetch_manifest, parent_admits
 
 __all__ = [
     "Generation",
+    "evaluation_roots",
     "generation_books",
     "generation_holes",
     "payload_books",
@@ -46,20 +47,23 @@ def walk_history(store: BookStore, head: CID, limit: int | None = None) -> Itera
     """Yield generations from ``head`` back along parent links, newest first.
 
     Stops after ``limit`` generations. A missing parent manifest ends the walk
-    with :class:`SnapshotNotFound` naming it; generations must strictly decrease.
+    with :class:`SnapshotNotFound` naming it; each parent must pass
+    :func:`~oluo_lab.snapshot.manifest.parent_admits` (a lower engine generation, or the
+    same engine state for a commit that changed only its note or params).
     """
     cid: CID | None = head
     seen = 0
-    previous: int | None = None
+    child: SnapshotManifest | None = None
     while cid is not None and (limit is None or seen < limit):
         manifest = fetch_manifest(store, cid, "manifest in the history")
-        if previous is not None and manifest.compact_generation >= previous:
+        if child is not None and not parent_admits(manifest, child):
             raise SnapshotNotFound(
                 cid.hex,
-                f"history is not strictly decreasing ({manifest.compact_generation} after {previous})",
+                f"history is not decreasing ({manifest.compact_generation} is the parent "
+                f"of {child.compact_generation})",
             )
         yield Generation(cid, manifest)
-        previous = manifest.compact_generation
+        child = manifest
         cid = manifest.parent
         seen += 1
 
@@ -82,18 +86,36 @@ def generation_books(
     manifest: SnapshotManifest | None = None,
     retired: Collection[CID] = (),
 ) -> set[CID]:
-    """The manifest book plus every book its payloads reach (just the manifest when the
-    payloads were collected, or when ``cid`` is in ``retired``: gc recorded that it retires
-    this generation's payloads, and a gc killed half-way may have deleted only some)."""
+    """The manifest book plus every book its payloads reach, and those of its recorded
+    evaluation's query set and ground truth (just the manifest when the payloads were
+    collected, or when ``cid`` is in ``retired``: gc recorded that it retires this
+    generation's payloads, and a gc killed half-way may have deleted only some)."""
     if cid in retired:
         return {cid}
     if manifest is None:
         manifest = fetch_manifest(store, cid)
     if payload_collected(store, manifest):
         return {cid}
-    return (
+    books = (
         {cid} | index_books(manifest.index_cid, store) | payload_books(store, manifest.metadata_cid)
     )
+    for root in evaluation_roots(manifest):
+        books |= payload_books(store, root)
+    return books
+
+
+def evaluation_roots(manifest: SnapshotManifest) -> list[CID]:
+    """The DAG roots a manifest's recorded evaluation names (query set, ground truth)."""
+    ev = manifest.evaluation
+    if not ev:
+        return []
+    roots = []
+    for name in ("queries", "truth"):
+        try:
+            roots.append(CID.from_bytes(ev[name]))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return roots
 
 
 def generation_holes(

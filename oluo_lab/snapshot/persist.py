@@ -29,6 +29,7 @@ from ..engine import DEFAULT_COMPACT_THRESHOLD, OluoEngine, decode_metadata
 from ..engine.metadata import read_metadata_header
 from . import refs_log
 from .base_cache import BASE_NAME, start_base_write, write_base_if_changed
+from .branches import DEFAULT_BRANCH
 from .durable import BackgroundWrite, data_dir_lock, sweep_temp_files
 from .errors import (
     EngineRestoreError,
@@ -39,9 +40,22 @@ from .errors import (
 )
 from .head import HEAD_NAME, Head, read_head, write_head
 from .index_codec import decode_index, encode_index, read_index_record
-from .manifest import SnapshotManifest, check_note, fetch_manifest
+from .manifest import (
+    SnapshotManifest,
+    canonical_value,
+    check_note,
+    fetch_manifest,
+    parent_admits,
+)
+from .origins import remember
 
-__all__ = ["load_snapshot", "persist_snapshot", "restore_engine"]
+__all__ = [
+    "describe_metadata",
+    "encode_index_against",
+    "load_snapshot",
+    "persist_snapshot",
+    "restore_engine",
+]
 
 
 def _as_dir(data_dir: Path | str) -> Path:
@@ -53,7 +67,7 @@ def _as_dir(data_dir: Path | str) -> Path:
     return path
 
 
-def _describe_metadata(metadata_bytes: bytes) -> tuple[dict[str, Any], int]:
+def describe_metadata(metadata_bytes: bytes) -> tuple[dict[str, Any], int]:
     """Index config and entry count for the manifest, from the metadata header only
     (the columns are validated when the snapshot is loaded or verified)."""
     try:
@@ -96,8 +110,10 @@ def persist_snapshot(
     data_dir = _as_dir(data_dir)
     if not isinstance(generation, int) or isinstance(generation, bool) or generation < 0:
         raise ManifestSerde(f"generation must be a non-negative int, got {generation!r}")
-    check_note(note, annotations)
-    index_config, entries = _describe_metadata(metadata_bytes)
+    check_note(note, annotations if not isinstance(annotations, dict) else {})
+    if annotations is not None:  # numpy scalars and tuples, as notebooks produce them
+        annotations = canonical_value(annotations, "annotations")
+    index_config, entries = describe_metadata(metadata_bytes)
     with (
         progress_bar(progress, total=5, desc="persist", unit="step") as bar,
         data_dir_lock(data_dir),
@@ -157,7 +173,7 @@ def _persist_locked(
     # One CAS batch for both payloads and the manifest: one durability barrier (instead of
     # one per DAG) and the books are durable when the block exits, before the head moves.
     with store.batch():
-        index_cid = _encode_index_against(index_bytes, store, index_parent)
+        index_cid = encode_index_against(index_bytes, store, index_parent)
         fault_point("persist.index_encoded")
         bar.update(1)
         # fine chunks: a delete changes the entry table in many scattered places
@@ -201,7 +217,7 @@ def _persist_locked(
     return base.path, generation
 
 
-def _encode_index_against(index_bytes: bytes, store: BookStore, index_parent: CID | None) -> CID:
+def encode_index_against(index_bytes: bytes, store: BookStore, index_parent: CID | None) -> CID:
     """Store the index through the codec (docs/FORMAT.md §3.3), as a patch against the
     parent generation's index when that is still in the store, else in full."""
     if index_parent is not None and not store.has(index_parent):
@@ -242,10 +258,11 @@ def _load_snapshot(
         )
     if manifest.parent is not None:
         parent = fetch_manifest(store, manifest.parent, f"parent of manifest {head.cid}")
-        if parent.compact_generation >= manifest.compact_generation:
+        if not parent_admits(parent, manifest):
             raise ManifestSerde(
                 f"manifest {head.cid}: parent {manifest.parent} has generation "
-                f"{parent.compact_generation}, not below {manifest.compact_generation}"
+                f"{parent.compact_generation}, not below {manifest.compact_generation} "
+                "(equal only for a commit of the same engine state)"
             )
     bar.update(1)
     index_bytes, digest, decoded = _restore_parts(store, manifest, False)
@@ -257,6 +274,7 @@ def _load_snapshot(
         # the base file now holds exactly the verified index bytes (checked or written
         # under the lock): the engine maps its vectors from it instead of copying them
         engine = _engine_of(manifest, index_bytes, digest, decoded, compact_threshold, base_path)
+    remember(engine, data_dir, head.cid, DEFAULT_BRANCH)  # a Lab commit of it extends main
     bar.update(1)
     return engine, base_path, manifest.compact_generation
 

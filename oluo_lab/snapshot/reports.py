@@ -40,6 +40,7 @@ class VerifyReport:
     problems: tuple[Problem, ...]
     unreachable_books: int
     unreachable_bytes: int
+    commits_checked: int = 0  # commits whose payloads were checked (generations can repeat)
 
     @property
     def errors(self) -> tuple[Problem, ...]:
@@ -64,7 +65,8 @@ class VerifyReport:
         state = "clean" if self.ok else f"{len(self.errors)} error(s)"
         warn = len(self.problems) - len(self.errors)
         return (
-            f"VerifyReport({state}, warnings={warn}, generations={len(self.generations_checked)}, "
+            f"VerifyReport({state}, warnings={warn}, commits={self.commits_checked}, "
+            f"generations={len(self.generations_checked)}, "
             f"books={self.books_checked}, entries_searched={self.entries_searched}, "
             f"unreachable_books={self.unreachable_books})"
         )
@@ -75,6 +77,7 @@ class VerifyReport:
         out = kv_table(
             f"verify: {state}, {warn} warning(s)",
             [
+                ("commits checked", self.commits_checked),
                 ("generations checked", ", ".join(map(str, self.generations_checked)) or "none"),
                 ("books re-hashed", self.books_checked),
                 ("bytes re-hashed", fmt_bytes(self.bytes_checked)),
@@ -177,23 +180,27 @@ class GcReport:
 @dataclass(frozen=True)
 class SemanticDiff:
     """What changed in the answers: recall of each side against its own exact ground truth,
-    and how much the two sides' neighbour sets overlap, on one fixed query set."""
+    and how much the two sides' neighbour sets overlap, on one fixed query set.
+    ``source`` says where the queries came from."""
 
     k: int
     n_queries: int
     recall_a: float
     recall_b: float
     overlap: float
+    source: str = ""
 
     def __repr__(self) -> str:
+        src = ", fallback queries" if self.source.startswith("fallback") else ""
         return (
             f"SemanticDiff(k={self.k}, queries={self.n_queries}, recall_a={self.recall_a:.4f}, "
-            f"recall_b={self.recall_b:.4f}, overlap={self.overlap:.4f})"
+            f"recall_b={self.recall_b:.4f}, overlap={self.overlap:.4f}{src})"
         )
 
     def _repr_html_(self) -> str:
+        src = f" ({self.source})" if self.source else ""
         return table(
-            f"answers on {self.n_queries} fixed queries, k={self.k}",
+            f"answers on {self.n_queries} fixed queries{src}, k={self.k}",
             ["", "a", "b"],
             [
                 [
@@ -228,6 +235,8 @@ class ManifestDiff:
     ids_changed_vector: tuple[Any, ...] = ()
     semantic: SemanticDiff | None = None
     _extra: Mapping[str, Any] = field(default_factory=dict)
+    a_label: str = ""  # the commits' names (#n) when known
+    b_label: str = ""
 
     @property
     def new_bytes(self) -> int:
@@ -235,7 +244,10 @@ class ManifestDiff:
         return self.bytes_added
 
     def summary(self) -> dict[str, Any]:
-        out = {
+        out: dict[str, Any] = {}
+        if self.a_label or self.b_label:
+            out["commits"] = f"{self.a_label} -> {self.b_label}"
+        out |= {
             "generations": f"{self.a} -> {self.b}",
             "fields changed": ", ".join(self.fields) or "none",
             "books shared / added / removed": f"{self.books_shared} / {self.books_added} / {self.books_removed}",
@@ -252,6 +264,8 @@ class ManifestDiff:
             s = self.semantic
             out[f"recall@{s.k} a / b"] = f"{s.recall_a:.4f} / {s.recall_b:.4f}"
             out[f"neighbour overlap@{s.k}"] = f"{s.overlap:.4f}"
+            if s.source:
+                out["queries"] = s.source
         return out
 
     def to_frame(self):
@@ -273,7 +287,9 @@ class ManifestDiff:
         """Fields, bytes (with a shared/new/removed bar), entries (first ids shown, the
         rest in ``<details>``) and the semantic diff, each a small table."""
         out = kv_table(
-            f"diff: generation {self.a} -> {self.b}",
+            f"diff: {self.a_label} -> {self.b_label} (generation {self.a} -> {self.b})"
+            if self.a_label or self.b_label
+            else f"diff: generation {self.a} -> {self.b}",
             [("a", short_cid(self.a_cid)), ("b", short_cid(self.b_cid))],
         )
         if self.fields:

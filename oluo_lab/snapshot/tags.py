@@ -8,15 +8,14 @@ read, change and write it hold ``data_dir_lock`` across the three steps.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
 
 from .._faults import fault_point
 from ..cas import CID
-from .durable import atomic_write
-from .errors import ManifestSerde, PersistIOError
+from .durable import read_table, write_table
+from .errors import ManifestSerde
 
 #: format (docs/FORMAT.md §3.1): the tags file's name in a data directory.
 TAGS_NAME = "oluo_tags.json"
@@ -43,30 +42,17 @@ def read_tags(data_dir: Path | str) -> dict[str, CID]:
     A damaged file is :class:`ManifestSerde` naming it (never silently empty: gc must
     not sweep without knowing the pins); an unreadable one is :class:`PersistIOError`."""
     path = Path(data_dir) / TAGS_NAME
-    try:
-        doc = json.loads(path.read_bytes())
-    except FileNotFoundError:
+    table = read_table(path, "tags", TAGS_VERSION)
+    if table is None:
         return {}
-    except ValueError as exc:
-        raise ManifestSerde(f"{path} is not valid JSON ({exc})") from exc
-    except OSError as exc:
-        raise PersistIOError(f"cannot read {path}", exc) from exc
-    if (
-        not isinstance(doc, dict)
-        or doc.get("version") != TAGS_VERSION
-        or not isinstance(doc.get("tags"), dict)
-    ):
-        raise ManifestSerde(f"{path}: expected {{'version': {TAGS_VERSION}, 'tags': {{...}}}}")
     try:
-        return {str(k): CID.parse(v) for k, v in sorted(doc["tags"].items())}
+        return {str(k): CID.parse(v) for k, v in sorted(table.items())}
     except (ValueError, TypeError) as exc:
         raise ManifestSerde(f"{path}: bad tag target ({exc})") from exc
 
 
 def write_tags(data_dir: Path | str, tags: Mapping[str, CID]) -> None:
     """Replace the tags file with ``tags``, atomically and durably."""
-    doc = {"tags": {k: v.hex for k, v in sorted(tags.items())}, "version": TAGS_VERSION}
-    atomic_write(
-        Path(data_dir) / TAGS_NAME, (json.dumps(doc, sort_keys=True, indent=1) + "\n").encode()
-    )
+    table = {k: v.hex for k, v in sorted(tags.items())}
+    write_table(Path(data_dir) / TAGS_NAME, "tags", table, TAGS_VERSION)
     fault_point("lab.tags_written")

@@ -17,6 +17,7 @@ import numpy as np
 from ..cas import CID, BookStore, ContentError
 from . import refs_log
 from .base_cache import BASE_NAME
+from .branches import BRANCHES_NAME, DEFAULT_BRANCH, read_branches
 from .errors import OluoPersistError
 from .head import HEAD_NAME, read_head
 from .history import Generation, generation_books, payload_collected, walk_history
@@ -77,7 +78,8 @@ def verify_lab(lab: Lab, sample: int = 32, bar: Any = None) -> VerifyReport:
 
 
 def _roots(lab: Lab, tally: _Tally) -> list[tuple[CID, str]]:
-    """The head and every tag, labelled; an unreadable head or tags file is an error."""
+    """The head, every other branch and every tag, labelled; an unreadable head,
+    branches or tags file is an error."""
     roots: list[tuple[CID, str]] = []
     try:
         head = read_head(lab.path)
@@ -85,6 +87,10 @@ def _roots(lab: Lab, tally: _Tally) -> list[tuple[CID, str]]:
             roots.append((head.cid, "head"))
     except OluoPersistError as exc:
         tally.error("head", HEAD_NAME, None, str(exc))
+    try:
+        roots.extend((h.cid, f"branch {name}") for name, h in read_branches(lab.path).items())
+    except OluoPersistError as exc:
+        tally.error("branches", BRANCHES_NAME, None, str(exc))
     try:
         roots.extend((cid, f"tag {name}") for name, cid in lab.tags().items())
     except OluoPersistError as exc:
@@ -186,7 +192,7 @@ def _self_search(engine: OluoEngine, sample: int, cid: CID, g: int, problems: li
 
 def _check_base_cache(lab: Lab, problems: list[Problem]) -> None:
     """A warning when the base cache does not hold the head's index (a load rebuilds it)."""
-    head = lab.head()
+    head = lab.head(DEFAULT_BRANCH)
     try:
         data = (lab.path / BASE_NAME).read_bytes()
     except FileNotFoundError:
@@ -219,6 +225,7 @@ def _report(store: BookStore, tally: _Tally) -> VerifyReport:
         )
     return VerifyReport(
         generations_checked=tuple(sorted(set(tally.checked), reverse=True)),
+        commits_checked=len(tally.checked),
         books_checked=tally.books_checked,
         bytes_checked=tally.bytes_checked,
         entries_searched=tally.searched,

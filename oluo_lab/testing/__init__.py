@@ -105,9 +105,13 @@ def _show(v: Any) -> str:
     return v.short if hasattr(v, "short") and hasattr(v, "hex") else repr(v)
 
 
-def assert_manifest_equal(a: Any, b: Any, ignore: Iterable[str] = ("note", "annotations")) -> None:
+def assert_manifest_equal(
+    a: Any, b: Any, ignore: Iterable[str] = ("note", "annotations", "params", "metrics")
+) -> None:
     """Assert two SnapshotManifests (or Snapshots) agree field by field, except the
-    fields named in ``ignore``; the message lists every differing field and both values."""
+    fields named in ``ignore`` (by default what the user wrote: the note and the user's
+    annotations, params and metrics); the message lists every differing field and both
+    values."""
     ma, mb = _manifest(a), _manifest(b)
     ignored = set(ignore)
     names = [f.name for f in dataclasses.fields(ma)]

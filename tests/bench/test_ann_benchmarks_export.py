@@ -231,7 +231,7 @@ def test_rows_without_answers_are_refused_by_a_typed_error_and_nothing_is_writte
     with pytest.raises(MissingAnswersError, match=r"6 of 6 rows have no kept answers") as exc:
         table.export_ann_benchmarks(tmp_path / "out")
     assert "keep_answers=True" in str(exc.value) and len(exc.value.rows) == 6
-    assert exc.value.rows[0] == "oluo_lab OluoEngine M=8 efC=16 ef=4"
+    assert exc.value.rows[0] == "oluo_lab OluoEngine M=8 ef_construction=16 ef_search=4"
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*"))
     # one row without answers among plottable ones is refused as well
     partial = BenchResults(results.frame, results.dataset, results.env, dict(results.answers))

@@ -404,23 +404,24 @@ def test_glove_sample_is_reused_not_duplicated():
 # ---------------------------------------------------------------- Lab commit
 
 
-def test_commit_results_annotations_come_back_from_log(results, data, tmp_path):
+def test_commit_results_come_back_from_the_runs_table(results, data, tmp_path):
     from oluo_lab import Lab, OluoEngine
 
     eng = OluoEngine(data.dim, "cosine", M=8, ef_construction=32)
     eng.add(data.base)
     lab = Lab(tmp_path / "lab")
     snap = commit_results(lab, eng, results, note="bench", libraries=["oluo_lab"])
-    log = lab.log()
-    ann = log.iloc[0]["annotations"]
-    assert log.iloc[0]["note"] == "bench"
-    assert ann["bench_parameters"]["M"] == 8 and ann["bench_parameters"]["metric"] == "cosine"
-    rows = ann["bench_results"]
+    runs = lab.runs()
+    assert runs.iloc[0]["note"] == "bench"
+    assert runs.iloc[0]["params.bench_parameters.M"] == 8
+    assert runs.iloc[0]["params.bench_parameters.metric"] == "cosine"
+    again = lab.resolve("HEAD")
+    rows = again.metrics["bench_results"]
     assert len(rows) == 4 and {r["library"] for r in rows} == {"oluo_lab"}
     assert rows[0]["qps"] == pytest.approx(float(results.frame.iloc[0]["qps"]))
-    assert ann["bench_environment"]["faiss"] == results.env["faiss"]
-    assert ann["bench_dataset"]["name"] == "random-2000"
-    assert dict(snap.annotations) == ann
+    assert again.params["bench_environment"]["faiss"] == results.env["faiss"]
+    assert again.params["bench_dataset"]["name"] == "random-2000"
+    assert dict(snap.params) == dict(again.params) and dict(snap.metrics) == dict(again.metrics)
     # the snapshot's engine is the one benchmarked
     back = lab.checkout(snap.cid)
     assert len(back) == data.n

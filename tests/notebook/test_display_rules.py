@@ -190,6 +190,16 @@ def test_search_takes_ef_search_and_its_short_spelling_ef():
     assert a.keys.tolist() == b.keys.tolist() and np.array_equal(a.scores, b.scores)
     with pytest.raises(TypeError, match="ef_search or ef, not both"):
         eng.search(q, k=10, ef=12, ef_search=12)
+    # the beam width reaches the index, on the batch and the single-query path alike
+    index = eng._index
+    seen = []
+    for name in ("search", "search_one"):
+        real = getattr(index, name)
+        setattr(index, name, lambda *a, _real=real, **kw: seen.append(a[2]) or _real(*a, **kw))
+    eng.search(q, k=10, ef_search=37)
+    eng.search(q[0], k=10, ef_search=41)
+    eng.search(q, k=10)
+    assert seen[0] == 37 and set(seen[1:-1]) == {41} and seen[-1] == eng.config.ef_search
 
 
 def test_ef_search_is_the_one_name_in_frames_widgets_and_messages(dataset):

@@ -90,6 +90,35 @@ def test_recall_qps_plot_draws_one_line_per_build_in_ef_search_order():
     assert sorted(ln.get_label() for ln in ax2.get_lines()) == ["M=16", "M=8"]
 
 
+def test_two_indexes_of_one_library_are_two_builds():
+    """faiss's HNSWFlat and its brute-force Flat (library "faiss" both) with the same M
+    are two lines, each joining only its own points, in both plots."""
+    df = h.bench_frame()
+    df = df[df["M"] == 8]
+    flat = df[df["library"] == "peer"].assign(index="Flat", recall=1.0, qps=50.0)
+    df = pd.concat([df, flat], ignore_index=True)
+    _, ax = plot_recall_qps(df, pareto=False)
+    lines = {ln.get_label(): ln.get_data() for ln in ax.get_lines()}
+    assert set(lines) == {"oluo hnsw", "peer Flat", "peer hnsw"}
+    for index in ("Flat", "hnsw"):
+        rows = df[(df["library"] == "peer") & (df["index"] == index)].sort_values("ef_search")
+        np.testing.assert_allclose(lines[f"peer {index}"][0], rows["recall"].to_numpy())
+        np.testing.assert_allclose(lines[f"peer {index}"][1], rows["qps"].to_numpy())
+    _, ax = plot_latency(df, percentiles=("p50_ms",))
+    assert sorted(ln.get_label() for ln in ax.get_lines()) == [
+        "oluo hnsw p50",
+        "peer Flat p50",
+        "peer hnsw p50",
+    ]
+    # grouped by index as well, the index is the group's name, not a build
+    _, ax = plot_recall_qps(df, pareto=False, by=["library", "index"])
+    assert sorted(ln.get_label() for ln in ax.get_lines()) == [
+        "oluo hnsw",
+        "peer Flat",
+        "peer hnsw",
+    ]
+
+
 def test_recall_qps_labels_a_setting_measured_on_two_libraries_once():
     df = h.bench_frame()
     df = df[df["library"] == "oluo"]

@@ -29,7 +29,7 @@ def test_lab_operations_show_and_silence_bars(tmp_path, capsys, no_delay):
     for call, word in (
         (lambda p: lab.verify(progress=p), "verify"),
         (lambda p: lab.gc(progress=p), "gc"),
-        (lambda p: lab.checkout(1, progress=p), "checkout generation 1"),
+        (lambda p: lab.checkout(1, progress=p), "checkout #1"),
     ):
         call(False)
         assert capsys.readouterr().err == ""

@@ -113,5 +113,5 @@ def test_html_contents_say_what_matters(renders):
     assert "all 100 ids added" in diff  # 100 added ids: first 10 shown, all in details
     lab = doc["Lab"]["html"]
     assert lab.count("<svg") == 3 and "first 300" in lab
-    assert doc["Lab"]["repr"] == "Lab('lab', head=generation 3)"
+    assert doc["Lab"]["repr"] == "Lab('lab', main at #3, 3 commits, 1 branch)"
     assert doc["DirStore"]["repr"] == "DirStore('store', level=3)"

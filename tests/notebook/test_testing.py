@@ -25,7 +25,7 @@ def test_assert_recall_fails_with_measured_value_threshold_and_dataset(lab_and_e
         assert_recall((lab, 1), dataset, at_least=0.99, k=5)
     msg = str(info.value)
     assert "recall@5 = 0." in msg and "0.9900" in msg and "'tiny'" in msg
-    assert "generation 1" in msg
+    assert "commit #1" in msg
     with pytest.raises(AssertionError, match="recall@10"):
         assert_recall(eng, dataset, at_least=0.9, ids=lambda t: 0)
     with pytest.raises(ValueError, match="at_least"):
@@ -41,7 +41,7 @@ def test_assert_same_answers(lab_and_engine):
     with pytest.raises(AssertionError) as info:
         assert_same_answers(eng, (lab, 1), q, k=10)
     msg = str(info.value)
-    assert "min_overlap 1.0000" in msg and "generation 1" in msg and "worst: query" in msg
+    assert "min_overlap 1.0000" in msg and "commit #1" in msg and "worst: query" in msg
     got = assert_same_answers(eng, (lab, 1), q, k=10, min_overlap=0.3)
     assert 0.3 <= got < 1.0
 

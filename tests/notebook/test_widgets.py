@@ -8,19 +8,19 @@ import pytest
 from oluo_lab.notebook import BenchExplorer, SearchExplorer, SnapshotBrowser, pareto_frontier
 
 
-def test_snapshot_browser_reacts_to_generation(lab_and_engine):
+def test_snapshot_browser_reacts_to_the_selected_commit(lab_and_engine):
     lab, _ = lab_and_engine
     b = SnapshotBrowser(lab)
     assert b.selector.value == 3 and [v for _, v in b.selector.options] == [1, 2, 3]
     head_html = b.view.value
-    assert head_html == b.last_html and "Snapshot (generation 3)" in head_html
-    assert "diff to parent (generation 2)" in head_html
+    assert head_html == b.last_html and "Snapshot #3 (commit " in head_html
+    assert "diff to parent (#2)" in head_html
     b.selector.value = 1
     assert b.view.value != head_html and b.view.value == b.last_html
-    assert "Snapshot (generation 1)" in b.last_html
-    assert "No parent generation" in b.last_html
+    assert "Snapshot #1 (commit " in b.last_html
+    assert "No parent commit" in b.last_html
     b.selector.value = 2
-    assert "diff to parent (generation 1)" in b.last_html
+    assert "diff to parent (#1)" in b.last_html
     # the static fallback is the page of the selected generation
     assert b._repr_html_().startswith(b.page(2))
     bundle = b._repr_mimebundle_()

@@ -93,3 +93,63 @@ def collector(lab_dir: str, stop: str, out: str) -> None:
             break
         time.sleep(0.01)
     Path(out).write_text(json.dumps({"runs": runs, "deleted": deleted, "errors": errors}))
+
+
+def branch_committer(lab_dir: str, branch: str, who: int, rounds: int, out: str) -> None:
+    """Land ``rounds`` commits on ``branch``: check out its head, add 8 vectors, commit;
+    when another process moved the branch first (HeadMoved), check out again and retry."""
+    from oluo_lab.snapshot import HeadMoved, Lab
+
+    log: list[dict] = []
+    try:
+        for r in range(rounds):
+            ids = [f"{branch}_{who}_{r}_{j}" for j in range(8)]
+            retries = 0
+            while True:
+                lab = Lab(lab_dir)
+                head = lab.resolve(branch)
+                parent = head.cid.hex
+                eng = lab.checkout(head, progress=False)
+                eng.add(_vectors(8, 50_000 + 1000 * who + r), ids=ids)
+                try:
+                    snap = lab.commit(
+                        eng, note=f"{who}/{r}", branch=branch, params={"who": who}, progress=False
+                    )
+                except HeadMoved as exc:
+                    assert exc.branch == branch and exc.found.hex != parent
+                    retries += 1
+                    continue
+                assert snap.branch == branch and snap.parent.hex == parent
+                log.append({"cid": snap.cid.hex, "seq": snap.seq, "id": ids[0], "retries": retries})
+                break
+    except BaseException:
+        log.append({"crash": traceback.format_exc()})
+    Path(out).write_text(json.dumps(log))
+
+
+def branch_watcher(lab_dir: str, branches: list[str], stop: str, out: str) -> None:
+    """Read each branch head again and again: a new head must descend from the one seen
+    before (heads never regress), and it must check out."""
+    from oluo_lab.snapshot import Lab
+
+    seen: dict[str, list[str]] = {b: [] for b in branches}
+    errors: list[str] = []
+    loads = 0
+    while not Path(stop).exists():
+        try:
+            lab = Lab(lab_dir)
+            for b in branches:
+                head = lab.resolve(b)
+                history = {s.cid.hex for s in lab.history(branch=b)}
+                if seen[b] and seen[b][-1] != head.cid.hex:
+                    assert seen[b][-1] in history, f"branch {b} regressed"
+                if not seen[b] or seen[b][-1] != head.cid.hex:
+                    seen[b].append(head.cid.hex)
+                eng = lab.checkout(head, progress=False)
+                assert len(eng) == head.entries
+                loads += 1
+        except BaseException:
+            errors.append(traceback.format_exc())
+            if len(errors) > 5:
+                break
+    Path(out).write_text(json.dumps({"seen": seen, "errors": errors, "loads": loads}))

@@ -41,7 +41,9 @@ import numpy as np  # noqa: E402
 
 DIM = 16
 N_BASE = 300
-OPS = ("persist", "commit", "gc", "tag")
+OPS = ("persist", "commit", "commit_branch", "branch", "gc", "tag")
+#: the branch the commit_branch and branch operations create
+BRANCH = "exp"
 
 
 def _vectors(n: int, seed: int) -> np.ndarray:
@@ -81,6 +83,22 @@ def _op_commit(lab_dir: Path, payload: dict) -> None:
     lab.commit(eng, note="commit trial", run=7)
 
 
+def _op_commit_branch(lab_dir: Path, payload: dict) -> None:
+    from oluo_lab.snapshot import EvalSpec, Lab
+
+    lab = Lab(lab_dir)
+    eng = lab.checkout("HEAD")
+    _commit_changes(eng)
+    spec = EvalSpec(queries(), k=5, ef_search=[16], timings=False)
+    lab.commit(eng, note="branch trial", branch=BRANCH, params={"run": 8}, evaluate=spec)
+
+
+def _op_branch(lab_dir: Path, payload: dict) -> None:
+    from oluo_lab.snapshot import Lab
+
+    Lab(lab_dir).branch(BRANCH, 1)
+
+
 def _commit_changes(eng) -> None:
     eng.add(
         _vectors(40, 5), ids=[f"c{i}" for i in range(40)], metadata=[{"c": i} for i in range(40)]
@@ -100,7 +118,14 @@ def _op_tag(lab_dir: Path, payload: dict) -> None:
     Lab(lab_dir).tag("best", 1)
 
 
-_OPS = {"persist": _op_persist, "commit": _op_commit, "gc": _op_gc, "tag": _op_tag}
+_OPS = {
+    "persist": _op_persist,
+    "commit": _op_commit,
+    "commit_branch": _op_commit_branch,
+    "branch": _op_branch,
+    "gc": _op_gc,
+    "tag": _op_tag,
+}
 
 
 # ----------------------------------------------------------------------------- fork server
@@ -250,6 +275,15 @@ def signature(lab_dir: Path, ref: Any = None) -> tuple:
     return (cid, gen, len(eng), eng.key_counter, ids, res.scores.tolist(), repr(metas))
 
 
+def branch_signature(lab_dir: Path, name: str = BRANCH) -> tuple:
+    """What a fresh process sees of branch ``name`` (``("absent",)`` when it is not there)."""
+    from oluo_lab.snapshot import Lab
+
+    if name not in Lab(lab_dir).branches()["branch"].tolist():
+        return ("absent",)
+    return signature(lab_dir, name)
+
+
 def tags_of(lab_dir: Path) -> dict[str, str]:
     from oluo_lab.snapshot import Lab
 
@@ -306,6 +340,8 @@ def observe(op: str, lab_dir: Path) -> tuple:
     """The state an operation's outcome is judged by."""
     if op == "tag":
         return (signature(lab_dir), tuple(sorted(tags_of(lab_dir).items())))
+    if op in ("commit_branch", "branch"):
+        return (signature(lab_dir), branch_signature(lab_dir))
     if op == "gc":
         return (signature(lab_dir), signature(lab_dir, 2), signature(lab_dir, 3))
     return (signature(lab_dir),)
@@ -345,7 +381,7 @@ def prepare(root: Path, server: ForkServer) -> Workspace:
         }
     }
     ws.payload_path.write_bytes(pickle.dumps(payload))
-    for op in ("commit", "tag"):
+    for op in ("commit", "commit_branch", "branch", "tag"):
         shutil.copytree(base, ws.template(op))
     # gc: three generations, plus orphans (a refused persist's books and a stray book)
     gc_dir = ws.template("gc")

@@ -198,9 +198,14 @@ CASES: list[tuple[str, Callable[[Ctx], Any], type[BaseException]]] = [
     ("head-generation-wrong", _head_doc(generation=7), ManifestSerde),
     # --- manifest bytes
     (
-        "manifest-version-2",
-        lambda c: SnapshotManifest.from_bytes(_manifest_doc(c, version=2)),
+        "manifest-version-3",
+        lambda c: SnapshotManifest.from_bytes(_manifest_doc(c, version=3)),
         UnsupportedVersion,
+    ),
+    (
+        "manifest-v2-fields-as-version-1",
+        lambda c: SnapshotManifest.from_bytes(_manifest_doc(c, version=1)),
+        ManifestSerde,
     ),
     (
         "manifest-missing-field",

@@ -1,4 +1,5 @@
-"""Crash injection: SIGKILL persist / commit / gc / tag at every durable step and at random.
+"""Crash injection: SIGKILL persist / commit (to main and to a new branch, with a recorded
+evaluation) / branch / gc / tag at every durable step and at random.
 
 After every kill a fresh process view of the lab must be exactly the previous or exactly
 the new state, verify() must be clean apart from unreachable books, and gc must remove
@@ -85,9 +86,12 @@ def test_kill_after_every_durable_step(workspace, op):
         assert set(outcomes) == {"new"}  # the head never changes; nothing reachable is lost
     else:
         # before the commit point every kill leaves the previous state, after it the new one
-        commit_at = {"persist": "persist.head_written", "commit": "persist.head_written"}.get(
-            op, "lab.tags_written"
-        )
+        commit_at = {
+            "persist": "persist.head_written",
+            "commit": "persist.head_written",
+            "commit_branch": "refs.branches_written",
+            "branch": "refs.branches_written",
+        }.get(op, "lab.tags_written")
         first_new = outcomes.index("new")
         assert set(outcomes[:first_new]) == {"prev"} and set(outcomes[first_new:]) == {"new"}
         assert steps[first_new][0] == "durable.renamed"  # the rename of the head/tags file

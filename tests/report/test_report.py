@@ -143,3 +143,92 @@ def test_failing_notebook_is_reported(tmp_path):
     path.write_text(json.dumps(nb))
     with pytest.raises(ReportError, match=r"broken\.ipynb.*boom in the notebook"):
         execute_notebook(path, tmp_path)
+
+
+def test_nearest_words_caption_names_the_score_the_engine_returns(tmp_path):
+    """An ip engine's scores are negated inner products (lower is closer), as its
+    SearchResults says; the report's caption names them so."""
+    import numpy as np
+
+    from oluo_lab.engine import OluoEngine
+
+    rng = np.random.default_rng(7)
+    base = rng.standard_normal((60, 8)).astype(np.float32)
+    words = [f"w{i}" for i in range(60)]
+    data = datasets.from_arrays(base, base[:5] + 0.01, "ip", k=10, name="tiny", base_words=words)
+    engine = OluoEngine(8, "ip")
+    engine.add(base, ids=words)
+    lab = Lab(tmp_path / "ip-lab")
+    lab.commit(engine, note="ip")
+    text = _text(report_html(lab, data, probes=("w0", "w1"), plot_name=None))
+    name = engine.search(base[:1], k=1).score_name.replace("_", " ")
+    assert f"nearest other words ({name}, lower is closer)" in text
+    assert "higher is closer" not in text
+
+
+def test_nearest_words_of_a_dataset_without_words_is_empty():
+    """Probes not in the data are left out, also when the data names no words at all."""
+    import numpy as np
+
+    from oluo_lab.engine import OluoEngine
+    from oluo_lab.report import nearest_words
+
+    base = np.random.default_rng(9).standard_normal((30, 4)).astype(np.float32)
+    data = datasets.from_arrays(base, base[:3], "l2", k=5)
+    engine = OluoEngine(4, "l2")
+    engine.add(base)
+    assert nearest_words(engine, data, ("king",)).empty
+
+
+def test_speed_plot_measures_the_head_engine_on_the_given_data(tmp_path, monkeypatch):
+    """The page says the plot sweeps an engine built with the head's parameters over the
+    same words: the sweep gets the head's M, ef_construction and metric and the data."""
+    import numpy as np
+
+    from oluo_lab import bench
+    from oluo_lab.engine import OluoEngine
+
+    swept = []
+    real_sweep = bench.sweep
+
+    def recording_sweep(dataset, **kw):
+        swept.append((dataset, kw))
+        return real_sweep(dataset, **kw)
+
+    monkeypatch.setattr(bench, "sweep", recording_sweep)
+    rng = np.random.default_rng(8)
+    base = rng.standard_normal((300, 8)).astype(np.float32)
+    data = datasets.from_arrays(base, rng.standard_normal((20, 8)), "l2", k=10, name="small")
+    engine = OluoEngine(8, "l2", M=8, ef_construction=24)
+    engine.add(base)
+    lab = Lab(tmp_path / "small-lab")
+    lab.commit(engine)
+    html_path, png_path = write_report(lab, tmp_path / "out", data=data, probes=())
+    [(dataset, kw)] = swept
+    assert dataset is data
+    assert (kw["M"], kw["ef_construction"], kw["metric"]) == ([8], [24], "l2")
+    assert "M 8, ef_construction 24" in _text(html_path.read_text(encoding="utf-8"))
+    assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_recall_against_exact_search_of_a_generation_smaller_than_k(tmp_path):
+    """A generation of 5 entries that returns all 5 for every query misses nothing: its
+    recall@10 against its own exact search is 1, as Lab.diff counts it (not 5/10)."""
+    import numpy as np
+
+    from oluo_lab.engine import OluoEngine
+
+    rng = np.random.default_rng(10)
+    base = rng.standard_normal((60, 8)).astype(np.float32)
+    words = [f"w{i}" for i in range(60)]
+    data = datasets.from_arrays(base, base[:4] + 0.01, "l2", k=10, name="tiny", base_words=words)
+    engine = OluoEngine(8, "l2")
+    engine.add(base[:5], ids=words[:5])
+    lab = Lab(tmp_path / "five")
+    lab.commit(engine, note="five")
+    page = report_html(lab, data, probes=(), plot_name=None)
+    [(own, _truth)] = re.findall(
+        r"<tr><td>1</td><td>5</td><td>([\d.]+)</td><td>([\d.]+)</td>", page
+    )
+    assert own == "1.0000"
+    assert "1.0000 (4 held-out queries, against exact search)" in _text(page)

@@ -40,3 +40,17 @@ def lab_dir(tmp_path):
     d = tmp_path / "lab"
     d.mkdir()
     return d, DirStore(d / "cas")
+
+
+#: held-out queries of the sweep tests (a fixed set: same CID in every lab)
+SWEEP_QUERIES = np.random.default_rng(77).standard_normal((25, DIM)).astype(np.float32)
+
+
+def build_for_sweep(M: int, ef_construction: int, **_: object) -> OluoEngine:
+    """A sweep's build function (module level, so process executors can pickle it)."""
+    x = np.random.default_rng(3).standard_normal((400, DIM)).astype(np.float32)
+    eng = OluoEngine(
+        DIM, metric="l2", compact_threshold=10_000, M=M, ef_construction=ef_construction
+    )
+    eng.add(x, ids=[f"s{i}" for i in range(len(x))])
+    return eng

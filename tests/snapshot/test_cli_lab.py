@@ -1,5 +1,5 @@
 """``oluo-lab log|show|diff|verify|gc|tag DIR``: tables for people, JSON for scripts,
-non-zero exit on problems."""
+non-zero exit on problems (runs, compare and branch: test_lab_experiments.py)."""
 
 from __future__ import annotations
 
@@ -38,15 +38,19 @@ def test_log_table_and_json(lab, capsys):
     assert code == 0 and "second" in out and "first" in out
     code, out, _ = run(capsys, "log", str(lab.path), "--json")
     rows = json.loads(out)
-    assert [r["generation"] for r in rows] == [2, 1]
-    assert rows[0]["annotations"] == {"ef": 64} and rows[0]["entries"] == 210
+    assert [r["generation"] for r in rows] == [2, 1] and [r["#"] for r in rows] == [2, 1]
+    assert rows[0]["entries"] == 210 and rows[1]["parent"] is None
+    assert rows[0]["parent"] == rows[1]["commit"] == lab.resolve(1).id
+    code, out, _ = run(capsys, "runs", str(lab.path), "--json")
+    assert json.loads(out)[0]["params.ef"] == 64
 
 
 def test_show_and_diff(lab, capsys):
     code, out, _ = run(capsys, "show", str(lab.path), "1", "--json")
     info = json.loads(out)
     assert code == 0 and info["generation"] == 1 and info["parent"] is None
-    assert info["manifest"] == lab.resolve(1).cid.hex
+    assert info["cid"] == lab.resolve(1).cid.hex and info["#"] == 1
+    assert info["index_digest"] == lab.resolve(1).index_digest and info["evaluation"] is None
     code, out, _ = run(capsys, "diff", str(lab.path), "1", "2", "--json")
     d = json.loads(out)
     assert code == 0 and len(d["ids_removed"]) == 20 and len(d["ids_added"]) == 30
@@ -85,4 +89,4 @@ def test_tag_set_list_delete_and_errors(lab, capsys):
     code, _, err = run(capsys, "show", str(lab.path), "nope")
     assert code == 2 and "nope" in err
     code, _, err = run(capsys, "log", str(lab.path / "missing"))
-    assert code == 2 and "not a directory" in err
+    assert code == 2 and "not a lab" in err and not (lab.path / "missing").exists()

@@ -1,4 +1,4 @@
-"""Lab: commit, log, checkout, tags, diff, verify and gc over a 5-generation history."""
+"""Lab: commit, log, checkout, tags, diff, verify and gc over a 5-commit history of main."""
 
 from __future__ import annotations
 
@@ -12,8 +12,14 @@ from snap_helpers import DIM, book_path
 
 from oluo_lab.cas import CID
 from oluo_lab.engine import OluoEngine
-from oluo_lab.snapshot import HEAD_NAME, HeadRegression, ManifestSerde, SnapshotNotFound
-from oluo_lab.snapshot.index_codec import decode_index
+from oluo_lab.snapshot import (
+    HEAD_NAME,
+    CommitPruned,
+    HeadMoved,
+    HeadRegression,
+    ManifestSerde,
+    SnapshotNotFound,
+)
 from oluo_lab.snapshot.lab import Lab
 
 
@@ -59,10 +65,13 @@ def test_commit_and_log_walks_the_parent_chain(history):
     assert log["generation"].tolist() == [5, 4, 3, 2, 1]
     assert log["entries"].tolist() == [410, 350, 350, 400, 300]
     assert log["note"].tolist() == ["+60", "changed 20", "-50", "+100", "300 words"]
-    assert log["parent"].tolist()[-1] == ""
+    assert log["#"].tolist() == [5, 4, 3, 2, 1]
+    assert log["branch"].tolist() == ["main"] * 5 and (log["state"] == "live").all()
+    assert log["parent"].tolist()[-1] is None
     assert log["parent"].tolist()[:-1] == [s.cid.short for s in reversed(snaps[:-1])]
-    assert log.loc[0, "annotations"] == {"recall": 0.97}
-    assert log.loc[4, "annotations"] == {"size": 300}
+    runs = lab.runs()
+    assert runs.loc[0, "params.recall"] == 0.97 and runs.loc[4, "params.size"] == 300
+    assert snaps[-1].params == {"recall": 0.97} and snaps[-1].annotations == {}
     assert (log["new_bytes"] <= log["bytes"]).all()
     assert log.loc[4, "new_bytes"] == log.loc[4, "bytes"]  # the first generation is all new
 
@@ -71,14 +80,15 @@ def test_commit_without_changes_returns_head(history):
     lab, eng, snaps = history
     assert lab.commit(eng).cid == snaps[-1].cid
     noted = lab.commit(eng, note="same index, new note")
-    assert noted.generation == 6
-    assert decode_index(noted.manifest.index_cid, lab.store) == decode_index(
-        snaps[-1].manifest.index_cid, lab.store
-    )
-    # only the manifest, the small index record and the metadata (which records the
-    # generation) are new; the graph and vectors are shared
-    new = lab.log().loc[0, "new_bytes"]
-    assert new < noted.manifest.metadata_size + 4096 < lab.log().loc[1, "bytes"] // 3
+    # a note-only commit: a new commit (#6) of the same engine state, not a compaction
+    assert noted.seq == 6 and noted.parent == snaps[-1].cid
+    assert noted.generation == eng.generation == 5
+    assert noted.manifest.index_cid == snaps[-1].manifest.index_cid
+    assert noted.manifest.metadata_cid == snaps[-1].manifest.metadata_cid
+    assert noted.manifest.index_digest == snaps[-1].manifest.index_digest
+    # only the manifest is new; the index and metadata are shared
+    assert lab.log().loc[0, "new_bytes"] == noted.cid.size
+    assert lab.checkout("HEAD").entries() == eng.entries()
 
 
 def test_checkout_gives_exact_old_state_and_continues_history(history):
@@ -90,21 +100,26 @@ def test_checkout_gives_exact_old_state_and_continues_history(history):
     q = _vectors(20, 9)
     a, b = old.search(q, k=5), again.search(q, k=5)
     assert a.ids.tolist() == b.ids.tolist() and np.array_equal(a.scores, b.scores)
-    # committing the restored state becomes generation 6 with parent 5: history is kept
-    restored = lab.commit(old, note="back to 2")
-    assert restored.generation == 6 and restored.parent == snaps[-1].cid
-    assert decode_index(restored.manifest.index_cid, lab.store) == decode_index(
-        snaps[1].manifest.index_cid, lab.store
-    )
-    assert lab.log()["generation"].tolist() == [6, 5, 4, 3, 2, 1]
+    # the restored engine descends from #2, not from main's head #5: refused, nothing changes
+    with pytest.raises(HeadMoved, match="branch='NEW-NAME'") as ei:
+        lab.commit(old, note="back to 2")
+    assert ei.value.found == snaps[-1].cid and ei.value.expected == snaps[1].cid
+    assert old.generation == 2 and lab.head().cid == snaps[-1].cid
+    # on a branch of its own it is committed with its true parent (#2), no compaction
+    restored = lab.commit(old, note="back to 2", branch="back")
+    assert restored.parent == snaps[1].cid and restored.generation == 2
+    assert restored.manifest.index_cid == snaps[1].manifest.index_cid
+    assert lab.log("back")["#"].tolist() == [6, 2, 1]
+    assert lab.log()["#"].tolist() == [6, 5, 4, 3, 2, 1]
 
 
 def test_foreign_engine_behind_the_head_is_refused(history):
     lab, _, _ = history
     other = OluoEngine(DIM, compact_threshold=10_000, M=8, ef_construction=40)
     other.add(_vectors(10, 5))
-    with pytest.raises(HeadRegression):
-        lab.commit(other)
+    with pytest.raises(HeadRegression, match="not checked out from this lab"):
+        lab.commit(other)  # HeadMoved is a HeadRegression: the head never moves backwards
+    assert other.generation == 0 and other.delta_size == 10  # not compacted by the refusal
 
 
 def test_resolve_by_tag_prefix_and_head(history):
@@ -114,6 +129,7 @@ def test_resolve_by_tag_prefix_and_head(history):
     assert lab.resolve(snaps[2].cid.hex).generation == 3
     assert lab.resolve(snaps[2].cid.short).generation == 3
     assert lab.resolve("HEAD").generation == 5
+    assert lab.resolve("HEAD~2").cid == lab.resolve("#3").cid == lab.resolve(3).cid
     with pytest.raises(SnapshotNotFound):
         lab.resolve(42)
     with pytest.raises(SnapshotNotFound):
@@ -202,7 +218,8 @@ def test_verify_names_a_corrupt_head(history):
     repaired = lab.repair_head()
     assert repaired.generation == 5 and lab.head().cid == repaired.cid
     assert lab.verify()
-    assert lab.commit(lab.checkout(4), note="back to 4").generation == 6
+    back = lab.commit(lab.checkout(4), note="back to 4", branch="four")
+    assert back.generation == 4 and back.seq == 6
 
 
 def test_repair_head_to_an_explicit_generation_after_the_head_is_lost(history):
@@ -246,9 +263,13 @@ def test_gc_keep_last_retires_old_payloads_but_keeps_log_and_tags(history):
     assert lab.verify(), lab.verify().problems
     assert len(lab.checkout(1)) == 300  # tagged: kept
     assert len(lab.checkout(4)) == 350  # retained
-    with pytest.raises(Exception) as ei:
+    log = lab.log()
+    assert log["state"].tolist() == ["live", "live", "pruned", "pruned", "live"]
+    with pytest.raises(CommitPruned, match="gc retired") as ei:
         lab.checkout(2)  # retired
-    assert snaps[1].manifest.index_cid.hex in str(ei.value) or "not found" in str(ei.value)
+    assert ei.value.seq == 2 and ei.value.when is not None
+    with pytest.raises(CommitPruned, match="#3"):
+        lab.diff(3, 5)
 
 
 def test_head_file_is_canonical_json(history):

@@ -1,0 +1,176 @@
+"""The write path of ``Lab.commit``: payloads, manifest, commit log, branch ref.
+
+Snapshot layer. Order, all under the refs store's lock (``data_dir_lock`` locally, so a
+concurrent gc cannot sweep the new books before a ref names them): store the index
+through the index codec (or reuse the parent's record when the index is unchanged) and
+the metadata DAG, the evaluation's queries and ground truth, then the manifest (one CAS
+batch, durable when it ends); for ``main``, publish the base cache; re-read the branch
+head and let the caller check the commit still extends it; append the commit record
+(its number, time and timings) to the commit log; compare-and-set the branch ref (the
+head file for ``main``, the branches file otherwise). Moving the ref is the commit
+point: a crash before it leaves the previous head and only unreachable books (and at
+most a log record of a commit that never landed, which nothing shows).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import blake3
+
+from .._faults import fault_point
+from ..cas import CHUNK_PARAMS, CID, BookStore, ingest
+from ..engine import PersistSnapshot
+from . import refs_log
+from .base_cache import BASE_NAME, start_base_write
+from .branches import DEFAULT_BRANCH
+from .durable import sweep_temp_files
+from .evaluation import Evaluation, store_blobs
+from .head import Head
+from .manifest import COMMIT_MANIFEST_VERSION, SnapshotManifest
+from .persist import encode_index_against
+from .refs import RefStore
+
+__all__ = ["CommitPlan", "index_digest_of", "write_commit"]
+
+
+def index_digest_of(index_bytes: bytes) -> bytes:
+    """The content identity of an index: blake3-256 of its bytes (what the index record's
+    ``blake3`` field holds, and the manifest's ``index_digest``)."""
+    return blake3.blake3(index_bytes, max_threads=blake3.blake3.AUTO).digest()
+
+
+@dataclass(frozen=True)
+class CommitPlan:
+    """Everything a commit writes, decided before the lock is taken.
+
+    ``index_cid`` / ``metadata_cid``: the parent's index record / metadata DAG when
+    they hold exactly the payload's bytes (a commit that changes only its note, params,
+    metrics or evaluation; or an index no compaction changed) and gc has not retired
+    them: they are named again instead of stored anew. ``index_parent``: the record the
+    index is otherwise stored as a patch against.
+    """
+
+    branch: str
+    parent_cid: CID | None
+    payload: PersistSnapshot
+    digest: bytes
+    index_cid: CID | None
+    metadata_cid: CID | None
+    index_parent: CID | None
+    note: str
+    params: Mapping[str, Any]
+    metrics: Mapping[str, Any]
+    evaluation: Evaluation | None
+
+
+@dataclass(frozen=True)
+class Written:
+    """A landed commit: its manifest, number, and whether the ref already named it."""
+
+    cid: CID
+    manifest: SnapshotManifest
+    seq: int | None
+    existed: bool
+
+
+def _payload_cids(store: BookStore, plan: CommitPlan, bar: Any) -> tuple[CID, CID]:
+    payload = plan.payload
+    if plan.index_cid is not None and store.has(plan.index_cid):
+        index_cid = plan.index_cid  # the same index content: the same record names it
+    else:
+        index_cid = encode_index_against(payload.index_bytes, store, plan.index_parent)
+    fault_point("persist.index_encoded")
+    bar.update(1)
+    if plan.metadata_cid is not None and store.has(plan.metadata_cid):
+        metadata_cid = plan.metadata_cid
+    else:
+        metadata_cid = ingest(payload.metadata_bytes, store)
+    fault_point("persist.metadata_ingested")
+    bar.update(1)
+    return index_cid, metadata_cid
+
+
+def write_commit(
+    data_dir: Path,
+    refs: RefStore,
+    store: BookStore,
+    plan: CommitPlan,
+    index_config: Mapping[str, Any],
+    entries: int,
+    check_head: Callable[[Head | None, CID], CID | None],
+    bar: Any,
+) -> Written:
+    """Write ``plan`` and move its branch (see the module docstring). ``check_head(found,
+    new)`` runs under the lock with the branch head found there and the new commit's CID;
+    it returns the head to compare-and-set against, or raises ``HeadMoved``."""
+    is_main = plan.branch == DEFAULT_BRANCH
+    payload = plan.payload
+    with refs.locked():
+        sweep_temp_files(data_dir)
+        base = start_base_write(data_dir / BASE_NAME, payload.index_bytes) if is_main else None
+        try:
+            with store.batch():
+                index_cid, metadata_cid = _payload_cids(store, plan, bar)
+                evaluation = None
+                if plan.evaluation is not None:
+                    store_blobs(store, plan.evaluation)
+                    evaluation = plan.evaluation.record
+                manifest = SnapshotManifest(
+                    index_cid=index_cid,
+                    metadata_cid=metadata_cid,
+                    key_counter=payload.key_counter,
+                    compact_generation=payload.generation,
+                    parent=plan.parent_cid,
+                    index_config=dict(index_config),
+                    chunker=dataclasses.asdict(CHUNK_PARAMS),
+                    entries=entries,
+                    index_size=len(payload.index_bytes),
+                    metadata_size=len(payload.metadata_bytes),
+                    note=plan.note,
+                    version=COMMIT_MANIFEST_VERSION,
+                    index_digest=plan.digest,
+                    params=dict(plan.params),
+                    metrics=dict(plan.metrics),
+                    evaluation=evaluation,
+                )
+                cid = store.put(manifest.to_bytes())
+            fault_point("persist.manifest_put")
+            bar.update(1)
+            if base is not None:
+                base.commit()
+                fault_point("persist.base_written")
+            found = refs.read_ref(plan.branch)
+            numbered, _ = refs_log.commits(refs.records())
+            known = numbered.get(cid)
+            if found is not None and found.cid == cid:
+                return Written(cid, manifest, None if known is None else known.seq, True)
+            expected = check_head(found, cid)
+            if known is not None:  # the same commit, already numbered: only the ref moves
+                refs.log_event(refs_log.branch_record(plan.branch, cid, expected))
+                seq = known.seq
+            else:
+                timings = {} if plan.evaluation is None else plan.evaluation.timings
+                seq = refs.log_commit(
+                    refs_log.commit_record(
+                        plan.branch,
+                        cid,
+                        payload.generation,
+                        plan.parent_cid,
+                        expected,
+                        timings,
+                    )
+                )
+            fault_point("persist.refs_logged")
+            refs.compare_and_set(plan.branch, expected, Head(cid, payload.generation))
+            if is_main:
+                fault_point("persist.head_written")
+            bar.update(1)
+            return Written(cid, manifest, seq, False)
+        finally:
+            if base is not None:
+                base.abort()
