@@ -50,12 +50,14 @@ __all__ = [
 
 #: how a repaired list is topped up from rejected candidates (see module docstring)
 TOP_UP_RULES = ("previous", "capacity")
-#: candidate-matrix cells (rows x width x width) per batch: the pairwise distances of a
-#: batch (4 bytes a cell) stay well under glibc's 32 MB mmap threshold, so batches reuse
-#: heap memory instead of page-faulting fresh mappings (3x faster at 100k nodes)
-_BATCH_CELLS = 1 << 21
+#: candidates (rows x width) per batch: a batch's gathered vectors (4 * dim bytes per
+#: candidate) stay under glibc's 32 MB mmap threshold at dim <= 64, so batches reuse heap
+#: memory instead of page-faulting fresh mappings (3x faster at 100k nodes)
+_BATCH_CELLS = 1 << 17
 #: rows of affected nodes gathered at once before grouping by pool size
 _ROW_CHUNK = 1 << 15
+#: candidate ranks the greedy heuristic decides per batched distance product
+_BLOCK = 16
 
 
 @dataclass(frozen=True)
@@ -218,7 +220,7 @@ def _chunks(a: np.ndarray, size: int) -> list[np.ndarray]:
 
 
 def _batch_rows(width: int) -> int:
-    return max(1, _BATCH_CELLS // max(int(width), 1) ** 2)
+    return max(1, _BATCH_CELLS // max(int(width), 1))
 
 
 def _pools(
@@ -284,7 +286,9 @@ def _select(
     keep = np.take_along_axis(valid, order, axis=1)  # by rank
     rows = np.nonzero(n_valid > cap)[0]
     if len(rows):
-        keep[rows] = _heuristic(xc[rows], dq[rows], order[rows], n_valid[rows], l2, limit)
+        ranked_rows = np.take_along_axis(pool[rows], order[rows], axis=1)
+        dq_rows = np.take_along_axis(dq[rows], order[rows], axis=1)
+        keep[rows] = _heuristic(x, ranked_rows, dq_rows, n_valid[rows], l2, limit)
         # top up from the rejected candidates: the node's own surviving neighbours
         # first (they keep their slots, so the list changes less), then the others,
         # nearest first
@@ -321,39 +325,83 @@ def _distances(a: np.ndarray, b: np.ndarray, l2: bool) -> np.ndarray:
 
 
 def _heuristic(
-    xc: np.ndarray, dq: np.ndarray, order: np.ndarray, n_valid: np.ndarray, l2: bool, limit: int
+    x: np.ndarray, ranked: np.ndarray, dq: np.ndarray, n_valid: np.ndarray, l2: bool, limit: int
 ) -> np.ndarray:
     """faiss's ``shrink_neighbor_list`` over many pools at once: which candidates (by
-    rank) are kept. Candidates are visited nearest first; one is kept when no kept
+    rank) are kept. ``ranked`` (r, w): each pool's candidates nearest first (-1 after
+    ``n_valid``), ``dq`` their distances to the owner. A candidate is kept when no kept
     candidate is strictly closer to it than the owner is, until ``limit`` are kept.
 
-    The conflicts of all pairs are one batched matrix, packed into 64-bit words so that
-    each rank step is a few operations per pool."""
-    r, w, _ = xc.shape
-    # conflict[p, a, b]: candidate b is strictly closer to candidate a than the owner
-    conflict = _distances(xc, xc, l2) < dq[:, :, None]
-    words = -(-w // 64)
-    packed = np.packbits(conflict, axis=2, bitorder="little")
-    del conflict
-    pad = words * 8 - packed.shape[2]
-    if pad:
-        packed = np.pad(packed, ((0, 0), (0, 0), (0, pad)))
-    bits = packed.view("<u8")  # (r, w, words): row a, bit b
-    kept_bits = np.zeros((r, words), np.uint64)
+    Candidates are taken in blocks of :data:`_BLOCK` ranks: one batched product gives a
+    block's distances to the candidates kept so far, another those within the block,
+    then a vector step per rank decides the block. A pool leaves the batch once it has
+    ``limit`` candidates or none left, so the work follows what the greedy rule needs
+    (about w * kept distances per pool) rather than all w * w pairs."""
+    r, w = ranked.shape
+    d = x.shape[1]
+    xs = x[np.where(ranked >= 0, ranked, 0)]  # (r, w, d), nearest first
+    sq = np.einsum("rwd,rwd->rw", xs, xs) if l2 else None
     keep = np.zeros((r, w), bool)
     count = np.zeros(r, np.int64)
-    ar = np.arange(r)
-    word = order >> 6
-    bit = np.left_shift(np.uint64(1), (order & 63).astype(np.uint64))
-    for j in range(w):
-        a = order[:, j]
-        ok = (j < n_valid) & (count < limit)
-        ok &= ~(bits[ar, a] & kept_bits).any(axis=1)
-        keep[:, j] = ok
-        count += ok
-        sel = np.nonzero(ok)[0]
-        kept_bits[sel, word[sel, j]] |= bit[sel, j]
+    kept_x = np.zeros((r, min(limit, w), d), xs.dtype)
+    kept_sq = np.zeros((r, min(limit, w)), xs.dtype)
+    for s in range(0, w, _BLOCK):
+        rows = np.nonzero((count < limit) & (n_valid > s))[0]
+        if not len(rows):
+            break
+        e = min(s + _BLOCK, w)
+        xb = xs[rows, s:e]
+        dqb = dq[rows, s:e, None]
+        c0 = count[rows]
+        # conflicts with the candidates kept in earlier blocks
+        kmax = int(c0.max())
+        if kmax:
+            old = _pair_distances(xb, kept_x[rows, :kmax], l2, sq, rows, s, e, kept_sq[rows, :kmax])
+            blocked = ((old < dqb) & (np.arange(kmax)[None, None, :] < c0[:, None, None])).any(2)
+        else:
+            blocked = np.zeros((len(rows), e - s), bool)
+        inner = _pair_distances(xb, xb, l2, sq, rows, s, e, None if sq is None else sq[rows, s:e])
+        inner = inner < dqb  # inner[p, j, i]: block candidate i is closer to j than the owner
+        kb = np.zeros((len(rows), e - s), bool)
+        cnt = c0.copy()
+        nv = n_valid[rows]
+        for j in range(e - s):
+            ok = (s + j < nv) & (cnt < limit) & ~blocked[:, j]
+            if j:
+                ok &= ~(inner[:, j, :j] & kb[:, :j]).any(axis=1)
+            kb[:, j] = ok
+            cnt += ok
+        keep[rows, s:e] = kb
+        # append the block's kept candidates to each pool's kept set
+        pr, pj = np.nonzero(kb)
+        slot = (c0[:, None] + np.cumsum(kb, axis=1) - 1)[pr, pj]
+        kept_x[rows[pr], slot] = xb[pr, pj]
+        if sq is not None:
+            kept_sq[rows[pr], slot] = sq[rows[pr], s + pj]
+        count[rows] = cnt
     return keep
+
+
+def _pair_distances(
+    a: np.ndarray,
+    b: np.ndarray,
+    l2: bool,
+    sq: np.ndarray | None,
+    rows: np.ndarray,
+    s: int,
+    e: int,
+    b_sq: np.ndarray | None,
+) -> np.ndarray:
+    """Distances (ascending = closer) between the block ``a`` (p, i, d) and ``b`` (p, j, d):
+    the negated inner product, or squared L2 from the squared norms (``sq`` of the ranked
+    candidates, ``b_sq`` of ``b``)."""
+    dots = np.matmul(a, b.transpose(0, 2, 1))
+    if not l2:
+        return np.negative(dots, out=dots)
+    dots *= -2
+    dots += sq[rows, s:e, None]
+    dots += b_sq[:, None, :]
+    return dots
 
 
 def _layout(old: np.ndarray, chosen: np.ndarray) -> np.ndarray:
