@@ -12,14 +12,13 @@ unique ``.tmp-*`` file in the same directory, fsyncs it, hard-links it to the fi
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import os
 import secrets
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import zstandard
@@ -34,7 +33,7 @@ from oluo_lab.cas._bookfile import (
     decode_book,
     encode_book,
 )
-from oluo_lab.cas.base import BookStore, Buffer, StoreStats, verify_book
+from oluo_lab.cas.base import BookStore, Buffer, StoreStats, prefetch_get_many, verify_book
 from oluo_lab.cas.cid import CID
 from oluo_lab.cas.errors import BookNotFound, ContentError, CorruptBook, MalformedCID
 
@@ -429,24 +428,7 @@ class DirStore(BookStore):
 
     def get_many(self, cids: Iterable[CID]) -> Iterator[bytes]:
         """Verified bytes of each CID in order, reading a few books ahead on worker threads."""
-        ahead = 2 * self._workers
-        it = iter(cids)
-        with ThreadPoolExecutor(self._workers, thread_name_prefix="oluo-cas-read") as pool:
-            window: collections.deque[Future[bytes]] = collections.deque()
-            for cid in it:
-                window.append(pool.submit(self.get, cid))
-                if len(window) >= ahead:
-                    break
-            try:
-                while window:
-                    data = window.popleft().result()
-                    for cid in it:
-                        window.append(pool.submit(self.get, cid))
-                        break
-                    yield data
-            finally:
-                for fut in window:
-                    fut.cancel()
+        return prefetch_get_many(self.get, cids, self._workers)
 
     def __repr__(self) -> str:
         return f"DirStore({self.path.name!r}, level={self.level})"
