@@ -94,18 +94,17 @@ def exercise(eng: OluoEngine, queries: np.ndarray) -> None:
 
 def attribute(eng: OluoEngine, tm: tracemalloc.Snapshot | None) -> None:
     """Print the engine's structures and (optionally) tracemalloc's top source lines."""
-    ix = eng._index
+    ix, table = eng._index, eng._table
+    matches = ix.exact_matches
     sizes = {
         "faiss vectors (n*d*4)": ix.base_n * eng.dim * 4,
         "faiss level-0 graph (n*2M*4)": ix.base_n * 2 * eng.config.M * 4,
         "delta_vecs buffer (kept)": ix.delta_vecs.nbytes,
-        "ids object array (slots)": eng._ids_by_key.nbytes,
-        "entry cache (slots)": eng._ent_by_key.nbytes,
-        "_target_key dict (table only)": sys.getsizeof(eng._tk) if eng._tk else 0,
-        "exact-match bitmap": len(ix._hash_filter[0]) if ix._hash_filter else 0,
-        "hash sorted + pos": sum(
-            a.nbytes for a in (ix._hash_sorted, ix._hash_pos) if a is not None
-        ),
+        "ids object array (slots)": table.ids_by_key.nbytes,
+        "entry cache (slots)": table.ent_by_key.nbytes,
+        "id -> key dict (table only)": sys.getsizeof(table._tk) if table._tk else 0,
+        "exact-match bitmap": len(matches.bitmap[0]) if matches and matches.bitmap else 0,
+        "hash sorted + pos": matches.hashes.nbytes + matches.positions.nbytes if matches else 0,
     }
     for name, b in sizes.items():
         print(f"    {name:34s} {b / MB:8.1f} MB")

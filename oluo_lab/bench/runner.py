@@ -18,12 +18,14 @@ import ctypes
 import gc
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..engine._faiss_native import faiss_threads
+from ..engine._faiss_native import locality_order as bfs_order
 from .metrics import distances_of, recall_distance, recall_ids
 
 __all__ = [
@@ -78,19 +80,6 @@ def thread_count() -> int:
     import faiss
 
     return int(faiss.omp_get_max_threads())
-
-
-@contextlib.contextmanager
-def faiss_threads(n: int) -> Iterator[None]:
-    """Run with ``n`` faiss (OpenMP) threads, restoring the previous count after."""
-    import faiss
-
-    prev = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(prev)
 
 
 def rss_bytes() -> int:
@@ -303,16 +292,6 @@ class FaissHNSWAdapter(_Base):
         import faiss
 
         return int(faiss.serialize_index(self._ix).size)
-
-
-def bfs_order(index: Any) -> np.ndarray:
-    """Breadth-first order (int64 permutation) of a faiss HNSW index's level-0 graph from
-    its entry point; nodes it cannot reach follow in their old order. The same order the
-    engine renumbers its rebuilt bases with (:func:`oluo_lab.engine.index.locality_order`).
-    """
-    from ..engine.index import locality_order
-
-    return locality_order(index)
 
 
 class HnswlibAdapter(_Base):

@@ -1,10 +1,19 @@
 """oluo_lab.engine: the sans-I/O vector search engine (faiss HNSW base + exact delta).
 
-Knows nothing of files or content stores: snapshots leave as PersistSnapshot
-actions and come back through ``OluoEngine.from_snapshot``.
+Layer: engine, beside ``oluo_lab.cas`` and below ``oluo_lab.snapshot``; it imports
+neither. It knows nothing of content stores and writes no files: snapshots leave as
+PersistSnapshot actions and come back through ``OluoEngine.from_snapshot``. The one
+exception is reading: the base may be memory-mapped from a file whose path the caller
+gives (``CompactComplete``, or ``from_snapshot(base_path=...)``), which must hold
+exactly the snapshot's index bytes and must only ever be replaced by rename.
+
+Modules: ``engine`` (OluoEngine: events in, actions out), ``events``, ``errors``,
+``results``, ``metadata`` (the snapshot's metadata format), ``index`` (the compound
+index); private helpers ``_ingest`` (event validation), ``_table`` (the entry table),
+``_exact_match`` and ``_faiss_native``.
 """
 
-from .engine import OluoEngine
+from .engine import DEFAULT_COMPACT_THRESHOLD, OluoEngine
 from .errors import (
     CompactCompleteFailed,
     CompactionFailed,
@@ -44,6 +53,7 @@ from .metadata import DecodedMetadata, decode_metadata, encode_metadata, read_me
 from .results import SearchResults
 
 __all__ = [
+    "DEFAULT_COMPACT_THRESHOLD",
     "OluoEngine",
     "Ingest",
     "Search",

@@ -1,17 +1,32 @@
-"""OluoEngine: the sans-I/O search engine and its notebook convenience layer."""
+"""OluoEngine: the sans-I/O search engine and its notebook convenience layer (engine layer).
+
+:class:`OluoEngine` turns events into actions (:meth:`OluoEngine.handle`): it validates
+an event (``_ingest.py``), plans and applies it to its entry table (``_table.py``) and
+its compound index (``index.py``), searches, and compacts the delta into a new base
+whose bytes leave as a :class:`~oluo_lab.engine.events.PersistSnapshot`. The notebook
+methods (:meth:`~OluoEngine.add`, :meth:`~OluoEngine.search`, ...) send events to
+``handle`` and raise the typed error of an :class:`~oluo_lab.engine.events.EngineError`.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from .._html import kv_table
 from .._progress import progress_bar
+from ._ingest import (
+    IngestBatch,
+    check_uint,
+    is_int,
+    normalize_ingest,
+    normalize_target,
+    to_scope,
+)
+from ._table import EntryTable
 from .errors import (
     CompactionFailed,
     DuplicateIds,
@@ -42,66 +57,30 @@ from .events import (
     Target,
 )
 from .index import METRICS, CompoundIndex, IndexConfig
-from .metadata import (
-    DecodedMetadata,
-    MetadataColumns,
-    decode_metadata,
-    encode_columns,
-    encode_entry_metadata,
-    normalize_metadata,
-    normalize_target,
-)
+from .metadata import DecodedMetadata, MetadataColumns, decode_metadata, encode_columns
 from .results import SearchResults
 
-__all__ = ["OluoEngine"]
+__all__ = ["DEFAULT_COMPACT_THRESHOLD", "OluoEngine"]
 
-_U64_MAX = 2**64 - 1
+#: Delta size at which an ingest compacts (``compact_threshold``'s default everywhere).
+DEFAULT_COMPACT_THRESHOLD = 1000
 #: ``add`` shows a progress bar for batches of at least this many vectors.
 PROGRESS_MIN_ROWS = 10_000
 #: Largest ``k`` a search accepts: results are padded to ``k`` columns, so an absurd k
 #: (say 10**12) would otherwise try to allocate that many slots per query.
 MAX_K = 1 << 20
 _NETWORK_WIDE = Scope.NETWORK_WIDE
+_DROPPED = int(PrivacyTier.ENCRYPTED_EPHEMERAL)
 
 
-_SCOPES = tuple(Scope)
-_TIERS = tuple(PrivacyTier)
+class _IngestPlan(NamedTuple):
+    """What an Ingest will do (see ``OluoEngine._plan_ingest``)."""
 
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
-
-
-def _check_uint(name: str, value: Any) -> int:
-    if not _is_int(value) or int(value) < 0:
-        raise InvalidEvent(f"{name} must be a non-negative int, got {value!r}")
-    return int(value)
-
-
-def _per_entry(name: str, value: Any, n: int, scalar: Callable[[Any], bool]) -> list[Any]:
-    """Broadcast one value to n entries, or check a sequence has length n."""
-    if scalar(value):
-        return [value] * n
-    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-        raise InvalidEvent(f"{name} must be one value or a sequence of {n}, got {value!r}")
-    vals = list(value)
-    if len(vals) != n:
-        raise InvalidEvent(f"{name} has {len(vals)} items for {n} vectors")
-    return vals
-
-
-def _scope(value: Any) -> Scope:
-    try:
-        return Scope(value)
-    except (ValueError, TypeError):
-        raise InvalidEvent(f"unknown scope {value!r}") from None
-
-
-def _tier(value: Any) -> PrivacyTier:
-    try:
-        return PrivacyTier(value)
-    except (ValueError, TypeError):
-        raise InvalidEvent(f"unknown privacy tier {value!r}") from None
+    rows: list[int]  # the batch rows that are indexed ...
+    keys: list[int]  # ... and their keys
+    out_keys: list[int | None]  # per batch row: its key, None when not indexed
+    remove_keys: list[int]  # ascending
+    next_key: int  # the key counter afterwards
 
 
 class OluoEngine:
@@ -130,10 +109,10 @@ class OluoEngine:
         self,
         dim: int,
         metric: str = "cosine",
-        compact_threshold: int = 1000,
-        M: int = 16,
-        ef_construction: int = 128,
-        ef_search: int = 64,
+        compact_threshold: int = DEFAULT_COMPACT_THRESHOLD,
+        M: int = IndexConfig.M,
+        ef_construction: int = IndexConfig.ef_construction,
+        ef_search: int = IndexConfig.ef_search,
         *,
         on_snapshot: Callable[[PersistSnapshot], None] | None = None,
         build_threads: int = 1,
@@ -141,48 +120,27 @@ class OluoEngine:
         if metric not in METRICS:
             raise UnknownMetric(f"unknown metric {metric!r}; choose one of {list(METRICS)}")
         for name, v in (("dim", dim), ("M", M), ("ef_construction", ef_construction)):
-            if not _is_int(v) or int(v) <= 0:
+            if not is_int(v) or int(v) <= 0:
                 raise InvalidEvent(f"{name} must be a positive int, got {v!r}")
-        if not _is_int(ef_search) or int(ef_search) <= 0:
+        if not is_int(ef_search) or int(ef_search) <= 0:
             raise InvalidK(f"ef_search must be a positive int, got {ef_search!r}")
-        if not _is_int(compact_threshold) or int(compact_threshold) <= 0:
+        if not is_int(compact_threshold) or int(compact_threshold) <= 0:
             raise InvalidEvent(
                 f"compact_threshold must be a positive int, got {compact_threshold!r}"
             )
         if metric == "hamming" and int(dim) % 8:
             raise InvalidEvent(f"hamming dim is a bit count and must be a multiple of 8, got {dim}")
-        if not _is_int(build_threads) or int(build_threads) <= 0:
+        if not is_int(build_threads) or int(build_threads) <= 0:
             raise InvalidEvent(f"build_threads must be a positive int, got {build_threads!r}")
         self.config = IndexConfig(int(dim), metric, int(M), int(ef_construction), int(ef_search))
         self.compact_threshold = int(compact_threshold)
         self.on_snapshot = on_snapshot
         self.pending_snapshots: list[PersistSnapshot] = []
         self._index = CompoundIndex(self.config, build_threads=int(build_threads))
-        # The entry table is columnar, indexed by key (the last slot is always empty so
-        # that key -1 maps to "no entry"): caller id, scope (-1 = no live entry), privacy
-        # tier, ingest time; expiry times, provenance ids and caller maps are stored only
-        # for the entries that have them. The EntryMetadata of a key is built on first
-        # access and cached in ``_ent_by_key`` (``_lazy_by_key``: a live key whose entry is
-        # not built yet), for ingested and restored entries alike. An ingested entry's
-        # non-empty caller map is kept in ``_meta_by_key`` (as given: its key order); a
-        # restored entry's is decoded from its row of the stored metadata bytes. An entry
-        # unchanged since the last compaction or restore has ``_row_by_key`` >= 0, its row
-        # in ``_snap``, whose bytes the next compaction reuses verbatim.
-        self._ids_by_key = np.full(64, None, dtype=object)
-        self._ent_by_key = np.full(64, None, dtype=object)
-        self._scope_by_key = np.full(64, -1, np.int8)
-        self._tier_by_key = np.zeros(64, np.int8)
-        self._ingested_by_key = np.zeros(64, np.uint64)
-        self._row_by_key = np.full(64, -1, np.int64)
-        self._lazy_by_key = np.zeros(64, bool)  # a live key whose entry is not built yet
-        self._snap: MetadataColumns | None = None  # (only keys and caller maps: _stored_maps)
-        self._meta_by_key: dict[int, dict[str, Any]] = {}  # non-empty maps of ingested entries
-        self._n_lazy = 0  # live keys whose EntryMetadata is not built yet
-        self._n_live = 0
-        self._tk: dict[Target, int] | None = {}  # caller id -> key; None = build on demand
-        self._expiring: dict[int, int] = {}
-        self._overlays: dict[int, tuple[str, ...]] = {}  # only keys with provenance ids
-        self._scope_counts = [0, 0, 0]
+        self._table = EntryTable()
+        # what a lazy SearchResults resolves its ids and entries with (one attribute
+        # hop per search; the table object lives as long as the engine)
+        self._resolve = (self._table.ids_for, self._table.entries_for)
         self._key_counter = 0
         self._generation = 0
         self._has_compacted = False
@@ -209,7 +167,7 @@ class OluoEngine:
     @property
     def scope_counts(self) -> tuple[int, int, int]:
         """Live entries per scope (PERSONAL, COMMUNITY, NETWORK_WIDE)."""
-        return tuple(self._scope_counts)
+        return tuple(self._table.scope_counts)
 
     @property
     def delta_size(self) -> int:
@@ -221,74 +179,25 @@ class OluoEngine:
         return self._index.base_n
 
     def __len__(self) -> int:
-        return self._n_live
+        return self._table.n_live
 
     def __contains__(self, target: object) -> bool:
-        return target in self._target_key
-
-    @property
-    def _target_key(self) -> dict[Target, int]:
-        """Caller id -> key of every live entry; after a restore or a compaction it is
-        built on first use (ids are unique: checked when ingested or decoded)."""
-        tk = self._tk
-        if tk is None:
-            keys = self._live_keys()
-            tk = self._tk = dict(zip(self._ids_by_key[keys].tolist(), keys.tolist(), strict=True))
-        return tk
-
-    def _live_keys(self) -> np.ndarray:
-        """Keys of every live entry, ascending (int64)."""
-        return np.flatnonzero(self._scope_by_key >= 0)
-
-    def _entry_at(self, key: int) -> EntryMetadata:
-        """The EntryMetadata of a live key (built from the columns on first use)."""
-        e = self._ent_by_key[key]
-        if e is None:
-            meta = self._meta_by_key.get(key)
-            if meta is None:
-                row = int(self._row_by_key[key])
-                meta = self._snap.metadata_at(row) if row >= 0 else {}
-            e = EntryMetadata(
-                self._ids_by_key[key],
-                meta,
-                _TIERS[self._tier_by_key[key]],
-                self._expiring.get(key),
-                int(self._ingested_by_key[key]),
-                _SCOPES[self._scope_by_key[key]],
-                self._overlays.get(key, ()),
-            )
-            self._ent_by_key[key] = e
-            self._lazy_by_key[key] = False
-            self._n_lazy -= 1
-        return e
-
-    def _materialise(self, keys: np.ndarray) -> None:
-        """Build the EntryMetadata of every not yet built key among ``keys``."""
-        if not self._n_lazy:
-            return
-        lazy = keys[self._lazy_by_key[keys]]  # key -1 maps to the last slot: never lazy
-        for key in np.unique(lazy).tolist():
-            self._entry_at(key)
+        return target in self._table.target_key
 
     def entry(self, target: Target) -> EntryMetadata:
         """The metadata of a live entry (UnknownId if absent)."""
-        key = self._target_key.get(target)
-        if key is None:
-            raise UnknownId(f"no live entry with id {target!r}")
-        return self._entry_at(key)
+        return self._table.entry_at(self.key_of(target))
 
     def key_of(self, target: Target) -> int:
         """The key of a live entry (UnknownId if absent)."""
-        key = self._target_key.get(target)
+        key = self._table.target_key.get(target)
         if key is None:
             raise UnknownId(f"no live entry with id {target!r}")
         return key
 
     def entries(self) -> dict[int, EntryMetadata]:
         """A copy of the metadata table, key -> EntryMetadata (in key order)."""
-        keys = self._live_keys()
-        self._materialise(keys)
-        return dict(zip(keys.tolist(), self._ent_by_key[keys].tolist(), strict=True))
+        return self._table.entries()
 
     def __repr__(self) -> str:
         return (
@@ -321,20 +230,23 @@ class OluoEngine:
         state unchanged; they are never raised from here. Before any event other
         than a Search, outstanding search results get their ids and entries
         resolved, so a result always describes the engine as it was at search time.
+        A result holding a restored entry whose stored caller map is damaged cannot
+        be resolved: reading its entries raises that SnapshotDecodeError, and the
+        event that found it is refused with the same error (nothing applied), so the
+        damage is reported before anything changes.
         """
         if type(event) is Search:  # the hot path: no table lookup
             try:
                 return [self._search(event)]
             except EngineErrorBase as exc:
                 return [EngineError(exc, event.query_id)]
-        outstanding = self._outstanding
-        if outstanding:
-            self._settle_results()
-        name = _HANDLERS.get(type(event))
-        if name is None:  # subclasses of the event types
-            name = next((m for t, m in _HANDLERS.items() if isinstance(event, t)), None)
         qid = event.query_id if isinstance(event, Search) else None
         try:
+            if self._outstanding:
+                self._settle_results()
+            name = _HANDLERS.get(type(event))
+            if name is None:  # subclasses of the event types
+                name = next((m for t, m in _HANDLERS.items() if isinstance(event, t)), None)
             if name is None:
                 raise InvalidEvent(f"unknown event type {type(event).__name__}")
             return getattr(self, name)(event)
@@ -350,106 +262,38 @@ class OluoEngine:
         return [] if snap is None else [snap]
 
     # ------------------------------------------------------------------ ingest
-    def _ensure_capacity(self, max_key: int) -> None:
-        if max_key + 1 < len(self._ids_by_key):
-            return
-        cap = max(2 * len(self._ids_by_key), max_key + 2)
-        for name in (
-            "_ids_by_key",
-            "_ent_by_key",
-            "_scope_by_key",
-            "_tier_by_key",
-            "_ingested_by_key",
-            "_row_by_key",
-            "_lazy_by_key",
-        ):
-            old = getattr(self, name)
-            new = np.full(cap, old[-1], dtype=old.dtype)  # the last slot holds the empty value
-            new[: len(old)] = old
-            setattr(self, name, new)
-
     def _ingest(self, ev: Ingest) -> list[object]:
         vecs = self._index.prepare(ev.vectors)
-        n = vecs.shape[0]
-        single = np.ndim(ev.vectors) == 1
-        if single and (isinstance(ev.targets, (str, int, np.integer))):
-            raw_targets = [ev.targets]
-        else:
-            if isinstance(ev.targets, (str, bytes)) or not isinstance(ev.targets, Iterable):
-                raise InvalidEvent(f"targets must be a sequence of ids, got {ev.targets!r}")
-            raw_targets = list(ev.targets)
-        if len(raw_targets) != n:
-            raise InvalidEvent(f"{len(raw_targets)} ids for {n} vectors")
-        targets = [normalize_target(t) for t in raw_targets]
-        if len(set(targets)) != n:
-            seen: set[Target] = set()
-            dups = [t for t in targets if t in seen or seen.add(t)]
-            raise DuplicateIds(f"ids repeated within one batch: {dups[:5]!r}")
-        now = _check_uint("now_ms", ev.now_ms)
-        if now > _U64_MAX:
-            raise InvalidEvent(f"now_ms must fit in an unsigned 64-bit int, got {now}")
-        if ev.metadata is None:
-            metas = None  # every entry's caller map is empty (nothing is stored for it)
-        else:
-            metas_raw = _per_entry(
-                "metadata", ev.metadata, n, lambda v: v is None or isinstance(v, Mapping)
-            )
-            metas = [normalize_metadata(m) for m in metas_raw]
-        decisions = _per_entry(
-            "decision",
-            ev.decision,
-            n,
-            lambda v: isinstance(v, (Reject, IndexFull, IndexLightweight)),
-        )
-        for d in decisions:
-            if not isinstance(d, (Reject, IndexFull, IndexLightweight)):
-                raise InvalidEvent(f"unknown ingest decision {d!r}")
-            if isinstance(d, IndexLightweight):
-                _check_uint("ttl_secs", d.ttl_secs)
-        # scope and tier codes (one value for the whole batch, the common case: validated once)
-        if _is_int(ev.scope):
-            scope_codes = [int(_scope(ev.scope))] * n
-        else:
-            scope_codes = [int(_scope(s)) for s in _per_entry("scope", ev.scope, n, _is_int)]
-        if _is_int(ev.privacy_tier):
-            tier_codes = [int(_tier(ev.privacy_tier))] * n
-        else:
-            tier_codes = [
-                int(_tier(t)) for t in _per_entry("privacy_tier", ev.privacy_tier, n, _is_int)
-            ]
-        if ev.overlays is None:
-            overlays = None  # no entry has provenance ids
-        else:
-            ov = ev.overlays
-            if single and isinstance(ov, Sequence) and all(isinstance(o, str) for o in ov):
-                ov = [ov]
-            if isinstance(ov, (str, bytes)) or not isinstance(ov, Iterable):
-                raise InvalidEvent("overlays must be a sequence (one sequence of str per entry)")
-            ov = list(ov)
-            if len(ov) != n:
-                raise InvalidEvent(f"overlays has {len(ov)} items for {n} vectors")
-            overlays = []
-            for o in ov:
-                if isinstance(o, str) or not isinstance(o, Iterable):
-                    raise InvalidEvent(
-                        f"overlays of one entry must be a sequence of str, got {o!r}"
-                    )
-                o = tuple(o)
-                if not all(isinstance(x, str) for x in o):
-                    raise InvalidEvent(f"overlay ids must be str, got {o!r}")
-                overlays.append(tuple(str(x) for x in o))
+        batch = normalize_ingest(ev, vecs.shape[0], np.ndim(ev.vectors) == 1)
+        plan = self._plan_ingest(batch)
+        if not plan.rows and not plan.remove_keys:
+            return []
+        removed = self._apply_ingest(batch, vecs, plan)
+        actions: list[object] = []
+        if self._index.delta_n >= self.compact_threshold:
+            try:
+                actions.append(self._compact())
+            except EngineErrorBase as exc:  # the ingest itself succeeded
+                actions.append(EngineError(exc, None))
+        actions.append(IndexUpdated(tuple(plan.out_keys), removed))
+        return actions
 
-        # ---- plan (no mutation yet)
+    def _plan_ingest(self, batch: IngestBatch) -> _IngestPlan:
+        """The key of each indexed entry and the keys removed (no mutation).
+
+        Reject or ENCRYPTED_EPHEMERAL: not indexed, and an existing entry for that id
+        is removed (the newest privacy decision wins). A known id keeps its key; a new
+        id takes the next fresh key."""
         next_key = self._key_counter
-        idx_rows: list[int] = []
-        idx_keys: list[int] = []
+        rows: list[int] = []
+        keys: list[int] = []
         out_keys: list[int | None] = []
         remove_keys: list[int] = []
-        tk_get = self._target_key.get
-        dropped = int(PrivacyTier.ENCRYPTED_EPHEMERAL)
-        for i in range(n):
+        tk_get = self._table.target_key.get
+        targets, decisions, tier_codes = batch.targets, batch.decisions, batch.tier_codes
+        for i in range(len(targets)):
             old_key = tk_get(targets[i])
-            if tier_codes[i] == dropped or isinstance(decisions[i], Reject):
+            if tier_codes[i] == _DROPPED or isinstance(decisions[i], Reject):
                 out_keys.append(None)
                 if old_key is not None:
                     remove_keys.append(old_key)
@@ -459,97 +303,44 @@ class OluoEngine:
                 next_key += 1
             else:
                 key = old_key
-            idx_rows.append(i)
-            idx_keys.append(key)
+            rows.append(i)
+            keys.append(key)
             out_keys.append(key)
-        if not idx_rows and not remove_keys:
-            return []
+        return _IngestPlan(rows, keys, out_keys, sorted(remove_keys), next_key)
 
-        # ---- apply
-        removed = self._remove_keys(sorted(remove_keys))
-        if idx_rows:
-            every = len(idx_rows) == n
-            keys_arr = np.asarray(idx_keys, np.int64)
-            self._ensure_capacity(max(next_key - 1, int(keys_arr.max())))
-            # a re-ingested entry keeps the widest of its old and new scopes
-            old_scopes = self._scope_by_key[keys_arr]  # -1: a new key
-            codes = scope_codes if every else [scope_codes[i] for i in idx_rows]
-            scope_arr = np.maximum(np.asarray(codes, np.int8), old_scopes)
-            self._index.upsert(keys_arr, vecs if every else vecs[idx_rows], scope_arr)
-            new_targets = targets if every else [targets[i] for i in idx_rows]
-            old = old_scopes >= 0
-            n_old = int(np.count_nonzero(old))
-            counts = np.bincount(scope_arr, minlength=3)
-            if n_old:
-                counts -= np.bincount(old_scopes[old], minlength=3)
-                self._row_by_key[keys_arr[old]] = -1  # no longer its snapshot row
-                for key in keys_arr[old].tolist():  # replaced below if the new entry has them
-                    self._expiring.pop(key, None)
-                    self._overlays.pop(key, None)
-                    self._meta_by_key.pop(key, None)
-            self._scope_counts = [
-                c + int(a) for c, a in zip(self._scope_counts, counts, strict=True)
-            ]
-            self._n_live += len(idx_keys) - n_old
-            self._target_key.update(zip(new_targets, idx_keys, strict=True))
-            # the sparse per-key fields: only entries that have one are stored
-            if not isinstance(ev.decision, IndexFull):  # (one IndexFull: nothing expires)
-                for i, key in zip(idx_rows, idx_keys, strict=True):
-                    d = decisions[i]
-                    if isinstance(d, IndexLightweight):
-                        self._expiring[key] = min(now + int(d.ttl_secs) * 1000, _U64_MAX)
-            if overlays is not None:
-                for i, key in zip(idx_rows, idx_keys, strict=True):
-                    if overlays[i]:
-                        self._overlays[key] = overlays[i]
-            if metas is not None:
-                for i, key in zip(idx_rows, idx_keys, strict=True):
-                    if metas[i]:
-                        self._meta_by_key[key] = metas[i]
-            # the per-key columns, in bulk (keys are distinct within a batch); the
-            # EntryMetadata is built on first access (_entry_at)
-            ids = np.empty(len(idx_keys), object)
-            ids[:] = new_targets  # (a list would be coerced to str/int64)
-            self._ids_by_key[keys_arr] = ids
-            self._ent_by_key[keys_arr] = None
-            self._n_lazy += len(idx_keys) - int(np.count_nonzero(self._lazy_by_key[keys_arr]))
-            self._lazy_by_key[keys_arr] = True
-            self._scope_by_key[keys_arr] = scope_arr
-            tiers = tier_codes if every else [tier_codes[i] for i in idx_rows]
-            self._tier_by_key[keys_arr] = tiers
-            self._ingested_by_key[keys_arr] = now
-            self._key_counter = next_key
-        actions: list[object] = []
-        if self._index.delta_n >= self.compact_threshold:
-            try:
-                actions.append(self._compact())
-            except EngineErrorBase as exc:  # the ingest itself succeeded
-                actions.append(EngineError(exc, None))
-        actions.append(IndexUpdated(tuple(out_keys), removed))
-        return actions
+    def _apply_ingest(
+        self, batch: IngestBatch, vecs: np.ndarray, plan: _IngestPlan
+    ) -> tuple[Target, ...]:
+        """Carry out a plan: removals first, then the indexed entries into the table and
+        the index's delta. Returns the caller ids removed."""
+        removed = self._remove_keys(plan.remove_keys)
+        rows = plan.rows
+        if rows:
+            every = len(rows) == len(batch.targets)
+
+            def pick(values: list | None) -> list | None:
+                return values if every or values is None else [values[i] for i in rows]
+
+            keys = np.asarray(plan.keys, np.int64)
+            scopes = self._table.upsert(
+                keys,
+                pick(batch.targets),
+                pick(batch.scope_codes),
+                pick(batch.tier_codes),
+                batch.now,
+                pick(batch.expires_at),
+                pick(batch.overlays),
+                pick(batch.metas),
+            )
+            self._index.upsert(keys, vecs if every else vecs[rows], scopes)
+            self._key_counter = plan.next_key
+        return removed
 
     def _remove_keys(self, keys: list[int]) -> tuple[Target, ...]:
-        removed = []
-        tk = self._target_key
-        for key in keys:
-            target = self._ids_by_key[key]
-            del tk[target]
-            self._scope_counts[self._scope_by_key[key]] -= 1
-            self._row_by_key[key] = -1
-            if self._lazy_by_key[key]:
-                self._lazy_by_key[key] = False
-                self._n_lazy -= 1
-            self._meta_by_key.pop(key, None)
-            self._ids_by_key[key] = None
-            self._ent_by_key[key] = None
-            self._scope_by_key[key] = -1
-            self._expiring.pop(key, None)
-            self._overlays.pop(key, None)
-            self._n_live -= 1
-            removed.append(target)
+        removed = self._table.remove(keys)
         if keys:
             self._index.remove(np.asarray(keys, np.int64))
-        return tuple(removed)
+        return removed
 
     # ------------------------------------------------------------------ delete / evict
     def _delete(self, ev: Delete) -> list[object]:
@@ -559,15 +350,16 @@ class OluoEngine:
         targets = [normalize_target(t) for t in raw]
         if len(set(targets)) != len(targets):
             raise DuplicateIds(f"ids repeated within one delete: {targets!r}"[:200])
-        missing = [t for t in targets if t not in self._target_key]
+        tk = self._table.target_key
+        missing = [t for t in targets if t not in tk]
         if missing:
             raise UnknownId(f"cannot delete ids with no live entry: {missing[:5]!r}")
-        keys = sorted(self._target_key[t] for t in targets)
+        keys = sorted(tk[t] for t in targets)
         return [IndexUpdated((), self._remove_keys(keys))] if keys else []
 
     def _evict(self, ev: EvictExpired) -> list[object]:
-        now = _check_uint("now_ms", ev.now_ms)
-        keys = sorted(k for k, exp in self._expiring.items() if exp <= now)
+        now = check_uint("now_ms", ev.now_ms)
+        keys = sorted(k for k, exp in self._table.expiring.items() if exp <= now)
         return [IndexUpdated((), self._remove_keys(keys))] if keys else []
 
     # ------------------------------------------------------------------ search
@@ -578,30 +370,34 @@ class OluoEngine:
     def _results(self, query_id: int | None, keys: np.ndarray, scores: np.ndarray) -> SearchResults:
         """A SearchResults whose ids and entries are gathered from ``keys`` on first
         access (most of a search's Python cost otherwise, for a large batch)."""
-        res = SearchResults._lazy(query_id, keys, scores, (self._ids_for, self._entries_for))
+        res = SearchResults._lazy(query_id, keys, scores, self._resolve)
         outstanding = self._outstanding
         if outstanding is None:
             outstanding = self._outstanding = set()
         outstanding.add(weakref.ref(res, outstanding.discard))
         return res
 
-    def _ids_for(self, keys: np.ndarray) -> np.ndarray:
-        """The caller id of each key (object array, same shape; None where key == -1)."""
-        return self._ids_by_key[keys]
-
     def _settle_results(self) -> None:
-        """Resolve every outstanding result now, before the entries can change."""
+        """Resolve every outstanding result now, before the entries can change.
+
+        Every result is settled even when one fails (it then keeps its error, see
+        ``SearchResults._settle``); the first failure is raised afterwards."""
         outstanding = self._outstanding
+        failed: EngineErrorBase | None = None
         for ref in list(outstanding):
             res = ref()
             if res is not None:
-                res._settle()
+                err = res._settle()
+                if failed is None:
+                    failed = err
         outstanding.clear()
+        if failed is not None:
+            raise failed
 
     def _search(self, ev: Search) -> SearchResults:
         k = ev.k
         if type(k) is not int:
-            if not _is_int(k) or k < 0:
+            if not is_int(k) or k < 0:
                 raise InvalidK(f"k must be a non-negative int, got {k!r}")
             k = int(k)
         if k < 0 or k > MAX_K:
@@ -610,13 +406,13 @@ class OluoEngine:
         if ef is None:
             ef = self.config.ef_search
         elif type(ef) is not int:
-            if not _is_int(ef):
+            if not is_int(ef):
                 raise InvalidK(f"ef must be a positive int, got {ef!r}")
             ef = int(ef)
         if ef <= 0:
             raise InvalidK(f"ef must be a positive int, got {ef!r}")
         scope = ev.scope
-        scope = int(scope if type(scope) is Scope else _scope(scope))
+        scope = int(scope if type(scope) is Scope else to_scope(scope))
         if ev.exact:
             return self._search_exact(ev, k, scope)
         if ef < k:
@@ -641,11 +437,12 @@ class OluoEngine:
             return None
         if not callable(pred):
             raise InvalidEvent("predicate must be callable")
-        mask = np.zeros(len(self._ids_by_key), bool)
-        keys = self._live_keys()
-        self._materialise(keys)
+        table = self._table
+        mask = np.zeros(len(table.ids_by_key), bool)
+        keys = table.live_keys()
+        table.materialise(keys)
         try:
-            ents = self._ent_by_key[keys].tolist()
+            ents = table.ent_by_key[keys].tolist()
             allowed = [key for key, e in zip(keys.tolist(), ents, strict=True) if pred(e)]
         except Exception as exc:
             raise EngineInputError(f"predicate raised {type(exc).__name__}: {exc}") from exc
@@ -656,26 +453,20 @@ class OluoEngine:
         """Brute force over every allowed live entry: the oracle for recall."""
         q = self._index.prepare(ev.vectors, "queries")
         keys, _, vectors = self.live_vectors()
-        allowed = self._scope_by_key[keys] <= scope
+        allowed = self._table.scope_by_key[keys] <= scope
         mask = self._predicate_mask(ev.predicate)
         if mask is not None:
             allowed &= mask[keys]
         keys, vectors = keys[allowed], vectors[allowed]
-        dist, rows = self._index._exact(q, vectors, k)
+        dist, rows = self._index.exact_knn(q, vectors, k)
         valid = rows >= 0
-        scores = np.where(valid, self._index._to_scores(dist), np.inf)
+        scores = np.where(valid, self._index.to_scores(dist), np.inf)
         out = np.where(valid, keys[np.maximum(rows, 0)] if len(keys) else -1, -1)
         tie = np.where(out < 0, np.iinfo(np.int64).max, out)
         order = np.lexsort((tie, scores), axis=-1)
         scores = np.take_along_axis(scores, order, 1)
         out = np.take_along_axis(out, order, 1)
         return self._results(ev.query_id, out, scores)
-
-    def _entries_for(self, keys: np.ndarray) -> np.ndarray:
-        """The EntryMetadata of each key (object array, same shape; None where key == -1)."""
-        if self._n_lazy and self._lazy_by_key[keys].any():
-            self._materialise(keys.reshape(-1))
-        return self._ent_by_key[keys]
 
     def live_vectors(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every live entry as (keys int64, caller ids object array, vectors), in key order.
@@ -699,7 +490,7 @@ class OluoEngine:
         vecs = np.concatenate(parts_v)
         order = np.argsort(keys, kind="stable")
         keys = keys[order]
-        return keys, self._ids_by_key[keys], np.ascontiguousarray(vecs[order])
+        return keys, self._table.ids_by_key[keys], np.ascontiguousarray(vecs[order])
 
     def current_snapshot(self) -> PersistSnapshot | None:
         """The payloads of the current generation without compacting, or None when
@@ -707,76 +498,14 @@ class OluoEngine:
         idx = self._index
         if idx.base is None or idx.delta_n or idx.n_dead:
             return None
-        data = idx._serialize(idx.base)
-        meta = self._encode_metadata(self._metadata_columns(), self._generation, idx.base_keys)
+        data = idx.base_bytes()
+        meta = self._encode_metadata(self._table.columns(), self._generation, idx.base_keys)
         return PersistSnapshot(data, meta, self._key_counter, self._generation)
-
-    def _metadata_columns(self) -> MetadataColumns:
-        """The live entries as columns (key order), without building an EntryMetadata.
-
-        The caller maps of entries still equal to their snapshot row are copied from the
-        snapshot's stored bytes (in runs of adjacent rows); only the others are encoded.
-        """
-        keys = self._live_keys()
-        n = len(keys)
-        rows = self._row_by_key[keys]
-        fresh = np.flatnonzero(rows < 0)
-        fk = keys[fresh]
-        lazy = self._lazy_by_key[fk]
-        if not self._meta_by_key and lazy.all():  # only empty maps (encoded as _EMPTY_MAP)
-            pieces = [encode_entry_metadata({})] * len(fk)
-        else:  # a built entry's map is its EntryMetadata's
-            mk, ents = self._meta_by_key, self._ent_by_key
-            pieces = [
-                encode_entry_metadata(mk.get(k) if lz else ents[k].metadata)
-                for k, lz in zip(fk.tolist(), lazy.tolist(), strict=True)
-            ]
-        starts = np.zeros(n, np.int64)  # offsets into src = snapshot bytes + fresh pieces
-        lens = np.zeros(n, np.int64)
-        parts: list[bytes] = []
-        if self._snap is not None and len(fresh) < n:
-            old = np.flatnonzero(rows >= 0)
-            ends = self._snap.metadata_ends
-            r = rows[old]
-            begin = np.where(r > 0, ends[r - 1], 0)
-            starts[old], lens[old] = begin, ends[r] - begin
-            parts.append(self._snap.metadata)
-        if pieces:
-            plen = np.fromiter(map(len, pieces), np.int64, len(pieces))
-            base = len(parts[0]) if parts else 0
-            starts[fresh] = base + np.cumsum(plen) - plen
-            lens[fresh] = plen
-        if len(fresh) == 0 and n and n == len(self._snap) and (rows == np.arange(n)).all():
-            blob = self._snap.metadata  # unchanged since the restore: reuse as is
-        else:
-            src = memoryview(b"".join([*parts, *pieces]) if pieces else (parts or [b""])[0])
-            cut = np.flatnonzero(starts[1:] != starts[:-1] + lens[:-1]) + 1
-            first = np.concatenate(([0], cut)).tolist() if n else []
-            last = np.concatenate((cut, [n])).tolist() if n else []
-            st, ln = starts.tolist(), lens.tolist()
-            blob = b"".join(
-                src[st[a] : st[b - 1] + ln[b - 1]] for a, b in zip(first, last, strict=True)
-            )
-        exp_keys = np.asarray(sorted(self._expiring), np.int64)
-        ov_keys = np.asarray(sorted(self._overlays), np.int64)
-        return MetadataColumns(
-            keys=keys.astype(np.int64),
-            targets=self._ids_by_key[keys],
-            scope=self._scope_by_key[keys],
-            privacy_tier=self._tier_by_key[keys],
-            ingested_at_ms=self._ingested_by_key[keys],
-            expires_rows=np.searchsorted(keys, exp_keys).astype(np.int64),
-            expires_at=np.asarray([self._expiring[k] for k in exp_keys.tolist()], np.uint64),
-            overlay_rows=np.searchsorted(keys, ov_keys).astype(np.int64),
-            overlays=tuple(self._overlays[k] for k in ov_keys.tolist()),
-            metadata_ends=np.cumsum(lens),
-            metadata=blob,
-        )
 
     def _encode_metadata(
         self, cols: MetadataColumns, generation: int, row_keys: np.ndarray
     ) -> bytes:
-        """Metadata bytes of the live entries ``cols`` (from :meth:`_metadata_columns`);
+        """Metadata bytes of the live entries ``cols`` (from ``EntryTable.columns``);
         ``row_keys`` is the key at each position of the base they describe (stored as
         ``row_order`` when not in key order)."""
         cols = cols.with_row_keys(row_keys)
@@ -786,7 +515,7 @@ class OluoEngine:
         """Continue numbering from a later ``generation`` (never backwards): the next
         compaction becomes ``generation + 1``. A Lab uses it when an old generation is
         checked out, so that committing it extends the history instead of rewriting it."""
-        if not _is_int(generation) or int(generation) < self._generation:
+        if not is_int(generation) or int(generation) < self._generation:
             raise InvalidEvent(
                 f"generation can only move forward: {generation!r} < {self._generation}"
             )
@@ -802,21 +531,16 @@ class OluoEngine:
             ix, data, keys, scopes = self._index.compact()
         except Exception as exc:
             raise CompactionFailed(f"building the new base failed: {exc}") from exc
-        if len(keys) != self._n_live:
-            raise CompactionFailed(f"new base has {len(keys)} vectors for {self._n_live} entries")
+        if len(keys) != len(self):
+            raise CompactionFailed(f"new base has {len(keys)} vectors for {len(self)} entries")
         gen = self._generation + 1
-        cols = self._metadata_columns()
+        cols = self._table.columns()
         meta = self._encode_metadata(cols, gen, keys)
         self._index.install(ix, data, keys, scopes)
         self._generation = gen
         self._has_compacted = True
-        # every live entry is now a row of the stored metadata, as after a restore (the
-        # next compaction reuses its bytes; ingested caller maps stay in _meta_by_key)
-        self._snap = _stored_maps(cols, self._index._keys_sorted)
-        self._row_by_key[cols.keys] = np.arange(len(cols), dtype=np.int64)
-        # the id -> key map is rebuilt when next needed (an ingest, delete or id lookup:
-        # ~2% of an append compaction's time), as after a restore: ~80 bytes per entry
-        self._tk = None
+        # every live entry is now a row of the stored metadata, as after a restore
+        self._table.stored(cols, self._index.keys_sorted)
         return PersistSnapshot(data, meta, self._key_counter, gen)
 
     def _compact_complete(self, ev: CompactComplete) -> list[object]:
@@ -833,7 +557,7 @@ class OluoEngine:
         metadata: bytes | Mapping[str, Any] | DecodedMetadata,
         key_counter: int,
         generation: int,
-        compact_threshold: int = 1000,
+        compact_threshold: int = DEFAULT_COMPACT_THRESHOLD,
         *,
         on_snapshot: Callable[[PersistSnapshot], None] | None = None,
         index_digest: bytes | None = None,
@@ -842,25 +566,29 @@ class OluoEngine:
     ) -> OluoEngine:
         """Rebuild an engine from a PersistSnapshot's parts.
 
-        ``index_digest`` (optional) is the blake3-256 of ``index_bytes`` when the caller
-        has already verified it (it is otherwise computed, for CompactComplete's check).
-        ``base_path`` (optional) names a file the caller guarantees holds exactly
-        ``index_bytes`` (``load_snapshot`` has just compared it under the data-directory
-        lock): the base is then mapped from it, as after ``CompactComplete``, instead of
-        being deserialised from the bytes (5x faster at 137 MB; RAM holds only the graph).
+        The configuration (dim, metric, M, efConstruction, efSearch) is read from the
+        metadata, not from defaults. The index must match it and hold exactly one
+        vector per entry, at the positions the metadata gives (ascending key, or its
+        ``row_order``). ``key_counter`` is clamped to ``> max key``; duplicate ids are
+        rejected; the next compaction is ``generation + 1`` and a
+        ``CompactComplete(path, generation)`` is accepted. Raises
+        :class:`EngineRestoreFailed` (or its subclass SnapshotDecodeError).
 
-        The configuration (dim, metric, M, efConstruction, efSearch) is read from
-        the metadata, not from defaults. The index must match it and hold exactly
-        one vector per entry, in key order or in the metadata's ``row_order``
-        (version 2, a renumbered rebuild). ``key_counter`` is clamped to
-        ``> max key``; duplicate ids are rejected; the next compaction is
-        ``generation + 1`` and a ``CompactComplete(path, generation)`` is accepted.
-        Raises :class:`EngineRestoreFailed` (or its subclass SnapshotDecodeError).
+        ``index_digest``: the blake3-256 of ``index_bytes`` when the caller has already
+        verified it (else it is computed, for CompactComplete's check). ``base_path``:
+        a file the caller guarantees holds exactly ``index_bytes`` (``load_snapshot``
+        has just compared it under the data-directory lock); the base is then mapped
+        from it, as after ``CompactComplete``, instead of deserialised (5x faster at
+        137 MB; RAM holds only the graph).
         """
         meta = metadata if isinstance(metadata, DecodedMetadata) else decode_metadata(metadata)
         for name, v in (("key_counter", key_counter), ("generation", generation)):
-            if not _is_int(v) or int(v) < 0:
+            if not is_int(v) or int(v) < 0:
                 raise EngineRestoreFailed(f"{name} must be a non-negative int, got {v!r}")
+        if index_digest is not None and (
+            type(index_digest) is not bytes or len(index_digest) != 32
+        ):
+            raise EngineRestoreFailed("index_digest must be 32 bytes (blake3-256 of index_bytes)")
         cfg = meta.config
         try:
             eng = cls(
@@ -877,50 +605,22 @@ class OluoEngine:
             raise EngineRestoreFailed(f"snapshot config is invalid: {exc}") from exc
         if isinstance(index_bytes, memoryview | bytearray):
             index_bytes = bytes(index_bytes)
-        if index_digest is not None and (
-            type(index_digest) is not bytes or len(index_digest) != 32
-        ):
-            raise EngineRestoreFailed("index_digest must be 32 bytes (blake3-256 of index_bytes)")
-        mapped = False
-        if base_path is not None:
-            # (if mapping fails, e.g. a filesystem without mmap, the bytes are read instead)
-            with contextlib.suppress(EngineRestoreFailed):
-                ix, mapped = eng._index.map_file(str(base_path)), True
-        if not mapped:
-            ix = eng._index.load_bytes(index_bytes)
+        path = None if base_path is None else str(base_path)
+        ix, mapped = eng._index.load(index_bytes, path)
         cols = meta.columns  # validated by decode_metadata (order, ranges, unique ids)
-        n = len(cols)
-        if ix.ntotal != n:
+        if ix.ntotal != len(cols):
             raise EngineRestoreFailed(
-                f"index holds {ix.ntotal} vectors but the metadata has {n} entries"
+                f"index holds {ix.ntotal} vectors but the metadata has {len(cols)} entries"
             )
-        keys = cols.keys  # entry rows, ascending key
-        row_keys, row_scopes = keys, cols.scope  # index positions
-        if cols.row_order is not None:
-            row_keys, row_scopes = keys[cols.row_order], cols.scope[cols.row_order]
+        row_scopes = cols.scope if cols.row_order is None else cols.scope[cols.row_order]
         eng._index.install(
-            ix, index_bytes, row_keys, row_scopes, digest=index_digest, mapped=mapped
+            ix, index_bytes, cols.row_keys(), row_scopes, digest=index_digest, mapped=mapped
         )
-        scopes = cols.scope
-        max_key = int(keys[-1]) if n else -1
+        eng._table.restore(cols, eng._index.keys_sorted)
+        max_key = int(cols.keys[-1]) if len(cols) else -1
         eng._key_counter = max(int(key_counter), max_key + 1)
         eng._generation = int(generation)
         eng._has_compacted = True
-        eng._ensure_capacity(max(max_key, 0))
-        eng._ids_by_key[keys] = cols.targets
-        eng._scope_by_key[keys] = scopes
-        eng._tier_by_key[keys] = cols.privacy_tier
-        eng._ingested_by_key[keys] = cols.ingested_at_ms
-        eng._row_by_key[keys] = np.arange(n, dtype=np.int64)
-        eng._lazy_by_key[keys] = True
-        eng._snap = _stored_maps(cols, eng._index._keys_sorted)
-        eng._n_lazy = eng._n_live = n
-        eng._tk = None  # built on first use (by id lookups, ingest, delete)
-        eng._scope_counts = np.bincount(scopes, minlength=3).tolist()
-        eng._expiring = dict(
-            zip(keys[cols.expires_rows].tolist(), cols.expires_at.tolist(), strict=True)
-        )
-        eng._overlays = dict(zip(keys[cols.overlay_rows].tolist(), cols.overlays, strict=True))
         return eng
 
     # ------------------------------------------------------------------ convenience
@@ -970,7 +670,7 @@ class OluoEngine:
         n = 1 if arr.ndim == 1 else (arr.shape[0] if arr.ndim else 0)
         if ids is None:
             ids = list(range(self._key_counter, self._key_counter + n))
-            clash = [t for t in ids if t in self._target_key]
+            clash = [t for t in ids if t in self._table.target_key]
             if clash:
                 raise DuplicateIds(f"automatic ids {clash[:5]} are already in use; pass ids")
         elif arr.ndim == 1 and isinstance(ids, (str, int, np.integer)):
@@ -1031,28 +731,6 @@ class OluoEngine:
     def compact_complete(self, path: str, generation: int) -> None:
         """Tell the engine the snapshot of ``generation`` is at ``path`` (maps it as base)."""
         self._run(CompactComplete(str(path), generation))
-
-
-def _stored_maps(cols: MetadataColumns, base_keys_sorted: np.ndarray) -> MetadataColumns:
-    """``cols`` with only what the engine reads back from it: the keys (row count, error
-    messages) and the caller maps (``metadata``, ``metadata_ends``, for ``metadata_at``).
-    The other columns are copied into the engine's per-key columns; holding them twice
-    would cost ~18 bytes per entry. The keys are the base's sorted keys (the same
-    values, right after a compaction or restore), which the index holds anyway."""
-    same = np.array_equal(base_keys_sorted, cols.keys)
-    return replace(
-        cols,
-        keys=base_keys_sorted if same else cols.keys,
-        targets=np.zeros(0, object),
-        scope=np.zeros(0, np.int8),
-        privacy_tier=np.zeros(0, np.int8),
-        ingested_at_ms=np.zeros(0, np.uint64),
-        expires_rows=np.zeros(0, np.int64),
-        expires_at=np.zeros(0, np.uint64),
-        overlay_rows=np.zeros(0, np.int64),
-        overlays=(),
-        row_order=None,
-    )
 
 
 #: handle() dispatch: event type -> method name (Search is special-cased first in handle)

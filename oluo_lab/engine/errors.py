@@ -1,4 +1,4 @@
-"""Typed errors of the engine.
+"""Typed errors of the engine (engine layer).
 
 Every failure the engine reports is one of these classes. Bad input raises (or,
 through ``handle()``, is reported as an :class:`~oluo_lab.engine.events.EngineError`

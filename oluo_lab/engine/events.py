@@ -4,7 +4,7 @@
 :class:`Search`, :class:`Delete`, :class:`EvictExpired`, :class:`Compact`,
 :class:`CompactComplete`. Actions: :class:`IndexUpdated`,
 :class:`~oluo_lab.engine.results.SearchResults`, :class:`PersistSnapshot`,
-:class:`EngineError`.
+:class:`EngineError`. Layer: engine (plain data classes; imports nothing of the engine).
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ import enum
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 __all__ = [
     "Scope",
@@ -223,8 +221,10 @@ class IndexUpdated:
 class PersistSnapshot:
     """A compaction's output: the caller should persist it and then send CompactComplete.
 
-    ``index_bytes``: faiss serialisation of the base (live entries only, in key
-    order). ``metadata_bytes``: canonical CBOR, see docs/FORMAT.md (engine).
+    ``index_bytes``: faiss serialisation of the base, live entries only. Its
+    positions are in ascending key order unless the metadata's ``row_order`` says
+    otherwise (a rebuilt base is renumbered in breadth-first order of its graph);
+    docs/FORMAT.md §2.1. ``metadata_bytes``: canonical CBOR, docs/FORMAT.md §2.2.
     """
 
     index_bytes: bytes
@@ -264,8 +264,3 @@ class EngineError:
 
     def __repr__(self) -> str:
         return f"EngineError(query_id={self.query_id}, {self.message!r})"
-
-
-def as_int64(a: Any) -> np.ndarray:
-    """Small helper: a 1-D int64 array."""
-    return np.asarray(a, dtype=np.int64).reshape(-1)

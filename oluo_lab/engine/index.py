@@ -21,14 +21,19 @@ positions) are answered exactly from the stored vectors straight away.
 
 Scores (ascending = better): cosine ``1 - cos``; l2 squared Euclidean; ip
 ``-<q, x>``; hamming differing bits / n_bits.
+
+Layer: engine. The index lives in memory, except that a base may be memory-mapped
+from a file whose path the caller gives (:meth:`CompoundIndex.map_file`,
+:meth:`CompoundIndex.swap_to_file`). faiss's native side is in ``_faiss_native.py``,
+the exact-match probe in ``_exact_match.py``.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import sys
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import blake3
 import faiss
@@ -39,92 +44,50 @@ try:  # the C entry point skips einsum's Python dispatch (~1 us per single query
 except ImportError:  # numpy < 2
     from numpy.core.multiarray import c_einsum as _einsum
 
+from ._exact_match import ExactMatchIndex, may_hold
+from ._faiss_native import (
+    c_search_of,
+    collapse_huge_pages,
+    deserialize_index,
+    faiss_threads,
+    locality_order,
+    read_index_mapped,
+    serialize_index,
+)
+from ._faiss_native import digest as _digest
+from ._faiss_native import swig_ptr as _ptr
 from .errors import CompactCompleteFailed, DimensionMismatch, EngineRestoreFailed, InvalidVector
 
-# the SWIG C functions themselves: faiss.swig_ptr and Index.search_c are Python
-# wrappers around them (one interpreter frame each, per call)
-_ptr = getattr(
-    getattr(sys.modules.get(faiss.swig_ptr.__module__), "_swigfaiss", None),
-    "swig_ptr",
-    faiss.swig_ptr,
-)
-
-
-def _c_search(index: object):
-    """The SWIG C function behind ``index.search_c``."""
-    lib = getattr(sys.modules.get(type(index).__module__), "_swigfaiss", None)
-    for cls in type(index).__mro__:
-        fn = getattr(lib, f"{cls.__name__}_search", None)
-        if fn is not None:
-            return fn
-    return type(index).search_c
-
-
-#: Back a base's vectors and graph with 2 MiB pages before searching it (Linux only).
-HUGE_PAGES = True
-_MADV_COLLAPSE = 25  # Linux >= 6.1; older kernels answer EINVAL, which is ignored
-_HUGE = 2 << 20
-_madvise = None
-
-
-def _collapse_huge_pages(index: object) -> None:
-    """Ask Linux to move the index's stored vectors and neighbour lists onto huge pages.
-
-    An HNSW search is a random walk over tens of MB; with 4 KiB pages most steps miss
-    the TLB. Whether faiss's allocations land on transparent huge pages is luck of the
-    heap (THP "madvise" mode: only memory somebody advised, e.g. a freed NumPy buffer),
-    and the same graph searched 10-25% slower on 4 KiB pages (docs/BENCHMARKS.md,
-    engine). ``MADV_COLLAPSE`` makes it deterministic; it only changes the page
-    backing, never the contents, and any failure leaves things as they were.
-    """
-    global _madvise
-    if not HUGE_PAGES or not sys.platform.startswith("linux"):
-        return
-    try:
-        if _madvise is None:
-            import ctypes
-
-            fn = ctypes.CDLL(None, use_errno=True).madvise
-            fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-            _madvise = fn
-        n = int(index.ntotal)
-        if isinstance(index, faiss.IndexBinary):
-            st = faiss.downcast_IndexBinary(index.storage)
-            spans = [(int(st.xb.data()), n * int(index.code_size))]
-        else:
-            st = faiss.downcast_index(index.storage)
-            spans = [(int(st.get_xb()), n * int(index.d) * 4)]
-        nb = index.hnsw.neighbors
-        spans.append((int(nb.data()), int(nb.size()) * 4))
-        for addr, size in spans:
-            lo = -(-addr // _HUGE) * _HUGE
-            hi = (addr + size) // _HUGE * _HUGE
-            if hi > lo:
-                _madvise(lo, hi - lo, _MADV_COLLAPSE)
-    except Exception:  # advisory only: no ctypes, no libc madvise, odd SWIG build
-        return
-
-
 __all__ = [
-    "IndexConfig",
     "CompoundIndex",
-    "METRICS",
     "EXACT_LIMIT",
+    "HUGE_PAGES",
+    "IndexConfig",
     "LEVEL_SEED",
-    "locality_order",
+    "METRICS",
 ]
 
+#: format (docs/FORMAT.md §2.2, ``config.metric``): the metrics a snapshot can name
 METRICS = ("cosine", "l2", "ip", "hamming")
+#: format (docs/FORMAT.md §2.1): the HNSW level generator is reseeded with
+#: LEVEL_SEED + ntotal before every add, so the index bytes depend only on (base
+#: bytes, added vectors), not on process history. Changing it changes snapshot bytes.
+LEVEL_SEED = 12345
+
+# Tuning knobs: they change speed or memory, never the answers or the bytes.
 #: allowed-base-position count at or below which filtered search is exact brute force
 EXACT_LIMIT = 2048
-#: the HNSW level generator is reseeded with LEVEL_SEED + ntotal before every add,
-#: so the index bytes depend only on (base bytes, added vectors), not on process history.
-LEVEL_SEED = 12345
+#: Back a base's vectors and graph with 2 MiB pages before searching it (Linux only;
+#: see :func:`~oluo_lab.engine._faiss_native.collapse_huge_pages`).
+HUGE_PAGES = True
 
 
 @dataclass(frozen=True)
 class IndexConfig:
-    """Index parameters; they travel with every snapshot."""
+    """Index parameters; they travel with every snapshot.
+
+    The defaults of M, ef_construction and ef_search are the engine's defaults
+    (``OluoEngine`` takes them from here)."""
 
     dim: int
     metric: str
@@ -156,107 +119,24 @@ class IndexConfig:
         }
 
 
-def row_keys(rows: np.ndarray) -> np.ndarray:
-    """Lookup key of each row: its first 8 bytes as a uint64 (zero-padded).
+class _FastPlan(NamedTuple):
+    """What :meth:`CompoundIndex.search_one` needs for one scope (unpacked positionally)."""
 
-    Only a bucket key for the exact-match check: candidates are always verified
-    by comparing whole rows, so collisions cost time, never correctness.
-    """
-    b = np.ascontiguousarray(rows).view(np.uint8)
-    if b.shape[1] < 8:
-        b = np.concatenate([b, np.zeros((b.shape[0], 8 - b.shape[1]), np.uint8)], axis=1)
-    return np.ascontiguousarray(b[:, :8]).view(np.uint64)[:, 0]
-
-
-_MIX = 0x9E3779B97F4A7C15  # Fibonacci hashing: spreads the row keys' high bits
-_M64 = (1 << 64) - 1
-
-
-def key_filter(keys: np.ndarray) -> tuple[bytes, int]:
-    """A bitmap over the row keys for "may a stored row equal this query?" probes.
-
-    Bit ``(key * _MIX mod 2**64) >> shift`` is set for every key; about 32 bits per key
-    (at least 2**16), so ~3% of absent keys probe positive and take the exact path, at
-    ~4 bits per row of memory where a Python set of the keys took ~75 bytes per row.
-    Returns ``(bitmap bytes, shift)`` for :func:`may_hold`.
-    """
-    log2 = max(16, (32 * max(len(keys), 1) - 1).bit_length())
-    shift = 64 - log2
-    with np.errstate(over="ignore"):
-        m = (keys.astype(np.uint64) * np.uint64(_MIX)) >> np.uint64(shift)
-    bits = np.zeros(1 << log2, bool)
-    bits[m] = True
-    return np.packbits(bits, bitorder="little").tobytes(), shift
-
-
-def may_hold(kfilter: tuple[bytes, int], row: bytes) -> bool:
-    """Whether a stored row may start with the 8 bytes of ``row`` (False: certainly not)."""
-    bits, shift = kfilter
-    m = ((int.from_bytes(row[:8], "little") * _MIX) & _M64) >> shift
-    return bool(bits[m >> 3] >> (m & 7) & 1)
-
-
-def _digest(data: bytes | memoryview) -> bytes:
-    """blake3-256 of the base bytes (for CompactComplete's file check); multi-threaded:
-    it runs on every compaction and restore over the whole index (blake2b took 5x longer)."""
-    return blake3.blake3(data, max_threads=blake3.blake3.AUTO).digest()
-
-
-class _BuildThreads:
-    """faiss builds with ``n`` OpenMP threads (1: deterministic graphs); restored afterwards."""
-
-    def __init__(self, n: int = 1) -> None:
-        self.n = int(n)
-
-    def __enter__(self) -> None:
-        self.prev = faiss.omp_get_max_threads()
-        faiss.omp_set_num_threads(self.n)
-
-    def __exit__(self, *exc: object) -> None:
-        faiss.omp_set_num_threads(self.prev)
-
-
-def locality_order(ix: object) -> np.ndarray:
-    """Breadth-first order of an HNSW index's level-0 graph from its entry point.
-
-    Returns the int64 permutation ``perm`` for ``permute_entries`` (new position ``i``
-    holds old position ``perm[i]``). Neighbours are discovered in neighbour-list order
-    and nodes the search cannot reach from the entry point follow in their old order,
-    so the result is a pure function of the graph (deterministic). Renumbering this
-    way puts each node's neighbours near it in memory; a search then touches fewer
-    cache lines and pages (faiss search is ~1.1-1.5x faster at equal recall on GloVe).
-    """
-    h = ix.hnsw
-    n = int(ix.ntotal)
-    if n == 0:
-        return np.zeros(0, np.int64)
-    offsets = faiss.vector_to_array(h.offsets).astype(np.int64)
-    nbrs = faiss.vector_to_array(h.neighbors)
-    width = h.nb_neighbors(0)
-    level0 = nbrs[offsets[:n, None] + np.arange(width)[None, :]]  # level 0 comes first
-    seen = np.zeros(n, bool)
-    first = np.empty(n, np.int64)  # scratch: first index of a node in the candidate list
-    order = []
-    frontier = np.array([max(int(h.entry_point), 0)], np.int64)
-    seen[frontier] = True
-    while len(frontier):
-        order.append(frontier)
-        nxt = level0[frontier].ravel().astype(np.int64)
-        nxt = nxt[nxt >= 0]
-        nxt = nxt[~seen[nxt]]
-        # keep each node's first occurrence, in discovery order (no sort): writing the
-        # indices in reverse leaves the smallest index of every node in `first`
-        idx = np.arange(len(nxt))
-        first[nxt[::-1]] = idx[::-1]
-        nxt = nxt[first[nxt] == idx]
-        seen[nxt] = True
-        frontier = nxt
-    order.append(np.nonzero(~seen)[0])
-    return np.ascontiguousarray(np.concatenate(order), dtype=np.int64)
+    scope_entry: tuple  # the scope cache entry the plan was made for (identity-checked)
+    c_search: object  # the SWIG search function of the base's class
+    base: object
+    width: int
+    vdtype: np.dtype
+    binary: bool
+    metric: str
+    bitmap: tuple[bytes, int]  # the exact-match probe (ExactMatchIndex.bitmap)
+    base_keys: np.ndarray | None  # None: base position i holds key i
+    ddtype: type  # faiss's distance dtype for this base
 
 
 class CompoundIndex:
-    """Base + delta + tombstones. Pure in-memory; the engine owns all policy."""
+    """Base + delta + tombstones, in memory (a base may be memory-mapped from a file
+    the caller names); the engine owns all policy."""
 
     def __init__(self, config: IndexConfig, build_threads: int = 1, reorder: bool = True) -> None:
         self.config = config
@@ -272,16 +152,16 @@ class CompoundIndex:
         self.base_mapped = False
         self.base_digest: bytes | None = None
         self.base_keys = np.zeros(0, np.int64)
-        self._keys_sorted = np.zeros(0, np.int64)  # base_keys ascending ...
-        self._keys_pos: np.ndarray | None = None  # ... and their positions (None: identity)
+        #: base_keys ascending (with ``_keys_pos``, their positions; None: the identity)
+        self.keys_sorted = np.zeros(0, np.int64)
+        self._keys_pos: np.ndarray | None = None
         self._ident = True  # base position i holds key i (see _keys_are_positions)
         self.base_alive = np.zeros(0, bool)
         self.base_scope = np.zeros(0, np.int8)
         self.n_dead = 0
         self._base_vecs: np.ndarray | None = None
-        self._hash_sorted: np.ndarray | None = None  # exact-match lookup over base rows
-        self._hash_pos: np.ndarray | None = None
-        self._hash_filter: tuple[bytes, int] | None = None  # same keys, single-query filter
+        #: exact-match lookup over the base rows; built by the first search that needs it
+        self.exact_matches: ExactMatchIndex | None = None
         # delta (rows 0..delta_n-1 are valid; order is arbitrary)
         self.delta_n = 0
         self.delta_keys = np.zeros(16, np.int64)
@@ -293,8 +173,8 @@ class CompoundIndex:
         self._params: dict[int, object] = {}
 
     #: search_one plans per scope (see _fast_plan); created on first use
-    _plans: dict[int, tuple] | None = None
-    #: the base whose pages were last collapsed (see _collapse_huge_pages)
+    _plans: dict[int, _FastPlan] | None = None
+    #: the base whose pages were last collapsed (see HUGE_PAGES)
     _paged: object = None
 
     # ------------------------------------------------------------------ vectors
@@ -353,7 +233,8 @@ class CompoundIndex:
             a = a / norms[:, None]
         return a
 
-    def _to_scores(self, d: np.ndarray) -> np.ndarray:
+    def to_scores(self, d: np.ndarray) -> np.ndarray:
+        """Scores (ascending = better, float64) of faiss distances or similarities ``d``."""
         m = self.config.metric
         if m == "cosine":
             # rounding can push 1 - cos a few ulp below 0 (exact duplicates): clip there
@@ -396,7 +277,7 @@ class CompoundIndex:
 
     def base_pos(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Base positions of ``keys`` and a mask of which keys are alive in the base."""
-        ks = self._keys_sorted
+        ks = self.keys_sorted
         pos = np.searchsorted(ks, keys)
         ok = pos < len(ks)
         ok[ok] = ks[pos[ok]] == keys[ok]
@@ -479,7 +360,7 @@ class CompoundIndex:
             self._params[ef] = p
         return p
 
-    def _exact(self, q: np.ndarray, xb: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def exact_knn(self, q: np.ndarray, xb: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k of q against xb: (faiss distances, row indices, -1 padded)."""
         nq = q.shape[0]
         kk = min(k, xb.shape[0])
@@ -512,12 +393,13 @@ class CompoundIndex:
         all_valid = False
         if count <= EXACT_LIMIT and not everything:
             positions = np.nonzero(allowed)[0]
-            dist, rows = self._exact(q, self.base_vectors()[positions], k)
+            dist, rows = self.exact_knn(q, self.base_vectors()[positions], k)
             pos_ = np.where(rows >= 0, positions[np.maximum(rows, 0)], -1)
         else:
-            if self._paged is not self.base:  # once per base: see _collapse_huge_pages
+            if self._paged is not self.base:  # once per base
                 self._paged = self.base
-                _collapse_huge_pages(self.base)
+                if HUGE_PAGES:
+                    collapse_huge_pages(self.base)
             if everything:
                 sel = None
                 dist, pos_ = self.base.search(q, k, params=self._plain_params(ef))
@@ -550,15 +432,15 @@ class CompoundIndex:
                 short = short[(i2 >= 0).sum(axis=1) < want]
             if len(short):
                 positions = np.nonzero(allowed)[0]
-                d2, rows = self._exact(q[short], self.base_vectors()[positions], k)
+                d2, rows = self.exact_knn(q[short], self.base_vectors()[positions], k)
                 dist[short] = d2
                 pos_[short] = np.where(rows >= 0, positions[np.maximum(rows, 0)], -1)
         if all_valid or pos_.min() >= 0:
-            scores = self._to_scores(dist)
+            scores = self.to_scores(dist)
             keys = pos_ if self._keys_are_positions() else self.base_keys[pos_]
         else:
             valid = pos_ >= 0
-            scores = np.where(valid, self._to_scores(dist), np.inf)
+            scores = np.where(valid, self.to_scores(dist), np.inf)
             keys = np.where(valid, self.base_keys[np.maximum(pos_, 0)], -1)
         if everything or count > EXACT_LIMIT:
             self._add_exact_matches(q, k, allowed, scores, keys)
@@ -567,41 +449,12 @@ class CompoundIndex:
     def _add_exact_matches(
         self, q: np.ndarray, k: int, allowed: np.ndarray, scores: np.ndarray, keys: np.ndarray
     ) -> None:
-        """Guarantee that a query equal to a stored vector finds it (HNSW can miss it).
-
-        Base rows whose bytes equal the query's (after cosine normalisation) are
-        merged into the row's results in place; most queries cost one hash lookup.
-        """
-        if self._hash_sorted is None:
-            h = row_keys(self.base_vectors())
-            order = np.argsort(h, kind="stable")
-            self._hash_sorted, self._hash_pos = h[order], order
-        hs = self._hash_sorted
-        if q.shape[0] == 1 and q.nbytes >= 8:  # single query: a bitmap probe, no numpy calls
-            if self._hash_filter is None:
-                self._hash_filter = key_filter(hs)
-            if not may_hold(self._hash_filter, q.tobytes()):
-                return
-        qh = row_keys(q)
-        lo = np.searchsorted(hs, qh, "left")
-        hit = np.nonzero((lo < len(hs)) & (hs[np.minimum(lo, len(hs) - 1)] == qh))[0]
-        if not len(hit):
-            return
-        vecs = self.base_vectors()
-        hi = np.searchsorted(hs, qh[hit], "right")
-        for qi, a, b in zip(hit.tolist(), lo[hit].tolist(), hi.tolist(), strict=True):
-            bucket = self._hash_pos[a:b]
-            bucket = bucket[allowed[bucket]]
-            bucket = bucket[(vecs[bucket] == q[qi]).all(axis=1)]
-            cand = [p for p in bucket.tolist() if self.base_keys[p] not in keys[qi]]
-            if not cand:
-                continue
-            d, _ = self._exact(q[qi : qi + 1], vecs[cand], len(cand))
-            row_s = np.concatenate([scores[qi], self._to_scores(d[0])])
-            row_k = np.concatenate([keys[qi], self.base_keys[cand]])
-            tie = np.where(row_k < 0, np.iinfo(np.int64).max, row_k)
-            o = np.lexsort((tie, row_s))[:k]
-            scores[qi], keys[qi] = row_s[o], row_k[o]
+        """Guarantee that a query equal to a stored vector finds it (HNSW can miss it):
+        equal base rows are merged into the row's results in place."""
+        matches = self.exact_matches
+        if matches is None:
+            matches = self.exact_matches = ExactMatchIndex(self.base_vectors())
+        matches.merge_into(self, q, k, allowed, scores, keys)
 
     def _search_delta(
         self, q: np.ndarray, k: int, scope: int, key_mask: np.ndarray | None
@@ -615,9 +468,9 @@ class CompoundIndex:
             xb, kb = self.delta_vecs[:n], keys
         else:
             xb, kb = self.delta_vecs[:n][allowed], keys[allowed]
-        dist, rows = self._exact(q, xb, k)
+        dist, rows = self.exact_knn(q, xb, k)
         valid = rows >= 0
-        scores = np.where(valid, self._to_scores(dist), np.inf)
+        scores = np.where(valid, self.to_scores(dist), np.inf)
         out = np.where(valid, kb[np.maximum(rows, 0)] if len(kb) else -1, -1)
         return scores, out
 
@@ -626,27 +479,28 @@ class CompoundIndex:
         (decided by :meth:`install`)."""
         return self._ident
 
-    def _fast_plan(self, scope: int) -> tuple | None:
+    def _fast_plan(self, scope: int) -> _FastPlan | None:
         """What :meth:`search_one` needs for ``scope``, or None when it does not apply.
 
         The plan is cached per scope and tied to the identity of the scope filter
         entry, which :meth:`_invalidate` drops whenever the base, its tombstones or
-        its hash set change; the delta is checked on every call."""
+        its exact-match table change; the delta is checked on every call."""
         hit = self._scope_cache.get(scope)
         if hit is None or not hit[2] or self.delta_n or self.base is None:
             return None
-        if self._hash_filter is None:
+        matches = self.exact_matches
+        if matches is None or matches.bitmap is None:
             return None
         cfg = self.config
-        plan = (
+        plan = _FastPlan(
             hit,
-            _c_search(self.base),
+            c_search_of(self.base),
             self.base,
             cfg.width,
             self._vdtype_obj,
             cfg.binary,
             cfg.metric,
-            self._hash_filter,
+            matches.bitmap,
             None if self._keys_are_positions() else self.base_keys,
             np.int32 if cfg.binary else np.float32,
         )
@@ -696,7 +550,7 @@ class CompoundIndex:
         if pos_[0, k - 1] < 0:
             return None
         d = dist[0].tolist()
-        # the scores of _to_scores, in Python floats (same IEEE double arithmetic)
+        # the scores of to_scores, in Python floats (same IEEE double arithmetic)
         if metric == "cosine":
             row = [1.0 - x if x <= 1.0 else 0.0 for x in d]
         elif metric == "ip":
@@ -777,12 +631,11 @@ class CompoundIndex:
         append = (
             self.base is not None
             and self.n_dead == 0
-            and (self.base_n == 0 or n == 0 or d_keys[0] > self._keys_sorted[-1])
+            and (self.base_n == 0 or n == 0 or d_keys[0] > self.keys_sorted[-1])
         )
         if append:
             if self.base_mapped:
-                ser = self._serialize(self.base)
-                ix = self._deserialize(ser)
+                ix = deserialize_index(self.base_bytes(), self.config.binary)
             else:
                 ix = (
                     faiss.clone_binary_index(self.base)
@@ -802,13 +655,13 @@ class CompoundIndex:
             ix = self._new_index()
         if len(vecs):
             ix.hnsw.rng = faiss.RandomGenerator(LEVEL_SEED + int(ix.ntotal))
-            with _BuildThreads(self.build_threads):
+            with faiss_threads(self.build_threads):
                 ix.add(vecs)
         if not append and self.reorder and not self.config.binary and ix.ntotal > 1:
             perm = locality_order(ix)
             ix.permute_entries(perm)
             keys, scopes = keys[perm], scopes[perm]
-        data = self._serialize(ix)
+        data = serialize_index(ix, self.config.binary)
         return ix, data, keys, scopes.astype(np.int8)
 
     def install(
@@ -830,18 +683,18 @@ class CompoundIndex:
         self.base_keys = np.ascontiguousarray(keys, np.int64)
         bk = self.base_keys
         if len(bk) < 2 or bool((bk[1:] > bk[:-1]).all()):
-            self._keys_sorted, self._keys_pos = bk, None
+            self.keys_sorted, self._keys_pos = bk, None
             # sorted and unique: the identity exactly when the ends are 0 and n-1
             self._ident = len(bk) == 0 or (int(bk[0]) == 0 and int(bk[-1]) == len(bk) - 1)
         else:
             self._ident = False
             o = np.argsort(self.base_keys, kind="stable")
-            self._keys_sorted, self._keys_pos = self.base_keys[o], o
+            self.keys_sorted, self._keys_pos = self.base_keys[o], o
         self.base_alive = np.ones(len(keys), bool)
         self.base_scope = np.ascontiguousarray(scopes, np.int8)
         self.n_dead = 0
         self._base_vecs = None
-        self._hash_sorted = self._hash_pos = self._hash_filter = None
+        self.exact_matches = None
         self.delta_n = 0
         self.delta_row = {}
         if len(self.delta_keys) > 16:  # the delta is in the base now: free its buffers
@@ -850,37 +703,26 @@ class CompoundIndex:
             self.delta_scope = np.zeros(16, np.int8)
         self._invalidate()
 
-    def _serialize(self, ix: object) -> bytes:
-        if self.config.binary:
-            return faiss.serialize_index_binary(ix).tobytes()
-        return faiss.serialize_index(ix).tobytes()
+    def base_bytes(self) -> bytes:
+        """The faiss serialisation of the current base (what snapshots store)."""
+        return serialize_index(self.base, self.config.binary)
 
-    def _deserialize(self, data: bytes):
-        """faiss index from its serialisation, read in 1 MiB pieces.
-
-        ``faiss.deserialize_index`` first copies the whole serialisation into a fresh
-        ``std::vector`` (zero-filled, then memcpy'd: ~0.1 s at 137 MB) and then reads the
-        index out of it; a callback reader hands faiss the bytes piece by piece instead
-        (1.7x faster at 400k GloVe vectors, docs/BENCHMARKS.md ``snapshot-io``)."""
-        mv = memoryview(data).cast("B")
-        pos = 0
-
-        def read(n: int) -> bytes:
-            nonlocal pos
-            piece = mv[pos : pos + n].tobytes()
-            pos += len(piece)
-            return piece
-
-        reader = faiss.PyCallbackIOReader(read, 1 << 20)
-        ix = faiss.read_index_binary(reader) if self.config.binary else faiss.read_index(reader)
-        if pos != len(mv):
-            raise ValueError(f"{len(mv) - pos} trailing bytes after the index")
-        return ix
+    def load(self, data: bytes, path: str | None = None) -> tuple[object, bool]:
+        """An index for :meth:`install` from its bytes, or mapped from ``path`` when the
+        caller guarantees that file holds exactly ``data`` (``(index, mapped)``; if
+        mapping fails, e.g. a filesystem without mmap, the bytes are read instead).
+        Raises EngineRestoreFailed when the index does not match this config."""
+        if path is not None:
+            try:
+                return self.map_file(path), True
+            except EngineRestoreFailed:
+                pass
+        return self.load_bytes(data), False
 
     def load_bytes(self, data: bytes) -> object:
         """Deserialise index bytes and check they match this config (EngineRestoreFailed)."""
         try:
-            ix = self._deserialize(data)
+            ix = deserialize_index(data, self.config.binary)
         except Exception as exc:
             raise EngineRestoreFailed(f"index bytes are not a faiss index: {exc}") from exc
         self.check_index(ix, EngineRestoreFailed)
@@ -890,10 +732,7 @@ class CompoundIndex:
         """Read the index at ``path`` with its vectors memory-mapped (IO_FLAG_MMAP_IFC, as
         :meth:`swap_to_file` does) and check it matches this config (EngineRestoreFailed)."""
         try:
-            if self.config.binary:
-                ix = faiss.read_index_binary(str(path), faiss.IO_FLAG_MMAP_IFC)
-            else:
-                ix = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC)
+            ix = read_index_mapped(path, self.config.binary)
         except Exception as exc:
             raise EngineRestoreFailed(f"faiss could not map {path}: {exc}") from exc
         self.check_index(ix, EngineRestoreFailed)
@@ -946,11 +785,7 @@ class CompoundIndex:
                     f"{path} does not hold the current base (content hash differs)"
                 )
             try:
-                flags = faiss.IO_FLAG_MMAP_IFC
-                if self.config.binary:
-                    ix = faiss.read_index_binary(src, flags)
-                else:
-                    ix = faiss.read_index(src, flags)
+                ix = read_index_mapped(src, self.config.binary)
             except Exception as exc:
                 raise CompactCompleteFailed(f"faiss could not map {path}: {exc}") from exc
             if src == str(path):
@@ -965,5 +800,5 @@ class CompoundIndex:
         self.base = ix
         self.base_mapped = True
         self._base_vecs = None
-        self._hash_sorted = self._hash_pos = self._hash_filter = None
+        self.exact_matches = None
         self._invalidate()

@@ -1,4 +1,4 @@
-"""Canonical metadata encoding of engine snapshots (docs/FORMAT.md, section ``engine``).
+"""Canonical metadata encoding of engine snapshots (engine layer; docs/FORMAT.md §2.2).
 
 The metadata bytes of a :class:`~oluo_lab.engine.events.PersistSnapshot` are one
 canonical CBOR item (RFC 8949 §4.2.3 "length-first" core deterministic order, as
@@ -20,20 +20,20 @@ the entries. ``row_order`` (u32 per faiss index position: the row of the entry s
 there) is present only when the index is not in key order, i.e. after the engine
 renumbered a rebuilt base for cache locality. :func:`decode_metadata` validates
 every column with numpy; the caller's per-entry maps are decoded (strictly) on first
-access, or all at once by :meth:`DecodedMetadata.check_entries`. Version 1 (one CBOR array per entry) is still
-decoded, into the same columns; only version 2 is written.
+access, or all at once by :meth:`DecodedMetadata.check_entries`. Version 1 (one CBOR
+array per entry) is still decoded, into the same columns; only version 2 is written.
 
 Caller metadata is restricted to values that CBOR round-trips exactly: None,
 bool, int, float (not NaN), str, bytes, list, and dict with str keys. Tuples,
 sets, NaN, non-str keys and arbitrary objects are rejected with
-:class:`~oluo_lab.engine.errors.UnencodableMetadata` at ingest time. NumPy
+:class:`~oluo_lab.engine.errors.UnencodableMetadata` at ingest time (the rules are
+``_ingest.normalize_metadata``, which also checks every stored map read back). NumPy
 scalars are converted to the equivalent Python value first.
 """
 
 from __future__ import annotations
 
 import io
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -42,7 +42,8 @@ from typing import Any
 import cbor2
 import numpy as np
 
-from .errors import InvalidEvent, SnapshotDecodeError, UnencodableMetadata
+from ._ingest import normalize_metadata
+from .errors import SnapshotDecodeError, UnencodableMetadata
 from .events import EntryMetadata, PrivacyTier, Scope, Target
 
 __all__ = [
@@ -55,16 +56,18 @@ __all__ = [
     "encode_columns",
     "decode_metadata",
     "read_metadata_header",
-    "normalize_metadata",
-    "normalize_target",
 ]
 
+#: format (docs/FORMAT.md §2.2): the document's ``format`` field
 FORMAT_NAME = "oluo-engine-metadata"
+#: format (docs/FORMAT.md §2.2): the version written
 FORMAT_VERSION = 2
-#: Versions :func:`decode_metadata` reads (1 is converted to columns on the fly).
+#: format (docs/FORMAT.md §2.2): versions :func:`decode_metadata` reads (1 is
+#: converted to columns on the fly)
 READABLE_VERSIONS = (1, 2)
-_MAX_DEPTH = 64
+#: format (docs/FORMAT.md §2.2): the fields of ``config``
 CONFIG_FIELDS = ("dim", "metric", "M", "ef_construction", "ef_search", "faiss_version")
+#: format (docs/FORMAT.md §2.2): the columns of ``entry_columns`` (besides ``row_order``)
 COLUMN_FIELDS = (
     "keys",
     "targets",
@@ -78,66 +81,13 @@ COLUMN_FIELDS = (
     "metadata_ends",
     "metadata",
 )
+#: format (docs/FORMAT.md §2.2): the fields before ``entry_columns``
 _HEADER_FIELDS = ("format", "version", "config", "entries", "key_counter", "generation")
 _U64 = np.dtype("<u8")
+#: format (docs/FORMAT.md §2.2): an empty caller map, canonical CBOR
 _EMPTY_MAP = b"\xa0"
 _SCOPES = tuple(Scope)
 _TIERS = tuple(PrivacyTier)
-
-
-def normalize_target(t: Any) -> Target:
-    """Return the caller id as a plain ``str`` or ``int`` (numpy scalars converted)."""
-    if isinstance(t, (bool, np.bool_)):
-        raise InvalidEvent(f"caller id must be str or int, got bool {t!r}")
-    if isinstance(t, str):
-        return str(t)
-    if isinstance(t, (int, np.integer)):
-        return int(t)
-    raise InvalidEvent(f"caller id must be str or int, got {type(t).__name__} {t!r}")
-
-
-def _norm(value: Any, path: str, depth: int) -> Any:
-    if depth > _MAX_DEPTH:
-        raise UnencodableMetadata(f"metadata nested deeper than {_MAX_DEPTH} at {path}")
-    if value is None:
-        return None
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        f = float(value)
-        if math.isnan(f):
-            raise UnencodableMetadata(f"metadata value at {path} is NaN (does not round-trip)")
-        return f
-    if isinstance(value, str):
-        return str(value)
-    if isinstance(value, (bytes, bytearray, memoryview, np.bytes_)):
-        return bytes(value)
-    if isinstance(value, list):
-        return [_norm(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
-    if isinstance(value, Mapping):
-        out = {}
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise UnencodableMetadata(
-                    f"metadata key {k!r} at {path} is {type(k).__name__}; only str keys are allowed"
-                )
-            out[str(k)] = _norm(v, f"{path}.{k}", depth + 1)
-        return out
-    raise UnencodableMetadata(
-        f"metadata value at {path} has type {type(value).__name__}; allowed: None, bool, int, "
-        "float (not NaN), str, bytes, list, dict with str keys"
-    )
-
-
-def normalize_metadata(meta: Any) -> dict[str, Any]:
-    """Validate caller metadata and return the exact value that will be stored."""
-    if meta is None:
-        return {}
-    if not isinstance(meta, Mapping):
-        raise UnencodableMetadata(f"metadata must be a mapping, got {type(meta).__name__}")
-    return _norm(meta, "metadata", 0)
 
 
 def encode_entry_metadata(meta: Mapping[str, Any]) -> bytes:

@@ -1,4 +1,7 @@
-"""SearchResults: the action ``handle(Search)`` returns and what ``eng.search`` returns."""
+"""SearchResults: the action ``handle(Search)`` returns and what ``eng.search`` returns.
+
+Layer: engine (NumPy only; pandas is imported by :meth:`SearchResults.to_frame`).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,8 @@ from dataclasses import FrozenInstanceError
 from typing import Any
 
 import numpy as np
+
+from .errors import EngineErrorBase
 
 __all__ = ["SearchResults"]
 
@@ -77,15 +82,26 @@ class SearchResults:
         _set(self, "_resolve", resolve)
         return self
 
-    def _settle(self) -> None:
-        """Materialise ids and entries now (idempotent)."""
+    def _settle(self) -> EngineErrorBase | None:
+        """Materialise ids and entries now (idempotent).
+
+        When the entries cannot be built (a restored entry whose stored caller map is
+        damaged), the result keeps the engine's error, which reading :attr:`entries`
+        then raises, and returns it; the ids are resolved all the same."""
         resolve = self._resolve
-        if resolve is not None:
-            if self._ids is None:
-                _set(self, "_ids", resolve[0](self.keys))
-            if self._entries is None:
+        if resolve is None:
+            return None
+        if self._ids is None:
+            _set(self, "_ids", resolve[0](self.keys))
+        failed = None
+        if self._entries is None:
+            try:
                 _set(self, "_entries", resolve[1](self.keys))
-            _set(self, "_resolve", None)
+            except EngineErrorBase as exc:
+                failed = exc
+                _set(self, "_entries", _Unreadable(exc))
+        _set(self, "_resolve", None)
+        return failed
 
     @property
     def ids(self) -> np.ndarray:
@@ -99,7 +115,10 @@ class SearchResults:
     def entries(self) -> np.ndarray:
         if self._entries is None:
             self._settle()
-        return self._entries
+        entries = self._entries
+        if type(entries) is _Unreadable:
+            raise entries.error.with_traceback(None)
+        return entries
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise FrozenInstanceError(f"cannot assign to field {name!r}")
@@ -181,6 +200,15 @@ class SearchResults:
                 more = f"{total - HTML_ROWS} more hits"
             out += details(more, rest)
         return Raw(out)
+
+
+class _Unreadable:
+    """What a result's entries are when they could not be built (see ``_settle``)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: EngineErrorBase) -> None:
+        self.error = error
 
 
 #: Hit rows shown in the open table of the HTML repr, and at most in total.

@@ -6,6 +6,9 @@ written, fsynced, renamed over the target, and the directory fsynced, so a
 crash leaves either the old file or the new one, never a torn one, and two
 writers never share a temp file. :func:`sweep_temp_files` removes temp files a
 crashed writer left behind.
+
+Snapshot layer, bottom: plain files only (no CAS, no engine); the owners of the
+data-directory files (head, refs log, base cache, tags) write through it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Typed errors of the snapshot layer (names per ../shared/API.md).
+"""Typed errors of the snapshot layer (their names are part of the public API).
 
 Content failures (a missing or corrupt book, a malformed DAG) are *not* wrapped:
 they surface as the CAS's own ``ContentError`` subclasses, which name the CID.

@@ -2,6 +2,7 @@
 
 A generation is a manifest book; its *books* are the manifest plus every book
 of the DAGs it names. History is the chain of ``parent`` links from a head.
+Snapshot layer: reads manifests and payload DAGs from the CAS, writes nothing.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ from dataclasses import dataclass
 from ..cas import CID, BookStore, blob_info
 from .errors import SnapshotNotFound
 from .index_codec import index_books
-from .manifest import SnapshotManifest
-from .persist import fetch_manifest
+from .manifest import SnapshotManifest, fetch_manifest
 
 __all__ = ["Generation", "generation_books", "payload_books", "payload_collected", "walk_history"]
 

@@ -21,6 +21,7 @@ one DAG of the whole bytes. Every form is lossless: :func:`decode_index` returns
 original bytes and checks their length and blake3 digest against the record.
 
 The record is one small book of canonical CBOR; its layout is in docs/FORMAT.md.
+Snapshot layer: reads and writes the CAS and knows the faiss byte layout, not the engine.
 """
 
 from __future__ import annotations

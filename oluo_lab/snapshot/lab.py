@@ -4,44 +4,39 @@ A Lab is a data directory (head, base cache, lock, refs log, tags) plus a
 :class:`~oluo_lab.cas.DirStore` under ``path/cas``. It commits engines as
 generations, walks and tabulates their history, checks out any generation,
 names checkpoints with tags, diffs, verifies and garbage-collects.
+
+Snapshot layer, top: the workspace the notebooks use. It reads and writes the
+data-directory files only through their owner modules (:mod:`.head`,
+:mod:`.refs_log`, :mod:`.base_cache`, :mod:`.tags`) and delegates ``diff``,
+``verify`` and ``gc`` to :mod:`.diff`, :mod:`.verify` and :mod:`.gc`.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._faults import fault_point
 from .._progress import progress_bar
 from ..cas import CID, ContentError, DirStore, reassemble
 from ..engine import OluoEngine, PersistSnapshot
-from .checks import diff_snapshots, gc_lab, retired_generations, verify_lab
-from .durable import atomic_write, data_dir_lock
-from .errors import ManifestSerde, OluoPersistError, PersistIOError, SnapshotNotFound
+from . import refs_log
+from .base_cache import base_holds
+from .diff import diff_snapshots
+from .durable import data_dir_lock
+from .errors import OluoPersistError, PersistIOError, SnapshotNotFound
+from .gc import gc_lab
+from .head import Head, read_head, write_head
 from .history import generation_books, walk_history
 from .index_codec import decode_index
-from .manifest import SnapshotManifest, manifest_html
-from .persist import (
-    HEAD_NAME,
-    REFS_LOG_NAME,
-    Head,
-    _append_refs_log,
-    _base_holds,
-    _check_note,
-    _now_text,
-    fetch_manifest,
-    persist_snapshot,
-    read_head,
-    restore_engine,
-)
+from .manifest import SnapshotManifest, check_note, fetch_manifest, manifest_html
+from .persist import persist_snapshot, restore_engine
 from .reports import GcReport, ManifestDiff, VerifyReport
-
-TAGS_NAME = "oluo_tags.json"
-_TAG_RE = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
+from .tags import TAGS_NAME as TAGS_NAME  # the tags file's name, also importable from here
+from .tags import check_tag_name, read_tags, write_tags
+from .verify import verify_lab
 
 __all__ = ["Lab", "Snapshot"]
 
@@ -131,7 +126,7 @@ class Lab:
         rows = []
         snaps = self.history()
         tags = self._tags_by_cid()
-        retired = retired_generations(self)
+        retired = refs_log.retired(self.path)
         books = [generation_books(self.store, s.cid, s.manifest, retired) for s in snaps]
         for i, snap in enumerate(snaps):
             mine = books[i]
@@ -210,7 +205,7 @@ class Lab:
                     break
         except (OluoPersistError, ValueError):
             pass  # damaged head or history: fall back to the refs log below
-        for cid in self._refs_log_candidates(generation):
+        for cid in refs_log.heads_for(self.path, generation):
             try:
                 snap = Snapshot(cid, fetch_manifest(self.store, cid))
             except OluoPersistError:
@@ -218,24 +213,6 @@ class Lab:
             if snap.generation == generation:
                 return snap
         raise SnapshotNotFound(str(generation), "no such generation in the history or refs log")
-
-    def _refs_log_candidates(self, generation: int) -> list[CID]:
-        path = self.path / REFS_LOG_NAME
-        try:
-            lines = path.read_bytes().decode("utf-8", "replace").splitlines()
-        except FileNotFoundError:
-            return []
-        except OSError as exc:
-            raise PersistIOError(f"cannot read {path}", exc) from exc
-        found: list[CID] = []
-        for line in reversed(lines):  # newest first; a torn last line is skipped
-            try:
-                rec = json.loads(line)
-                if rec.get("generation") == generation:
-                    found.append(CID.parse(rec["head"]))
-            except (ValueError, KeyError, TypeError, AttributeError):
-                continue
-        return found
 
     # ------------------------------------------------------------------ writing
     def commit(
@@ -258,7 +235,7 @@ class Lab:
     def _commit(
         self, engine: OluoEngine, note: str, annotations: Mapping[str, Any], bar: Any
     ) -> Snapshot:
-        _check_note(note, annotations)  # before the engine compacts: bad input changes nothing
+        check_note(note, annotations)  # before the engine compacts: bad input changes nothing
         snaps: list[PersistSnapshot] = engine.take_snapshots()
         last = engine.compact()
         if last is not None:
@@ -292,7 +269,7 @@ class Lab:
             )
             bar.update(1)
         with data_dir_lock(self.path):  # another process may have replaced the base since
-            if _base_holds(base_path, snap.index_bytes):
+            if base_holds(base_path, snap.index_bytes):
                 engine.compact_complete(str(base_path), generation)
         return self._by_generation(generation)  # not head(): another commit may follow ours
 
@@ -347,33 +324,16 @@ class Lab:
             snap = self.resolve(ref)
             restore_engine(self.store, snap.manifest, self.compact_threshold)
         with data_dir_lock(self.path):
-            _append_refs_log(
-                self.path,
-                {
-                    "op": "repair",
-                    "generation": snap.generation,
-                    "head": snap.cid.hex,
-                    "parent": None if snap.parent is None else snap.parent.hex,
-                    "time": _now_text(),
-                },
-            )
-            atomic_write(self.path / HEAD_NAME, Head(snap.cid, snap.generation).to_bytes())
+            refs_log.record_head_move(self.path, "repair", snap.cid, snap.generation, snap.parent)
+            write_head(self.path, Head(snap.cid, snap.generation))
         return snap
 
     def _newest_loadable(self) -> Snapshot:
-        path = self.path / REFS_LOG_NAME
         try:
-            lines = path.read_bytes().decode("utf-8", "replace").splitlines()
-        except OSError as exc:
-            raise SnapshotNotFound("HEAD", f"no refs log to recover from ({exc})") from exc
-        candidates: list[tuple[int, CID]] = []
-        for line in lines:
-            try:
-                rec = json.loads(line)
-                candidates.append((int(rec["generation"]), CID.parse(rec["head"])))
-            except (ValueError, KeyError, TypeError, AttributeError):
-                continue
-        for _, cid in sorted(set(candidates), key=lambda gc: (-gc[0], gc[1])):
+            moves = refs_log.head_moves(self.path, missing_ok=False)
+        except PersistIOError as exc:
+            raise SnapshotNotFound("HEAD", f"no refs log to recover from ({exc.cause})") from exc
+        for _, cid in sorted(set(moves), key=lambda gc: (-gc[0], gc[1])):
             try:
                 snap = Snapshot(cid, fetch_manifest(self.store, cid))
                 restore_engine(self.store, snap.manifest, self.compact_threshold)
@@ -385,25 +345,7 @@ class Lab:
     # ------------------------------------------------------------------ tags
     def tags(self) -> dict[str, CID]:
         """Named checkpoints (tags double as gc pins): name -> manifest CID."""
-        path = self.path / TAGS_NAME
-        try:
-            doc = json.loads(path.read_bytes())
-        except FileNotFoundError:
-            return {}
-        except ValueError as exc:
-            raise ManifestSerde(f"{path} is not valid JSON ({exc})") from exc
-        except OSError as exc:
-            raise PersistIOError(f"cannot read {path}", exc) from exc
-        if (
-            not isinstance(doc, dict)
-            or doc.get("version") != 1
-            or not isinstance(doc.get("tags"), dict)
-        ):
-            raise ManifestSerde(f"{path}: expected {{'version': 1, 'tags': {{...}}}}")
-        try:
-            return {str(k): CID.parse(v) for k, v in sorted(doc["tags"].items())}
-        except (ValueError, TypeError) as exc:
-            raise ManifestSerde(f"{path}: bad tag target ({exc})") from exc
+        return read_tags(self.path)
 
     def _tags_by_cid(self) -> dict[CID, list[str]]:
         out: dict[CID, list[str]] = {}
@@ -411,20 +353,9 @@ class Lab:
             out.setdefault(cid, []).append(name)
         return out
 
-    def _write_tags(self, tags: Mapping[str, CID]) -> None:
-        doc = {"tags": {k: v.hex for k, v in sorted(tags.items())}, "version": 1}
-        atomic_write(
-            self.path / TAGS_NAME, (json.dumps(doc, sort_keys=True, indent=1) + "\n").encode()
-        )
-        fault_point("lab.tags_written")
-
     def tag(self, name: str, ref: Ref | Snapshot = "HEAD", *, force: bool = False) -> Snapshot:
         """Name a generation (a checkpoint gc always keeps); ``force`` moves an existing tag."""
-        if not isinstance(name, str) or not _TAG_RE.match(name) or name.upper() == "HEAD":
-            raise ValueError(
-                f"bad tag name {name!r}: start with a letter; letters, digits, '.', '_', '-'; "
-                "at most 64 characters; not HEAD"
-            )
+        check_tag_name(name)
         snap = self.resolve(ref)
         with data_dir_lock(self.path):
             tags = self.tags()
@@ -433,7 +364,7 @@ class Lab:
                     f"tag {name!r} already names {tags[name].short}; pass force=True to move it"
                 )
             tags[name] = snap.cid
-            self._write_tags(tags)
+            write_tags(self.path, tags)
         return snap
 
     def untag(self, name: str) -> None:
@@ -443,7 +374,7 @@ class Lab:
             if name not in tags:
                 raise KeyError(f"no tag named {name!r}")
             del tags[name]
-            self._write_tags(tags)
+            write_tags(self.path, tags)
 
     pin = tag
     unpin = untag

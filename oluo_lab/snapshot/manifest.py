@@ -6,6 +6,10 @@ manifest and optional user annotations. Its bytes are canonical CBOR
 (RFC 8949 §4.2.1 deterministic encoding), so the same state always gives the
 same manifest CID. It holds no wall-clock time: times live in the local
 refs log, outside the content-addressed data. Layout: docs/FORMAT.md §3.
+
+Snapshot layer: this module owns the manifest's encoding and validation
+(:func:`check_note` refuses what a manifest cannot hold before anything is
+written) and fetching a manifest from a store (:func:`fetch_manifest`).
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ from typing import Any
 
 import cbor2
 
-from ..cas import CID
-from .errors import ManifestSerde, UnsupportedVersion
+from ..cas import CID, BookNotFound, BookStore
+from .errors import ManifestSerde, SnapshotNotFound, UnsupportedVersion
 
 MANIFEST_FORMAT = "oluo-snapshot-manifest"
 MANIFEST_VERSION = 1
@@ -41,7 +45,14 @@ _FIELDS = frozenset(
     }
 )
 
-__all__ = ["MANIFEST_FORMAT", "MANIFEST_VERSION", "SnapshotManifest", "check_annotations"]
+__all__ = [
+    "MANIFEST_FORMAT",
+    "MANIFEST_VERSION",
+    "SnapshotManifest",
+    "check_annotations",
+    "check_note",
+    "fetch_manifest",
+]
 
 
 def check_annotations(value: Any, path: str = "annotations") -> None:
@@ -66,6 +77,24 @@ def check_annotations(value: Any, path: str = "annotations") -> None:
         f"{path}: {type(value).__name__} cannot be stored "
         "(use None, bool, int, float, str, bytes, list or dict with str keys)"
     )
+
+
+def check_note(note: Any, annotations: Any) -> None:
+    """Refuse a note or annotations the manifest cannot hold *before* anything is written."""
+    if not isinstance(note, str):
+        raise ManifestSerde(f"manifest note must be str, got {type(note).__name__}")
+    if annotations is not None and not isinstance(annotations, dict):
+        raise ManifestSerde(f"annotations must be a dict, got {type(annotations).__name__}")
+    check_annotations(dict(annotations or {}))
+
+
+def fetch_manifest(store: BookStore, cid: CID, role: str = "manifest") -> SnapshotManifest:
+    """Fetch (hash-verified) and decode a manifest; a missing book is :class:`SnapshotNotFound`."""
+    try:
+        raw = store.get(cid)
+    except BookNotFound as exc:
+        raise SnapshotNotFound(cid.hex, f"{role} is not in the store") from exc
+    return SnapshotManifest.from_bytes(raw, cid)
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,10 @@
-"""The seed API: ``persist_snapshot`` and ``load_snapshot`` (upstream §3, fixed).
+"""The persistence API: ``persist_snapshot``, ``load_snapshot`` and ``restore_engine``.
 
-Files in ``data_dir``:
-
-* ``oluo_head.json`` — canonical JSON naming the current manifest CID and its
-  generation; written last, atomically and durably.
-* ``oluo_base.bin`` — the raw index bytes of the head, a local cache for
-  memory-mapping (derivable from the CAS, never the source of truth).
-* ``oluo.lock`` — the advisory lock held across a whole persist.
-* ``oluo_refs.log`` — an append-only local log of every head move, with wall
-  times (kept outside the content-addressed data).
+Snapshot layer: joins the CAS (``oluo_lab.cas``) and the engine (``oluo_lab.engine``).
+A persist turns one compaction's payloads into a new head generation; a load rebuilds
+the engine of the head generation. Each data-directory file has its own owner module:
+the head file :mod:`.head`, the refs log :mod:`.refs_log`, the base cache
+:mod:`.base_cache`, the lock and atomic writes :mod:`.durable`.
 
 Order of a persist: store the index bytes through the index codec (sections and
 neighbour patches against the parent generation), DAG-ingest the metadata bytes,
@@ -21,61 +17,31 @@ has checked (or rewritten) it against the verified index bytes.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import datetime as _dt
-import json
-import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .._faults import fault_point
 from .._progress import progress_bar
-from ..cas import CHUNK_PARAMS, CID, BookNotFound, BookStore, ingest, reassemble
+from ..cas import CHUNK_PARAMS, CID, BookStore, ingest, reassemble
 from ..engine import OluoEngine, decode_metadata
 from ..engine.metadata import read_metadata_header
-from .durable import BackgroundWrite, atomic_write, data_dir_lock, fsync_dir, sweep_temp_files
+from . import refs_log
+from .base_cache import BASE_NAME, start_base_write, write_base_if_changed
+from .durable import BackgroundWrite, data_dir_lock, sweep_temp_files
 from .errors import (
     EngineRestoreError,
     HeadRegression,
     ManifestSerde,
     MetadataDeserialize,
     PersistIOError,
-    SnapshotNotFound,
-    UnsupportedVersion,
 )
+from .head import HEAD_NAME, Head, read_head, write_head
 from .index_codec import decode_index, encode_index, read_index_record
-from .manifest import SnapshotManifest, check_annotations
+from .manifest import SnapshotManifest, check_note, fetch_manifest
 
-HEAD_NAME = "oluo_head.json"
-BASE_NAME = "oluo_base.bin"
-REFS_LOG_NAME = "oluo_refs.log"
-HEAD_VERSION = 1
-
-__all__ = [
-    "BASE_NAME",
-    "HEAD_NAME",
-    "REFS_LOG_NAME",
-    "Head",
-    "fetch_manifest",
-    "load_snapshot",
-    "persist_snapshot",
-    "read_head",
-]
-
-
-@dataclass(frozen=True)
-class Head:
-    """The decoded head file."""
-
-    cid: CID
-    generation: int
-
-    def to_bytes(self) -> bytes:
-        doc = {"generation": self.generation, "head": self.cid.hex, "version": HEAD_VERSION}
-        return (json.dumps(doc, sort_keys=True, separators=(",", ":")) + "\n").encode()
+__all__ = ["load_snapshot", "persist_snapshot", "restore_engine"]
 
 
 def _as_dir(data_dir: Path | str) -> Path:
@@ -87,73 +53,6 @@ def _as_dir(data_dir: Path | str) -> Path:
     return path
 
 
-def read_head(data_dir: Path | str) -> Head | None:
-    """Read and validate ``oluo_head.json``; ``None`` when there is none (a fresh start)."""
-    path = Path(data_dir) / HEAD_NAME
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise PersistIOError(f"cannot read {path}", exc) from exc
-    try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ManifestSerde(
-            f"{path} is not valid JSON ({exc}); recover with Lab(...).repair_head()"
-        ) from exc
-    if not isinstance(doc, dict):
-        raise ManifestSerde(f"{path}: expected a JSON object, got {type(doc).__name__}")
-    if "version" not in doc:
-        raise ManifestSerde(f"{path}: no 'version' field")
-    if doc["version"] != HEAD_VERSION:
-        raise UnsupportedVersion(doc["version"], "head")
-    text = doc.get("head")
-    if not isinstance(text, str):
-        raise ManifestSerde(f"{path}: 'head' must be a CID string")
-    try:
-        cid = CID.parse(text)
-    except ValueError as exc:
-        raise ManifestSerde(f"{path}: 'head' is not a valid CID: {exc}") from exc
-    generation = doc.get("generation")
-    if generation is None:
-        generation = -1  # an upstream-style head without a generation: learnt from the manifest
-    elif not isinstance(generation, int) or isinstance(generation, bool) or generation < 0:
-        raise ManifestSerde(f"{path}: 'generation' must be a non-negative int, got {generation!r}")
-    return Head(cid, generation)
-
-
-def fetch_manifest(store: BookStore, cid: CID, role: str = "manifest") -> SnapshotManifest:
-    """Fetch (hash-verified) and decode a manifest; a missing book is :class:`SnapshotNotFound`."""
-    try:
-        raw = store.get(cid)
-    except BookNotFound as exc:
-        raise SnapshotNotFound(cid.hex, f"{role} is not in the store") from exc
-    return SnapshotManifest.from_bytes(raw, cid)
-
-
-def _append_refs_log(data_dir: Path, record: dict[str, Any]) -> None:
-    line = (json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n").encode()
-    path = data_dir / REFS_LOG_NAME
-    try:
-        created = not path.exists()
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if created:
-            fsync_dir(data_dir)
-    except OSError as exc:
-        raise PersistIOError(f"cannot append to {path}", exc) from exc
-
-
-def _now_text() -> str:
-    """Wall time for the local refs log (never in content-addressed data)."""
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-
-
 def _describe_metadata(metadata_bytes: bytes) -> tuple[dict[str, Any], int]:
     """Index config and entry count for the manifest, from the metadata header only
     (the columns are validated when the snapshot is loaded or verified)."""
@@ -162,15 +61,6 @@ def _describe_metadata(metadata_bytes: bytes) -> tuple[dict[str, Any], int]:
     except Exception as exc:  # the engine's decoder names its own failure
         raise MetadataDeserialize(f"metadata payload does not decode: {exc}") from exc
     return dict(header.config), header.entries
-
-
-def _check_note(note: Any, annotations: Any) -> None:
-    """Refuse a note or annotations the manifest cannot hold *before* anything is written."""
-    if not isinstance(note, str):
-        raise ManifestSerde(f"manifest note must be str, got {type(note).__name__}")
-    if annotations is not None and not isinstance(annotations, dict):
-        raise ManifestSerde(f"annotations must be a dict, got {type(annotations).__name__}")
-    check_annotations(dict(annotations or {}))
 
 
 def persist_snapshot(
@@ -206,7 +96,7 @@ def persist_snapshot(
     data_dir = _as_dir(data_dir)
     if not isinstance(generation, int) or isinstance(generation, bool) or generation < 0:
         raise ManifestSerde(f"generation must be a non-negative int, got {generation!r}")
-    _check_note(note, annotations)
+    check_note(note, annotations)
     index_config, entries = _describe_metadata(metadata_bytes)
     with (
         progress_bar(progress, total=5, desc="persist", unit="step") as bar,
@@ -216,9 +106,7 @@ def persist_snapshot(
         base_path = data_dir / BASE_NAME
         # the base cache is written (and fsynced) on a thread while the CAS work runs;
         # it is renamed into place at its usual step, after the manifest is durable
-        base = BackgroundWrite(
-            base_path, index_bytes, unchanged=lambda: _base_holds(base_path, index_bytes)
-        )
+        base = start_base_write(base_path, index_bytes)
         try:
             return _persist_locked(
                 data_dir,
@@ -304,18 +192,9 @@ def _persist_locked(
     bar.update(1)
     new_head = Head(manifest_cid, generation)
     if head is None or head.cid != manifest_cid:
-        _append_refs_log(
-            data_dir,
-            {
-                "op": "persist",
-                "generation": generation,
-                "head": manifest_cid.hex,
-                "parent": None if parent is None else parent.hex,
-                "time": _now_text(),
-            },
-        )
+        refs_log.record_head_move(data_dir, "persist", manifest_cid, generation, parent)
         fault_point("persist.refs_logged")
-        atomic_write(data_dir / HEAD_NAME, new_head.to_bytes())
+        write_head(data_dir, new_head)
         fault_point("persist.head_written")
     bar.update(1)
     return base.path, generation
@@ -327,40 +206,6 @@ def _encode_index_against(index_bytes: bytes, store: BookStore, index_parent: CI
     if index_parent is not None and not store.has(index_parent):
         index_parent = None
     return encode_index(index_bytes, store, index_parent)
-
-
-_COMPARE_PIECE = 1 << 22
-
-
-def _base_holds(base_path: Path, index_bytes: bytes) -> bool:
-    """Does the base cache hold exactly ``index_bytes``? (False when it is unreadable.)
-
-    Compared in 4 MiB pieces read into one reused buffer (``bytearray ==`` a buffer is a
-    memcmp): reading the whole file into a new ``bytes`` first cost 2.5x as much, mostly
-    in page faults of the fresh allocation."""
-    with contextlib.suppress(OSError), open(base_path, "rb", buffering=0) as f:
-        if os.fstat(f.fileno()).st_size != len(index_bytes):
-            return False
-        want = memoryview(index_bytes).cast("B")
-        buf = bytearray(min(_COMPARE_PIECE, len(want)))
-        pos = 0
-        while pos < len(want):
-            n = min(len(buf), len(want) - pos)
-            if n != len(buf):
-                buf = bytearray(n)
-            if f.readinto(buf) != n or buf != want[pos : pos + n]:
-                return False
-            pos += n
-        return f.read(1) == b""
-    return False
-
-
-def _write_base_if_changed(base_path: Path, index_bytes: bytes) -> bool:
-    """Write the base cache unless it already holds exactly ``index_bytes``."""
-    if _base_holds(base_path, index_bytes):
-        return False
-    atomic_write(base_path, index_bytes)
-    return True
 
 
 def load_snapshot(
@@ -407,7 +252,7 @@ def _load_snapshot(
     base_path = data_dir / BASE_NAME
     with data_dir_lock(data_dir):
         sweep_temp_files(data_dir)
-        _write_base_if_changed(base_path, index_bytes)
+        write_base_if_changed(base_path, index_bytes)
         # the base file now holds exactly the verified index bytes (checked or written
         # under the lock): the engine maps its vectors from it instead of copying them
         engine = _engine_of(manifest, index_bytes, digest, decoded, compact_threshold, base_path)

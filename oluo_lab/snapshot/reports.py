@@ -3,6 +3,8 @@
 Each is a frozen dataclass with a short deterministic ``__repr__``, a
 ``to_frame()`` for pandas users and a plain-HTML ``_repr_html_`` (no CSS, no
 paths, no times), so notebook output is byte-reproducible.
+
+Snapshot layer: plain result data, built by :mod:`.diff`, :mod:`.verify` and :mod:`.gc`.
 """
 
 from __future__ import annotations

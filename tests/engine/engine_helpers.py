@@ -45,8 +45,8 @@ def fingerprint(eng: OluoEngine) -> str:
     ix = eng._index
     h = hashlib.sha256()
     h.update(encode_metadata(eng.config.as_dict(), eng.key_counter, eng.generation, eng.entries()))
-    h.update(repr((eng.scope_counts, sorted(eng._target_key.items(), key=repr))).encode())
-    h.update(repr(sorted(eng._expiring.items())).encode())
+    h.update(repr((eng.scope_counts, sorted(eng._table.target_key.items(), key=repr))).encode())
+    h.update(repr(sorted(eng._table.expiring.items())).encode())
     n = ix.delta_n
     order = np.argsort(ix.delta_keys[:n])
     for a in (
@@ -59,5 +59,5 @@ def fingerprint(eng: OluoEngine) -> str:
     ):
         h.update(np.ascontiguousarray(a).tobytes())
     h.update(repr((ix.base_n, ix.n_dead, ix.base_digest, eng._has_compacted)).encode())
-    h.update(repr([(i, e) for i, e in enumerate(eng._ids_by_key) if e is not None]).encode())
+    h.update(repr([(i, e) for i, e in enumerate(eng._table.ids_by_key) if e is not None]).encode())
     return h.hexdigest()

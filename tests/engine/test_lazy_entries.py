@@ -167,7 +167,7 @@ def test_fresh_and_restored_engines_match_a_model_whatever_was_looked_at(look):
         s_ref = _run(ref, op, _everything)
         snaps = [_run(e, op, look) for e in (eng, *restored)]
         for e in (eng, *restored):  # the count of entries not built yet is exact
-            assert e._n_lazy == int(e._lazy_by_key.sum()) <= len(e)
+            assert e._table.n_lazy == int(e._table.lazy_by_key.sum()) <= len(e)
         if op != "compact":
             continue
         assert all(s == s_ref for s in snaps)  # identical index and metadata bytes

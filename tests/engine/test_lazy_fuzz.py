@@ -120,7 +120,7 @@ def test_lazy_entries_agree_with_a_model_under_random_operations(seed):
                 assert e.entries() == model.entries, (seed, step)
             elif rnd.random() < 0.5 and model.key_of:
                 e.entry(rnd.choice(list(model.key_of)))  # build one entry now and then
-            assert e._n_lazy == int(e._lazy_by_key.sum())
+            assert e._table.n_lazy == int(e._table.lazy_by_key.sum())
         looked, unlooked = engines
         if op == "compact":
             assert snaps[0] == snaps[1], (seed, step)

@@ -282,10 +282,10 @@ def test_search_results_describe_the_engine_at_search_time(single):
     res = [eng.search(q, k=5) for _ in range(4)]
     if single:
         assert eng._index._plans  # the fast path answered
-    lazy = eng._n_lazy
+    lazy = eng._table.n_lazy
     assert lazy > 0  # entries of a compacted engine are built on first use
     first = res[0].ids.copy()  # resolved before any change
-    assert eng._n_lazy == lazy  # reading ids builds no entries
+    assert eng._table.n_lazy == lazy  # reading ids builds no entries
     hit0, hit1 = first[0, 0], first[0, 1]
     keys = res[0].keys.copy()
     # each change happens with results still unresolved

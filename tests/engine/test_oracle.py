@@ -180,7 +180,7 @@ def test_huge_page_collapse_changes_nothing_visible():
     only, so the index bytes and the search results must be exactly as before."""
     import faiss
 
-    from oluo_lab.engine.index import _collapse_huge_pages
+    from oluo_lab.engine._faiss_native import collapse_huge_pages
 
     rng = np.random.default_rng(61)
     xb = rng.standard_normal((12_000, 64)).astype(np.float32)  # 3 MB of codes: >= 1 huge page
@@ -188,14 +188,14 @@ def test_huge_page_collapse_changes_nothing_visible():
     ix.add(xb)
     before = faiss.serialize_index(ix).tobytes()
     d0, i0 = ix.search(xb[:50], 5)
-    _collapse_huge_pages(ix)
+    collapse_huge_pages(ix)
     assert faiss.serialize_index(ix).tobytes() == before
     d1, i1 = ix.search(xb[:50], 5)
     assert np.array_equal(i0, i1) and np.array_equal(d0, d1)
     bix = faiss.IndexBinaryHNSW(256, 8)
     bix.add(rng.integers(0, 256, (2000, 32), dtype=np.uint8))
     bbefore = faiss.serialize_index_binary(bix).tobytes()
-    _collapse_huge_pages(bix)
+    collapse_huge_pages(bix)
     assert faiss.serialize_index_binary(bix).tobytes() == bbefore
 
 
@@ -203,7 +203,7 @@ def test_key_filter_never_misses_a_stored_key_and_rarely_hits_an_absent_one():
     """The single-query exact-match probe: a bitmap over the rows' 8-byte keys. A stored
     key must always probe positive (else a query equal to a stored row could miss it);
     absent keys probe positive only at the designed ~3% rate."""
-    from oluo_lab.engine.index import key_filter, may_hold, row_keys
+    from oluo_lab.engine._exact_match import key_filter, may_hold, row_keys
 
     rng = np.random.default_rng(7)
     rows = rng.standard_normal((50_000, 16)).astype(np.float32)

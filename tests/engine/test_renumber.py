@@ -8,8 +8,8 @@ import pytest
 from engine_helpers import make_vectors, oracle_topk
 
 from oluo_lab.engine import OluoEngine, decode_metadata, encode_metadata
+from oluo_lab.engine._faiss_native import locality_order
 from oluo_lab.engine.errors import InvalidEvent, SnapshotDecodeError
-from oluo_lab.engine.index import locality_order
 
 N, DIM = 3000, 24
 
@@ -205,7 +205,7 @@ def test_permuted_base_whose_ends_are_0_and_n_minus_1_still_translates_positions
     want = np.concatenate(([0], np.arange(1, n - 1)[::-1], [n - 1])).astype(np.int64)
     perm = np.argsort(ix.base_keys)[want]  # position i gets the row holding key want[i]
     ix.base.permute_entries(perm)
-    data = ix._serialize(ix.base)
+    data = ix.base_bytes()
     ix.install(ix.base, data, ix.base_keys[perm], ix.base_scope[perm])
     assert ix.base_keys.tolist() == want.tolist()
     # (not exact copies: those are answered through the exact-match table)

@@ -11,9 +11,12 @@ import pytest
 from engine_helpers import make_vectors
 
 from oluo_lab.engine import (
+    Delete,
+    EngineError,
     EngineRestoreFailed,
     EntryMetadata,
     IndexLightweight,
+    IndexUpdated,
     Ingest,
     InvalidEvent,
     OluoEngine,
@@ -341,23 +344,30 @@ def test_header_is_read_without_the_entries_and_matches_the_full_decode():
         read_metadata_header(b"\x80")
 
 
-def test_damaged_entry_metadata_is_found_on_access_and_by_check_entries():
-    """Per-entry maps are decoded lazily but strictly: a payload whose stored map for one
-    entry is not canonical still restores, fails loudly when that entry is read, and
-    check_entries (what Lab.verify runs) finds it up front."""
+def _damaged_map_snapshot():
+    """Four entries "a".."d" with metadata {"k": 1}, and metadata bytes in which entry
+    "c" (row 2, key 2) stores that map with a non-shortest integer (4 bytes -> 5, so the
+    offsets after it shift by one): the columns decode, the map does not."""
     eng = OluoEngine(4, "l2")
     eng.add(np.eye(4, dtype=np.float32), ids=["a", "b", "c", "d"], metadata={"k": 1})
     snap = eng.compact()
     doc = _doc(snap)
     cols = doc["entry_columns"]
-    # entry "c" (row 2): {"k": 1} written with a non-shortest integer (same length: 4 bytes
-    # -> 5 bytes, so the offsets shift by one)
     blob = cols["metadata"]
     bad = blob[:8] + b"\xa1\x61\x6b\x18\x01" + blob[12:]
     ends = np.frombuffer(cols["metadata_ends"], "<u8").copy()
     ends[2:] += 1
     doc["entry_columns"] = dict(cols, metadata=bad, metadata_ends=ends.tobytes())
-    raw = cbor2.dumps(doc, canonical=True)
+    return snap, doc, cbor2.dumps(doc, canonical=True)
+
+
+def test_damaged_entry_metadata_is_found_on_access_and_by_check_entries():
+    """Per-entry maps are decoded lazily but strictly: a payload whose stored map for one
+    entry is not canonical still restores, fails loudly when that entry is read, and
+    check_entries (what Lab.verify runs) finds it up front."""
+    snap, doc, raw = _damaged_map_snapshot()
+    cols = _doc(snap)["entry_columns"]
+    blob = cols["metadata"]
     dec = decode_metadata(raw)  # the columns are fine
     with pytest.raises(SnapshotDecodeError, match=r"entry 2 \(key 2\).*not one canonical"):
         dec.check_entries()
@@ -369,6 +379,29 @@ def test_damaged_entry_metadata_is_found_on_access_and_by_check_entries():
     doc["entry_columns"] = dict(cols, metadata=blob[:8] + b"\x81" + blob[9:])
     with pytest.raises(SnapshotDecodeError, match="entry 2: metadata is not a CBOR map"):
         decode_metadata(cbor2.dumps(doc, canonical=True))
+
+
+def test_handle_returns_the_error_of_a_damaged_entry_met_while_settling_results():
+    """Before an event that can change entries, handle resolves the outstanding search
+    results. When one holds a restored entry whose stored map is damaged, handle returns
+    the EngineError (it never raises) and applies nothing; the result keeps the error
+    (its ids stay readable), and it no longer holds the engine up."""
+    snap, _, raw = _damaged_map_snapshot()
+    back = OluoEngine.from_snapshot(snap.index_bytes, raw, snap.key_counter, 1)
+    res = back.search(np.eye(4, dtype=np.float32)[2], k=4)  # "c" first, unresolved
+    acts = back.handle(Delete(["a"]))
+    assert len(acts) == 1 and type(acts[0]) is EngineError
+    assert isinstance(acts[0].error, SnapshotDecodeError)
+    assert "entry 2 (key 2)" in str(acts[0].error)
+    assert "a" in back and len(back) == 4 and back.scope_counts == (0, 0, 4)
+    assert res.ids[0].tolist() == ["c", "a", "b", "d"]
+    with pytest.raises(SnapshotDecodeError, match=r"entry 2 \(key 2\)"):
+        res.entries  # noqa: B018
+    assert back.handle(Delete(["a"])) == [IndexUpdated((), ("a",))]
+    assert "a" not in back and len(back) == 3
+    with pytest.raises(SnapshotDecodeError):  # still the answer as of search time
+        res.entries  # noqa: B018
+    assert back.entry("b").metadata == {"k": 1}
 
 
 @pytest.mark.parametrize(
