@@ -28,6 +28,7 @@ __all__ = [
     "open_read",
     "pread_into",
     "preadv",
+    "remove_dir",
     "rename",
     "start_writeback",
     "syncfs",
@@ -174,6 +175,11 @@ def rename(src: str, dst: str) -> None:
 def unlink(path: str) -> None:
     """Remove a file name."""
     os.unlink(path)
+
+
+def remove_dir(path: str) -> None:
+    """Remove an empty directory."""
+    os.rmdir(path)
 
 
 def make_dir(path: str) -> bool:

@@ -234,6 +234,39 @@ def _cmd_tag(args, lab) -> int:
     return 0
 
 
+def repack_lab(path: Path, bar=None):
+    """Convert the directory store of a lab (``path/cas``), or a bare store directory, to a
+    pack store in place (``oluo_lab.cas.convert_to_packs``), holding the lab's lock so no
+    commit or gc runs meanwhile. Safe to run again after an interruption."""
+    from .cas import convert_to_packs
+    from .snapshot.durable import data_dir_lock
+
+    path = Path(path)
+    if (path / "cas").is_dir():
+        with data_dir_lock(path):
+            return convert_to_packs(path / "cas", bar=bar)
+    return convert_to_packs(path, bar=bar)
+
+
+def _cmd_repack(args) -> int:
+    from ._progress import progress_bar
+
+    with progress_bar(not args.json, desc="repack", unit=" books") as bar:
+        report = repack_lab(args.dir, bar=bar)
+    payload = {
+        "books_packed": report.books_packed,
+        "book_files_deleted": report.book_files_deleted,
+        "switched": report.switched,
+    }
+    text = (
+        f"{args.dir.name}: {report.books_packed} books packed, "
+        f"{report.book_files_deleted} book files deleted"
+        + ("" if report.switched or report.books_packed else " (already a pack store)")
+    )
+    _emit(args, payload, text)
+    return 0
+
+
 def _ref(text: str):
     return int(text) if text.isdigit() else text
 
@@ -271,6 +304,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     gc.add_argument(
         "--keep-last", type=int, default=None, help="retain only the newest N generations"
     )
+    lab_cmd(
+        "repack",
+        "convert a lab's directory store (one file per book) to a pack store, in place",
+    )
     tag = lab_cmd("tag", "list, set or delete tags (named checkpoints, kept by gc)")
     tag.add_argument("name", nargs="?")
     tag.add_argument("ref", nargs="?", default="HEAD")
@@ -287,6 +324,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.dir.is_dir():
         print(f"error: {args.dir} is not a directory", file=sys.stderr)
         return 2
+    if args.command == "repack":
+        try:
+            return _cmd_repack(args)
+        except (OluoPersistError, ContentError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     handler = {
         "log": _cmd_log,
         "show": _cmd_show,

@@ -50,6 +50,7 @@ from oluo_lab.cas.params import (
     MAX_DEPTH,
     ChunkParams,
 )
+from oluo_lab.cas.stores import ConvertReport, convert_to_packs, open_store, store_kind
 
 #: ``cas.open(root, store)`` reads a blob as a binary file object, as the builtin ``open``
 #: reads a path; ``open_blob`` is the same function under a name that is safe to import bare.
@@ -70,6 +71,7 @@ __all__ = [
     "BookTooLarge",
     "ChunkParams",
     "ContentError",
+    "ConvertReport",
     "CorruptBook",
     "CorruptStoreFile",
     "DagDepthExceeded",
@@ -89,9 +91,12 @@ __all__ = [
     "UnsupportedChunker",
     "blob_info",
     "build_tree",
+    "convert_to_packs",
     "ingest",
     "iter_chunks",
     "open",
     "open_blob",
+    "open_store",
     "reassemble",
+    "store_kind",
 ]

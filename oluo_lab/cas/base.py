@@ -15,7 +15,7 @@ from __future__ import annotations
 import collections
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -318,12 +318,15 @@ class BookStore(ABC):
         grace_s: float = 3600.0,
         dry_run: bool = False,
         bar: Any = None,
+        keep: Collection[CID] | None = None,
     ) -> SweepReport:
         """Remove the ``doomed`` books (gc's one call into any store).
 
         The caller decided they are unreachable and older than ``grace_s``; a store whose
         files hold many books (a pack store) also uses ``grace_s`` for the files it would
-        delete. Here: ``delete`` book by book. ``bar`` (tqdm-like) advances per book.
+        delete, and ``keep`` (the books that must survive, when the caller knows them) to
+        never delete a file holding one of them. Here: ``delete`` book by book. ``bar``
+        (tqdm-like) advances per book.
         """
         doomed = list(doomed)
         if not dry_run:

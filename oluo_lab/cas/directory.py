@@ -96,7 +96,14 @@ class DirStore(BookStore):
         if marker.exists():
             text = marker.read_text()
             if text != FORMAT_TEXT:
-                raise ContentError(f"{FORMAT_FILE} says {text!r}; this build reads {FORMAT_TEXT!r}")
+                hint = (
+                    " (a pack store: open it with PackStore or open_store)"
+                    if text == "oluo-cas 2\n"
+                    else ""
+                )
+                raise ContentError(
+                    f"{FORMAT_FILE} says {text!r}; a DirStore reads {FORMAT_TEXT!r}{hint}"
+                )
         os.makedirs(self._books_dir, exist_ok=True)
         existing = set(os.listdir(self._books_dir))
         missing = [f"{i:02x}" for i in range(256) if f"{i:02x}" not in existing]

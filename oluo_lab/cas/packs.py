@@ -26,7 +26,7 @@ import os
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +97,8 @@ COALESCE_GAP = 1 << 20
 _RUN_MAX = 8 << 20
 #: Entries per index file written by a sweep (index files stay well below 8 MiB).
 _INDEX_ENTRIES_MAX = 100_000
+#: Reads of a book whose pack vanished (a concurrent gc) retried with a fresh index.
+_READ_TRIES = 5
 #: Temp files older than this are removed when a local pack store is opened.
 STALE_TMP_SECONDS = 3600
 #: Client options obstore takes apart from the store's own configuration keys.
@@ -194,6 +196,7 @@ class PackStore(BookStore):
             raise ValueError(f"max_unused must be in [0, 1), got {max_unused!r}")
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
+        unmarked = options.pop("_unmarked", False)  # a conversion writes the marker last
         self._backend, self._name = make_backend(path_or_url, fsync=fsync, **options)
         self.location = os.fspath(path_or_url)
         self.level = level
@@ -208,7 +211,8 @@ class PackStore(BookStore):
         self._batch: PackBatch | None = None
         self._view = _View()
         self._pack_mtimes: dict[str, float] | None = None
-        self._init_layout()
+        if not unmarked:
+            self._init_layout()
         if isinstance(self._backend, LocalBackend):
             self._backend.sweep_temp(STALE_TMP_SECONDS)
         self._refresh(force=True)
@@ -385,6 +389,7 @@ class PackStore(BookStore):
         if self._batch is not None:
             yield self
             return
+        self._refresh()  # dedup against what the store holds now, not a stale view
         self._batch = PackBatch(
             self._backend,
             self._encode_group,
@@ -443,17 +448,13 @@ class PackStore(BookStore):
         batch = self._batch
         if batch is not None and cid in batch:
             return self._decode(cid, batch.record(cid))
-        pid, e = self._locate(cid)
-        try:
-            rec = self._read_record(pid, e)
-        except Missing:
-            self._refresh(force=True)
+        for _ in range(_READ_TRIES):
             pid, e = self._locate(cid)
             try:
-                rec = self._read_record(pid, e)
-            except Missing:
-                raise BookNotFound(cid, f"its pack {pid} is missing") from None
-        return self._decode(cid, rec)
+                return self._decode(cid, self._read_record(pid, e))
+            except Missing:  # a gc elsewhere repacked it: the index has moved on
+                self._refresh(force=True)
+        raise BookNotFound(cid, f"its pack {pid} is missing")
 
     def get_many(self, cids: Iterable[CID]) -> Iterator[bytes]:
         """Verified bytes of each CID in order, a few books ahead on worker threads."""
@@ -573,7 +574,10 @@ class PackStore(BookStore):
 
     def _has(self, cid: CID) -> bool:
         batch = self._batch
-        return (batch is not None and cid in batch) or cid in self._view.loc
+        if batch is not None and cid in batch:
+            return True
+        self._refresh()  # another process may have added or removed it
+        return cid in self._view.loc
 
     def _stat(self, cid: CID) -> tuple[int, float]:
         batch = self._batch
@@ -584,6 +588,7 @@ class PackStore(BookStore):
 
     def _iter_unsorted(self) -> Iterable[CID]:
         self._refresh()
+        self._pack_mtimes = None  # a scan (gc's) sees the packs' current times
         return list(self._view.loc)
 
     def __len__(self) -> int:
@@ -606,7 +611,7 @@ class PackStore(BookStore):
             self._refresh(force=True)
             if cid not in self._view.loc:
                 raise BookNotFound(cid)
-            self._sweep({cid}, math.inf, dry_run=False, repack=False, bar=None)
+            self._sweep({cid}, math.inf, False, False, None)
 
     def sweep(
         self,
@@ -614,6 +619,7 @@ class PackStore(BookStore):
         grace_s: float = 3600.0,
         dry_run: bool = False,
         bar: Any = None,
+        keep: Collection[CID] | None = None,
     ) -> SweepReport:
         """gc's mark-then-repack: take ``doomed`` books out of the index, and clean packs.
 
@@ -626,17 +632,27 @@ class PackStore(BookStore):
         3. Packs no index names (dropped, repacked, crash leftovers) are deleted last, and
            only those older than ``grace_s``; younger ones wait for a later sweep.
 
-        A crash at any step leaves a consistent store (at worst duplicate records, or
-        files a later sweep removes). Doomed CIDs the store does not hold are ignored.
+        ``keep`` (gc passes every reachable book): an unreferenced pack holding one of
+        these books that the index lacks (only a lost index file explains that) has those
+        records copied into a new pack instead of being deleted, and an unreferenced pack
+        whose trailer cannot be read is then never deleted. A crash at any step leaves a
+        consistent store (at worst duplicate records, or files a later sweep removes).
+        Doomed CIDs the store does not hold are ignored.
         """
         with self._lock:
             if self._batch is not None:
                 raise RuntimeError("sweep inside a batch() block")
             self._refresh(force=True)
-            return self._sweep(set(doomed), grace_s, dry_run=dry_run, repack=True, bar=bar)
+            return self._sweep(set(doomed), grace_s, dry_run, True, bar, keep)
 
     def _sweep(
-        self, doomed: set[CID], grace_s: float, dry_run: bool, repack: bool, bar: Any
+        self,
+        doomed: set[CID],
+        grace_s: float,
+        dry_run: bool,
+        repack: bool,
+        bar: Any,
+        keep: Collection[CID] | None = None,
     ) -> SweepReport:
         view = self._view
         doomed = {c for c in doomed if c in view.loc}
@@ -645,46 +661,59 @@ class PackStore(BookStore):
             for info in self._backend.list(PACK_DIR)
             if (pid := parse_key(info.name, PACK_SUFFIX)) is not None
         }
-        live: dict[str, list[Entry]] = {}
-        for pid, entries in view.packs.items():
-            live[pid] = [
-                e for e in entries.values() if e.cid not in doomed and view.loc[e.cid][0] == pid
-            ]
-        keep: dict[str, list[Entry]] = {}
+        now = time.time()
+        sizes = dict(view.sizes)
+        live: dict[str, list[Entry]] = {
+            pid: [e for e in entries.values() if e.cid not in doomed and view.loc[e.cid][0] == pid]
+            for pid, entries in view.packs.items()
+        }
+        unreadable: set[str] = set()
+        if keep is not None:  # rescue needed books only an unreferenced pack still holds
+            for pid in sorted(set(listing) - set(view.packs)):
+                try:
+                    entries = self._read_trailer(pid, listing[pid].size)
+                except (CorruptStoreFile, Missing):
+                    unreadable.add(pid)
+                    continue
+                rescue = [e for e in entries if e.cid in keep and e.cid not in view.loc]
+                if rescue:
+                    live[pid], sizes[pid] = rescue, listing[pid].size
+        kept: dict[str, list[Entry]] = {}
         rewrite: list[str] = []
         small: list[str] = []
         for pid in sorted(live):
             entries = live[pid]
             if not entries:
                 continue
-            size = view.sizes[pid]
+            size = sizes[pid]
             used = sum(e.length for e in entries) + len(entries) * ENTRY_LEN
             unused = size - len(PACK_HEADER) - FOOTER_LEN - used
-            if repack and unused > self.max_unused * size:
+            if pid not in view.packs or (repack and unused > self.max_unused * size):
                 rewrite.append(pid)
             elif repack and size < self.small_pack_size:
                 small.append(pid)
             else:
-                keep[pid] = entries
+                kept[pid] = entries
         if len(small) + len(rewrite) >= 2:
             rewrite += small
         else:
-            keep.update((pid, live[pid]) for pid in small)
+            kept.update((pid, live[pid]) for pid in small)
         rewrite.sort()
-        referenced = set(keep)
-        unreferenced = [pid for pid in sorted(listing) if pid not in referenced]
-        now = time.time()
-        old = [pid for pid in unreferenced if now - listing[pid].mtime >= grace_s]
+        unreferenced = [pid for pid in sorted(listing) if pid not in kept]
+        old = [
+            pid
+            for pid in unreferenced
+            if now - listing[pid].mtime >= grace_s and pid not in unreadable
+        ]
         # damaged index files are superseded only once every pack's trailer was read
-        replaced = view.names if self._fallback_complete() else set(view.docs)
-        superseded = sorted(replaced)
+        superseded = sorted(view.names if self._fallback_complete() else set(view.docs))
         nothing_to_do = (
             not doomed
             and not rewrite
             and not old
             and not view.fallback
             and superseded == view.live
-            and all(len(live[p]) == len(view.packs[p]) for p in keep)
+            and all(len(live[p]) == len(view.packs[p]) for p in kept)
         )
         rewrite_bytes = sum(e.length for p in rewrite for e in live[p])
         report = SweepReport(
@@ -699,25 +728,20 @@ class PackStore(BookStore):
         if dry_run or nothing_to_do:
             return report
         new_packs = self._repack(rewrite, live) if rewrite else []
-        refs = [PackRef(pid, view.sizes[pid], tuple(keep[pid])) for pid in sorted(keep)]
-        refs += new_packs
-        written_ids = self._write_index(refs, superseded)
+        refs = [PackRef(pid, sizes[pid], tuple(kept[pid])) for pid in sorted(kept)]
+        written = self._write_index(refs + new_packs, superseded)
         for ident in superseded:
-            if ident in written_ids:
-                continue
-            self._backend.delete(index_key(ident))
-            fault_point("sweep.index_deleted")
-        if superseded and isinstance(self._backend, LocalBackend):
+            if ident not in written:
+                self._backend.delete(index_key(ident))
+                fault_point("sweep.index_deleted")
+        if isinstance(self._backend, LocalBackend):
             self._backend.sync_dir(INDEX_DIR)
         self._refresh(force=True)  # also sees any index another writer added meanwhile
         protected = set(self._view.packs)
-        deleted = 0
-        for pid in old:
-            if pid in protected:
-                continue
+        deleted = [pid for pid in old if pid not in protected]
+        for pid in deleted:
             self._backend.delete(pack_key(pid))
             fault_point("sweep.pack_deleted")
-            deleted += 1
             if bar is not None:
                 bar.update(1)
         if deleted and isinstance(self._backend, LocalBackend):
@@ -726,10 +750,34 @@ class PackStore(BookStore):
         return dataclasses.replace(
             report,
             packs_written=len(new_packs),
-            packs_deleted=deleted,
-            packs_young=report.packs_young + len(old) - deleted,
-            freed_bytes=sum(listing[p].size for p in old if p not in protected),
+            packs_deleted=len(deleted),
+            packs_young=len(unreferenced) - len(deleted),
+            freed_bytes=sum(listing[p].size for p in deleted),
         )
+
+    def recover(self) -> int:
+        """Index the records of every unreferenced pack the index lacks (after an index
+        file was lost or deleted by hand); returns how many books came back. Books nothing
+        reaches are removed again by the next gc."""
+        with self._lock:
+            self._refresh(force=True)
+            view = self._view
+            found: list[PackRef] = []
+            for info in self._backend.list(PACK_DIR):
+                pid = parse_key(info.name, PACK_SUFFIX)
+                if pid is None or pid in view.packs:
+                    continue
+                try:
+                    entries = self._read_trailer(pid, info.size)
+                except (CorruptStoreFile, Missing):
+                    continue
+                new = tuple(e for e in entries if e.cid not in view.loc)
+                if new:
+                    found.append(PackRef(pid, info.size, new))
+            if found:
+                self._add_index(found)
+                self._refresh(force=True)
+            return sum(len(p.entries) for p in found)
 
     def _fallback_complete(self) -> bool:
         """Whether every pack could be read when damaged index files forced a trailer scan

@@ -1,7 +1,8 @@
 """``Lab``: the notebook workspace over one data directory.
 
-A Lab is a data directory (head, base cache, lock, refs log, tags) plus a
-:class:`~oluo_lab.cas.DirStore` under ``path/cas``. It commits engines as
+A Lab is a data directory (head, base cache, lock, refs log, tags) plus a book store
+under ``path/cas`` (``oluo_lab.cas.open_store``: a new lab gets a pack store, an existing
+one keeps the store it has). It commits engines as
 generations, walks and tabulates their history, checks out any generation,
 names checkpoints with tags, diffs, verifies and garbage-collects.
 
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .._progress import progress_bar
-from ..cas import CID, ContentError, DirStore, reassemble
+from ..cas import CID, ContentError, open_store, reassemble
 from ..engine import OluoEngine, PersistSnapshot
 from . import refs_log
 from .base_cache import base_holds
@@ -89,7 +90,7 @@ class Lab:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise PersistIOError(f"cannot create lab directory {self.path}", exc) from exc
-        self.store = DirStore(self.path / "cas")
+        self.store = open_store(self.path / "cas")  # as found, else a new pack store
         self.compact_threshold = compact_threshold
 
     def __repr__(self) -> str:

@@ -7,11 +7,12 @@ import json
 
 import numpy as np
 import pytest
-from snap_helpers import DIM, book_path
+from snap_helpers import DIM
 
 from oluo_lab.cli import main
 from oluo_lab.engine import OluoEngine
 from oluo_lab.snapshot.lab import Lab
+from oluo_lab.testing.damage import damage_book
 
 
 @pytest.fixture
@@ -59,8 +60,7 @@ def test_verify_exit_codes(lab, capsys):
     code, out, _ = run(capsys, "verify", str(lab.path))
     assert code == 0 and "clean" in out
     victim = lab.head().manifest.metadata_cid
-    path = book_path(lab.store, victim)
-    path.write_bytes(path.read_bytes()[:-3])
+    damage_book(lab.store, victim, "flip")
     code, out, _ = run(capsys, "verify", str(lab.path), "--json")
     report = json.loads(out)
     assert code == 1 and not report["ok"]
