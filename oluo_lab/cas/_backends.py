@@ -406,8 +406,10 @@ class ObstoreBackend(Backend):
     def _op(self, op: str, key: str) -> Iterator[None]:
         try:
             yield
-        except self._not_found:
-            raise Missing(key) from None
+        except self._not_found as exc:
+            if op in ("get", "head"):
+                raise Missing(key) from None
+            raise StoreIOError(op, key, exc) from exc
         except Missing:
             raise
         except Exception as exc:  # obstore raises its own error classes and OSErrors
@@ -460,8 +462,12 @@ class ObstoreBackend(Backend):
         return out
 
     def delete(self, key: str) -> None:
-        with contextlib.suppress(Missing), self._op("delete", key):
-            self.obs.delete(self.store, key)
+        try:
+            with self._op("delete", key):
+                self.obs.delete(self.store, key)
+        except StoreIOError as exc:
+            if not isinstance(exc.cause, self._not_found):  # already gone is fine
+                raise
 
     def new_sink(self, directory: str) -> Sink:
         return _MemorySink(self)

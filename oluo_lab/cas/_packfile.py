@@ -71,6 +71,7 @@ INDEX_DIR = "index"
 PACK_SUFFIX = ".olp"
 INDEX_SUFFIX = ".oli"
 _INDEX_KEYS = frozenset({"format", "version", "packs", "supersedes"})
+_INDEX_OPTIONAL = frozenset({"salt"})
 _PACK_KEYS = frozenset({"id", "size", "entries"})
 _HEX = frozenset("0123456789abcdef")
 
@@ -211,8 +212,10 @@ def decode_trailer(name: str, trailer: bytes | memoryview, pack_size: int) -> li
 
 
 # --- index files --------------------------------------------------------------------------
-def encode_index(packs: Iterable[PackRef], supersedes: Iterable[str] = ()) -> bytes:
-    """Canonical CBOR of an index file: packs sorted by id, supersedes sorted."""
+def encode_index(packs: Iterable[PackRef], supersedes: Iterable[str] = (), salt: int = 0) -> bytes:
+    """Canonical CBOR of an index file: packs sorted by id, supersedes sorted. A nonzero
+    ``salt`` gives the same content another name (an index file must never get the name
+    of one that a live index file supersedes)."""
     docs = [
         {"id": bytes.fromhex(p.id), "size": p.size, "entries": encode_entries(p.entries)}
         for p in sorted(packs, key=lambda p: p.id)
@@ -223,6 +226,8 @@ def encode_index(packs: Iterable[PackRef], supersedes: Iterable[str] = ()) -> by
         "packs": docs,
         "supersedes": [bytes.fromhex(i) for i in sorted(set(supersedes))],
     }
+    if salt:
+        doc["salt"] = salt
     return cbor2.dumps(doc, canonical=True)
 
 
@@ -232,8 +237,11 @@ def decode_index(name: str, data: bytes) -> IndexDoc:
         doc = cbor2.loads(data)
     except Exception as exc:  # cbor2 raises several types on garbage
         raise CorruptStoreFile(name, f"not CBOR: {exc}") from None
-    if not isinstance(doc, dict) or set(doc) != _INDEX_KEYS:
+    if not isinstance(doc, dict) or not _INDEX_KEYS <= set(doc) <= _INDEX_KEYS | _INDEX_OPTIONAL:
         raise CorruptStoreFile(name, "not an index document (wrong keys)")
+    salt = doc.get("salt", 1)
+    if type(salt) is not int or salt < 1:
+        raise CorruptStoreFile(name, f"salt must be a positive int, got {salt!r}")
     if doc["format"] != INDEX_FORMAT:
         raise CorruptStoreFile(name, f"format {doc['format']!r}")
     if doc["version"] != INDEX_VERSION or type(doc["version"]) is not int:
@@ -253,6 +261,8 @@ def decode_index(name: str, data: bytes) -> IndexDoc:
             raise CorruptStoreFile(name, f"pack {ident.hex()} entries are not bytes")
         pname = f"{name} (pack {ident.hex()})"
         entries = decode_entries(pname, raw)
+        if not entries:
+            raise CorruptStoreFile(pname, "a pack with no entries")
         # the pack's trailer holds at least these entries, so the records end before it
         check_entries(pname, entries, size - FOOTER_LEN - len(entries) * ENTRY_LEN, whole=False)
         packs.append(PackRef(ident.hex(), size, tuple(entries)))

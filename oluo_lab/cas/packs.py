@@ -333,9 +333,21 @@ class PackStore(BookStore):
         return self._pack_mtimes.get(pid, 0.0)
 
     def _add_index(self, packs: Sequence[PackRef], supersedes: Iterable[str] = ()) -> str:
-        """Write an index file naming ``packs`` (already durable) and take it into the view."""
-        data = encode_index(packs, supersedes)
-        ident = file_id(data)
+        """Write an index file naming ``packs`` (already durable); returns its id.
+
+        Names are content hashes, so the same content written again after a sweep would
+        get the name of a file a live index supersedes, and be ignored: the ``salt`` then
+        gives it a fresh name."""
+        supersedes = tuple(supersedes)
+        self._refresh()
+        hidden = {s for doc in self._view.docs.values() for s in doc.supersedes}
+        salt = 0
+        while True:
+            data = encode_index(packs, supersedes, salt)
+            ident = file_id(data)
+            if ident not in hidden:
+                break
+            salt += 1
         self._backend.put_create(index_key(ident), data)
         return ident
 

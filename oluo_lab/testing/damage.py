@@ -8,7 +8,8 @@ many books per pack (:class:`~oluo_lab.cas.PackStore`).
 * ``"flip"``: one bit of the stored record changes (``where`` picks the byte, 0..1);
 * ``"truncate"``: the file ends inside the record (a pack loses its trailer as well);
 * ``"delete"``: the book is lost (its file, or its pack store index entry);
-* ``"swap"``: another stored book's record is written over this one's;
+* ``"swap"``: another stored book's record is written over this one's (a DirStore: the
+  other book's whole file);
 * ``"garbage"``: the record's bytes are replaced by random bytes of the same length.
 """
 
@@ -55,11 +56,11 @@ def damage_book(store: BookStore, cid: CID, how: str, where: float = 0.5) -> Non
         if how == "delete":
             path.unlink()
             return
-        other = b""
-        if how == "swap":
-            other = book_file(store, next(c for c in store if c != cid)).read_bytes()
+        if how == "swap":  # another book's whole file
+            path.write_bytes(book_file(store, next(c for c in store if c != cid)).read_bytes())
+            return
         data = path.read_bytes()
-        path.write_bytes(_patch(data, 0, len(data), how, other, where))
+        path.write_bytes(_patch(data, 0, len(data), how, b"", where))
     elif isinstance(store, PackStore):
         if how == "delete":
             drop_index_entry(store, cid)
@@ -97,8 +98,10 @@ def drop_index_entry(store: PackStore, cid: CID) -> None:
         packs = [
             PackRef(p.id, p.size, tuple(e for e in p.entries if e.cid != cid)) for p in doc.packs
         ]
-        data = encode_index(packs, doc.supersedes)
-        b.put_create(index_key(file_id(data)), data)
+        packs = [p for p in packs if p.entries]
+        if packs or doc.supersedes:
+            data = encode_index(packs, doc.supersedes)
+            b.put_create(index_key(file_id(data)), data)
         b.delete(index_key(ident))
     store._refresh(force=True)
 
