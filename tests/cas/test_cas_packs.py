@@ -283,7 +283,8 @@ def test_a_book_put_again_after_a_sweep_is_found(tmp_path):
     """The same batch written again gives the same pack and index content; the index name
     must not be one the sweep's index supersedes (else the book would stay invisible)."""
     store = PackStore(tmp_path / "s")
-    x, y = store.put(b"x" * 3000), store.put(b"y" * 3000)
+    x = store.put(b"x" * 3000)
+    assert store.put(b"y" * 3000) in store
     first = {p.name for p in (tmp_path / "s" / "index").iterdir()}
     store.sweep([x], grace_s=0)
     assert x not in store and len(list((tmp_path / "s" / "packs").iterdir())) == 1
