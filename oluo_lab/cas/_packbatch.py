@@ -3,15 +3,15 @@
 Layer: cas, below ``packs.py``. Books put inside one block are compressed on worker
 threads in groups of about ``GROUP_BYTES``, and their records are appended to the open
 pack in put order (so the same puts give the same packs, byte for byte, and the same
-pack names). A pack that reaches the target size gets its trailer and is published
-(synced and linked, or uploaded) on an I/O thread while the next one fills. When the
-block exits: the last pack is sealed, every pack is durable (then the directory is
-synced), and only then does the store write the index file naming them.
+pack names), by one appender thread that also hashes them into the pack's name. A pack
+that reaches the target size gets its trailer and is published (synced and linked, or
+uploaded) on an I/O thread while the next one fills. When the block exits: the last pack
+is sealed, every pack is durable (then the directory is synced), and only then does the
+store write the index file naming them.
 """
 
 from __future__ import annotations
 
-import collections
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -82,9 +82,12 @@ class _Sealed:
 class PackBatch:
     """Deferred-durability pack writer for one ``batch()`` block (see the module docstring).
 
-    Thread-safe: every method takes the batch's lock. ``encode`` runs on ``workers``
-    threads; publishing runs on one I/O thread with at most one pack waiting, so memory
-    stays at about two packs plus the groups in flight.
+    Three kinds of thread share the work: the caller's (hashing books into CIDs and
+    queueing them), ``workers`` encoders (zstd), and one appender that takes encoded
+    groups in queue order and writes, hashes and seals packs; publishing (fsync + link,
+    or an upload) runs on one I/O thread with at most one pack waiting for it. At most
+    ``2 * workers + 1`` groups are in flight, so memory stays at a few MiB plus (object
+    stores) two packs.
     """
 
     def __init__(
@@ -93,65 +96,93 @@ class PackBatch:
         self._backend = backend
         self._encode = encode
         self._target = target_pack_size
-        self._workers = workers
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the caller's side: group, queue bookkeeping
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="oluo-pack-encode")
+        self._appender = ThreadPoolExecutor(1, thread_name_prefix="oluo-pack-append")
         self._io = ThreadPoolExecutor(1, thread_name_prefix="oluo-pack-io")
+        self._slots = threading.BoundedSemaphore(2 * workers + 1)
         self._group: list[tuple[CID, Buffer]] = []
         self._group_bytes = 0
-        self._queue: collections.deque[Future[list[tuple[CID, bytes, Buffer]]]] = (
-            collections.deque()
-        )
-        self._queued: set[CID] = set()  # put, not yet in a pack
+        self._appended: list[Future[None]] = []
+        self._queued: dict[CID, Future[None] | None] = {}  # None: in the unflushed group
         self._placed: dict[CID, tuple[PackBuilder | _Sealed, Entry]] = {}
-        self._open: PackBuilder | None = None
+        self._open: PackBuilder | None = None  # appender thread only
         self._sealed: list[_Sealed] = []
+        self._error: BaseException | None = None
 
-    # --- writing ---------------------------------------------------------------------------
+    # --- writing (caller's thread) ---------------------------------------------------------
     def __contains__(self, cid: CID) -> bool:
-        return cid in self._queued or cid in self._placed
+        return cid in self._placed or cid in self._queued
 
     def add(self, cid: CID, data: Buffer) -> None:
         """Queue a book (CID known, not yet stored) to be compressed and packed."""
         with self._lock:
-            self._queued.add(cid)
+            self._raise_failure()
+            self._queued[cid] = None
             self._group.append((cid, data))
             self._group_bytes += len(data)
             if self._group_bytes >= GROUP_BYTES:
                 self._flush_group()
-            self._drain(block=len(self._queue) > 2 * self._workers)
 
     def add_record(self, cid: CID, record: Buffer) -> None:
         """Append an already-encoded record verbatim (repack and conversion: no recompression)."""
         with self._lock:
-            self._queued.add(cid)
+            self._raise_failure()
             self._flush_group()
             done: Future[list[tuple[CID, bytes, Buffer]]] = Future()
             done.set_result([(cid, b"", record)])
-            self._queue.append(done)
-            self._drain(block=False)
+            self._submit([cid], done)
 
     def _flush_group(self) -> None:
         if not self._group:
             return
         group, self._group, self._group_bytes = self._group, [], 0
-        self._queue.append(self._pool.submit(self._encode, group))
+        self._slots.acquire()
+        try:
+            encoded = self._pool.submit(self._encode, group)
+        except BaseException:
+            self._slots.release()
+            raise
+        self._submit([cid for cid, _ in group], encoded, acquired=True)
 
-    def _drain(self, block: bool) -> None:
-        """Append finished groups' records to the open pack, in put order."""
-        while self._queue and (block or self._queue[0].done()):
-            records = self._queue.popleft().result()
-            for cid, header, payload in records:
-                self._append(cid, (header, payload) if header else (payload,))
-            block = block and len(self._queue) > 2 * self._workers
+    def _submit(
+        self,
+        cids: list[CID],
+        encoded: Future[list[tuple[CID, bytes, Buffer]]],
+        acquired: bool = False,
+    ) -> None:
+        if not acquired:
+            self._slots.acquire()
+        appended = self._appender.submit(self._append_group, encoded)
+        appended.add_done_callback(self._done)
+        self._appended.append(appended)
+        for cid in cids:
+            self._queued[cid] = appended
+
+    def _done(self, fut: Future[None]) -> None:
+        self._slots.release()
+        exc = fut.exception()
+        if exc is not None and self._error is None:
+            self._error = exc
+
+    def _raise_failure(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    # --- the appender thread -----------------------------------------------------------------
+    def _append_group(self, encoded: Future[list[tuple[CID, bytes, Buffer]]]) -> None:
+        if self._error is not None:
+            return  # the batch has failed: write nothing more
+        for cid, header, payload in encoded.result():
+            self._append(cid, (header, payload) if header else (payload,))
 
     def _append(self, cid: CID, pieces: tuple[Buffer, ...]) -> None:
         if self._open is None:
             self._open = PackBuilder(self._backend.new_sink(PACK_DIR))
         builder = self._open
         entry = builder.add(cid, pieces)
-        self._queued.discard(cid)
         self._placed[cid] = (builder, entry)
+        self._queued.pop(cid, None)
         if builder.pos >= self._target:
             self._seal()
 
@@ -175,15 +206,16 @@ class PackBatch:
     def record(self, cid: CID) -> bytes:
         """The stored record of a book put in this batch (waits until it is packed)."""
         with self._lock:
-            if cid in self._queued:
+            appended = self._queued.get(cid)
+            if cid in self._queued and appended is None:
                 self._flush_group()
-                while cid not in self._placed:
-                    self._drain(block=True)
-            where, entry = self._placed[cid]
-            sink = where.sink
-            if isinstance(where, _Sealed):
-                where.done.result()
-        return sink.read(entry.offset, entry.length)
+                appended = self._queued.get(cid)
+        if appended is not None:
+            appended.result()
+        where, entry = self._placed[cid]
+        if isinstance(where, _Sealed):
+            where.done.result()
+        return where.sink.read(entry.offset, entry.length)
 
     # --- ending ----------------------------------------------------------------------------
     def close(self, commit: bool) -> list[PackRef]:
@@ -192,16 +224,24 @@ class PackBatch:
         published packs stay as unreferenced files for gc. Raises the first write error."""
         with self._lock:
             error: BaseException | None = None
+            if not commit and self._error is None:
+                self._error = RuntimeError("batch abandoned")  # the appender stops writing
             try:
                 if commit:
                     self._flush_group()
-                    while self._queue:
-                        self._drain(block=True)
-                    self._seal()
             except BaseException as exc:
                 error = exc
-            finally:
-                self._pool.shutdown(wait=True, cancel_futures=True)
+            self._appender.shutdown(wait=True)
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            for fut in self._appended:
+                exc = fut.exception()
+                if exc is not None and error is None:
+                    error = exc
+            if commit and error is None:
+                try:
+                    self._seal()
+                except BaseException as exc:
+                    error = exc
             for s in self._sealed:
                 exc = s.done.exception()
                 if exc is not None and error is None:
@@ -216,7 +256,7 @@ class PackBatch:
             self._sealed.clear()
             self._placed.clear()
             self._queued.clear()
-            self._queue.clear()
+            self._appended.clear()
             if error is not None:
                 raise error
             if commit and packs:

@@ -111,7 +111,7 @@ def _book_files(books_dir: Path) -> Iterator[tuple[CID, Path]]:
 def convert_to_packs(
     path: str | os.PathLike[str],
     *,
-    level: int = 3,
+    level: int = packs.DEFAULT_LEVEL,
     target_pack_size: int = packs.DEFAULT_TARGET_PACK_SIZE,
     bar: Any = None,
 ) -> ConvertReport:

@@ -103,7 +103,7 @@ def _files(d: Path, sub: str) -> dict[str, bytes]:
 
 def test_pack_and_index_test_vector(tmp_path):
     """Appendix A.3 of docs/FORMAT.md: three books in one batch, zstd level 3."""
-    store = PackStore(tmp_path / "s")
+    store = PackStore(tmp_path / "s", level=3)
     with store.batch():
         cids = [store.put(b) for b in VECTOR_BOOKS]
     assert _files(tmp_path / "s", "packs") == {f"{VECTOR_PACK_ID}.olp": bytes.fromhex(VECTOR_PACK)}
@@ -128,7 +128,8 @@ def test_pack_and_index_test_vector(tmp_path):
 
 
 def test_records_are_the_book_file_records_byte_for_byte(tmp_path):
-    dirs, packs = DirStore(tmp_path / "d"), PackStore(tmp_path / "p", target_pack_size=1 << 20)
+    dirs = DirStore(tmp_path / "d", level=3)
+    packs = PackStore(tmp_path / "p", level=3, target_pack_size=1 << 20)
     datas = [b"vector " * 3000, xof(b"raw", 70_000), b"", b"x"]
     with packs.batch():
         for data in datas:
@@ -580,7 +581,7 @@ def test_s3_store_from_environment_variables(s3, monkeypatch):
     store = PackStore(url)
     cid = store.put(b"from the environment")
     assert PackStore(url).get(cid) == b"from the environment"
-    assert repr(store) == f"PackStore({url!r}, level=3)"
+    assert repr(store) == f"PackStore({url!r}, level=1)"
 
 
 def test_s3_two_writers_of_the_same_batch(s3):
