@@ -85,13 +85,19 @@ class PackBatch:
     Three kinds of thread share the work: the caller's (hashing books into CIDs and
     queueing them), ``workers`` encoders (zstd), and one appender that takes encoded
     groups in queue order and writes, hashes and seals packs; publishing (fsync + link,
-    or an upload) runs on one I/O thread with at most one pack waiting for it. At most
+    or an upload) runs on ``publishers`` I/O threads, one pack each. At most
     ``2 * workers + 1`` groups are in flight, so memory stays at a few MiB plus (object
-    stores) two packs.
+    stores) one pack per publisher and the one filling.
     """
 
     def __init__(
-        self, backend: Backend, encode: Encode, *, workers: int, target_pack_size: int
+        self,
+        backend: Backend,
+        encode: Encode,
+        *,
+        workers: int,
+        target_pack_size: int,
+        publishers: int = 1,
     ) -> None:
         self._backend = backend
         self._encode = encode
@@ -99,7 +105,8 @@ class PackBatch:
         self._lock = threading.RLock()  # the caller's side: group, queue bookkeeping
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="oluo-pack-encode")
         self._appender = ThreadPoolExecutor(1, thread_name_prefix="oluo-pack-append")
-        self._io = ThreadPoolExecutor(1, thread_name_prefix="oluo-pack-io")
+        self._io = ThreadPoolExecutor(publishers, thread_name_prefix="oluo-pack-io")
+        self._publishers = publishers
         self._slots = threading.BoundedSemaphore(2 * workers + 1)
         self._group: list[tuple[CID, Buffer]] = []
         self._group_bytes = 0
@@ -191,8 +198,9 @@ class PackBatch:
         if builder is None:
             return
         pack_id, size, _ = builder.seal()
-        if self._sealed and not self._sealed[-1].done.done():
-            self._sealed[-1].done.result()  # at most one pack waits for the I/O thread
+        busy = [s for s in self._sealed if not s.done.done()]
+        if len(busy) >= self._publishers:
+            busy[0].done.result()  # at most ``publishers`` packs in flight
         sealed = _Sealed(
             PackRef(pack_id, size, tuple(builder.entries)),
             builder.sink,

@@ -102,6 +102,8 @@ COALESCE_GAP = 1 << 20
 _RUN_MAX = 8 << 20
 #: Entries per index file written by a sweep (index files stay well below 8 MiB).
 _INDEX_ENTRIES_MAX = 100_000
+#: Packs uploaded at once to an object store (each held in memory until it is stored).
+_UPLOADS = 3
 #: Reads of a book whose pack vanished (a concurrent gc) retried with a fresh index.
 _READ_TRIES = 5
 #: Temp files older than this are removed when a local pack store is opened.
@@ -407,12 +409,7 @@ class PackStore(BookStore):
             yield self
             return
         self._refresh()  # dedup against what the store holds now, not a stale view
-        self._batch = PackBatch(
-            self._backend,
-            self._encode_group,
-            workers=self._workers,
-            target_pack_size=self.target_pack_size,
-        )
+        self._batch = self._new_batch()
         ok = False
         try:
             yield self
@@ -432,6 +429,17 @@ class PackStore(BookStore):
                         view.packs[p.id] = {e.cid: e for e in p.entries}
                         for e in p.entries:
                             view.loc.setdefault(e.cid, (p.id, e))
+
+    def _new_batch(self) -> PackBatch:
+        # local packs: one fsync at a time is all the disk wants; uploads overlap
+        publishers = 1 if isinstance(self._backend, LocalBackend) else _UPLOADS
+        return PackBatch(
+            self._backend,
+            self._encode_group,
+            workers=self._workers,
+            target_pack_size=self.target_pack_size,
+            publishers=publishers,
+        )
 
     def add_records(self, records: Iterable[tuple[CID, Buffer]]) -> None:
         """Store books given as their stored records (header + payload), copied verbatim
@@ -803,12 +811,7 @@ class PackStore(BookStore):
 
     def _repack(self, rewrite: list[str], live: dict[str, list[Entry]]) -> list[PackRef]:
         """Copy the live records of ``rewrite`` packs into new packs (durable on return)."""
-        batch = PackBatch(
-            self._backend,
-            self._encode_group,
-            workers=self._workers,
-            target_pack_size=self.target_pack_size,
-        )
+        batch = self._new_batch()
         ok = False
         try:
             for pid in rewrite:
