@@ -463,6 +463,14 @@ class PackStore(BookStore):
                 raise BookNotFound(cid)
         return loc
 
+    def locate(self, cid: CID) -> tuple[str, int, int]:
+        """Where a book's record is: (pack file name relative to the store, byte offset,
+        length). BookNotFound if the store does not hold it."""
+        if not isinstance(cid, CID):
+            raise TypeError(f"cid must be a CID, got {type(cid).__name__}")
+        pid, e = self._locate(cid)
+        return pack_key(pid), e.offset, e.length
+
     def _read_record(self, pid: str, e: Entry) -> Buffer:
         rec = self._backend.read_ranges(pack_key(pid), [e.offset], [e.length])[0]
         if len(rec) != e.length:
