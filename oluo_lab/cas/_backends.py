@@ -164,16 +164,23 @@ class LocalBackend(Backend):
         return os.path.join(self.root, *key.split("/"))
 
     def ensure_dir(self, directory: str) -> None:
-        """Create ``directory`` (and the root) if missing, durably."""
+        """Create ``directory`` (and the root, with its missing parents) durably."""
         if directory in self._made:
             return
-        for d in ("", directory):
-            path = self.path(d) if d else self.root
-            with _os_op("mkdir", d or "."):
+        paths = [self.path(directory)] if directory else []
+        p = os.path.abspath(self.root)
+        while not os.path.isdir(p):  # the root and the parents it lacks, innermost first
+            paths.append(p)
+            up = os.path.dirname(p)
+            if up == p:
+                break
+            p = up
+        for path in sorted(paths, key=len):
+            with _os_op("mkdir", os.path.relpath(path, self.root)):
                 created = _io.make_dir(path)
             if created and self.fsync:
                 parent = os.path.dirname(path.rstrip(os.sep)) or "."
-                with _os_op("fsync", os.path.basename(parent) or "."):
+                with _os_op("fsync", os.path.relpath(parent, self.root)):
                     _io.fsync_dir(parent)
         self._made.add(directory)
 

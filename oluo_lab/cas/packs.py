@@ -213,6 +213,8 @@ class PackStore(BookStore):
             target_pack_size // 4 if small_pack_size is None else int(small_pack_size)
         )
         self._workers = workers
+        # reads from an object store wait on the network more than on the CPU
+        self._readers = workers if isinstance(self._backend, LocalBackend) else max(workers, 4)
         self._local = threading.local()
         self._lock = threading.RLock()
         self._batch: PackBatch | None = None
@@ -491,7 +493,7 @@ class PackStore(BookStore):
 
     def get_many(self, cids: Iterable[CID]) -> Iterator[bytes]:
         """Verified bytes of each CID in order, a few books ahead on worker threads."""
-        return prefetch_get_many(self.get, cids, self._workers)
+        return prefetch_get_many(self.get, cids, self._readers)
 
     def get_many_into(self, items: Iterable[tuple[CID, memoryview]]) -> None:
         """Fill the buffers: books grouped by pack, neighbouring records read together
@@ -521,11 +523,11 @@ class PackStore(BookStore):
             for pid, entries in by_pack.items()
             for run in _runs(sorted(entries.items(), key=lambda kv: kv[0].offset))
         ]
-        if len(runs) <= 1 or self._workers == 1:
+        if len(runs) <= 1 or self._readers == 1:
             for pid, run in runs:
                 self._fill_run(pid, run, errors)
         else:
-            with ThreadPoolExecutor(self._workers, thread_name_prefix="oluo-pack-read") as pool:
+            with ThreadPoolExecutor(self._readers, thread_name_prefix="oluo-pack-read") as pool:
                 for fut in [pool.submit(self._fill_run, pid, run, errors) for pid, run in runs]:
                     fut.result()
         if errors:
