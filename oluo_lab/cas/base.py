@@ -64,18 +64,21 @@ class StoreStats:
             f"stored_bytes={self.stored_bytes}, compression_ratio={self.compression_ratio:.3f})"
         )
 
-    def _repr_html_(self) -> str:
-        from oluo_lab._html import fmt_bytes, kv_table
+    def rows(self) -> list[tuple[str, Any]]:
+        """(label, value) rows of an HTML table (a store's repr shows them too)."""
+        from oluo_lab._html import fmt_bytes
 
-        return kv_table(
-            "StoreStats",
-            [
-                ("books", self.books),
-                ("logical bytes", f"{self.logical_bytes} ({fmt_bytes(self.logical_bytes)})"),
-                ("stored bytes", f"{self.stored_bytes} ({fmt_bytes(self.stored_bytes)})"),
-                ("compression ratio", f"{self.compression_ratio:.3f}"),
-            ],
-        )
+        return [
+            ("books", self.books),
+            ("logical bytes", f"{self.logical_bytes} ({fmt_bytes(self.logical_bytes)})"),
+            ("stored bytes", f"{self.stored_bytes} ({fmt_bytes(self.stored_bytes)})"),
+            ("compression ratio", f"{self.compression_ratio:.3f}"),
+        ]
+
+    def _repr_html_(self) -> str:
+        from oluo_lab._html import kv_table
+
+        return kv_table("StoreStats", self.rows())
 
 
 @dataclass(frozen=True)

@@ -32,11 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import zstandard
-
 from oluo_lab._faults import fault_point
 from oluo_lab.cas._backends import Backend, LocalBackend, Missing, ObstoreBackend
-from oluo_lab.cas._bookfile import HEADER_LEN, RAW_HEADER, decode_book, encode_book
+from oluo_lab.cas._bookfile import HEADER_LEN, RAW_HEADER, BookCodec
 from oluo_lab.cas._packbatch import PackBatch
 from oluo_lab.cas._packfile import (
     ENTRY_LEN,
@@ -207,6 +205,7 @@ class PackStore(BookStore):
         self._backend, self._name = make_backend(path_or_url, fsync=fsync, **options)
         self.location = os.fspath(path_or_url)
         self.level = level
+        self._codec = BookCodec(level)
         self.target_pack_size = target_pack_size
         self.max_unused = max_unused
         self.small_pack_size = (
@@ -215,7 +214,6 @@ class PackStore(BookStore):
         self._workers = workers
         # reads from an object store wait on the network more than on the CPU
         self._readers = workers if isinstance(self._backend, LocalBackend) else max(workers, 4)
-        self._local = threading.local()
         self._lock = threading.RLock()
         self._batch: PackBatch | None = None
         self._view = _View()
@@ -306,16 +304,11 @@ class PackStore(BookStore):
                 view.problems.append(StoreProblem(index_key(ident), reason))
                 view.fallback = True
         if view.fallback:  # the damaged files' packs are found by reading the orphans' trailers
-            for info in self._backend.list(PACK_DIR):
-                pid = parse_key(info.name, PACK_SUFFIX)
-                if pid is None or pid in view.packs:
+            for pid, size, entries in self._unreferenced_trailers(set(view.packs)):
+                if isinstance(entries, Exception):
+                    view.problems.append(StoreProblem(pack_key(pid), str(entries)))
                     continue
-                try:
-                    entries = self._read_trailer(pid, info.size)
-                except (CorruptStoreFile, Missing) as exc:
-                    view.problems.append(StoreProblem(pack_key(pid), str(exc)))
-                    continue
-                view.sizes[pid] = info.size
+                view.sizes[pid] = size
                 view.packs[pid] = {e.cid: e for e in entries}
         for pid in sorted(view.packs):
             entries = view.packs[pid]
@@ -331,6 +324,20 @@ class PackStore(BookStore):
         _, _, trailer_len = parse_footer(key, bytes(tail), size)
         trailer = self._backend.read_ranges(key, [size - trailer_len], [trailer_len])[0]
         return decode_trailer(key, bytes(trailer), size)
+
+    def _unreferenced_trailers(
+        self, referenced: set[str]
+    ) -> Iterator[tuple[str, int, list[Entry] | Exception]]:
+        """(pack id, size, entries, or the error reading them) of every pack not in
+        ``referenced``, by id."""
+        for info in self._backend.list(PACK_DIR):
+            pid = parse_key(info.name, PACK_SUFFIX)
+            if pid is None or pid in referenced:
+                continue
+            try:
+                yield pid, info.size, self._read_trailer(pid, info.size)
+            except (CorruptStoreFile, Missing) as exc:
+                yield pid, info.size, exc
 
     def _pack_mtime(self, pid: str) -> float:
         if self._pack_mtimes is None or pid not in self._pack_mtimes:
@@ -361,28 +368,15 @@ class PackStore(BookStore):
         return ident
 
     # --- codecs --------------------------------------------------------------------------
-    def _cctx(self) -> zstandard.ZstdCompressor:
-        c = getattr(self._local, "cctx", None)
-        if c is None:
-            c = self._local.cctx = zstandard.ZstdCompressor(level=self.level)
-        return c
-
-    def _dctx(self) -> zstandard.ZstdDecompressor:
-        d = getattr(self._local, "dctx", None)
-        if d is None:
-            d = self._local.dctx = zstandard.ZstdDecompressor()
-        return d
-
     def _encode_group(self, group: list[tuple[CID, Buffer]]) -> list[tuple[CID, bytes, Buffer]]:
-        cctx = self._cctx()
-        return [(cid, *encode_book(data, self.level, cctx)) for cid, data in group]
+        return [(cid, *self._codec.encode(data)) for cid, data in group]
 
     def _decode(self, cid: CID, record: Buffer) -> Buffer:
         """The book bytes of a stored record (CorruptBook names the CID)."""
         if len(record) < HEADER_LEN:
             raise CorruptBook(cid, f"record of {len(record)} bytes is shorter than the header")
         mv = memoryview(record)
-        return decode_book(cid, bytes(mv[:HEADER_LEN]), mv[HEADER_LEN:], self._dctx())
+        return self._codec.decode(cid, bytes(mv[:HEADER_LEN]), mv[HEADER_LEN:])
 
     # --- writing -------------------------------------------------------------------------
     def _store(self, cid: CID, data: Buffer) -> None:
@@ -704,15 +698,13 @@ class PackStore(BookStore):
         }
         unreadable: set[str] = set()
         if keep is not None:  # rescue needed books only an unreferenced pack still holds
-            for pid in sorted(set(listing) - set(view.packs)):
-                try:
-                    entries = self._read_trailer(pid, listing[pid].size)
-                except (CorruptStoreFile, Missing):
+            for pid, size, entries in self._unreferenced_trailers(set(view.packs)):
+                if isinstance(entries, Exception):
                     unreadable.add(pid)
                     continue
                 rescue = [e for e in entries if e.cid in keep and e.cid not in view.loc]
                 if rescue:
-                    live[pid], sizes[pid] = rescue, listing[pid].size
+                    live[pid], sizes[pid] = rescue, size
         kept: dict[str, list[Entry]] = {}
         rewrite: list[str] = []
         small: list[str] = []
@@ -798,17 +790,12 @@ class PackStore(BookStore):
             self._refresh(force=True)
             view = self._view
             found: list[PackRef] = []
-            for info in self._backend.list(PACK_DIR):
-                pid = parse_key(info.name, PACK_SUFFIX)
-                if pid is None or pid in view.packs:
-                    continue
-                try:
-                    entries = self._read_trailer(pid, info.size)
-                except (CorruptStoreFile, Missing):
+            for pid, size, entries in self._unreferenced_trailers(set(view.packs)):
+                if isinstance(entries, Exception):
                     continue
                 new = tuple(e for e in entries if e.cid not in view.loc)
                 if new:
-                    found.append(PackRef(pid, info.size, new))
+                    found.append(PackRef(pid, size, new))
             if found:
                 self._add_index(found)
                 self._refresh(force=True)
@@ -943,20 +930,16 @@ class PackStore(BookStore):
         return f"PackStore({self._name!r}, level={self.level})"
 
     def _repr_html_(self) -> str:
-        from oluo_lab._html import fmt_bytes, kv_table
+        from oluo_lab._html import kv_table
 
-        st = self.stats()
         return kv_table(
             "PackStore",
             [
                 ("location", self._name),
                 ("zstd level", self.level),
                 ("packs", len(self._view.packs)),
-                ("books", st.books),
-                ("logical bytes", f"{st.logical_bytes} ({fmt_bytes(st.logical_bytes)})"),
-                ("stored bytes", f"{st.stored_bytes} ({fmt_bytes(st.stored_bytes)})"),
-                ("compression ratio", f"{st.compression_ratio:.3f}"),
-            ],
+            ]
+            + self.stats().rows(),
         )
 
 
