@@ -5,8 +5,9 @@ Two processes take part (neither shares in-memory state with the other):
 * a **fork server** (``python crash_harness.py serve``), started once with
   ``OMP_NUM_THREADS=1`` so faiss never starts an OpenMP pool (forking after one is unsafe).
   It imports oluo_lab once; per trial it forks a child that runs one operation
-  (persist / commit / gc / tag, on a lab with a pack store or a directory store; and
-  ``repack``, the conversion of a directory store to packs) on a copy of a prepared lab,
+  (persist / commit / gc / tag on a lab with a pack store; commit / gc on one with a
+  directory store; and ``repack``, the conversion of a directory store to packs) on a copy
+  of a prepared lab,
   either armed to SIGKILL itself at the nth hit of a fault point (``oluo_lab._faults``) or
   killed by the server after a random delay;
 * the **checker** (pytest or bench/crash_soak.py): it prepares the templates, computes the
@@ -44,17 +45,8 @@ import numpy as np  # noqa: E402
 DIM = 16
 N_BASE = 300
 #: operations, each on a lab whose store is ``<kind>``: "packs" (the default) or "dir"
-OPS = (
-    "persist",
-    "commit",
-    "gc",
-    "tag",
-    "dir:persist",
-    "dir:commit",
-    "dir:gc",
-    "dir:tag",
-    "dir:repack",
-)
+#: (a directory store adds its own steps to a commit, gc and repack; a tag writes no book)
+OPS = ("persist", "commit", "gc", "tag", "dir:commit", "dir:gc", "dir:repack")
 
 
 def split_op(op: str) -> tuple[str, str]:
@@ -384,7 +376,7 @@ def _prepare_kind(ws: Workspace, kind: str, ops: list[str]) -> None:
     from oluo_lab.snapshot import HeadRegression, Lab, persist_snapshot
 
     prefix = "" if kind == "packs" else f"{kind}:"
-    base = ws.template(f"{prefix}persist")
+    base = ws.template(f"{prefix}persist")  # the persist template (also the others' source)
     base.mkdir(parents=True)
     open_store(base / "cas", kind=kind)
     lab = Lab(base)

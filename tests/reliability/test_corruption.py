@@ -139,14 +139,19 @@ def test_damaged_book_is_a_typed_error_naming_its_cid(lab_copy, kind, how):
     d, targets, _ = lab_copy
     cid = targets[kind]
     store = open_store(d / "cas")
+    named = {cid.hex}
     if how == "truncate" and not isinstance(store, DirStore):
-        pytest.skip("a truncated pack loses every later record: test_pack_corruption.py")
+        # the pack ends inside the record: it and every later record of the pack are lost,
+        # so the error may name any of them; verify names the pack itself
+        pack, offset, _ = store.locate(cid)
+        named = {pack} | {c.hex for c in store if store.locate(c)[:2] >= (pack, offset)}
     damage_book(store, cid, BOOK_DAMAGE[how])
     with pytest.raises(TYPED) as info:
         _load(d)
-    assert cid.hex in str(info.value)
+    assert any(name in str(info.value) for name in named)
     report = Lab(d).verify(sample=4)
-    assert not report and any(cid.hex in p.where or cid.hex in p.message for p in report.problems)
+    assert not report
+    assert any(n in p.where or n in p.message for p in report.problems for n in named)
 
 
 @pytest.mark.parametrize("how", MUTATIONS)
