@@ -96,8 +96,10 @@ DEFAULT_LEVEL = 1
 DEFAULT_TARGET_PACK_SIZE = 16 << 20
 #: Records of one pack closer than this are read with one ranged read.
 COALESCE_GAP = 1 << 20
-#: Upper bound of one coalesced read.
-_RUN_MAX = 8 << 20
+#: Upper bound of one coalesced read: locally small enough that a run's records are still in
+#: cache when they are decoded, on an object store large enough to amortise a request.
+_RUN_MAX_LOCAL = 1 << 20
+_RUN_MAX_REMOTE = 8 << 20
 #: Entries per index file written by a sweep (index files stay well below 8 MiB).
 _INDEX_ENTRIES_MAX = 100_000
 #: Packs uploaded at once to an object store (each held in memory until it is stored).
@@ -213,7 +215,9 @@ class PackStore(BookStore):
         )
         self._workers = workers
         # reads from an object store wait on the network more than on the CPU
-        self._readers = workers if isinstance(self._backend, LocalBackend) else max(workers, 4)
+        local = isinstance(self._backend, LocalBackend)
+        self._readers = workers if local else max(workers, 4)
+        self._run_max = _RUN_MAX_LOCAL if local else _RUN_MAX_REMOTE
         self._lock = threading.RLock()
         self._batch: PackBatch | None = None
         self._view = _View()
@@ -515,7 +519,7 @@ class PackStore(BookStore):
         runs = [
             (pid, run)
             for pid, entries in by_pack.items()
-            for run in _runs(sorted(entries.items(), key=lambda kv: kv[0].offset))
+            for run in _runs(sorted(entries.items(), key=lambda kv: kv[0].offset), self._run_max)
         ]
         if len(runs) <= 1 or self._readers == 1:
             for pid, run in runs:
@@ -813,7 +817,7 @@ class PackStore(BookStore):
         try:
             for pid in rewrite:
                 entries = live[pid]
-                for run in _runs([(e, []) for e in entries]):
+                for run in _runs([(e, []) for e in entries], self._run_max):
                     es = [e for e, _ in run]
                     recs = self._backend.read_ranges(
                         pack_key(pid), [e.offset for e in es], [e.length for e in es]
@@ -943,17 +947,13 @@ class PackStore(BookStore):
         )
 
 
-def _runs(
-    entries: Sequence[tuple[Entry, Any]],
-) -> Iterator[list[tuple[Entry, Any]]]:
+def _runs(entries: Sequence[tuple[Entry, Any]], most: int) -> Iterator[list[tuple[Entry, Any]]]:
     """Split offset-sorted entries of one pack into runs read with one request: gaps under
-    ``COALESCE_GAP``, at most ``_RUN_MAX`` bytes (or one record)."""
+    ``COALESCE_GAP``, at most ``most`` bytes (or one record)."""
     run: list[tuple[Entry, Any]] = []
     for item in entries:
         e = item[0]
-        if run and (
-            e.offset - run[-1][0].end > COALESCE_GAP or e.end - run[0][0].offset > _RUN_MAX
-        ):
+        if run and (e.offset - run[-1][0].end > COALESCE_GAP or e.end - run[0][0].offset > most):
             yield run
             run = []
         run.append(item)
