@@ -171,8 +171,9 @@ class PackStore(BookStore):
     ``path_or_url``: a directory (created if missing), ``file://...``, or any URL obstore
     speaks (``s3://bucket/prefix``, ``gs://``, ``az://``, ``memory://``; extra ``s3``);
     ``options`` configure the object store (see :func:`make_backend`). ``level``: zstd
-    level of new books (recorded per book, never part of a CID; default ``DEFAULT_LEVEL``). ``target_pack_size``:
-    bytes after which a pack is closed (a parameter, not format; 4-128 MiB is sensible).
+    level of new books (recorded per book, never part of a CID; default
+    ``DEFAULT_LEVEL``). ``target_pack_size``: bytes after which a pack is closed (a
+    parameter, not format; 4-128 MiB is sensible).
     ``max_unused`` / ``small_pack_size``: gc repacks a pack whose unused share exceeds
     the first and merges packs smaller than the second (default a quarter of the target).
     ``fsync=False`` skips every fsync of a local store (scratch stores only). ``workers``
@@ -195,8 +196,7 @@ class PackStore(BookStore):
         workers: int = 2,
         **options: Any,
     ) -> None:
-        if not isinstance(level, int) or not 1 <= level <= 22:
-            raise ValueError(f"zstd level must be an int in 1..22, got {level!r}")
+        codec = BookCodec(level)  # checks the level
         if not isinstance(target_pack_size, int) or target_pack_size < 1:
             raise ValueError(f"target_pack_size must be a positive int, got {target_pack_size!r}")
         if not 0.0 <= max_unused < 1.0:
@@ -207,7 +207,7 @@ class PackStore(BookStore):
         self._backend, self._name = make_backend(path_or_url, fsync=fsync, **options)
         self.location = os.fspath(path_or_url)
         self.level = level
-        self._codec = BookCodec(level)
+        self._codec = codec
         self.target_pack_size = target_pack_size
         self.max_unused = max_unused
         self.small_pack_size = (
@@ -237,6 +237,10 @@ class PackStore(BookStore):
             text = None
         if text is None:
             if isinstance(b, LocalBackend):
+                if b.exists_dir("books"):
+                    raise ContentError(
+                        f"{self._name} holds book files but no {FORMAT_FILE}: not a pack store"
+                    )
                 b.ensure_dir("")
             b.put_replace(FORMAT_FILE, FORMAT_TEXT.encode())
             return

@@ -485,6 +485,11 @@ def test_open_store_picks_the_kind_on_disk(tmp_path):
     with pytest.raises(ValueError):
         open_store(tmp_path / "x", kind="zip")
     assert isinstance(open_store(f"file://{tmp_path / 'u'}"), PackStore)
+    (tmp_path / "legacy" / "books").mkdir(parents=True)  # book files, no marker
+    assert store_kind(tmp_path / "legacy") == "dir"
+    with pytest.raises(ContentError, match="not a pack store"):
+        PackStore(tmp_path / "legacy")
+    assert not (tmp_path / "legacy" / "oluo-cas-format").exists()
 
 
 def _dir_store_with_books(path: Path) -> tuple[DirStore, CID, bytes]:
