@@ -152,7 +152,8 @@ def main() -> None:
         for rep in range(args.repeat):
             base_dir = root / f"base{rep}"
             base_dir.mkdir()
-            for kind, cls in kinds.items():
+            order = list(kinds.items())[:: 1 if rep % 2 == 0 else -1]  # alternate who goes first
+            for kind, cls in order:
                 lab_dir = root / f"{kind}{rep}"
                 lab_dir.mkdir()
                 t = time.perf_counter()
@@ -164,7 +165,7 @@ def main() -> None:
             t = time.perf_counter()
             baseline_persist(base_dir, index_bytes, metadata_bytes)
             best["base_persist"] = min(best["base_persist"], time.perf_counter() - t)
-            for kind, cls in kinds.items():
+            for kind, cls in order:
                 lab_dir = root / f"{kind}{rep}"
                 t = time.perf_counter()
                 restored, _, _ = load_snapshot(lab_dir, cls(lab_dir / "cas"))

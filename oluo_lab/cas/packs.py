@@ -508,22 +508,31 @@ class PackStore(BookStore):
             if len(out) != cid.size:
                 raise ValueError(f"buffer of {len(out)} B for a {cid.size} B book")
         errors: dict[int, BaseException] = {}
-        by_pack: dict[str, dict[Entry, list[tuple[int, memoryview]]]] = {}
+        # pack -> record offset -> (entry, the (item index, buffer) pairs that want it)
+        by_pack: dict[str, dict[int, tuple[Entry, list[tuple[int, memoryview]]]]] = {}
         batch = self._batch
+        loc = self._view.loc
         for i, (cid, out) in enumerate(todo):
             try:
                 if batch is not None and cid in batch:
                     out[:] = self.get(cid)
                     continue
-                pid, e = self._locate(cid)
+                pid, e = loc.get(cid) or self._locate(cid)
             except ContentError as exc:
                 errors[i] = exc
                 continue
-            by_pack.setdefault(pid, {}).setdefault(e, []).append((i, out))
+            records = by_pack.get(pid)
+            if records is None:
+                records = by_pack[pid] = {}
+            wanted = records.get(e.offset)
+            if wanted is None:
+                records[e.offset] = (e, [(i, out)])
+            else:
+                wanted[1].append((i, out))
         runs = [
             (pid, run)
-            for pid, entries in by_pack.items()
-            for run in _runs(sorted(entries.items(), key=lambda kv: kv[0].offset), self._run_max)
+            for pid, records in by_pack.items()
+            for run in _runs([records[off] for off in sorted(records)], self._run_max)
         ]
         if len(runs) <= 1 or self._readers == 1:
             for pid, run in runs:
