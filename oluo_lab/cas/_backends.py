@@ -38,6 +38,7 @@ __all__ = [
     "ObjectInfo",
     "ObstoreBackend",
     "Sink",
+    "import_obstore",
 ]
 
 #: Name prefix of a local backend's in-flight writes (never read as store files).
@@ -379,9 +380,11 @@ class _FileSink(Sink):
 
 
 # --- object stores ------------------------------------------------------------------------
-def _obstore():
+def import_obstore():
+    """The obstore module (the ``s3`` extra), or an ImportError that says how to get it."""
     try:
         import obstore
+        import obstore.store
     except ImportError as exc:  # pragma: no cover - the s3 extra is missing
         raise ImportError(
             "object-store URLs need the 's3' extra: pip install 'oluo-lab[s3]'"
@@ -399,7 +402,7 @@ class ObstoreBackend(Backend):
     """
 
     def __init__(self, store: Any) -> None:
-        self.obs = _obstore()
+        self.obs = import_obstore()
         self.store = store
         from obstore import exceptions
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from oluo_lab._faults import fault_point
-from oluo_lab.cas._backends import Backend, LocalBackend, Missing, ObstoreBackend
+from oluo_lab.cas._backends import Backend, LocalBackend, Missing, ObstoreBackend, import_obstore
 from oluo_lab.cas._bookfile import HEADER_LEN, RAW_HEADER, BookCodec
 from oluo_lab.cas._packbatch import PackBatch
 from oluo_lab.cas._packfile import (
@@ -133,8 +133,7 @@ def make_backend(
             raise TypeError(f"a local pack store takes no options {sorted(options)}")
         path = urllib.parse.unquote(urllib.parse.urlsplit(text).path) if scheme else text
         return LocalBackend(path, fsync=fsync), Path(path).name
-    from obstore.store import from_url
-
+    from_url = import_obstore().store.from_url
     client = dict(options.pop("client_options", None) or {})
     for key in list(options):
         if key in _CLIENT_OPTIONS:
