@@ -392,6 +392,39 @@ def _cmd_tag(args, lab) -> int:
     return _named_ref(args, lab, "tag", listing, lab.untag, lab.tag)
 
 
+def repack_lab(path: Path, bar=None):
+    """Convert the directory store of a lab (``path/cas``), or a bare store directory, to a
+    pack store in place (``oluo_lab.cas.convert_to_packs``), holding the lab's lock so no
+    commit or gc runs meanwhile. Safe to run again after an interruption."""
+    from .cas import convert_to_packs
+    from .snapshot.durable import data_dir_lock
+
+    path = Path(path)
+    if (path / "cas").is_dir():
+        with data_dir_lock(path):
+            return convert_to_packs(path / "cas", bar=bar)
+    return convert_to_packs(path, bar=bar)
+
+
+def _cmd_repack(args, lab) -> int:
+    from ._progress import progress_bar
+
+    with progress_bar(not args.json, desc="repack", unit=" books") as bar:
+        report = repack_lab(lab.path, bar=bar)
+    payload = {
+        "books_packed": report.books_packed,
+        "book_files_deleted": report.book_files_deleted,
+        "switched": report.switched,
+    }
+    text = (
+        f"{args.dir.name}: {report.books_packed} books packed, "
+        f"{report.book_files_deleted} book files deleted"
+        + ("" if report.switched or report.books_packed else " (already a pack store)")
+    )
+    _emit(args, payload, text)
+    return 0
+
+
 def _ref(text: str):
     """A ref from the command line: a bare number N is ``#N``; the rest as in Python."""
     return int(text) if text.isdigit() else text
@@ -473,6 +506,10 @@ def _main(argv: Sequence[str] | None) -> int:
         default=None,
         help="keep the payloads of only the newest N commits of each branch",
     )
+    lab_cmd(
+        "repack",
+        "convert a lab's directory store (one file per book) to a pack store, in place",
+    )
     tag = lab_cmd("tag", "list, set or delete tags (named checkpoints, kept by gc)")
     tag.add_argument("name", nargs="?", help="the tag (none: list the tags)")
     tag.add_argument("ref", nargs="?", default="HEAD", help=_REF_HELP + " (default HEAD)")
@@ -501,6 +538,7 @@ def _main(argv: Sequence[str] | None) -> int:
         "gc": _cmd_gc,
         "tag": _cmd_tag,
         "branch": _cmd_branch,
+        "repack": _cmd_repack,
     }[args.command]
     try:
         return handler(args, Lab.open(args.dir))

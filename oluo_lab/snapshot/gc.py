@@ -6,15 +6,16 @@ computes a :class:`GcPlan` without changing anything (:func:`plan_gc`):
 * **mark** the books of every branch head, of every retained history commit (all, or
   the newest ``keep_last`` of each branch; older ones keep only their manifest, so the
   log stays complete) and of every tagged commit, each under the reason it is kept;
-* **sweep** the store: an unmarked book is doomed, unless its file is younger than the
-  grace period (a writer may be about to name it);
+* **sweep** the store: an unmarked book is doomed, unless it was written less than the
+  grace period ago (a writer may be about to name it);
 * note the history generations this gc **retires** (payloads no longer kept).
 
 A dry run reports the plan. A real gc, under the data-directory lock throughout, first
 removes crash-leftover temp files, then plans, then executes the plan: it records the
 retired generations in the refs log *before* deleting anything (verify then treats them
-as retired even if the gc is killed half-way) and deletes exactly the plan's doomed
-books. A reachable book is never deleted.
+as retired even if the gc is killed half-way) and then has the store remove exactly the
+plan's doomed books (``BookStore.sweep``; a pack store repacks and deletes whole files,
+again only those older than the grace period). A reachable book is never deleted.
 """
 
 from __future__ import annotations
@@ -228,13 +229,10 @@ def _sweep_temp_files(lab: Lab, grace_s: float) -> int:
 
 
 def _execute(refs: RefStore, store: BookStore, plan: GcPlan, bar: Any) -> None:
-    """Record the retired generations, then delete exactly the plan's doomed books."""
+    """Record the retired generations, then have the store remove exactly the plan's
+    doomed books (``store.sweep``: book by book, or a pack store's mark-then-repack, which
+    deletes the files it frees only past the grace period)."""
     if plan.retire:
         refs.log_event(refs_log.retired_record(plan.retire))
         fault_point("gc.retire_logged")
-    for cid in plan.doomed:
-        fault_point("gc.before_delete")
-        store.delete(cid)
-        fault_point("gc.after_delete")
-        if bar is not None:
-            bar.update(1)
+    store.sweep(plan.doomed, grace_s=plan.grace_s, bar=bar, keep=plan.marked)

@@ -1,14 +1,15 @@
 """``Lab``: the notebook workspace over one data directory, an experiment tracker.
 
-A Lab is a data directory (refs, commit log, tags, base cache, lock) plus a
-:class:`~oluo_lab.cas.DirStore` under ``path/cas``. A **commit** is a manifest with its
-parent; **branches** are named refs to commits (the default branch ``main`` is the head
-file of ``persist_snapshot`` / ``load_snapshot``); each commit gets a lab-wide number
-``#n`` in the commit log, beside its time and measured timings. Any engine can be
-committed: a fresh build on a branch of its own, or an engine restored by
-:meth:`Lab.checkout` with its true parent. The engine's real configuration is always
-recorded from the engine; the user's ``params`` and ``metrics`` have namespaces of their
-own, and an evaluation on held-out queries can be recorded at commit.
+A Lab is a data directory (refs, commit log, tags, base cache, lock) plus a book store
+under ``path/cas`` (:func:`oluo_lab.cas.open_store`: a new lab gets a pack store, an
+existing one keeps the store it has). A **commit** is a manifest with its parent;
+**branches** are named refs to commits (the default branch ``main`` is the head file of
+``persist_snapshot`` / ``load_snapshot``); each commit gets a lab-wide number ``#n`` in
+the commit log, beside its time and measured timings. Any engine can be committed: a
+fresh build on a branch of its own, or an engine restored by :meth:`Lab.checkout` with
+its true parent. The engine's real configuration is always recorded from the engine; the
+user's ``params`` and ``metrics`` have namespaces of their own, and an evaluation on
+held-out queries can be recorded at commit.
 
 Snapshot layer, top. It reads and moves refs only through a
 :class:`~oluo_lab.snapshot.refs.RefStore`, resolves refs with
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .._progress import progress_bar
-from ..cas import CID, DEFAULT_GC_GRACE_S, ContentError, DirStore, ingest, reassemble
+from ..cas import CID, DEFAULT_GC_GRACE_S, ContentError, ingest, open_store, reassemble
 from ..engine import DEFAULT_COMPACT_THRESHOLD, OluoEngine, PersistSnapshot
 from . import refs_log
 from .base_cache import BASE_NAME, base_holds
@@ -235,7 +236,7 @@ class Lab:
                 self.path.mkdir(parents=parents, exist_ok=True)
             except OSError as exc:
                 raise PersistIOError(f"cannot create lab directory {self.path}", exc) from exc
-        self.store = DirStore(self.path / "cas")
+        self.store = open_store(self.path / "cas")  # as found, else a new pack store
         self.refs: RefStore = LocalRefs(self.path)
         self.compact_threshold = compact_threshold
         self.current_branch = check_branch_name(branch)

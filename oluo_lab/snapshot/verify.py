@@ -1,7 +1,8 @@
 """``Lab.verify``: check everything reachable, like ``restic check``.
 
 Snapshot layer: reads the head, tags and refs log, every reachable manifest and book,
-and rebuilds every retained engine; it writes nothing and reports what it finds as
+runs the store's own check (``BookStore.check``: packs, trailers, index files), and
+rebuilds every retained engine; it writes nothing and reports what it finds as
 :class:`~oluo_lab.snapshot.reports.Problem` rows instead of raising. A generation whose
 payloads gc retired (recorded in the refs log) is checked as a manifest only.
 """
@@ -201,9 +202,29 @@ def _check_base_cache(lab: Lab, problems: list[Problem]) -> None:
     problems.append(Problem("warning", "base-cache", BASE_NAME, head.generation, message))
 
 
+def _store_problems(store: BookStore) -> list[Problem]:
+    """The store's own check (a pack store: packs against their names, trailers against
+    the index), as errors naming the file and, where there is one, the book."""
+    try:
+        check = store.check()
+    except _FAILURES as exc:
+        return [Problem("error", "store", "store", None, str(exc))]
+    return [
+        Problem(
+            "error",
+            "store",
+            p.where,
+            None,
+            p.message if p.cid is None else f"{p.message} (book {p.cid.hex})",
+        )
+        for p in check.problems
+    ]
+
+
 def _report(store: BookStore, tally: _Tally) -> VerifyReport:
     """The report: findings, counts, and the books nothing reachable names."""
     problems = list(tally.problems)
+    problems += _store_problems(store)
     unreachable = [c for c in store if c not in tally.reachable]
     if tally.partly_marked:
         problems.append(

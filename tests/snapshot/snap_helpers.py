@@ -1,11 +1,9 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from oluo_lab.cas import DirStore
+from oluo_lab.cas import open_store
 from oluo_lab.engine import OluoEngine
 
 DIM = 16
@@ -25,21 +23,17 @@ def make_engine(
     return eng, x
 
 
-def book_path(store: DirStore, cid) -> Path:
-    """The file a DirStore keeps a book in (for corruption tests)."""
-    return Path(store._locate(cid)[1])
-
-
 @pytest.fixture
 def engine_and_vectors() -> tuple[OluoEngine, np.ndarray]:
     return make_engine()
 
 
-@pytest.fixture
-def lab_dir(tmp_path):
+@pytest.fixture(params=["packs", "dir"])
+def lab_dir(tmp_path, request):
+    """A data directory and its store, of each kind (pack store, directory store)."""
     d = tmp_path / "lab"
     d.mkdir()
-    return d, DirStore(d / "cas")
+    return d, open_store(d / "cas", kind=request.param)
 
 
 #: held-out queries of the sweep tests (a fixed set: same CID in every lab)

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import time
-
 import numpy as np
 import pytest
-from snap_helpers import DIM, book_path
+from snap_helpers import DIM
 
 from oluo_lab.cas import CID
 from oluo_lab.engine import OluoEngine
 from oluo_lab.snapshot import GcPlan, Lab, plan_gc, refs_log
+from oluo_lab.testing.damage import age_books
 
 
 def _age(lab: Lab, cids, seconds: float) -> None:
-    old = time.time() - seconds
-    for cid in cids:
-        os.utime(book_path(lab.store, cid), (old, old))
+    age_books(lab.store, cids, seconds)
 
 
 OLD_ORPHAN, YOUNG_ORPHAN = b"an old orphan", b"a young orphan"

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import time
 
 import numpy as np
 import pytest
-from snap_helpers import DIM, book_path
+from snap_helpers import DIM
 
 from oluo_lab.cas import CID
 from oluo_lab.engine import OluoEngine
@@ -21,6 +19,7 @@ from oluo_lab.snapshot import (
     SnapshotNotFound,
 )
 from oluo_lab.snapshot.lab import Lab
+from oluo_lab.testing.damage import age_books, damage_book
 
 
 def lab_books(lab: Lab, snap) -> set:
@@ -174,14 +173,11 @@ def test_verify_clean_then_finds_each_corruption(history):
     assert report.generations_checked == (5, 4, 3, 2, 1)
     assert report.entries_searched > 0 and report.unreachable_books == 0
     victim = snaps[2].manifest.metadata_cid
-    path = book_path(lab.store, victim)
-    raw = bytearray(path.read_bytes())
-    raw[len(raw) // 2] ^= 0x01
-    path.write_bytes(bytes(raw))
+    damage_book(lab.store, victim, "flip")
     bad = lab.verify()
     assert not bad
     assert any(p.where == victim.hex and p.kind == "CorruptBook" for p in bad.errors)
-    path.unlink()
+    damage_book(lab.store, victim, "delete")
     missing = lab.verify()
     assert any(p.where == victim.hex and p.kind == "BookNotFound" for p in missing.errors)
 
@@ -191,10 +187,7 @@ def test_verify_warns_that_unreachable_is_approximate_when_a_generation_cannot_b
 ):
     lab, _, snaps = history
     victim = snaps[2].manifest.index_cid  # the index record: its books cannot be listed
-    path = book_path(lab.store, victim)
-    raw = bytearray(path.read_bytes())
-    raw[len(raw) // 2] ^= 0x01
-    path.write_bytes(bytes(raw))
+    damage_book(lab.store, victim, "flip")
     report = lab.verify()
     assert any(p.where == victim.hex and p.generation == 3 for p in report.errors)
     warn = [p for p in report.problems if p.kind == "unreachable-approximate"]
@@ -231,9 +224,7 @@ def test_repair_head_to_an_explicit_generation_after_the_head_is_lost(history):
 
 
 def _age_all_books(lab: Lab, seconds: float) -> None:
-    old = time.time() - seconds
-    for cid in lab.store:
-        os.utime(book_path(lab.store, cid), (old, old))
+    age_books(lab.store, list(lab.store), seconds)
 
 
 def test_gc_never_deletes_reachable_books_and_sweeps_orphans(history):

@@ -101,7 +101,7 @@ def test_note_or_params_only_commit_keeps_the_index_identity(tmp_path):
     assert noted.manifest.index_cid == first.manifest.index_cid
     assert noted.manifest.metadata_cid == first.manifest.metadata_cid
     # the seed load path accepts a parent of the same generation for such a commit
-    loaded, _, gen = ol.load_snapshot(lab.path, DirStore(lab.path / "cas"))
+    loaded, _, gen = ol.load_snapshot(lab.path, lab.store)
     assert gen == first.generation and loaded.entries() == eng.entries()
     # a changed engine gets a new generation and a new index digest
     eng.add(_vectors(10, 9), ids=[f"x{i}" for i in range(10)])
