@@ -83,6 +83,7 @@ ENGINE_SETTINGS = {
     "efConstruction": "ef_construction",
     "ef_search": "ef_search",
     "efSearch": "ef_search",
+    "prune_headroom": "prune_headroom",
     "entries": "entries",
 }
 
@@ -872,6 +873,7 @@ def _check_against_engine(params: Mapping[str, Any], engine: OluoEngine) -> None
         "M": engine.config.M,
         "ef_construction": engine.config.ef_construction,
         "ef_search": engine.config.ef_search,
+        "prune_headroom": engine.config.prune_headroom,
         "entries": len(engine),
     }
     for name, value in params.items():

@@ -1,0 +1,35 @@
+"""Refusals and races of the Lab's refs: what a commit, a branch or a CLI pipe must refuse
+or survive, and that a refusal leaves the lab as it was."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from snap_helpers import DIM
+
+import oluo_lab as ol
+from oluo_lab.snapshot import Lab, ParamConflict
+
+
+def _vectors(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+
+
+def _engine(n: int = 60, seed: int = 0, **config) -> ol.OluoEngine:
+    config = {"compact_threshold": 10_000, "M": 8, "ef_construction": 40, **config}
+    eng = ol.OluoEngine(DIM, metric="l2", **config)
+    eng.add(_vectors(n, seed), ids=[f"w{i}" for i in range(n)])
+    return eng
+
+
+def test_a_param_contradicting_the_engine_s_prune_headroom_is_refused(tmp_path):
+    """prune_headroom decides the graph like M does: a param naming it must hold the
+    engine's value."""
+    lab = Lab(tmp_path / "lab")
+    eng = _engine(prune_headroom=0.0)
+    with pytest.raises(ParamConflict, match="prune_headroom"):
+        lab.commit(eng, params={"prune_headroom": 0.2}, progress=False)
+    assert lab.log().empty
+    snap = lab.commit(eng, params={"prune_headroom": np.float64(0.0)}, progress=False)
+    assert snap.params == {"prune_headroom": 0.0}
+    assert snap.config["prune_headroom"] == 0.0
