@@ -530,6 +530,8 @@ class Lab:
         check_branch_name(target)
         view = self.view()
         found = view.branches.get(target)
+        if found is None:
+            _check_not_a_tag(target, view.tags)
         parent_cid = None if origin is None else origin.cid
         self._check_descent(view, target, found, parent_cid, engine)
         parent = None if parent_cid is None else view.manifest(parent_cid)
@@ -574,6 +576,8 @@ class Lab:
         )
 
         def check_head(now: Head | None, new: CID) -> CID | None:
+            if now is None:
+                _check_not_a_tag(target, self.refs.tags())
             if (None if now is None else now.cid) != (None if found is None else found.cid):
                 # the branch moved since we looked: fine while it still does not lose commits
                 self._check_descent(self.view(), target, now, parent_cid, engine)
@@ -863,6 +867,17 @@ def _user_params(params: Mapping[str, Any] | None, more: Mapping[str, Any]) -> d
         raise ValueError(f"params {clash} given both in params= and as keyword arguments")
     merged.update(more)
     return canonical_value(merged, "params")
+
+
+def _check_not_a_tag(branch: str, tags: Mapping[str, CID]) -> None:
+    """:class:`RefExists` when a new branch would take a tag's name (a ref names one or
+    the other, as :meth:`Lab.branch` and :meth:`Lab.tag` keep it)."""
+    if branch in tags:
+        raise RefExists(
+            branch,
+            f"{branch!r} is a tag; commit to a branch of another name "
+            "(lab.commit(engine, branch='NEW-NAME'))",
+        )
 
 
 def _check_against_engine(params: Mapping[str, Any], engine: OluoEngine) -> None:

@@ -8,7 +8,7 @@ import pytest
 from snap_helpers import DIM
 
 import oluo_lab as ol
-from oluo_lab.snapshot import Lab, ParamConflict
+from oluo_lab.snapshot import Lab, ParamConflict, RefExists
 
 
 def _vectors(n: int, seed: int) -> np.ndarray:
@@ -33,3 +33,18 @@ def test_a_param_contradicting_the_engine_s_prune_headroom_is_refused(tmp_path):
     snap = lab.commit(eng, params={"prune_headroom": np.float64(0.0)}, progress=False)
     assert snap.params == {"prune_headroom": 0.0}
     assert snap.config["prune_headroom"] == 0.0
+
+
+def test_a_commit_never_makes_a_branch_of_a_tag_s_name(tmp_path):
+    """Lab.branch and Lab.tag refuse a name the other kind holds; a commit that would
+    create the branch refuses it too, before the engine changes."""
+    lab = Lab(tmp_path / "lab")
+    first = lab.commit(_engine(), progress=False)
+    lab.tag("best")
+    eng = _engine(seed=1)
+    state = (eng.generation, eng.delta_size, eng.base_size)
+    with pytest.raises(RefExists, match="'best' is a tag"):
+        lab.commit(eng, branch="best", progress=False)
+    assert (eng.generation, eng.delta_size, eng.base_size) == state  # not compacted
+    assert list(lab.branches()["branch"]) == ["main"] and lab.tags() == {"best": first.cid}
+    assert lab.resolve("best").cid == first.cid
