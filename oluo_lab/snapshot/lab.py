@@ -687,9 +687,10 @@ class Lab:
     # ------------------------------------------------------------------ branches
     def branch(self, name: str, ref: Ref | Snapshot = "HEAD", *, force: bool = False) -> Snapshot:
         """Create branch ``name`` at commit ``ref`` (no new commit). An existing branch
-        is moved only with ``force`` (:class:`RefExists` says so otherwise)."""
+        is moved only with ``force`` (:class:`RefExists` says so otherwise); a commit
+        whose payloads gc retired cannot be a branch head (:class:`CommitPruned`)."""
         check_branch_name(name)
-        snap = self.resolve(ref)
+        snap = self._live(self.resolve(ref))
         with self.refs.locked():
             if name in self.refs.tags():
                 raise RefExists(name, f"{name!r} is a tag; a branch needs another name")

@@ -8,7 +8,7 @@ import pytest
 from snap_helpers import DIM
 
 import oluo_lab as ol
-from oluo_lab.snapshot import Lab, ParamConflict, RefExists
+from oluo_lab.snapshot import CommitPruned, Lab, ParamConflict, RefExists
 
 
 def _vectors(n: int, seed: int) -> np.ndarray:
@@ -48,3 +48,19 @@ def test_a_commit_never_makes_a_branch_of_a_tag_s_name(tmp_path):
     assert (eng.generation, eng.delta_size, eng.base_size) == state  # not compacted
     assert list(lab.branches()["branch"]) == ["main"] and lab.tags() == {"best": first.cid}
     assert lab.resolve("best").cid == first.cid
+
+
+def test_a_pruned_commit_cannot_become_a_branch_head(tmp_path):
+    """A branch at a commit gc retired could never be checked out or committed to (and
+    verify, walking it from a branch, would find nothing to check)."""
+    lab = Lab(tmp_path / "lab")
+    eng = _engine()
+    lab.commit(eng, progress=False)
+    eng.add(_vectors(3, 9), ids=["x0", "x1", "x2"])
+    lab.commit(eng, progress=False)
+    lab.gc(dry_run=False, grace_s=0, keep_last=1, progress=False)
+    assert lab.log()["state"].tolist() == ["live", "pruned"]
+    with pytest.raises(CommitPruned, match="#1"):
+        lab.branch("old", "#1")
+    assert list(lab.branches()["branch"]) == ["main"]
+    assert lab.branch("new", "#2").seq == 2  # a live commit still can
