@@ -538,13 +538,24 @@ class Lab:
         # ---- the engine's current state (a compaction only when it has pending changes)
         payload, unchanged = self._payload(engine, parent)
         bar.update(1)
+
+        def check_head(now: Head | None, new: CID) -> CID | None:
+            """Under the lock: the head to compare-and-set against, or a refusal."""
+            if now is None:
+                _check_not_a_tag(target, self.refs.tags())
+            if (None if now is None else now.cid) != (None if found is None else found.cid):
+                # the branch moved since we looked: fine while it still does not lose commits
+                self._check_descent(self.view(), target, now, parent_cid, engine)
+            return None if now is None else now.cid
+
         if unchanged and not (note or user_params or user_metrics or spec is not None):
             assert parent is not None and parent_cid is not None
-            if found is None or found.cid != parent_cid:
-                # nothing to record: the branch moves to the commit the engine came from
-                # (a new branch there, or a fast-forward: the descent check passed)
-                with self.refs.locked():
-                    old = None if found is None else found.cid
+            # nothing to record: the branch moves to the commit the engine came from (a
+            # new branch there, or a fast-forward), checked again under the lock
+            with self.refs.locked():
+                now = self.refs.read_ref(target)
+                if now is None or now.cid != parent_cid:
+                    old = check_head(now, parent_cid)
                     self.refs.log_event(refs_log.branch_record(target, parent_cid, old))
                     new = Head(parent_cid, parent.compact_generation)
                     self.refs.compare_and_set(target, old, new)
@@ -574,14 +585,6 @@ class Lab:
             metrics=user_metrics,
             evaluation=evaluation,
         )
-
-        def check_head(now: Head | None, new: CID) -> CID | None:
-            if now is None:
-                _check_not_a_tag(target, self.refs.tags())
-            if (None if now is None else now.cid) != (None if found is None else found.cid):
-                # the branch moved since we looked: fine while it still does not lose commits
-                self._check_descent(self.view(), target, now, parent_cid, engine)
-            return None if now is None else now.cid
 
         bar.set_description(f"commit to {target}", refresh=False)
         written = write_commit(

@@ -8,7 +8,7 @@ import pytest
 from snap_helpers import DIM
 
 import oluo_lab as ol
-from oluo_lab.snapshot import CommitPruned, Lab, ParamConflict, RefExists
+from oluo_lab.snapshot import CommitPruned, HeadMoved, Lab, ParamConflict, RefExists
 
 
 def _vectors(n: int, seed: int) -> np.ndarray:
@@ -64,3 +64,45 @@ def test_a_pruned_commit_cannot_become_a_branch_head(tmp_path):
         lab.branch("old", "#1")
     assert list(lab.branches()["branch"]) == ["main"]
     assert lab.branch("new", "#2").seq == 2  # a live commit still can
+
+
+def _meanwhile(monkeypatch, lab: Lab, action) -> None:
+    """Run ``action`` (another writer) after ``lab.commit`` has read the refs and before
+    it takes the lock: between its look at the branch and its move."""
+    payload = lab._payload
+
+    def racing(engine, parent):
+        out = payload(engine, parent)
+        action()
+        return out
+
+    monkeypatch.setattr(lab, "_payload", racing)
+
+
+def test_a_fast_forward_rechecks_the_branch_under_the_lock(tmp_path, monkeypatch):
+    """An engine with nothing new only moves a branch to its commit. Another writer may
+    move the branch between the look and the lock: a move that keeps the branch's history
+    goes ahead; one that would drop a commit is refused, and the commit log gets no record
+    of a move that never happened."""
+    d = tmp_path / "lab"
+    lab, other = Lab(d), Lab(d)
+    eng = _engine()
+    lab.commit(eng, progress=False)  # #1 on main
+    lab.branch("exp")
+    eng = lab.checkout("exp", progress=False)
+    for i in range(2):  # #2, #3 on exp
+        eng.add(_vectors(1, 20 + i), ids=[f"e{i}"])
+        lab.commit(eng, progress=False)
+    # main moves #1 -> #2 meanwhile: #3 still descends from it, so main goes to #3
+    _meanwhile(monkeypatch, lab, lambda: other.branch("main", "#2", force=True))
+    assert lab.commit(lab.checkout("exp", progress=False), branch="main", progress=False).seq == 3
+    assert lab.resolve("main").seq == 3
+    # branch 'copy' is created elsewhere meanwhile, at a commit #3 does not descend from
+    _meanwhile(
+        monkeypatch, lab, lambda: other.commit(_engine(seed=5), branch="copy", progress=False)
+    )
+    with pytest.raises(HeadMoved, match="not in the history of branch 'copy'"):
+        lab.commit(lab.checkout("exp", progress=False), branch="copy", progress=False)
+    assert lab.resolve("copy").seq == 4
+    moves = [r for r in lab.refs.records() if r.get("branch") == "copy"]
+    assert [r["op"] for r in moves] == ["commit"]  # the other writer's, nothing else
