@@ -440,7 +440,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 ok, 1 verify found problems,
     2 bad input or an error, printed as one ``error:`` line)."""
     try:
-        return _main(argv)
+        code = _main(argv)
+        sys.stdout.flush()  # a reader that left shows here, not as a warning at exit
+        return code
     except BrokenPipeError:  # `oluo-lab log DIR | head`: the reader left; exit quietly
         import os
 

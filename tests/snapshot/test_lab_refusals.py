@@ -3,6 +3,11 @@ or survive, and that a refusal leaves the lab as it was."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from snap_helpers import DIM
@@ -106,3 +111,28 @@ def test_a_fast_forward_rechecks_the_branch_under_the_lock(tmp_path, monkeypatch
     assert lab.resolve("copy").seq == 4
     moves = [r for r in lab.refs.records() if r.get("branch") == "copy"]
     assert [r["op"] for r in moves] == ["commit"]  # the other writer's, nothing else
+
+
+@pytest.mark.parametrize("command", [["show"], ["runs", "--json"]])
+def test_cli_output_into_a_closed_pipe_exits_quietly(tmp_path, command):
+    """`oluo-lab log DIR | head`: the reader may be gone before the last buffered output
+    is written (stdout is block-buffered on a pipe); no warning, exit code 0."""
+    lab = Lab(tmp_path / "lab")
+    lab.commit(_engine(), note="n", progress=False)
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    env["PYTHONPATH"] = str(root)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has left before anything is written
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "oluo_lab.cli", command[0], str(lab.path), *command[1:]],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 0 and proc.stderr == ""
