@@ -136,3 +136,17 @@ def test_cli_output_into_a_closed_pipe_exits_quietly(tmp_path, command):
     finally:
         os.close(write_end)
     assert proc.returncode == 0 and proc.stderr == ""
+
+
+def test_a_bad_runs_query_is_a_value_error_naming_the_columns(tmp_path, capsys):
+    from oluo_lab.cli import main
+
+    lab = Lab(tmp_path / "lab")
+    lab.commit(_engine(), params={"lr": 0.5}, progress=False)
+    assert len(lab.runs(query="`params.lr` > 0.1")) == 1
+    for bad in ("nosuch > 1", "M >", "params.lr > 0"):
+        with pytest.raises(ValueError, match=r"bad runs query .*columns: .*params\.lr"):
+            lab.runs(query=bad)
+        assert main(["runs", str(lab.path), "--query", bad]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: bad runs query") and "Traceback" not in err
