@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .._progress import progress_bar
 from ..cas import CID, DEFAULT_GC_GRACE_S, ContentError, ingest, open_store, reassemble
 from ..engine import DEFAULT_COMPACT_THRESHOLD, OluoEngine, PersistSnapshot
@@ -835,6 +837,10 @@ class Lab:
         recorded with ``a``'s (or ``b``'s) evaluation, else (said plainly in the result)
         a sample of ``a``'s own vectors. Recall@k of each side is against its own exact
         answers; ``k`` defaults to the recorded evaluation's k, else 10."""
+        if k is not None and (
+            not isinstance(k, int | np.integer) or isinstance(k, bool) or int(k) < 1
+        ):
+            raise ValueError(f"diff k must be a positive int or None, got {k!r}")
         sa = self._live(self.resolve(a))
         sb = self._live(self.resolve(b))
         return diff_snapshots(self, sa, sb, queries, k, semantic)

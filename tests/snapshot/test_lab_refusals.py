@@ -150,3 +150,19 @@ def test_a_bad_runs_query_is_a_value_error_naming_the_columns(tmp_path, capsys):
         assert main(["runs", str(lab.path), "--query", bad]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: bad runs query") and "Traceback" not in err
+
+
+def test_diff_refuses_a_k_it_cannot_use(tmp_path, capsys):
+    from oluo_lab.cli import main
+
+    lab = Lab(tmp_path / "lab")
+    eng = _engine()
+    lab.commit(eng, progress=False)
+    eng.add(_vectors(2, 3), ids=["a", "b"])
+    lab.commit(eng, progress=False)
+    for bad in (0, -1, True, 2.5):
+        with pytest.raises(ValueError, match="diff k must be a positive int"):
+            lab.diff(1, 2, k=bad)
+    assert lab.diff(1, 2, k=np.int64(3)).semantic.k == 3
+    assert main(["diff", str(lab.path), "1", "2", "--k", "0"]) == 2
+    assert "diff k must be a positive int" in capsys.readouterr().err
