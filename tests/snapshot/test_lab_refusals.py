@@ -21,8 +21,8 @@ def _vectors(n: int, seed: int) -> np.ndarray:
 
 
 def _engine(n: int = 60, seed: int = 0, **config) -> ol.OluoEngine:
-    config = {"compact_threshold": 10_000, "M": 8, "ef_construction": 40, **config}
-    eng = ol.OluoEngine(DIM, metric="l2", **config)
+    config = {"metric": "l2", "compact_threshold": 10_000, "M": 8, "ef_construction": 40, **config}
+    eng = ol.OluoEngine(DIM, **config)
     eng.add(_vectors(n, seed), ids=[f"w{i}" for i in range(n)])
     return eng
 
@@ -166,3 +166,35 @@ def test_diff_refuses_a_k_it_cannot_use(tmp_path, capsys):
     assert lab.diff(1, 2, k=np.int64(3)).semantic.k == 3
     assert main(["diff", str(lab.path), "1", "2", "--k", "0"]) == 2
     assert "diff k must be a positive int" in capsys.readouterr().err
+
+
+def test_ground_truth_is_reused_only_for_the_same_vectors_queries_metric_and_k(tmp_path):
+    """The truth cache is keyed by (live vectors, queries, metric, k): any other k, metric
+    or live set computes its own, so every recorded recall is against its own exact
+    answers."""
+    from oluo_lab.snapshot import EvalSpec
+
+    lab = Lab(tmp_path / "lab")
+    q = _vectors(12, 4)
+
+    def truth_of(snap):
+        return snap.evaluation["truth"]
+
+    base = lab.commit(_engine(), branch="l2", evaluate=EvalSpec(q, k=5), progress=False)
+    same = lab.commit(_engine(M=4), branch="l2-m4", evaluate=EvalSpec(q, k=5), progress=False)
+    assert truth_of(same) == truth_of(base)
+    other_k = lab.commit(_engine(M=6), branch="k3", evaluate=EvalSpec(q, k=3), progress=False)
+    ip = _engine(metric="ip")
+    other_metric = lab.commit(ip, branch="ip", evaluate=EvalSpec(q, k=5), progress=False)
+    fewer = _engine(M=12)
+    fewer.delete([f"w{i}" for i in range(0, 60, 2)])
+    other_live = lab.commit(fewer, branch="fewer", evaluate=EvalSpec(q, k=5), progress=False)
+    truths = [truth_of(s) for s in (base, other_k, other_metric, other_live)]
+    assert len(set(truths)) == 4
+    assert other_metric.evaluation["metric"] == "ip"
+    # each recall is against its own engine's exact answers
+    for snap, eng in ((other_live, fewer), (other_metric, ip)):
+        exact = eng.search(q, k=5, exact=True).keys
+        found = eng.search(q, k=5, ef=eng.config.ef_search).keys
+        want = np.mean([len(set(f) & set(t)) / 5 for f, t in zip(found, exact, strict=True)])
+        assert snap.recall[eng.config.ef_search] == pytest.approx(want)
