@@ -748,8 +748,9 @@ class Lab:
         values (every combination, in order) or a list of points. ``evaluate``: held-out
         queries recorded with each commit (stored once, passed to the tasks by CID).
         ``params``: fixed params added to every point (say what data was used: a point is
-        skipped when its branch's head already has the same params and evaluation
-        queries, so re-running a sweep only builds what is missing). ``executor``: any
+        skipped when its branch's head already has the same params and an evaluation on
+        the same queries with the same k and ef_search values, so re-running a sweep only
+        builds what is missing). ``executor``: any
         ``concurrent.futures.Executor``-like object (``submit`` returning futures with
         ``result()``); the tasks it runs are picklable (the lab path, the point, CIDs),
         so ``build`` must be picklable for process or cluster executors.

@@ -198,3 +198,30 @@ def test_ground_truth_is_reused_only_for_the_same_vectors_queries_metric_and_k(t
         found = eng.search(q, k=5, ef=eng.config.ef_search).keys
         want = np.mean([len(set(f) & set(t)) / 5 for f, t in zip(found, exact, strict=True)])
         assert snap.recall[eng.config.ef_search] == pytest.approx(want)
+
+
+def test_a_sweep_rerun_with_another_evaluation_is_not_skipped(tmp_path):
+    """A point is skipped only when its head recorded the evaluation asked for: the same
+    queries, k and ef_search values (else the rows returned would show another k's
+    recall, as if measured now)."""
+    from snap_helpers import SWEEP_QUERIES, build_for_sweep
+
+    from oluo_lab.snapshot import EvalSpec
+
+    lab = Lab(tmp_path / "lab")
+    grid = [{"M": 4, "ef_construction": 16}]
+    first = lab.sweep(build_for_sweep, grid, evaluate=EvalSpec(SWEEP_QUERIES, k=10), progress=False)
+    again = lab.sweep(build_for_sweep, grid, evaluate=SWEEP_QUERIES, progress=False)
+    assert again["sweep"].tolist() == ["skipped"] and "recall@10" in again
+    fewer = lab.sweep(
+        build_for_sweep, grid, evaluate=EvalSpec(SWEEP_QUERIES, ef_search=[16]), progress=False
+    )
+    assert fewer["sweep"].tolist() == ["skipped"]  # ef_search 16 was measured already
+    for other in (EvalSpec(SWEEP_QUERIES, k=5), EvalSpec(SWEEP_QUERIES, ef_search=[512])):
+        with pytest.raises(ValueError, match="evaluation"):
+            lab.sweep(build_for_sweep, grid, evaluate=other, progress=False)
+    assert lab.log()["commit"].tolist() == first["commit"].tolist()
+    k5 = lab.sweep(
+        build_for_sweep, grid, evaluate=EvalSpec(SWEEP_QUERIES, k=5), prefix="k5", progress=False
+    )
+    assert k5["sweep"].tolist() == ["committed"] and "recall@5" in k5
