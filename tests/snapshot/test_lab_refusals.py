@@ -225,3 +225,24 @@ def test_a_sweep_rerun_with_another_evaluation_is_not_skipped(tmp_path):
         build_for_sweep, grid, evaluate=EvalSpec(SWEEP_QUERIES, k=5), prefix="k5", progress=False
     )
     assert k5["sweep"].tolist() == ["committed"] and "recall@5" in k5
+
+
+def test_cli_json_names_commits_alike_in_every_command(tmp_path, capsys):
+    """log, runs, show and branch --json give a commit as the full id log shows (a ref
+    the grammar takes) and its manifest CID, with null for what is absent."""
+    import json
+
+    from oluo_lab.cli import main
+
+    lab = Lab(tmp_path / "lab")
+    head = lab.commit(_engine(), progress=False)
+
+    def out(*args):
+        assert main([args[0], str(lab.path), *args[1:], "--json"]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    (log,), (runs,), show, (branch,) = out("log"), out("runs"), out("show"), out("branch")
+    for row in (log, runs, show, branch):
+        assert (row["commit"], row["cid"], row["#"]) == (head.id, head.cid.hex, 1)
+    assert branch["branch"] == "main" and branch["current"] is True
+    assert log["parent"] is None and "parent" not in branch
