@@ -210,7 +210,8 @@ def _table_text(df, empty: str) -> str:
 
 
 def _rows(lab, df) -> list[dict]:
-    """JSON rows of a log/runs table: full commit ids, tags as lists, the manifest CID."""
+    """JSON rows of a log/runs/branches table: full commit ids (as every command's JSON
+    gives them), tags as lists, the manifest CID."""
     view = lab.view()
     full = {c.short: c for c in view.reachable()}
     out = []
@@ -220,8 +221,9 @@ def _rows(lab, df) -> list[dict]:
         if cid is not None:
             row["commit"] = cid.hex[16:]
             row["cid"] = cid.hex
-            parent = view.manifest(cid).parent
-            row["parent"] = None if parent is None else parent.hex[16:]
+            if "parent" in row:
+                parent = view.manifest(cid).parent
+                row["parent"] = None if parent is None else parent.hex[16:]
         if "tags" in row:
             row["tags"] = [] if not row["tags"] else row["tags"].split(", ")
         out.append(row)
@@ -286,7 +288,7 @@ def _cmd_compare(args, lab) -> int:
 def _cmd_branch(args, lab) -> int:
     def listing():
         df = lab.branches()
-        return df.to_dict(orient="records"), _table_text(df, "(no branches)")
+        return _rows(lab, df), _table_text(df, "(no branches)")
 
     return _named_ref(args, lab, "branch", listing, lab.delete_branch, lab.branch)
 
@@ -440,7 +442,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 ok, 1 verify found problems,
     2 bad input or an error, printed as one ``error:`` line)."""
     try:
-        return _main(argv)
+        code = _main(argv)
+        sys.stdout.flush()  # a reader that left shows here, not as a warning at exit
+        return code
     except BrokenPipeError:  # `oluo-lab log DIR | head`: the reader left; exit quietly
         import os
 

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .._progress import progress_bar
 from ..cas import CID, DEFAULT_GC_GRACE_S, ContentError, ingest, open_store, reassemble
 from ..engine import DEFAULT_COMPACT_THRESHOLD, OluoEngine, PersistSnapshot
@@ -83,6 +85,7 @@ ENGINE_SETTINGS = {
     "efConstruction": "ef_construction",
     "ef_search": "ef_search",
     "efSearch": "ef_search",
+    "prune_headroom": "prune_headroom",
     "entries": "entries",
 }
 
@@ -529,19 +532,32 @@ class Lab:
         check_branch_name(target)
         view = self.view()
         found = view.branches.get(target)
+        if found is None:
+            _check_not_a_tag(target, view.tags)
         parent_cid = None if origin is None else origin.cid
         self._check_descent(view, target, found, parent_cid, engine)
         parent = None if parent_cid is None else view.manifest(parent_cid)
         # ---- the engine's current state (a compaction only when it has pending changes)
         payload, unchanged = self._payload(engine, parent)
         bar.update(1)
+
+        def check_head(now: Head | None, new: CID) -> CID | None:
+            """Under the lock: the head to compare-and-set against, or a refusal."""
+            if now is None:
+                _check_not_a_tag(target, self.refs.tags())
+            if (None if now is None else now.cid) != (None if found is None else found.cid):
+                # the branch moved since we looked: fine while it still does not lose commits
+                self._check_descent(self.view(), target, now, parent_cid, engine)
+            return None if now is None else now.cid
+
         if unchanged and not (note or user_params or user_metrics or spec is not None):
             assert parent is not None and parent_cid is not None
-            if found is None or found.cid != parent_cid:
-                # nothing to record: the branch moves to the commit the engine came from
-                # (a new branch there, or a fast-forward: the descent check passed)
-                with self.refs.locked():
-                    old = None if found is None else found.cid
+            # nothing to record: the branch moves to the commit the engine came from (a
+            # new branch there, or a fast-forward), checked again under the lock
+            with self.refs.locked():
+                now = self.refs.read_ref(target)
+                if now is None or now.cid != parent_cid:
+                    old = check_head(now, parent_cid)
                     self.refs.log_event(refs_log.branch_record(target, parent_cid, old))
                     new = Head(parent_cid, parent.compact_generation)
                     self.refs.compare_and_set(target, old, new)
@@ -571,12 +587,6 @@ class Lab:
             metrics=user_metrics,
             evaluation=evaluation,
         )
-
-        def check_head(now: Head | None, new: CID) -> CID | None:
-            if (None if now is None else now.cid) != (None if found is None else found.cid):
-                # the branch moved since we looked: fine while it still does not lose commits
-                self._check_descent(self.view(), target, now, parent_cid, engine)
-            return None if now is None else now.cid
 
         bar.set_description(f"commit to {target}", refresh=False)
         written = write_commit(
@@ -682,9 +692,10 @@ class Lab:
     # ------------------------------------------------------------------ branches
     def branch(self, name: str, ref: Ref | Snapshot = "HEAD", *, force: bool = False) -> Snapshot:
         """Create branch ``name`` at commit ``ref`` (no new commit). An existing branch
-        is moved only with ``force`` (:class:`RefExists` says so otherwise)."""
+        is moved only with ``force`` (:class:`RefExists` says so otherwise); a commit
+        whose payloads gc retired cannot be a branch head (:class:`CommitPruned`)."""
         check_branch_name(name)
-        snap = self.resolve(ref)
+        snap = self._live(self.resolve(ref))
         with self.refs.locked():
             if name in self.refs.tags():
                 raise RefExists(name, f"{name!r} is a tag; a branch needs another name")
@@ -737,8 +748,9 @@ class Lab:
         values (every combination, in order) or a list of points. ``evaluate``: held-out
         queries recorded with each commit (stored once, passed to the tasks by CID).
         ``params``: fixed params added to every point (say what data was used: a point is
-        skipped when its branch's head already has the same params and evaluation
-        queries, so re-running a sweep only builds what is missing). ``executor``: any
+        skipped when its branch's head already has the same params and an evaluation on
+        the same queries with the same k and ef_search values, so re-running a sweep only
+        builds what is missing). ``executor``: any
         ``concurrent.futures.Executor``-like object (``submit`` returning futures with
         ``result()``); the tasks it runs are picklable (the lab path, the point, CIDs),
         so ``build`` must be picklable for process or cluster executors.
@@ -826,6 +838,10 @@ class Lab:
         recorded with ``a``'s (or ``b``'s) evaluation, else (said plainly in the result)
         a sample of ``a``'s own vectors. Recall@k of each side is against its own exact
         answers; ``k`` defaults to the recorded evaluation's k, else 10."""
+        if k is not None and (
+            not isinstance(k, int | np.integer) or isinstance(k, bool) or int(k) < 1
+        ):
+            raise ValueError(f"diff k must be a positive int or None, got {k!r}")
         sa = self._live(self.resolve(a))
         sb = self._live(self.resolve(b))
         return diff_snapshots(self, sa, sb, queries, k, semantic)
@@ -864,6 +880,17 @@ def _user_params(params: Mapping[str, Any] | None, more: Mapping[str, Any]) -> d
     return canonical_value(merged, "params")
 
 
+def _check_not_a_tag(branch: str, tags: Mapping[str, CID]) -> None:
+    """:class:`RefExists` when a new branch would take a tag's name (a ref names one or
+    the other, as :meth:`Lab.branch` and :meth:`Lab.tag` keep it)."""
+    if branch in tags:
+        raise RefExists(
+            branch,
+            f"{branch!r} is a tag; commit to a branch of another name "
+            "(lab.commit(engine, branch='NEW-NAME'))",
+        )
+
+
 def _check_against_engine(params: Mapping[str, Any], engine: OluoEngine) -> None:
     """:class:`ParamConflict` for a param naming an engine setting with another value."""
     actual = {
@@ -872,6 +899,7 @@ def _check_against_engine(params: Mapping[str, Any], engine: OluoEngine) -> None
         "M": engine.config.M,
         "ef_construction": engine.config.ef_construction,
         "ef_search": engine.config.ef_search,
+        "prune_headroom": engine.config.prune_headroom,
         "entries": len(engine),
     }
     for name, value in params.items():

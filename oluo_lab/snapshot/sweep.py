@@ -25,7 +25,7 @@ import numpy as np
 from .._progress import progress_bar
 from ..cas import CID, ingest
 from .branches import check_branch_name
-from .evaluation import EvalSpec, as_spec, encode_queries, load_queries
+from .evaluation import DEFAULT_EF_SEARCH, EvalSpec, as_spec, encode_queries, load_queries
 from .manifest import canonical_value
 
 if TYPE_CHECKING:
@@ -108,15 +108,27 @@ def run_point(build: Callable[..., Any], task: SweepTask) -> str:
     return snap.cid.hex
 
 
+def _same_evaluation(recorded: Mapping[str, Any] | None, task: SweepTask) -> bool:
+    """Does a head's recorded evaluation answer the task's (same queries and k, and every
+    ef_search the task asks for)?"""
+    if task.queries is None or not recorded:
+        return task.queries is None and not recorded
+    efs = {int(ef) for ef, _ in recorded.get("recall", [])}
+    return (
+        CID.from_bytes(recorded["queries"]).hex == task.queries
+        and recorded.get("k") == task.k
+        and set(task.ef_search or DEFAULT_EF_SEARCH) <= efs
+    )
+
+
 def _done(lab: Lab, task: SweepTask) -> CID | None:
     """The head of the task's branch when it already holds this point (same params and
-    evaluation queries), else None."""
+    evaluation), else None."""
     head = lab.refs.read_ref(task.branch)
     if head is None:
         return None
     m = lab.view().manifest(head.cid)
-    recorded = None if not m.evaluation else CID.from_bytes(m.evaluation["queries"]).hex
-    if dict(m.params) == task.params and recorded == task.queries:
+    if dict(m.params) == task.params and _same_evaluation(m.evaluation, task):
         return head.cid
     return None
 
@@ -184,8 +196,9 @@ def run_sweep(
             todo.append(task)
     if taken:
         raise ValueError(
-            f"branches {taken} already hold runs with other params or evaluation queries; "
-            "sweep into new branches (prefix='...') or delete those (lab.delete_branch)"
+            f"branches {taken} already hold runs with other params or evaluation (queries, "
+            "k, ef_search); sweep into new branches (prefix='...') or delete those "
+            "(lab.delete_branch)"
         )
     with progress_bar(progress, total=len(tasks), desc="sweep", unit="run") as bar:
         bar.update(len(tasks) - len(todo))
