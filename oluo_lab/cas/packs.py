@@ -354,15 +354,19 @@ class PackStore(BookStore):
             }
         return self._pack_mtimes.get(pid, 0.0)
 
-    def _add_index(self, packs: Sequence[PackRef], supersedes: Iterable[str] = ()) -> str:
+    def _add_index(
+        self, packs: Sequence[PackRef], supersedes: Iterable[str] = (), avoid: Iterable[str] = ()
+    ) -> str:
         """Write an index file naming ``packs`` (already durable); returns its id.
 
         Names are content hashes, so the same content written again after a sweep would
         get the name of a file a live index supersedes, and be ignored: the ``salt`` then
-        gives it a fresh name."""
+        gives it a fresh name. ``avoid``: further names it must not take (the files a
+        sweep's last index file will supersede)."""
         supersedes = tuple(supersedes)
         self._refresh()
         hidden = {s for doc in self._view.docs.values() for s in doc.supersedes}
+        hidden.update(avoid)
         salt = 0
         while True:
             data = encode_index(packs, supersedes, salt)
@@ -845,7 +849,8 @@ class PackStore(BookStore):
 
     def _write_index(self, refs: list[PackRef], supersedes: list[str]) -> set[str]:
         """Index files naming ``refs``; the last one written carries ``supersedes`` (so a
-        crash between two of them never hides a live pack)."""
+        crash between two of them never hides a live pack), and none takes the name of a
+        file it supersedes (an earlier one with a live file's content would, and vanish)."""
         groups: list[list[PackRef]] = [[]]
         count = 0
         for ref in refs:
@@ -857,7 +862,7 @@ class PackStore(BookStore):
         written = set()
         for k, group in enumerate(groups):
             last = k == len(groups) - 1
-            written.add(self._add_index(group, supersedes if last else ()))
+            written.add(self._add_index(group, supersedes if last else (), avoid=supersedes))
         return written
 
     def sweep_temp_files(self, older_than_s: float = DEFAULT_GC_GRACE_S) -> int:

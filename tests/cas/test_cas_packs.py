@@ -28,6 +28,7 @@ from oluo_lab.cas import (
     reassemble,
     store_kind,
 )
+from oluo_lab.cas import packs as packs_module
 from oluo_lab.cas._packfile import (
     ENTRY_LEN,
     FOOTER_LEN,
@@ -293,6 +294,22 @@ def test_a_book_put_again_after_a_sweep_is_found(tmp_path):
     again = {p.name for p in (tmp_path / "s" / "index").iterdir()}
     assert not again & first  # the old name (superseded) is not reused
     assert x in PackStore(tmp_path / "s") and PackStore(tmp_path / "s").get(x) == b"x" * 3000
+
+
+def test_a_sweep_split_into_index_files_never_supersedes_one_it_writes(tmp_path, monkeypatch):
+    """A large index is written as several files, only the last naming what it supersedes;
+    an earlier one with the content of a live file must not take that file's name (the last
+    one would then supersede it, and hide its books)."""
+    monkeypatch.setattr(packs_module, "_INDEX_ENTRIES_MAX", 2)
+    store = PackStore(tmp_path / "s", small_pack_size=0)
+    cids = [store.put(xof(bytes([i]), 3000)) for i in range(6)]  # six packs
+    by_pack = sorted(cids, key=lambda c: store._view.loc[c][0])
+    store.sweep([by_pack[-1]], grace_s=0)  # index files of packs {0, 1}, {2, 3}, {4}
+    store.sweep([by_pack[-2]], grace_s=0)  # {0, 1} again, then {2, 3} superseding the rest
+    assert sorted(store) == sorted(by_pack[:-2])
+    fresh = PackStore(tmp_path / "s")
+    assert sorted(fresh) == sorted(by_pack[:-2]) and fresh.check()
+    assert all(fresh.get(c) == xof(bytes([cids.index(c)]), 3000) for c in by_pack[:-2])
 
 
 def test_delete_takes_a_book_out_of_the_index_only(tmp_path):
