@@ -119,7 +119,10 @@ class PackBatch:
 
     # --- writing (caller's thread) ---------------------------------------------------------
     def __contains__(self, cid: CID) -> bool:
-        return cid in self._placed or cid in self._queued
+        # in this order: the appender places a book before it unqueues it, so one of the
+        # two always holds it (the other order can miss a book moving between them, which
+        # would then be packed twice: a pack listing a CID twice is unreadable)
+        return cid in self._queued or cid in self._placed
 
     def add(self, cid: CID, data: Buffer) -> None:
         """Queue a book (CID known, not yet stored) to be compressed and packed."""
@@ -184,6 +187,9 @@ class PackBatch:
             self._append(cid, (header, payload) if header else (payload,))
 
     def _append(self, cid: CID, pieces: tuple[Buffer, ...]) -> None:
+        if cid in self._placed:  # queued twice (puts racing on two threads): packed once
+            self._queued.pop(cid, None)
+            return
         if self._open is None:
             self._open = PackBuilder(self._backend.new_sink(PACK_DIR))
         builder = self._open

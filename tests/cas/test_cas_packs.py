@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import pickle
+import threading
+import time
 from pathlib import Path
 
 import cbor2
@@ -153,6 +155,53 @@ def test_same_puts_same_packs_and_index(tmp_path):
     assert _files(tmp_path / "a", "packs") == _files(tmp_path / "b", "packs")
     assert _files(tmp_path / "a", "index") == _files(tmp_path / "b", "index")
     assert len(_files(tmp_path / "a", "packs")) == 7  # ~1.2 MB at a 200 kB target
+
+
+def test_a_book_put_again_while_the_appender_moves_it_is_packed_once(tmp_path):
+    """``book in batch`` asked while the appender thread moves the book from queued to
+    placed (held open here) must not answer no: the book would be packed twice, and a
+    pack (and index) listing a CID twice is unreadable."""
+    store = PackStore(tmp_path / "s")
+    data = xof(b"big", 1 << 20)  # one whole group: it goes to the encoder at once
+    with store.batch():
+        batch = store._batch
+        encode = batch._encode
+        batch._encode = lambda group: time.sleep(0.2) or encode(group)
+
+        caller = threading.current_thread()
+
+        class Placed(dict):
+            def __contains__(self, cid):  # the caller's answer waits for the appender
+                here = dict.__contains__(self, cid)
+                deadline = time.monotonic() + 10
+                while (
+                    threading.current_thread() is caller
+                    and not here
+                    and cid in batch._queued
+                    and time.monotonic() < deadline
+                ):
+                    if dict.__contains__(self, cid) and cid not in batch._queued:
+                        break
+                    time.sleep(0.005)
+                return here
+
+        batch._placed = Placed()
+        cid = store.put(data)
+        assert store.put(data) == cid
+    fresh = PackStore(tmp_path / "s")
+    assert fresh.check() and fresh.get(cid) == data and len(fresh) == 1
+
+
+def test_a_book_queued_twice_is_packed_once(tmp_path):
+    """Puts of one book racing on two threads may both queue it: the appender packs it once."""
+    store = PackStore(tmp_path / "s")
+    data = b"twice " * 1000
+    with store.batch():
+        cid = CID.for_book(data)
+        store._batch.add(cid, data)
+        store._batch.add(cid, data)
+    fresh = PackStore(tmp_path / "s")
+    assert fresh.check() and fresh.get(cid) == data and len(fresh) == 1
 
 
 def test_packs_split_at_the_target_and_reopen(tmp_path):
