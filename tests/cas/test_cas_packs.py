@@ -610,6 +610,27 @@ def test_convert_finishes_after_the_switch(tmp_path):
     assert not (tmp_path / "t" / "books").exists()
 
 
+def test_a_read_back_racing_the_publish_of_its_pack(tmp_path, monkeypatch):
+    """A book put in a batch may be read back on one thread while the I/O thread publishes
+    its pack and closes the temp file: the read must not use the closed descriptor."""
+    backend = PackStore(tmp_path / "s").backend
+    sink = backend.new_sink("packs")
+    sink.append(b"x" * 100)
+    pread = _io.pread_into
+    publishing = threading.Thread(target=sink.publish, args=("packs/p.olp",))
+
+    def publish_meanwhile(fd, buf, offset):
+        publishing.start()
+        publishing.join(0.5)  # done by now, unless it waits for this read
+        return pread(fd, buf, offset)
+
+    monkeypatch.setattr(_io, "pread_into", publish_meanwhile)
+    assert sink.read(10, 5) == b"x" * 5
+    publishing.join()
+    monkeypatch.undo()
+    assert sink.read(10, 5) == b"x" * 5 and (tmp_path / "s" / "packs" / "p.olp").exists()
+
+
 def test_os_errors_are_typed_and_name_file_and_operation(tmp_path, monkeypatch):
     store = PackStore(tmp_path / "s")
     before = _files(tmp_path / "s", "index"), _files(tmp_path / "s", "packs")
