@@ -191,7 +191,12 @@ class PackBatch:
             self._queued.pop(cid, None)
             return
         if self._open is None:
-            self._open = PackBuilder(self._backend.new_sink(PACK_DIR))
+            sink = self._backend.new_sink(PACK_DIR)
+            try:
+                self._open = PackBuilder(sink)
+            except BaseException:
+                sink.abort()
+                raise
         builder = self._open
         entry = builder.add(cid, pieces)
         self._placed[cid] = (builder, entry)
@@ -203,15 +208,16 @@ class PackBatch:
         builder, self._open = self._open, None
         if builder is None:
             return
-        pack_id, size, _ = builder.seal()
-        busy = [s for s in self._sealed if not s.done.done()]
-        if len(busy) >= self._publishers:
-            busy[0].done.result()  # at most ``publishers`` packs in flight
-        sealed = _Sealed(
-            PackRef(pack_id, size, tuple(builder.entries)),
-            builder.sink,
-            self._io.submit(builder.sink.publish, pack_key(pack_id)),
-        )
+        try:
+            pack_id, size, _ = builder.seal()
+            busy = [s for s in self._sealed if not s.done.done()]
+            if len(busy) >= self._publishers:
+                busy[0].done.result()  # at most ``publishers`` packs in flight
+            done = self._io.submit(builder.sink.publish, pack_key(pack_id))
+        except BaseException:
+            builder.sink.abort()  # no one else holds it: close and remove its temp file
+            raise
+        sealed = _Sealed(PackRef(pack_id, size, tuple(builder.entries)), builder.sink, done)
         self._sealed.append(sealed)
         for e in builder.entries:
             self._placed[e.cid] = (sealed, e)

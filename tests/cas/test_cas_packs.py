@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import pickle
 import threading
 import time
@@ -24,6 +25,7 @@ from oluo_lab.cas import (
     DirStore,
     PackStore,
     StoreIOError,
+    _packbatch,
     convert_to_packs,
     ingest,
     open_store,
@@ -653,6 +655,29 @@ def test_os_errors_are_typed_and_name_file_and_operation(tmp_path, monkeypatch):
     with pytest.raises(StoreIOError) as info:
         PackStore(tmp_path / "f" / "s")
     assert (info.value.op, info.value.name) == ("open", "oluo-cas-format")
+
+
+@pytest.mark.parametrize("where", ["header", "trailer"])
+def test_a_pack_that_fails_to_start_or_seal_leaves_no_descriptor_or_temp_file(
+    tmp_path, monkeypatch, where
+):
+    store = PackStore(tmp_path / "s")
+    fds = len(os.listdir("/proc/self/fd"))
+
+    def enospc(*a):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if where == "header":  # the pack's first write
+        monkeypatch.setattr(_io, "write_all", enospc)
+    else:
+        monkeypatch.setattr(_packbatch, "encode_trailer", enospc)
+    with pytest.raises(OSError) as info:
+        store.put(b"x" * 5000)
+    assert info.value.errno == errno.ENOSPC
+    assert len(os.listdir("/proc/self/fd")) == fds
+    assert not list((tmp_path / "s" / "packs").iterdir())
+    monkeypatch.undo()
+    assert store.get(store.put(b"x" * 5000)) == b"x" * 5000
 
 
 def test_bad_arguments(tmp_path):
