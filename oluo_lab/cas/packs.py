@@ -826,7 +826,9 @@ class PackStore(BookStore):
         return not any(p.where.startswith(PACK_DIR + "/") for p in self._view.problems)
 
     def _repack(self, rewrite: list[str], live: dict[str, list[Entry]]) -> list[PackRef]:
-        """Copy the live records of ``rewrite`` packs into new packs (durable on return)."""
+        """Copy the live records of ``rewrite`` packs into new packs (durable on return).
+        A damaged or missing pack stops it (CorruptBook, CorruptStoreFile): nothing is
+        deleted then, and the new packs stay unreferenced."""
         batch = self._new_batch()
         ok = False
         try:
@@ -834,9 +836,14 @@ class PackStore(BookStore):
                 entries = live[pid]
                 for run in _runs([(e, []) for e in entries], self._run_max):
                     es = [e for e, _ in run]
-                    recs = self._backend.read_ranges(
-                        pack_key(pid), [e.offset for e in es], [e.length for e in es]
-                    )
+                    try:
+                        recs = self._backend.read_ranges(
+                            pack_key(pid), [e.offset for e in es], [e.length for e in es]
+                        )
+                    except Missing:
+                        raise CorruptStoreFile(
+                            pack_key(pid), "missing (an index file names it)"
+                        ) from None
                     for e, rec in zip(es, recs, strict=True):
                         if len(rec) != e.length:
                             raise CorruptBook(e.cid, f"pack {pid} ends inside the record")

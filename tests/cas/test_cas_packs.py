@@ -373,6 +373,19 @@ def test_delete_takes_a_book_out_of_the_index_only(tmp_path):
     assert store.check().info["unused_bytes"] > 0
 
 
+def test_sweep_stops_with_a_typed_error_at_a_missing_pack_it_must_rewrite(tmp_path):
+    store = PackStore(tmp_path / "s")  # three small packs: a sweep merges them
+    cids = [store.put(xof(bytes([i]), 3000)) for i in range(3)]
+    pid = store._view.loc[cids[0]][0]
+    (tmp_path / "s" / "packs" / f"{pid}.olp").unlink()
+    before = _files(tmp_path / "s", "index")
+    with pytest.raises(CorruptStoreFile) as info:
+        store.sweep([cids[1]], grace_s=0)
+    assert info.value.name == f"packs/{pid}.olp" and "missing" in str(info.value)
+    assert _files(tmp_path / "s", "index") == before and cids[1] in store
+    assert store.get(cids[2]) == xof(bytes([2]), 3000)
+
+
 def test_sweep_refuses_inside_a_batch(tmp_path):
     store = PackStore(tmp_path / "s")
     with store.batch(), pytest.raises(RuntimeError):
