@@ -566,6 +566,12 @@ def test_open_store_picks_the_kind_on_disk(tmp_path):
     with pytest.raises(ValueError):
         open_store(tmp_path / "x", kind="zip")
     assert isinstance(open_store(f"file://{tmp_path / 'u'}"), PackStore)
+    assert (tmp_path / "u" / "oluo-cas-format").read_text() == "oluo-cas 2\n"
+    cid = open_store(tmp_path / "d").put(b"in a directory store")
+    by_url = open_store(f"file://{tmp_path / 'd'}")  # the store there, not a new one
+    assert isinstance(by_url, DirStore) and by_url.get(cid) == b"in a directory store"
+    assert isinstance(open_store(f"file://{tmp_path / 'd2'}", kind="dir"), DirStore)
+    assert (tmp_path / "d2" / "oluo-cas-format").read_text() == "oluo-cas 1\n"
     (tmp_path / "legacy" / "books").mkdir(parents=True)  # book files, no marker
     assert store_kind(tmp_path / "legacy") == "dir"
     with pytest.raises(ContentError, match="not a pack store"):
