@@ -510,8 +510,9 @@ class PackStore(BookStore):
             if len(out) != cid.size:
                 raise ValueError(f"buffer of {len(out)} B for a {cid.size} B book")
         errors: dict[int, BaseException] = {}
-        # pack -> record offset -> (entry, the (item index, buffer) pairs that want it)
-        by_pack: dict[str, dict[int, tuple[Entry, list[tuple[int, memoryview]]]]] = {}
+        # pack -> entry -> (entry, the (item index, buffer) pairs that want it); by entry,
+        # never by offset alone: each book is verified against its own CID
+        by_pack: dict[str, dict[Entry, tuple[Entry, list[tuple[int, memoryview]]]]] = {}
         batch = self._batch
         loc = self._view.loc
         for i, (cid, out) in enumerate(todo):
@@ -526,15 +527,15 @@ class PackStore(BookStore):
             records = by_pack.get(pid)
             if records is None:
                 records = by_pack[pid] = {}
-            wanted = records.get(e.offset)
+            wanted = records.get(e)
             if wanted is None:
-                records[e.offset] = (e, [(i, out)])
+                records[e] = (e, [(i, out)])
             else:
                 wanted[1].append((i, out))
         runs = [
             (pid, run)
             for pid, records in by_pack.items()
-            for run in _runs([records[off] for off in sorted(records)], self._run_max)
+            for run in _runs(sorted(records.values(), key=lambda r: r[0].offset), self._run_max)
         ]
         if len(runs) <= 1 or self._readers == 1:
             for pid, run in runs:
@@ -972,11 +973,16 @@ class PackStore(BookStore):
 
 def _runs(entries: Sequence[tuple[Entry, Any]], most: int) -> Iterator[list[tuple[Entry, Any]]]:
     """Split offset-sorted entries of one pack into runs read with one request: gaps under
-    ``COALESCE_GAP``, at most ``most`` bytes (or one record)."""
+    ``COALESCE_GAP``, at most ``most`` bytes (or one record), and no two records overlapping
+    (only index files at odds with each other name such records; each is read as named)."""
     run: list[tuple[Entry, Any]] = []
     for item in entries:
         e = item[0]
-        if run and (e.offset - run[-1][0].end > COALESCE_GAP or e.end - run[0][0].offset > most):
+        if run and (
+            e.offset - run[-1][0].end > COALESCE_GAP
+            or e.end - run[0][0].offset > most
+            or e.offset < run[-1][0].end
+        ):
             yield run
             run = []
         run.append(item)

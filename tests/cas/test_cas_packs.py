@@ -260,6 +260,23 @@ def test_the_same_book_twice_in_one_read(tmp_path):
     assert bytes(a) == bytes(b) == b"twice " * 100
 
 
+def test_two_index_files_naming_one_record_for_two_books_never_share_the_bytes(tmp_path):
+    """Index files at odds (a second one names book Y at book X's record): a read of both
+    verifies each against its own CID; Y must never come back holding X's bytes."""
+    store = PackStore(tmp_path / "s")
+    x = store.put(xof(b"x", 5000))
+    y = CID.for_book(xof(b"y", 5000))  # same size, never stored
+    pid, e = store._view.loc[x]
+    data = encode_index([PackRef(pid, store._view.sizes[pid], (Entry(y, e.offset, e.length),))])
+    store.backend.put_create(f"index/{file_id(data)}.oli", data)
+    fresh = PackStore(tmp_path / "s")
+    a, b = bytearray(5000), bytearray(5000)
+    with pytest.raises(CorruptBook) as info:
+        fresh.get_many_into([(x, memoryview(a)), (y, memoryview(b))])
+    assert info.value.cid == y and bytes(a) == xof(b"x", 5000)
+    assert [p.cid for p in fresh.check().problems] == [y]
+
+
 def test_a_reader_follows_a_repack_by_another_store_object(tmp_path):
     reader, writer = PackStore(tmp_path / "s"), None
     cids = [reader.put(xof(bytes([i]), 5000)) for i in range(6)]  # six tiny packs
