@@ -380,6 +380,31 @@ def test_a_sweep_split_into_index_files_never_supersedes_one_it_writes(tmp_path,
     assert all(fresh.get(c) == xof(bytes([cids.index(c)]), 3000) for c in by_pack[:-2])
 
 
+def test_a_sweep_stopped_between_two_of_its_index_files_hides_no_book(tmp_path, monkeypatch):
+    monkeypatch.setattr(packs_module, "_INDEX_ENTRIES_MAX", 2)
+    store = PackStore(tmp_path / "s", small_pack_size=0)
+    cids = [store.put(xof(bytes([i]), 3000)) for i in range(6)]
+    by_pack = sorted(cids, key=lambda c: store._view.loc[c][0])
+    add_index, calls = PackStore._add_index, []
+
+    def fail_second(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(errno.EIO, "Input/output error")
+        return add_index(self, *a, **k)
+
+    monkeypatch.setattr(PackStore, "_add_index", fail_second)
+    with pytest.raises(OSError):
+        store.sweep([by_pack[-1]], grace_s=0)
+    monkeypatch.setattr(PackStore, "_add_index", add_index)
+    fresh = PackStore(tmp_path / "s", small_pack_size=0)
+    assert sorted(fresh) == sorted(cids) and fresh.check()  # the old index is still live
+    fresh.sweep([by_pack[-1]], grace_s=0)  # its first index file has the content of one live
+    again = PackStore(tmp_path / "s")
+    assert sorted(again) == sorted(by_pack[:-1]) and again.check()
+    assert again.check().info["unreferenced_packs"] == 0
+
+
 def test_delete_takes_a_book_out_of_the_index_only(tmp_path):
     store = PackStore(tmp_path / "s")
     with store.batch():
