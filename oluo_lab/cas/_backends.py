@@ -343,6 +343,9 @@ class _FileSink(Sink):
         self._tmp = tmp
         self._fd: int | None = fd
         self._final: str | None = None
+        # a read of a book put in the batch may come from another thread while the pack
+        # is published: it must not use the temp file's fd once that is closed
+        self._lock = threading.Lock()
 
     def append(self, data: Any) -> None:
         assert self._fd is not None
@@ -350,13 +353,14 @@ class _FileSink(Sink):
             _io.write_all(self._fd, data)
 
     def read(self, offset: int, length: int) -> bytes:
-        if self._final is not None:
-            return bytes(self._b.read_ranges(self._final, [offset], [length])[0])
-        assert self._fd is not None
-        buf = bytearray(length)
-        with _os_op("read", self._name):
-            got = _io.pread_into(self._fd, buf, offset)
-        return bytes(buf[:got])
+        with self._lock:
+            if self._final is None:
+                assert self._fd is not None
+                buf = bytearray(length)
+                with _os_op("read", self._name):
+                    got = _io.pread_into(self._fd, buf, offset)
+                return bytes(buf[:got])
+        return bytes(self._b.read_ranges(self._final, [offset], [length])[0])
 
     def publish(self, key: str) -> None:
         fd = self._fd
@@ -369,10 +373,15 @@ class _FileSink(Sink):
         with _os_op("link", key), contextlib.suppress(FileExistsError):  # same content there
             _io.link(self._tmp, self._b.path(key))
         fault_point("pack.linked")
-        self._final = key
-        self.abort()
+        with self._lock:
+            self._final = key
+            self._close()
 
     def abort(self) -> None:
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
         if self._fd is not None:
             fd, self._fd = self._fd, None
             _io.close(fd)
@@ -497,8 +506,9 @@ class _MemorySink(Sink):
         self._buf += data
 
     def read(self, offset: int, length: int) -> bytes:
-        if self._buf is not None:
-            return bytes(self._buf[offset : offset + length])
+        buf = self._buf  # once: publish() may drop it meanwhile on another thread
+        if buf is not None:
+            return bytes(buf[offset : offset + length])
         assert self._key is not None
         return bytes(self._b.read_ranges(self._key, [offset], [length])[0])
 

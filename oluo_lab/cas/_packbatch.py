@@ -119,7 +119,10 @@ class PackBatch:
 
     # --- writing (caller's thread) ---------------------------------------------------------
     def __contains__(self, cid: CID) -> bool:
-        return cid in self._placed or cid in self._queued
+        # in this order: the appender places a book before it unqueues it, so one of the
+        # two always holds it (the other order can miss a book moving between them, which
+        # would then be packed twice: a pack listing a CID twice is unreadable)
+        return cid in self._queued or cid in self._placed
 
     def add(self, cid: CID, data: Buffer) -> None:
         """Queue a book (CID known, not yet stored) to be compressed and packed."""
@@ -184,8 +187,16 @@ class PackBatch:
             self._append(cid, (header, payload) if header else (payload,))
 
     def _append(self, cid: CID, pieces: tuple[Buffer, ...]) -> None:
+        if cid in self._placed:  # queued twice (puts racing on two threads): packed once
+            self._queued.pop(cid, None)
+            return
         if self._open is None:
-            self._open = PackBuilder(self._backend.new_sink(PACK_DIR))
+            sink = self._backend.new_sink(PACK_DIR)
+            try:
+                self._open = PackBuilder(sink)
+            except BaseException:
+                sink.abort()
+                raise
         builder = self._open
         entry = builder.add(cid, pieces)
         self._placed[cid] = (builder, entry)
@@ -197,15 +208,16 @@ class PackBatch:
         builder, self._open = self._open, None
         if builder is None:
             return
-        pack_id, size, _ = builder.seal()
-        busy = [s for s in self._sealed if not s.done.done()]
-        if len(busy) >= self._publishers:
-            busy[0].done.result()  # at most ``publishers`` packs in flight
-        sealed = _Sealed(
-            PackRef(pack_id, size, tuple(builder.entries)),
-            builder.sink,
-            self._io.submit(builder.sink.publish, pack_key(pack_id)),
-        )
+        try:
+            pack_id, size, _ = builder.seal()
+            busy = [s for s in self._sealed if not s.done.done()]
+            if len(busy) >= self._publishers:
+                busy[0].done.result()  # at most ``publishers`` packs in flight
+            done = self._io.submit(builder.sink.publish, pack_key(pack_id))
+        except BaseException:
+            builder.sink.abort()  # no one else holds it: close and remove its temp file
+            raise
+        sealed = _Sealed(PackRef(pack_id, size, tuple(builder.entries)), builder.sink, done)
         self._sealed.append(sealed)
         for e in builder.entries:
             self._placed[e.cid] = (sealed, e)

@@ -354,15 +354,19 @@ class PackStore(BookStore):
             }
         return self._pack_mtimes.get(pid, 0.0)
 
-    def _add_index(self, packs: Sequence[PackRef], supersedes: Iterable[str] = ()) -> str:
+    def _add_index(
+        self, packs: Sequence[PackRef], supersedes: Iterable[str] = (), avoid: Iterable[str] = ()
+    ) -> str:
         """Write an index file naming ``packs`` (already durable); returns its id.
 
         Names are content hashes, so the same content written again after a sweep would
         get the name of a file a live index supersedes, and be ignored: the ``salt`` then
-        gives it a fresh name."""
+        gives it a fresh name. ``avoid``: further names it must not take (the files a
+        sweep's last index file will supersede)."""
         supersedes = tuple(supersedes)
         self._refresh()
         hidden = {s for doc in self._view.docs.values() for s in doc.supersedes}
+        hidden.update(avoid)
         salt = 0
         while True:
             data = encode_index(packs, supersedes, salt)
@@ -506,8 +510,9 @@ class PackStore(BookStore):
             if len(out) != cid.size:
                 raise ValueError(f"buffer of {len(out)} B for a {cid.size} B book")
         errors: dict[int, BaseException] = {}
-        # pack -> record offset -> (entry, the (item index, buffer) pairs that want it)
-        by_pack: dict[str, dict[int, tuple[Entry, list[tuple[int, memoryview]]]]] = {}
+        # pack -> entry -> (entry, the (item index, buffer) pairs that want it); by entry,
+        # never by offset alone: each book is verified against its own CID
+        by_pack: dict[str, dict[Entry, tuple[Entry, list[tuple[int, memoryview]]]]] = {}
         batch = self._batch
         loc = self._view.loc
         for i, (cid, out) in enumerate(todo):
@@ -522,15 +527,15 @@ class PackStore(BookStore):
             records = by_pack.get(pid)
             if records is None:
                 records = by_pack[pid] = {}
-            wanted = records.get(e.offset)
+            wanted = records.get(e)
             if wanted is None:
-                records[e.offset] = (e, [(i, out)])
+                records[e] = (e, [(i, out)])
             else:
                 wanted[1].append((i, out))
         runs = [
             (pid, run)
             for pid, records in by_pack.items()
-            for run in _runs([records[off] for off in sorted(records)], self._run_max)
+            for run in _runs(sorted(records.values(), key=lambda r: r[0].offset), self._run_max)
         ]
         if len(runs) <= 1 or self._readers == 1:
             for pid, run in runs:
@@ -822,7 +827,9 @@ class PackStore(BookStore):
         return not any(p.where.startswith(PACK_DIR + "/") for p in self._view.problems)
 
     def _repack(self, rewrite: list[str], live: dict[str, list[Entry]]) -> list[PackRef]:
-        """Copy the live records of ``rewrite`` packs into new packs (durable on return)."""
+        """Copy the live records of ``rewrite`` packs into new packs (durable on return).
+        A damaged or missing pack stops it (CorruptBook, CorruptStoreFile): nothing is
+        deleted then, and the new packs stay unreferenced."""
         batch = self._new_batch()
         ok = False
         try:
@@ -830,9 +837,14 @@ class PackStore(BookStore):
                 entries = live[pid]
                 for run in _runs([(e, []) for e in entries], self._run_max):
                     es = [e for e, _ in run]
-                    recs = self._backend.read_ranges(
-                        pack_key(pid), [e.offset for e in es], [e.length for e in es]
-                    )
+                    try:
+                        recs = self._backend.read_ranges(
+                            pack_key(pid), [e.offset for e in es], [e.length for e in es]
+                        )
+                    except Missing:
+                        raise CorruptStoreFile(
+                            pack_key(pid), "missing (an index file names it)"
+                        ) from None
                     for e, rec in zip(es, recs, strict=True):
                         if len(rec) != e.length:
                             raise CorruptBook(e.cid, f"pack {pid} ends inside the record")
@@ -845,7 +857,8 @@ class PackStore(BookStore):
 
     def _write_index(self, refs: list[PackRef], supersedes: list[str]) -> set[str]:
         """Index files naming ``refs``; the last one written carries ``supersedes`` (so a
-        crash between two of them never hides a live pack)."""
+        crash between two of them never hides a live pack), and none takes the name of a
+        file it supersedes (an earlier one with a live file's content would, and vanish)."""
         groups: list[list[PackRef]] = [[]]
         count = 0
         for ref in refs:
@@ -857,7 +870,7 @@ class PackStore(BookStore):
         written = set()
         for k, group in enumerate(groups):
             last = k == len(groups) - 1
-            written.add(self._add_index(group, supersedes if last else ()))
+            written.add(self._add_index(group, supersedes if last else (), avoid=supersedes))
         return written
 
     def sweep_temp_files(self, older_than_s: float = DEFAULT_GC_GRACE_S) -> int:
@@ -960,11 +973,16 @@ class PackStore(BookStore):
 
 def _runs(entries: Sequence[tuple[Entry, Any]], most: int) -> Iterator[list[tuple[Entry, Any]]]:
     """Split offset-sorted entries of one pack into runs read with one request: gaps under
-    ``COALESCE_GAP``, at most ``most`` bytes (or one record)."""
+    ``COALESCE_GAP``, at most ``most`` bytes (or one record), and no two records overlapping
+    (only index files at odds with each other name such records; each is read as named)."""
     run: list[tuple[Entry, Any]] = []
     for item in entries:
         e = item[0]
-        if run and (e.offset - run[-1][0].end > COALESCE_GAP or e.end - run[0][0].offset > most):
+        if run and (
+            e.offset - run[-1][0].end > COALESCE_GAP
+            or e.end - run[0][0].offset > most
+            or e.offset < run[-1][0].end
+        ):
             yield run
             run = []
         run.append(item)
