@@ -34,6 +34,9 @@ __all__ = [
     "PACK_DIR",
     "PACK_HEADER",
     "PACK_SUFFIX",
+    "TOMB_DIR",
+    "TOMB_FORMAT",
+    "TOMB_SUFFIX",
     "TRAILER_MAGIC",
     "Entry",
     "IndexDoc",
@@ -41,15 +44,18 @@ __all__ = [
     "check_entries",
     "decode_entries",
     "decode_index",
+    "decode_tombstones",
     "decode_trailer",
     "encode_entries",
     "encode_index",
+    "encode_tombstones",
     "encode_trailer",
     "file_id",
     "index_key",
     "pack_key",
     "parse_footer",
     "parse_key",
+    "tomb_key",
 ]
 
 #: format (§1.4): the 8 bytes every pack starts with: magic ``OLP1``, version 1, three zeros.
@@ -70,6 +76,12 @@ PACK_DIR = "packs"
 INDEX_DIR = "index"
 PACK_SUFFIX = ".olp"
 INDEX_SUFFIX = ".oli"
+#: format (§1.4): tombstone files of a two-phase gc on an object store.
+TOMB_DIR = "tombstones"
+TOMB_SUFFIX = ".olt"
+TOMB_FORMAT = "oluo-pack-tombstones"
+TOMB_VERSION = 1
+_TOMB_KEYS = frozenset({"format", "version", "cids"})
 _INDEX_KEYS = frozenset({"format", "version", "packs", "supersedes"})
 _INDEX_OPTIONAL = frozenset({"salt"})
 _PACK_KEYS = frozenset({"id", "size", "entries"})
@@ -122,6 +134,10 @@ def pack_key(pack_id: str) -> str:
 
 def index_key(index_id: str) -> str:
     return f"{INDEX_DIR}/{index_id}{INDEX_SUFFIX}"
+
+
+def tomb_key(tomb_id: str) -> str:
+    return f"{TOMB_DIR}/{tomb_id}{TOMB_SUFFIX}"
 
 
 def parse_key(name: str, suffix: str) -> str | None:
@@ -277,3 +293,38 @@ def decode_index(name: str, data: bytes) -> IndexDoc:
     if cbor2.dumps(doc, canonical=True) != data:
         raise CorruptStoreFile(name, "not canonical CBOR")
     return IndexDoc(tuple(packs), tuple(sup_hex))
+
+
+# --- tombstone files --------------------------------------------------------------------
+def encode_tombstones(cids: Iterable[CID]) -> bytes:
+    """Canonical CBOR of a tombstone file: the CIDs, sorted, no repeats (at least one)."""
+    raw = b"".join(c.raw for c in sorted(set(cids)))
+    return cbor2.dumps(
+        {"format": TOMB_FORMAT, "version": TOMB_VERSION, "cids": raw}, canonical=True
+    )
+
+
+def decode_tombstones(name: str, data: bytes) -> tuple[CID, ...]:
+    """A tombstone file's CIDs; CorruptStoreFile names the file on any violation."""
+    try:
+        doc = cbor2.loads(data)
+    except Exception as exc:  # cbor2 raises several types on garbage
+        raise CorruptStoreFile(name, f"not CBOR: {exc}") from None
+    if not isinstance(doc, dict) or set(doc) != _TOMB_KEYS:
+        raise CorruptStoreFile(name, "not a tombstone document (wrong keys)")
+    if doc["format"] != TOMB_FORMAT:
+        raise CorruptStoreFile(name, f"format {doc['format']!r}")
+    if doc["version"] != TOMB_VERSION or type(doc["version"]) is not int:
+        raise CorruptStoreFile(name, f"unsupported tombstone version {doc['version']!r}")
+    raw = doc["cids"]
+    if not isinstance(raw, bytes) or not raw or len(raw) % 40:
+        raise CorruptStoreFile(name, "cids must be 40-byte CIDs, at least one")
+    try:
+        cids = tuple(CID.from_bytes(raw[i : i + 40]) for i in range(0, len(raw), 40))
+    except MalformedCID as exc:
+        raise CorruptStoreFile(name, f"a tombstone is not a CID: {exc}") from None
+    if list(cids) != sorted(set(cids)):
+        raise CorruptStoreFile(name, "cids not sorted, or listed twice")
+    if cbor2.dumps(doc, canonical=True) != data:
+        raise CorruptStoreFile(name, "not canonical CBOR")
+    return cids

@@ -44,17 +44,22 @@ from oluo_lab.cas._packfile import (
     PACK_DIR,
     PACK_HEADER,
     PACK_SUFFIX,
+    TOMB_DIR,
+    TOMB_SUFFIX,
     Entry,
     IndexDoc,
     PackRef,
     decode_index,
+    decode_tombstones,
     decode_trailer,
     encode_index,
+    encode_tombstones,
     file_id,
     index_key,
     pack_key,
     parse_footer,
     parse_key,
+    tomb_key,
 )
 from oluo_lab.cas.base import (
     DEFAULT_GC_GRACE_S,
@@ -113,6 +118,11 @@ _CLIENT_OPTIONS = frozenset(
 )
 
 
+#: ``memory://NAME/...`` stores of this process, by NAME (``memory:///`` is always new).
+_MEMORY_STORES: dict[str, Any] = {}
+_MEMORY_LOCK = threading.Lock()
+
+
 def make_backend(
     path_or_url: str | os.PathLike[str], fsync: bool = True, **options: Any
 ) -> tuple[Backend, str]:
@@ -123,25 +133,39 @@ def make_backend(
     ...; ``allow_http`` and the other client options are routed to ``client_options``),
     and obstore reads the standard environment variables (``AWS_ENDPOINT_URL``,
     ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``, ``AWS_ALLOW_HTTP``,
-    ...) for whatever is not given.
+    ...) for whatever is not given. ``memory:///`` is a new, empty in-memory store;
+    ``memory://NAME/prefix`` is one in-memory store per NAME for the whole process
+    (so several objects of one process, threads included, share it: tests).
     """
     text = os.fspath(path_or_url)
-    scheme = urllib.parse.urlsplit(text).scheme if "://" in text else ""
+    parts = urllib.parse.urlsplit(text) if "://" in text else None
+    scheme = parts.scheme if parts is not None else ""
     if scheme in ("", "file"):
         if options:
             raise TypeError(f"a local pack store takes no options {sorted(options)}")
-        path = urllib.parse.unquote(urllib.parse.urlsplit(text).path) if scheme else text
+        path = urllib.parse.unquote(parts.path) if parts is not None else text
         return LocalBackend(path, fsync=fsync), Path(path).name
-    from_url = import_obstore().store.from_url
+    obstore = import_obstore()
+    if scheme == "memory":
+        if options:
+            raise TypeError(f"a memory store takes no options {sorted(options)}")
+        assert parts is not None
+        if not parts.netloc:
+            return ObstoreBackend(obstore.store.MemoryStore(), parts.path), text
+        with _MEMORY_LOCK:
+            store = _MEMORY_STORES.setdefault(parts.netloc, obstore.store.MemoryStore())
+        return ObstoreBackend(store, parts.path, f"memory://{parts.netloc}"), text
     client = dict(options.pop("client_options", None) or {})
     for key in list(options):
         if key in _CLIENT_OPTIONS:
             client[key] = options.pop(key)
     try:
-        store = from_url(text, client_options=client or None, **options)
+        store = obstore.store.from_url(text, client_options=client or None, **options)
     except Exception as exc:
         raise StoreIOError("open", text, exc) from exc
-    return ObstoreBackend(store), text
+    assert parts is not None
+    endpoint = options.get("endpoint") or os.environ.get("AWS_ENDPOINT_URL", "")
+    return ObstoreBackend(store, identity=f"{scheme}://{parts.netloc} {endpoint}".strip()), text
 
 
 @dataclass
@@ -157,6 +181,10 @@ class _View:
     loc: dict[CID, tuple[str, Entry]] = field(default_factory=dict)
     problems: list[StoreProblem] = field(default_factory=list)
     fallback: bool = False  # damaged index files: packs no index names were read directly
+    # two-phase gc (object stores): tombstone files, and the books writers must not reuse
+    tomb_files: dict[str, tuple[float, tuple[CID, ...]]] = field(default_factory=dict)
+    tomb_damaged: dict[str, str] = field(default_factory=dict)
+    tombs: dict[CID, float] = field(default_factory=dict)  # tombstoned, no newer copy
 
     @property
     def names(self) -> set[str]:
@@ -175,16 +203,20 @@ class PackStore(BookStore):
     ``max_unused`` / ``small_pack_size``: gc repacks a pack whose unused share exceeds
     the first and merges packs smaller than the second (default a quarter of the target).
     ``fsync=False`` skips every fsync of a local store (scratch stores only). ``workers``
-    threads compress books and read packs.
+    threads compress books and read packs. ``path_or_url`` may also be a backend
+    (``_backends.Backend``): a Lab on an object store keeps its books under ``cas/``.
 
     A ``put`` outside ``batch()`` writes a pack and an index file of its own, durably.
-    Deleting books (``delete``, ``sweep``) rewrites the index and must not race another
-    writer of the same store: a Lab holds its data-directory lock for it.
+    ``delete`` rewrites the index at once and must not race another writer of the same
+    store. ``sweep`` (gc) does too on a local store, where a Lab holds its data-directory
+    lock; with ``two_phase`` (the default on object stores, which have no lock) it first
+    records tombstones and removes a book only after it has been tombstoned for the grace
+    period, while writers treat tombstoned books as absent (docs/FORMAT.md §4.4).
     """
 
     def __init__(
         self,
-        path_or_url: str | os.PathLike[str],
+        path_or_url: str | os.PathLike[str] | Backend,
         level: int = DEFAULT_LEVEL,
         *,
         target_pack_size: int = DEFAULT_TARGET_PACK_SIZE,
@@ -192,6 +224,7 @@ class PackStore(BookStore):
         small_pack_size: int | None = None,
         fsync: bool = True,
         workers: int = 2,
+        two_phase: bool | None = None,
         **options: Any,
     ) -> None:
         codec = BookCodec(level)  # checks the level
@@ -202,8 +235,14 @@ class PackStore(BookStore):
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         unmarked = options.pop("_unmarked", False)  # a conversion writes the marker last
-        self._backend, self._name = make_backend(path_or_url, fsync=fsync, **options)
-        self.location = os.fspath(path_or_url)
+        if isinstance(path_or_url, Backend):
+            if options:
+                raise TypeError(f"a store on a given backend takes no options {sorted(options)}")
+            self._backend = path_or_url
+            self._name = self.location = getattr(path_or_url, "name", type(path_or_url).__name__)
+        else:
+            self._backend, self._name = make_backend(path_or_url, fsync=fsync, **options)
+            self.location = os.fspath(path_or_url)
         self.level = level
         self._codec = codec
         self.target_pack_size = target_pack_size
@@ -215,6 +254,7 @@ class PackStore(BookStore):
         # reads from an object store wait on the network more than on the CPU
         local = isinstance(self._backend, LocalBackend)
         self._readers = workers if local else max(workers, 4)
+        self.two_phase = (not local) if two_phase is None else bool(two_phase)
         self._run_max = _RUN_MAX_LOCAL if local else _RUN_MAX_REMOTE
         self._lock = threading.RLock()
         self._batch: PackBatch | None = None
@@ -260,17 +300,26 @@ class PackStore(BookStore):
 
     # --- the index -----------------------------------------------------------------------
     def _refresh(self, force: bool = False) -> None:
-        """Load index files written or removed since the last look (by any writer)."""
+        """Load index files (and, two-phase, tombstone files) written or removed since the
+        last look (by any writer)."""
         with self._lock:
             listing = {}
             for info in self._backend.list(INDEX_DIR):
                 ident = parse_key(info.name, INDEX_SUFFIX)
                 if ident is not None:
                     listing[ident] = info.mtime
+            tombs = {}
+            if self.two_phase:
+                for info in self._backend.list(TOMB_DIR):
+                    ident = parse_key(info.name, TOMB_SUFFIX)
+                    if ident is not None:
+                        tombs[ident] = info.mtime
             old = self._view
-            if not force and set(listing) == old.names:
+            known_tombs = set(old.tomb_files) | set(old.tomb_damaged)
+            if not force and set(listing) == old.names and set(tombs) == known_tombs:
                 return
             view = _View()
+            self._load_tombstones(view, old, tombs)
             for ident, mtime in listing.items():
                 view.mtimes[ident] = mtime
                 if ident in old.docs:
@@ -289,6 +338,48 @@ class PackStore(BookStore):
             self._rebuild(view)
             self._view = view
             self._pack_mtimes = None
+
+    def _load_tombstones(self, view: _View, old: _View, listing: dict[str, float]) -> None:
+        """Decode the tombstone files in ``listing`` (id -> modification time)."""
+        for ident, mtime in listing.items():
+            if ident in old.tomb_files:
+                view.tomb_files[ident] = (mtime, old.tomb_files[ident][1])
+                continue
+            key = tomb_key(ident)
+            try:
+                data = self._backend.read(key)
+                if file_id(data) != ident:
+                    raise CorruptStoreFile(key, "content does not match its name")
+                view.tomb_files[ident] = (mtime, decode_tombstones(key, data))
+            except Missing:  # removed since the listing (a gc resolved it)
+                continue
+            except CorruptStoreFile as exc:
+                view.tomb_damaged[ident] = exc.reason
+
+    def _effective_tombs(self, view: _View) -> None:
+        """Books tombstoned (by the oldest tombstone file naming them) that no pack written
+        after that tombstone holds: the books writers must not reuse."""
+        first: dict[CID, float] = {}
+        for mtime, cids in view.tomb_files.values():
+            for cid in cids:
+                if cid in view.loc and mtime < first.get(cid, math.inf):
+                    first[cid] = mtime
+        if not first:
+            return
+        mtimes = self._pack_times()
+        for pid, entries in view.packs.items():
+            when = mtimes.get(pid, 0.0)
+            for cid in entries:
+                if cid in first and when > first[cid]:
+                    del first[cid]  # a copy written since: revived
+        view.tombs = first
+
+    def _pack_times(self) -> dict[str, float]:
+        return {
+            p: info.mtime
+            for info in self._backend.list(PACK_DIR)
+            if (p := parse_key(info.name, PACK_SUFFIX)) is not None
+        }
 
     def _rebuild(self, view: _View) -> None:
         superseded = {s for doc in view.docs.values() for s in doc.supersedes}
@@ -321,6 +412,9 @@ class PackStore(BookStore):
             view.packs[pid] = dict(sorted(entries.items(), key=lambda kv: kv[1].offset))
             for cid, e in view.packs[pid].items():
                 view.loc.setdefault(cid, (pid, e))
+        for ident, reason in sorted(view.tomb_damaged.items()):
+            view.problems.append(StoreProblem(tomb_key(ident), reason))
+        self._effective_tombs(view)
 
     def _read_trailer(self, pid: str, size: int) -> list[Entry]:
         key = pack_key(pid)
@@ -387,7 +481,7 @@ class PackStore(BookStore):
     # --- writing -------------------------------------------------------------------------
     def _store(self, cid: CID, data: Buffer) -> None:
         batch = self._batch
-        if (batch is not None and cid in batch) or cid in self._view.loc:
+        if (batch is not None and cid in batch) or self._reusable_now(cid):
             return
         if batch is None:
             with self.batch():
@@ -431,6 +525,7 @@ class PackStore(BookStore):
                         view.packs[p.id] = {e.cid: e for e in p.entries}
                         for e in p.entries:
                             view.loc.setdefault(e.cid, (p.id, e))
+                            view.tombs.pop(e.cid, None)  # a copy newer than its tombstone
 
     def _new_batch(self) -> PackBatch:
         # local packs: one fsync at a time is all the disk wants; uploads overlap
@@ -450,7 +545,7 @@ class PackStore(BookStore):
             batch = self._batch
             assert batch is not None
             for cid, record in records:
-                if cid in batch or cid in self._view.loc:
+                if cid in batch or self._reusable_now(cid):
                     continue
                 verify_book(cid, self._decode(cid, record))
                 batch.add_record(cid, bytes(record))
@@ -623,6 +718,52 @@ class PackStore(BookStore):
         self._refresh()  # another process may have added or removed it
         return cid in self._view.loc
 
+    def _reusable_now(self, cid: CID) -> bool:
+        """In the current view, and not tombstoned (a writer may name it without a put)."""
+        return cid in self._view.loc and cid not in self._view.tombs
+
+    def reusable(self, cid: CID) -> bool:
+        """Whether a writer may name ``cid`` without putting it again: stored, and not
+        tombstoned by a two-phase gc (a tombstoned book is still readable, but only until
+        its grace period ends; writers put it again instead)."""
+        batch = self._batch
+        if batch is not None and cid in batch:
+            return True
+        self._refresh()
+        return self._reusable_now(cid)
+
+    def tombstoned(self) -> frozenset[CID]:
+        """Books a two-phase gc tombstoned and no later write revived (empty locally)."""
+        with self._lock:
+            self._refresh()
+            return frozenset(self._view.tombs)
+
+    def revive(self, cids: Iterable[CID]) -> int:
+        """Copy the records of those ``cids`` that are tombstoned into a new pack (and
+        index), so a gc's second phase no longer removes them: a writer calls this just
+        before a ref names books it did not put itself. Returns how many were copied;
+        BookNotFound when one is gone already (the commit must then be refused)."""
+        with self._lock:
+            if self._batch is not None:
+                raise RuntimeError("revive inside a batch() block")
+            self._refresh(force=True)
+            view = self._view
+            wanted = sorted(c for c in set(cids) if c in view.tombs)
+            if not wanted:
+                return 0
+            by_pack: dict[str, list[Entry]] = {}
+            for cid in wanted:
+                pid, e = view.loc[cid]
+                by_pack.setdefault(pid, []).append(e)
+            runs = {pid: sorted(es, key=lambda e: e.offset) for pid, es in by_pack.items()}
+            try:
+                packs = self._repack(sorted(runs), runs)
+            except Missing as exc:
+                raise BookNotFound(wanted[0], f"its pack {exc.key} was deleted by a gc") from None
+            self._add_index(packs)
+            self._refresh(force=True)
+            return len(wanted)
+
     def _stat(self, cid: CID) -> tuple[int, float]:
         batch = self._batch
         if batch is not None and cid in batch:
@@ -687,7 +828,46 @@ class PackStore(BookStore):
             if self._batch is not None:
                 raise RuntimeError("sweep inside a batch() block")
             self._refresh(force=True)
+            if self.two_phase:
+                return self._sweep_two_phase(set(doomed), grace_s, dry_run, bar, keep)
             return self._sweep(set(doomed), grace_s, dry_run, True, bar, keep)
+
+    def _sweep_two_phase(
+        self,
+        doomed: set[CID],
+        grace_s: float,
+        dry_run: bool,
+        bar: Any,
+        keep: Collection[CID] | None,
+    ) -> SweepReport:
+        """gc without a lock (docs/FORMAT.md §4.4): phase 1 tombstones the doomed books
+        not tombstoned yet; phase 2 removes those tombstoned at least ``grace_s`` ago that
+        are still doomed and that no pack written since holds (a writer revived them),
+        then deletes the tombstone files nothing pending is left in."""
+        view = self._view
+        doomed = {c for c in doomed if c in view.loc}
+        now = time.time()
+        tombs = view.tombs
+        expired = {c for c in doomed if c in tombs and now - tombs[c] >= grace_s}
+        pending = {c for c in doomed if c in tombs} - expired
+        new = doomed - set(tombs)
+        resolved = sorted(view.tomb_damaged) + sorted(
+            ident
+            for ident, (_, cids) in view.tomb_files.items()
+            if not any(c in pending for c in cids) and not set(cids) & new
+        )
+        if dry_run:
+            report = self._sweep(expired, grace_s, True, True, bar, keep, pending | new)
+            return dataclasses.replace(report, tombstoned=len(new), pending=len(pending))
+        if new:
+            data = encode_tombstones(new)
+            self._backend.put_create(tomb_key(file_id(data)), data)
+        report = self._sweep(expired, grace_s, False, True, bar, keep, pending | new)
+        for ident in resolved:
+            self._backend.delete(tomb_key(ident))
+        if resolved:
+            self._refresh(force=True)
+        return dataclasses.replace(report, tombstoned=len(new), pending=len(pending))
 
     def _sweep(
         self,
@@ -697,7 +877,10 @@ class PackStore(BookStore):
         repack: bool,
         bar: Any,
         keep: Collection[CID] | None = None,
+        hold: Collection[CID] = (),
     ) -> SweepReport:
+        """The sweep itself: ``hold`` (tombstoned books waiting for their grace period)
+        keeps every pack holding one of them as it is (a copy would revive them)."""
         view = self._view
         doomed = {c for c in doomed if c in view.loc}
         listing = {
@@ -730,7 +913,9 @@ class PackStore(BookStore):
             size = sizes[pid]
             used = sum(e.length for e in entries) + len(entries) * ENTRY_LEN
             unused = size - len(PACK_HEADER) - FOOTER_LEN - used
-            if pid not in view.packs or (repack and unused > self.max_unused * size):
+            if pid in view.packs and hold and any(c in hold for c in view.packs[pid]):
+                kept[pid] = entries
+            elif pid not in view.packs or (repack and unused > self.max_unused * size):
                 rewrite.append(pid)
             elif repack and size < self.small_pack_size:
                 small.append(pid)
@@ -762,6 +947,7 @@ class PackStore(BookStore):
             dry_run=dry_run,
             books=len(doomed),
             logical_bytes=sum(c.size for c in doomed),
+            stored_bytes=sum(view.loc[c][1].length for c in doomed),
             packs_written=-(-rewrite_bytes // self.target_pack_size),
             packs_deleted=len(old),
             packs_young=len(unreferenced) - len(old),
@@ -913,6 +1099,9 @@ class PackStore(BookStore):
                 "unreferenced_packs": len(orphans),
                 "unreferenced_bytes": sum(listing[p].size for p in orphans),
             }
+            if self.two_phase:
+                info["tombstone_files"] = len(view.tomb_files)
+                info["tombstoned_books"] = len(view.tombs)
             if isinstance(self._backend, LocalBackend) and self._backend.exists_dir("books"):
                 info["leftover_book_files"] = sum(
                     1 for _ in Path(self._backend.path("books")).glob("*/*")

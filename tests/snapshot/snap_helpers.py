@@ -48,3 +48,29 @@ def build_for_sweep(M: int, ef_construction: int, **_: object) -> OluoEngine:
     )
     eng.add(x, ids=[f"s{i}" for i in range(len(x))])
     return eng
+
+
+#: where the Lab tests run: a local directory, and a bucket on the moto S3 server
+LAB_KINDS = ("local", "s3")
+
+
+def new_lab(kind: str, tmp_path, request, name: str = "lab", **options):
+    """A new lab of ``kind``: ``tmp_path/name``, or a fresh prefix on the session's moto
+    server (the ``s3`` fixture, started on first use)."""
+    from oluo_lab.snapshot import Lab
+
+    if kind == "local":
+        return Lab(tmp_path / name, **options)
+    s3 = request.getfixturevalue("s3")
+    return Lab(s3.url(name), **s3.options, **options)
+
+
+@pytest.fixture(params=LAB_KINDS)
+def make_lab(request, tmp_path):
+    """``make_lab(name="lab")``: a new lab, locally and on S3 (``make_lab.kind``)."""
+
+    def make(name: str = "lab", **options):
+        return new_lab(request.param, tmp_path, request, name, **options)
+
+    make.kind = request.param
+    return make
