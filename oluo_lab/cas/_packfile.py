@@ -13,7 +13,7 @@ Every constant marked ``format`` is part of the stored bytes.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import blake3
@@ -81,7 +81,7 @@ TOMB_DIR = "tombstones"
 TOMB_SUFFIX = ".olt"
 TOMB_FORMAT = "oluo-pack-tombstones"
 TOMB_VERSION = 1
-_TOMB_KEYS = frozenset({"format", "version", "cids"})
+_TOMB_KEYS = frozenset({"format", "version", "packs"})
 _INDEX_KEYS = frozenset({"format", "version", "packs", "supersedes"})
 _INDEX_OPTIONAL = frozenset({"salt"})
 _PACK_KEYS = frozenset({"id", "size", "entries"})
@@ -296,16 +296,22 @@ def decode_index(name: str, data: bytes) -> IndexDoc:
 
 
 # --- tombstone files --------------------------------------------------------------------
-def encode_tombstones(cids: Iterable[CID]) -> bytes:
-    """Canonical CBOR of a tombstone file: the CIDs, sorted, no repeats (at least one)."""
-    raw = b"".join(c.raw for c in sorted(set(cids)))
+def encode_tombstones(packs: Mapping[str, Iterable[CID]]) -> bytes:
+    """Canonical CBOR of a tombstone file: per pack (by id, ascending), the CIDs of its
+    records that are tombstoned (sorted, at least one)."""
+    docs = [
+        {"id": bytes.fromhex(pid), "cids": b"".join(c.raw for c in sorted(set(cids)))}
+        for pid, cids in sorted(packs.items())
+        if cids
+    ]
     return cbor2.dumps(
-        {"format": TOMB_FORMAT, "version": TOMB_VERSION, "cids": raw}, canonical=True
+        {"format": TOMB_FORMAT, "version": TOMB_VERSION, "packs": docs}, canonical=True
     )
 
 
-def decode_tombstones(name: str, data: bytes) -> tuple[CID, ...]:
-    """A tombstone file's CIDs; CorruptStoreFile names the file on any violation."""
+def decode_tombstones(name: str, data: bytes) -> dict[str, tuple[CID, ...]]:
+    """A tombstone file's content (pack id -> CIDs); CorruptStoreFile names the file on
+    any violation."""
     try:
         doc = cbor2.loads(data)
     except Exception as exc:  # cbor2 raises several types on garbage
@@ -316,15 +322,26 @@ def decode_tombstones(name: str, data: bytes) -> tuple[CID, ...]:
         raise CorruptStoreFile(name, f"format {doc['format']!r}")
     if doc["version"] != TOMB_VERSION or type(doc["version"]) is not int:
         raise CorruptStoreFile(name, f"unsupported tombstone version {doc['version']!r}")
-    raw = doc["cids"]
-    if not isinstance(raw, bytes) or not raw or len(raw) % 40:
-        raise CorruptStoreFile(name, "cids must be 40-byte CIDs, at least one")
-    try:
-        cids = tuple(CID.from_bytes(raw[i : i + 40]) for i in range(0, len(raw), 40))
-    except MalformedCID as exc:
-        raise CorruptStoreFile(name, f"a tombstone is not a CID: {exc}") from None
-    if list(cids) != sorted(set(cids)):
-        raise CorruptStoreFile(name, "cids not sorted, or listed twice")
+    if not isinstance(doc["packs"], list) or not doc["packs"]:
+        raise CorruptStoreFile(name, "packs must be a non-empty array")
+    out: dict[str, tuple[CID, ...]] = {}
+    for p in doc["packs"]:
+        if not isinstance(p, dict) or set(p) != {"id", "cids"}:
+            raise CorruptStoreFile(name, "a pack entry with wrong keys")
+        ident, raw = p["id"], p["cids"]
+        if not isinstance(ident, bytes) or len(ident) != 32:
+            raise CorruptStoreFile(name, "a pack id is not 32 bytes")
+        if not isinstance(raw, bytes) or not raw or len(raw) % 40:
+            raise CorruptStoreFile(name, "a pack's cids must be 40-byte CIDs, at least one")
+        try:
+            cids = tuple(CID.from_bytes(raw[i : i + 40]) for i in range(0, len(raw), 40))
+        except MalformedCID as exc:
+            raise CorruptStoreFile(name, f"a tombstone is not a CID: {exc}") from None
+        if list(cids) != sorted(set(cids)):
+            raise CorruptStoreFile(name, "cids not sorted, or listed twice")
+        out[ident.hex()] = cids
+    if list(out) != sorted(out) or len(out) != len(doc["packs"]):
+        raise CorruptStoreFile(name, "packs not sorted by id, or a pack listed twice")
     if cbor2.dumps(doc, canonical=True) != data:
         raise CorruptStoreFile(name, "not canonical CBOR")
-    return cids
+    return out

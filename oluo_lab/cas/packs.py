@@ -182,9 +182,10 @@ class _View:
     problems: list[StoreProblem] = field(default_factory=list)
     fallback: bool = False  # damaged index files: packs no index names were read directly
     # two-phase gc (object stores): tombstone files, and the books writers must not reuse
-    tomb_files: dict[str, tuple[float, tuple[CID, ...]]] = field(default_factory=dict)
+    # id -> (modification time, pack id -> tombstoned CIDs of that pack)
+    tomb_files: dict[str, tuple[float, dict[str, tuple[CID, ...]]]] = field(default_factory=dict)
     tomb_damaged: dict[str, str] = field(default_factory=dict)
-    tombs: dict[CID, float] = field(default_factory=dict)  # tombstoned, no newer copy
+    tombs: dict[CID, float] = field(default_factory=dict)  # every copy tombstoned -> when
 
     @property
     def names(self) -> set[str]:
@@ -357,29 +358,27 @@ class PackStore(BookStore):
                 view.tomb_damaged[ident] = exc.reason
 
     def _effective_tombs(self, view: _View) -> None:
-        """Books tombstoned (by the oldest tombstone file naming them) that no pack written
-        after that tombstone holds: the books writers must not reuse."""
-        first: dict[CID, float] = {}
-        for mtime, cids in view.tomb_files.values():
-            for cid in cids:
-                if cid in view.loc and mtime < first.get(cid, math.inf):
-                    first[cid] = mtime
-        if not first:
+        """The books writers must not reuse: those whose every indexed copy a live
+        tombstone file names (a copy in any other pack, written since by a writer that
+        put it again, revives the book). Each maps to its latest tombstone's time."""
+        when: dict[tuple[str, CID], float] = {}
+        for mtime, packs in view.tomb_files.values():
+            for pid, cids in packs.items():
+                for cid in cids:
+                    key = (pid, cid)
+                    when[key] = min(mtime, when.get(key, math.inf))
+        if not when:
             return
-        mtimes = self._pack_times()
+        named = {cid for _, cid in when}
+        holders: dict[CID, list[str]] = {}
         for pid, entries in view.packs.items():
-            when = mtimes.get(pid, 0.0)
             for cid in entries:
-                if cid in first and when > first[cid]:
-                    del first[cid]  # a copy written since: revived
-        view.tombs = first
-
-    def _pack_times(self) -> dict[str, float]:
-        return {
-            p: info.mtime
-            for info in self._backend.list(PACK_DIR)
-            if (p := parse_key(info.name, PACK_SUFFIX)) is not None
-        }
+                if cid in named:
+                    holders.setdefault(cid, []).append(pid)
+        for cid, pids in holders.items():
+            times = [when.get((pid, cid)) for pid in pids]
+            if all(t is not None for t in times):
+                view.tombs[cid] = max(t for t in times if t is not None)
 
     def _rebuild(self, view: _View) -> None:
         superseded = {s for doc in view.docs.values() for s in doc.supersedes}
@@ -491,6 +490,8 @@ class PackStore(BookStore):
             isinstance(data, memoryview) and isinstance(data.obj, bytes)
         ):
             data = bytes(data)  # the caller may reuse a mutable buffer once put() returns
+        if cid in self._view.tombs:
+            batch.renewed.add(cid)
         batch.add(cid, data)
 
     @contextlib.contextmanager
@@ -548,6 +549,8 @@ class PackStore(BookStore):
                 if cid in batch or self._reusable_now(cid):
                     continue
                 verify_book(cid, self._decode(cid, record))
+                if cid in self._view.tombs:
+                    batch.renewed.add(cid)
                 batch.add_record(cid, bytes(record))
 
     # --- reading -------------------------------------------------------------------------
@@ -757,7 +760,7 @@ class PackStore(BookStore):
                 by_pack.setdefault(pid, []).append(e)
             runs = {pid: sorted(es, key=lambda e: e.offset) for pid, es in by_pack.items()}
             try:
-                packs = self._repack(sorted(runs), runs)
+                packs = self._repack(sorted(runs), runs, renew=True)
             except Missing as exc:
                 raise BookNotFound(wanted[0], f"its pack {exc.key} was deleted by a gc") from None
             self._add_index(packs)
@@ -841,26 +844,34 @@ class PackStore(BookStore):
         keep: Collection[CID] | None,
     ) -> SweepReport:
         """gc without a lock (docs/FORMAT.md §4.4): phase 1 tombstones the doomed books
-        not tombstoned yet; phase 2 removes those tombstoned at least ``grace_s`` ago that
-        are still doomed and that no pack written since holds (a writer revived them),
-        then deletes the tombstone files nothing pending is left in."""
+        not tombstoned yet (each copy: pack and CID); phase 2 removes those whose every
+        copy was tombstoned at least ``grace_s`` ago and that are still doomed (a copy
+        in another pack means a writer put the book again: revived), then deletes the
+        tombstone files nothing pending is left in."""
         view = self._view
         doomed = {c for c in doomed if c in view.loc}
         now = time.time()
         tombs = view.tombs
         expired = {c for c in doomed if c in tombs and now - tombs[c] >= grace_s}
-        pending = {c for c in doomed if c in tombs} - expired
+        # a tombstone stays while its book is unreachable (``keep``: every reachable book)
+        unreached = doomed if keep is None else {c for c in tombs if c not in keep}
+        pending = {c for c in tombs if c in unreached} - expired
         new = doomed - set(tombs)
         resolved = sorted(view.tomb_damaged) + sorted(
             ident
-            for ident, (_, cids) in view.tomb_files.items()
-            if not any(c in pending for c in cids) and not set(cids) & new
+            for ident, (_, packs) in view.tomb_files.items()
+            if not any(c in pending for cids in packs.values() for c in cids)
         )
         if dry_run:
             report = self._sweep(expired, grace_s, True, True, bar, keep, pending | new)
             return dataclasses.replace(report, tombstoned=len(new), pending=len(pending))
         if new:
-            data = encode_tombstones(new)
+            by_pack: dict[str, list[CID]] = {}
+            for pid, entries in view.packs.items():
+                for cid in entries:
+                    if cid in new:
+                        by_pack.setdefault(pid, []).append(cid)
+            data = encode_tombstones(by_pack)
             self._backend.put_create(tomb_key(file_id(data)), data)
         report = self._sweep(expired, grace_s, False, True, bar, keep, pending | new)
         for ident in resolved:
@@ -1007,9 +1018,14 @@ class PackStore(BookStore):
         (only then may a new index supersede the damaged files)."""
         return not any(p.where.startswith(PACK_DIR + "/") for p in self._view.problems)
 
-    def _repack(self, rewrite: list[str], live: dict[str, list[Entry]]) -> list[PackRef]:
-        """Copy the live records of ``rewrite`` packs into new packs (durable on return)."""
+    def _repack(
+        self, rewrite: list[str], live: dict[str, list[Entry]], renew: bool = False
+    ) -> list[PackRef]:
+        """Copy the live records of ``rewrite`` packs into new packs (durable on return);
+        ``renew``: the copies revive tombstoned books (each such pack made unique)."""
         batch = self._new_batch()
+        if renew:
+            batch.renewed.update(e.cid for es in live.values() for e in es)
         ok = False
         try:
             for pid in rewrite:

@@ -280,19 +280,16 @@ class ObjectRefs(RefStore):
 
     def _move(self, branch: str, expected: CID | None, head: Head | None, check: bool) -> None:
         segment = _segment(branch)
-        n, doc = self._newest(HEADS_DIR, segment)
+        try:
+            n, doc = self._newest(HEADS_DIR, segment)
+        except ManifestSerde:
+            if check:
+                raise
+            # a repair writes over a damaged newest object (the next number)
+            n, doc = self._numbered_one(HEADS_DIR, segment)[-1], None
         found = self._head(doc)
         if check and (None if found is None else found.cid) != expected:
-            moved = HeadMoved(
-                branch,
-                None if found is None else found.cid,
-                expected,
-                f"branch {branch!r} moved: its head is "
-                f"{'none' if found is None else found.cid.short}, expected "
-                f"{'none' if expected is None else expected.short}; nothing was written",
-            )
-            moved.raced = True
-            raise moved
+            raise self._moved(branch, found, expected, doc)
         new = self._new_doc(
             n + 1,
             branch=branch,
@@ -305,20 +302,26 @@ class ObjectRefs(RefStore):
             return
         if not check:  # a repair: claim the next number again
             return self._move(branch, expected, head, check)
-        winner = self._head(theirs)
-        lost = HeadMoved(
+        raise self._moved(branch, self._head(theirs), expected, theirs)
+
+    @staticmethod
+    def _moved(
+        branch: str, winner: Head | None, expected: CID | None, doc: dict[str, Any] | None
+    ) -> HeadMoved:
+        """Another writer moved ``branch`` first (to ``winner``): the error naming it."""
+        what = "deleted it" if winner is None else f"set it to commit {winner.cid.short}"
+        when = f" at {doc.get('time')}" if doc and doc.get("time") else ""
+        moved = HeadMoved(
             branch,
             None if winner is None else winner.cid,
             expected,
-            f"branch {branch!r} moved while this commit was written: another writer won "
-            f"ref {n + 1} with "
-            f"{'a deletion' if winner is None else 'commit ' + winner.cid.short} "
-            f"(at {theirs.get('time')}); this commit was stored but is on no branch. "
-            "Commit again with retry=True to put it on top when the engine still descends "
-            "from the new head, or check the branch out again",
+            f"branch {branch!r} moved meanwhile: another writer {what}{when} (this writer "
+            f"expected {'no head' if expected is None else expected.short}); the ref was not "
+            "moved. A commit is stored but on no branch: commit again with retry=True to "
+            "put it on top of the new head when the engine still descends from it",
         )
-        lost.raced = True
-        raise lost
+        moved.raced = True
+        return moved
 
     def compare_and_set(self, branch: str, expected: CID | None, new: Head) -> None:
         self._move(branch, expected, new, True)

@@ -74,3 +74,13 @@ def make_lab(request, tmp_path):
 
     make.kind = request.param
     return make
+
+
+def build_with_two_threads(M: int, ef_construction: int, **params: object) -> OluoEngine:
+    """``build_for_sweep``, refusing to run unless the task set faiss to 2 threads (a Dask
+    worker process starts with 1)."""
+    import faiss
+
+    if faiss.omp_get_max_threads() != 2:
+        raise RuntimeError(f"faiss runs {faiss.omp_get_max_threads()} threads here, not 2")
+    return build_for_sweep(M, ef_construction, **params)
