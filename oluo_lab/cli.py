@@ -476,7 +476,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if urls:
             p.add_argument(
                 "dir",
-                help="the lab: a directory, or an object-store URL such as s3://bucket/prefix "
+                help="the lab directory, or a lab URL such as s3://bucket/prefix "
                 "(never created by this command)",
             )
             p.add_argument(
