@@ -427,6 +427,17 @@ def _cmd_repack(args, lab) -> int:
     return 0
 
 
+def _store_options(items: Sequence[str]) -> dict:
+    """``KEY=VALUE`` object-store options (``true``/``false`` become booleans)."""
+    out: dict = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ValueError(f"an option is KEY=VALUE, got {item!r}")
+        out[key] = {"true": True, "false": False}.get(value.lower(), value)
+    return out
+
+
 def _ref(text: str):
     """A ref from the command line: a bare number N is ``#N``; the rest as in Python."""
     return int(text) if text.isdigit() else text
@@ -464,9 +475,27 @@ def _main(argv: Sequence[str] | None) -> int:
     demo.add_argument("--out", type=Path, default=Path("oluo-demo"), help="output directory")
     demo.add_argument("--no-report", action="store_true", help="skip the HTML report")
 
-    def lab_cmd(name: str, help_: str):
+    def lab_cmd(name: str, help_: str, urls: bool = True):
         p = sub.add_parser(name, help=help_, description=help_)
-        p.add_argument("dir", type=Path, help="the lab directory (never created by this command)")
+        if urls:
+            p.add_argument(
+                "dir",
+                help="the lab directory, or a lab URL such as s3://bucket/prefix "
+                "(never created by this command)",
+            )
+            p.add_argument(
+                "-o",
+                "--option",
+                action="append",
+                default=[],
+                metavar="KEY=VALUE",
+                help="an object-store option (endpoint=..., region=..., allow_http=true; "
+                "credentials best from the AWS_* environment variables); repeatable",
+            )
+        else:
+            p.add_argument(
+                "dir", type=Path, help="the lab directory (never created by this command)"
+            )
         p.add_argument(
             "--json", action="store_true", help="machine-readable output (null for absent values)"
         )
@@ -513,6 +542,7 @@ def _main(argv: Sequence[str] | None) -> int:
     lab_cmd(
         "repack",
         "convert a lab's directory store (one file per book) to a pack store, in place",
+        urls=False,
     )
     tag = lab_cmd("tag", "list, set or delete tags (named checkpoints, kept by gc)")
     tag.add_argument("name", nargs="?", help="the tag (none: list the tags)")
@@ -545,8 +575,8 @@ def _main(argv: Sequence[str] | None) -> int:
         "repack": _cmd_repack,
     }[args.command]
     try:
-        return handler(args, Lab.open(args.dir))
-    except (OluoPersistError, ContentError, ValueError, KeyError) as exc:
+        return handler(args, Lab.open(args.dir, **_store_options(getattr(args, "option", []))))
+    except (OluoPersistError, ContentError, ValueError, KeyError, TypeError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {message}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ store write the index file naming them.
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -48,6 +49,7 @@ class PackBuilder:
     entries: list[Entry] = field(default_factory=list)
     pos: int = len(PACK_HEADER)
     hasher: blake3.blake3 = field(default_factory=lambda: blake3.blake3(PACK_HEADER))
+    unique: bool = False  # holds a book put again after a tombstone: gets a nonce record
 
     def __post_init__(self) -> None:
         self.sink.append(PACK_HEADER)
@@ -116,6 +118,10 @@ class PackBatch:
         self._open: PackBuilder | None = None  # appender thread only
         self._sealed: list[_Sealed] = []
         self._error: BaseException | None = None
+        #: books put again because a two-phase gc tombstoned them: a pack holding one is
+        #: made unique (a nonce book is added), so it is never an existing pack of the
+        #: same content (which would hold a tombstoned copy, not a new one)
+        self.renewed: set[CID] = set()
 
     # --- writing (caller's thread) ---------------------------------------------------------
     def __contains__(self, cid: CID) -> bool:
@@ -201,6 +207,8 @@ class PackBatch:
         entry = builder.add(cid, pieces)
         self._placed[cid] = (builder, entry)
         self._queued.pop(cid, None)
+        if cid in self.renewed:
+            builder.unique = True
         if builder.pos >= self._target:
             self._seal()
 
@@ -208,6 +216,10 @@ class PackBatch:
         builder, self._open = self._open, None
         if builder is None:
             return
+        if builder.unique:  # a small random book, garbage for a later gc
+            nonce = b"oluo-pack-nonce " + secrets.token_bytes(16)
+            [(cid, header, payload)] = self._encode([(CID.for_book(nonce), nonce)])
+            builder.add(cid, (header, payload))
         try:
             pack_id, size, _ = builder.seal()
             busy = [s for s in self._sealed if not s.done.done()]

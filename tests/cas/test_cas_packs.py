@@ -39,6 +39,7 @@ from oluo_lab.cas._packfile import (
     Entry,
     PackRef,
     decode_index,
+    decode_tombstones,
     decode_trailer,
     encode_index,
     encode_trailer,
@@ -774,12 +775,51 @@ def test_s3_two_writers_of_the_same_batch(s3):
 
 
 def test_s3_sweep_and_check(s3):
-    store = PackStore(s3.url("sweep"), **s3.options)
+    store = PackStore(s3.url("sweep"), two_phase=False, **s3.options)
     cids = [store.put(xof(bytes([i]), 4000)) for i in range(4)]
     rep = store.sweep(cids[:1], grace_s=0)
     assert rep.packs_written == 1 and rep.packs_deleted == 4
     assert sorted(store) == sorted(cids[1:]) and store.check()
     assert [i.name for i in store.backend.list("index")] == [f"{store._view.live[0]}.oli"]
+
+
+def test_s3_sweep_is_two_phase_tombstones_first_and_writers_revive(s3, tmp_path):
+    url = s3.url("two-phase")
+    store = PackStore(url, **s3.options)
+    assert store.two_phase and not PackStore(tmp_path / "local").two_phase
+    cids = [store.put(xof(bytes([i]), 4000)) for i in range(4)]
+    first = store.sweep(cids[:2], grace_s=0)
+    # phase 1: tombstones only; the books stay readable until a later sweep
+    assert (first.tombstoned, first.pending, first.books) == (2, 0, 0)
+    assert sorted(store) == sorted(cids) and store.get(cids[0]) == xof(bytes([0]), 4000)
+    assert store.tombstoned() == set(cids[:2]) == PackStore(url, **s3.options).tombstoned()
+    assert not store.reusable(cids[0]) and store.reusable(cids[2]) and store.has(cids[0])
+    [tomb] = store.backend.list("tombstones")
+    assert decode_tombstones("t", store.backend.read(f"tombstones/{tomb.name}")) == {
+        store._view.loc[c][0]: (c,) for c in cids[:2]
+    }
+    # a writer needing a tombstoned book puts it again (a new pack), which revives it
+    writer = PackStore(url, **s3.options)
+    packs = len(writer.backend.list("packs"))
+    assert writer.put(xof(bytes([0]), 4000)) == cids[0]
+    assert len(writer.backend.list("packs")) == packs + 1
+    assert store.tombstoned() == {cids[1]}
+    # the new pack holds a nonce book (garbage for a later gc) besides the copy: a pack
+    # of only the same records again would have the old pack's name (and its tombstone)
+    [nonce] = set(store) - set(cids)
+    assert store.get(nonce).startswith(b"oluo-pack-nonce ")
+    # phase 2 waits for the grace period, then removes what is still tombstoned and doomed
+    waiting = store.sweep(cids[1:2], grace_s=3600)
+    assert (waiting.books, waiting.pending, waiting.tombstoned) == (0, 1, 0)
+    done = store.sweep(cids[1:2], grace_s=0)
+    assert done.books == 1 and cids[1] not in store and cids[0] in store
+    assert store.check() and sorted(store) == sorted([cids[0], *cids[2:], nonce])
+    # a revived book doomed again starts over: tombstoned now, removed by the next sweep
+    again = store.sweep([cids[0], nonce], grace_s=0)
+    assert (again.books, again.tombstoned) == (0, 2) and cids[0] in store
+    assert store.sweep([cids[0], nonce], grace_s=0).books == 2 and cids[0] not in store
+    assert store.sweep([], grace_s=0).tombstoned == 0 and not store.backend.list("tombstones")
+    assert store.check() and sorted(store) == sorted(cids[2:])
 
 
 def test_s3_bad_inputs_change_nothing(s3):
