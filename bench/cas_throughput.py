@@ -1,33 +1,34 @@
-"""CAS throughput: DirStore ingest + reassemble against compute limits and this machine's limits.
+"""CAS throughput: ingest + reassemble into a PackStore and a DirStore, against compute limits.
 
 For each data set (incompressible bytes from a blake3 XOF, and GloVe-6B-50d float32 vectors
 repeated to size, the rows of each repeat shuffled so nothing deduplicates) this measures,
 in one process and on the same bytes, interleaved round by round (best of ``--repeat``
 rounds for every figure, so load noise hits both sides):
 
-Single-core compute limits (no store, one core; the target ratios are computed against these):
+Single-core compute limits (no store; the target ratios are computed against these):
 
-* ingest limit:      FastCDC cut + blake3 + zstd compress of every chunk
-* reassemble limit:  zstd decompress (of the chunks zstd shrinks) + blake3 of every chunk
+* ingest:      FastCDC cut + blake3 + zstd compress of every chunk
+* reassemble:  zstd decompress (of the chunks zstd shrinks) + blake3 of every chunk
 
 Physical limits of this machine (no compute at all):
 
 * durable-write limit:  write the same bytes to one new file + fsync
 * fresh-output limit:   allocate a fresh buffer of the same size and copy the bytes into it
-* file-creation limit (informational): write each chunk, uncompressed, to its own new file in a
-  256-directory fan-out like DirStore's, then one syncfs -- what one file per book costs
-  on this filesystem before any compute; also with the chunks split over 2 threads
+* file-creation limit (informational): write each chunk, uncompressed, to its own new file
+  in a 256-directory fan-out like DirStore's, then one syncfs -- what one file per book
+  costs on this filesystem before any compute; also with the chunks split over 2 threads
 * fresh-output limit, 2 threads: map fresh memory (huge pages advised) and copy the bytes
   in on 2 threads -- the least a ``reassemble`` that returns a new ``bytes`` can cost
 
 Ceilings: a limit on 2 threads divided by the compute limit bounds the ratio any
-implementation can reach on this machine; for reassemble also with the compute limit's work
-(hash + decompress every byte) spread perfectly over both cores and file reads for free.
+implementation can reach on this machine; for reassemble also with the compute limit's
+work (hash + decompress every byte) spread perfectly over both cores and file reads free.
 
-Measured: ``ingest(bytes, DirStore)`` (durable when it returns) and ``reassemble(root,
-DirStore)`` (every book verified). Ratios are printed against the compute limit and against
-min(compute limit, physical limit). Then, in a fresh subprocess, the data is ingested from a
-*file* and peak RSS (VmHWM) above the interpreter's baseline is reported.
+Measured, for each store (PackStore: books in ~16 MiB pack files; DirStore: one file per
+book): ``ingest(bytes, store)`` (durable when it returns) and ``reassemble(root, store)``
+(every book verified). Ratios are printed against the compute limit and against
+min(compute limit, physical limit). Then, in a fresh subprocess per store, the data is
+ingested from a *file* and peak RSS (VmHWM) above the interpreter's baseline is reported.
 
 Nothing is deleted until a data set is finished: on a journal-less ext4 (this VM) inodes
 freed in the last minutes are skipped by the allocator one by one, so deleting a previous
@@ -61,7 +62,9 @@ from pyfastcdc.cy import FastCDC
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from oluo_lab._io import syncfs  # noqa: E402
-from oluo_lab.cas import CHUNK_PARAMS, DirStore, ingest, reassemble  # noqa: E402
+from oluo_lab.cas import CHUNK_PARAMS, DirStore, PackStore, ingest, reassemble  # noqa: E402
+
+STORES = {"packs": PackStore, "dir": DirStore}
 
 MB = 1_000_000
 
@@ -205,13 +208,13 @@ RSS_CHILD = textwrap.dedent(
     import sys
     sys.path.insert(0, {repo!r})
     from pathlib import Path
-    from oluo_lab.cas import DirStore, ingest
+    from oluo_lab.cas import DirStore, PackStore, ingest
     def hwm():
         for line in open("/proc/self/status"):
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
     base = hwm()
-    store = DirStore({store!r}, level={level})
+    store = {cls}({store!r}, level={level})
     root = ingest(Path({path!r}), store)
     peak = hwm()
     print(base, peak, root.hex)
@@ -229,7 +232,8 @@ def run_dataset(name: str, data: bytes, scratch: Path, args, repo: str) -> dict:
     def note(key: str, secs: float) -> None:
         best[key] = min(best.get(key, float("inf")), secs)
 
-    root = store = None
+    roots = {}
+    stores = {}
     frames: list[bytes | None] = []
     for r in range(args.repeat):
         dt, frames = limit_ingest(data, args.level)
@@ -237,33 +241,44 @@ def run_dataset(name: str, data: bytes, scratch: Path, args, repo: str) -> dict:
         note("durable", durable_write(data, scratch / f"{name}-durable-{r}.bin"))
         note("files", files_write(raw_chunks, digests, scratch / f"{name}-files-{r}"))
         note("files2", files_write(raw_chunks, digests, scratch / f"{name}-files2-{r}", 2))
-        store = DirStore(scratch / f"{name}-store-{r}", level=args.level)
-        t0 = time.perf_counter()
-        root = ingest(data, store)
-        note("ingest", time.perf_counter() - t0)
+        # the stores take turns going first: what runs right after the limits (which map
+        # and free hundreds of MB of huge pages) pays for the kernel's page compaction
+        order = args.stores[r % len(args.stores) :] + args.stores[: r % len(args.stores)]
+        for kind in order:
+            store = stores[kind] = STORES[kind](scratch / f"{name}-{kind}-{r}", level=args.level)
+            t0 = time.perf_counter()
+            roots[kind] = ingest(data, store)
+            note(f"ingest_{kind}", time.perf_counter() - t0)
         note("lim_re", limit_reassemble(raw_chunks, frames))
         note("fresh", fresh_output(data))
         note("fresh2", fresh_output_threads(data, 2))
-        t0 = time.perf_counter()
-        out = reassemble(root, store)
-        note("reassemble", time.perf_counter() - t0)
-        assert out == data
-        del out
+        for kind in order:
+            t0 = time.perf_counter()
+            out = reassemble(roots[kind], stores[kind])
+            note(f"reassemble_{kind}", time.perf_counter() - t0)
+            assert out == data
+            del out
     del frames
-    st = store.stats()
     res = {k: mbs / v for k, v in best.items()}
-    res["stored"] = st.stored_bytes / st.logical_bytes
-    res["books"] = st.books
-
     path = scratch / f"{name}.bin"
     path.write_bytes(data)
-    child = RSS_CHILD.format(
-        repo=repo, store=str(scratch / f"{name}-rss"), level=args.level, path=str(path)
-    )
-    out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, check=True)
-    base, peak, hexroot = out.stdout.split()
-    assert hexroot == root.hex, "file ingest in a subprocess gave a different root"
-    res["rss_base"], res["rss_peak"] = int(base) / MB, int(peak) / MB
+    for kind in args.stores:
+        st = stores[kind].stats()
+        res[f"stored_{kind}"] = st.stored_bytes / st.logical_bytes
+        res[f"books_{kind}"] = st.books
+        child = RSS_CHILD.format(
+            repo=repo,
+            cls=STORES[kind].__name__,
+            store=str(scratch / f"{name}-rss-{kind}"),
+            level=args.level,
+            path=str(path),
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", child], capture_output=True, text=True, check=True
+        )
+        base, peak, hexroot = out.stdout.split()
+        assert hexroot == roots[kind].hex, "file ingest in a subprocess gave a different root"
+        res[f"rss_base_{kind}"], res[f"rss_peak_{kind}"] = int(base) / MB, int(peak) / MB
     for p in scratch.iterdir():
         if p.name.startswith(f"{name}"):
             shutil.rmtree(p) if p.is_dir() else p.unlink()
@@ -273,7 +288,17 @@ def run_dataset(name: str, data: bytes, scratch: Path, args, repo: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mb", type=int, default=256, help="MB per data set (default 256)")
-    ap.add_argument("--level", type=int, default=3, help="zstd level (default 3, DirStore default)")
+    ap.add_argument(
+        "--level",
+        type=int,
+        default=3,
+        help="zstd level of both stores and of the compute limit (default 3; a PackStore "
+        "writes level 1 unless told otherwise)",
+    )
+    ap.add_argument(
+        "--stores", nargs="+", choices=sorted(STORES), default=["packs", "dir"],
+        help="stores to measure (default both)",
+    )  # fmt: skip
     ap.add_argument("--repeat", type=int, default=3, help="interleaved rounds; best is reported")
     ap.add_argument("--dir", default=None, help="scratch directory (default: a temp dir)")
     args = ap.parse_args()
@@ -295,46 +320,52 @@ def main() -> None:
     print(f"# loadavg at end {os.getloadavg()[0]:.2f}; all figures MB/s unless a ratio")
     print()
     print(
-        "| data | MB | ingest | compute limit (cut+blake3+zstd, 1 core) | ratio | "
+        "| data | store | MB | ingest | single-core compute limit (cut+blake3+zstd) | ratio | "
         "durable-write limit (1 file + fsync) | ratio to min(compute, durable) | "
-        "file-creation limit (1 file per chunk + syncfs) | ratio to file-creation limit | "
-        "file-creation limit, 2 threads | ceiling: file-creation 2t / compute limit |"
+        "file-creation limit (1 file per chunk + syncfs) | ratio to it | "
+        "file-creation limit, 2 threads | ceiling: file-creation-2t / compute limit |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         phys = min(r["lim_ing"], r["durable"])
-        print(
-            f"| {name} | {args.mb} | {r['ingest']:.0f} | {r['lim_ing']:.0f} | "
-            f"{r['ingest'] / r['lim_ing']:.2f} | {r['durable']:.0f} | {r['ingest'] / phys:.2f} | "
-            f"{r['files']:.0f} | {r['ingest'] / r['files']:.2f} | {r['files2']:.0f} | "
-            f"{r['files2'] / r['lim_ing']:.2f} |"
-        )
+        for kind in args.stores:
+            ing = r[f"ingest_{kind}"]
+            print(
+                f"| {name} | {kind} | {args.mb} | {ing:.0f} | {r['lim_ing']:.0f} | "
+                f"{ing / r['lim_ing']:.2f} | {r['durable']:.0f} | {ing / phys:.2f} | "
+                f"{r['files']:.0f} | {ing / r['files']:.2f} | {r['files2']:.0f} | "
+                f"{r['files2'] / r['lim_ing']:.2f} |"
+            )
     print()
     print(
-        "| data | MB | reassemble | compute limit (zstd -d + blake3, 1 core) | ratio | "
-        "fresh-output limit (alloc + copy) | ratio to min(compute, fresh) | "
-        "fresh-output limit, 2 threads | ceiling: fresh-output 2t / compute limit | "
+        "| data | store | MB | reassemble | single-core compute limit (zstd -d + blake3) | ratio | "
+        "fresh-output limit (alloc + copy) | ratio to min(compute, fresh-output) | "
+        "fresh-output limit, 2 threads | ceiling: fresh-output-2t / compute limit | "
         "ceiling with the compute limit's work on 2 cores | stored/logical |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         phys = min(r["lim_re"], r["fresh"])
         # every byte must be hashed (and decompressed) and land in fresh memory: even with
         # both cores on each part and file reads for free, time >= copy-2t + limit work / 2
         both = 1 / (1 / r["fresh2"] + 1 / (2 * r["lim_re"]))
-        print(
-            f"| {name} | {args.mb} | {r['reassemble']:.0f} | {r['lim_re']:.0f} | "
-            f"{r['reassemble'] / r['lim_re']:.2f} | {r['fresh']:.0f} | "
-            f"{r['reassemble'] / phys:.2f} | {r['fresh2']:.0f} | "
-            f"{r['fresh2'] / r['lim_re']:.2f} | {both / r['lim_re']:.2f} | {r['stored']:.3f} |"
-        )
+        for kind in args.stores:
+            rea = r[f"reassemble_{kind}"]
+            print(
+                f"| {name} | {kind} | {args.mb} | {rea:.0f} | {r['lim_re']:.0f} | "
+                f"{rea / r['lim_re']:.2f} | {r['fresh']:.0f} | {rea / phys:.2f} | "
+                f"{r['fresh2']:.0f} | {r['fresh2'] / r['lim_re']:.2f} | "
+                f"{both / r['lim_re']:.2f} | {r[f'stored_{kind}']:.3f} |"
+            )
     print()
     for name, r in results.items():
-        print(
-            f"# {name}: {r['books']} books; ingest from a file in a fresh subprocess: peak RSS "
-            f"{r['rss_peak']:.1f} MB, baseline {r['rss_base']:.1f} MB, delta "
-            f"{r['rss_peak'] - r['rss_base']:.1f} MB (same root as the in-memory ingest)"
-        )
+        for kind in args.stores:
+            print(
+                f"# {name} / {kind}: {r[f'books_{kind}']} books; ingest from a file in a fresh "
+                f"subprocess: peak RSS {r[f'rss_peak_{kind}']:.1f} MB, baseline "
+                f"{r[f'rss_base_{kind}']:.1f} MB, delta "
+                f"{r[f'rss_peak_{kind}'] - r[f'rss_base_{kind}']:.1f} MB (same root as in memory)"
+            )
 
 
 if __name__ == "__main__":

@@ -1,18 +1,23 @@
 """Snapshot persist/load cost against writing the faiss index yourself, same run.
 
-Builds an engine over the GloVe-6B-50d vectors (cosine, M=16, ef_construction=128; the
-graph is built with faiss's own threads and handed to ``OluoEngine.from_snapshot``, which
-is what a restore does), then times, interleaved, best of ``--repeat``:
+Builds an engine over the GloVe-6B-50d vectors (cosine, the engine's default build
+settings: M, ef_construction and prune_headroom of ``IndexConfig``; the graph is built with
+faiss's own threads and handed to ``OluoEngine.from_snapshot``, which is what a restore
+does), then times, interleaved, best of ``--repeat``:
 
-* persist: ``persist_snapshot`` into a fresh lab directory (DirStore, zstd, durable)
-  vs the baseline ``faiss.serialize_index`` + zstd (level 3) of the same bytes, plus the
-  metadata bytes, written to files and fsynced;
+* persist: ``persist_snapshot`` into a fresh lab directory, once with each store (a
+  PackStore, the default for new labs, and a DirStore; zstd, durable), vs the baseline
+  ``faiss.serialize_index`` + zstd of the same bytes, plus the metadata bytes, written to
+  files and fsynced, at the same zstd level as the store it is compared with (PackStore's
+  default level 1, DirStore's 3), so both sides do the same compression work; the files a
+  persist creates are counted;
 * load: ``load_snapshot`` (every book hash-verified, engine rebuilt) vs the baseline
   read + zstd-decompress + ``faiss.deserialize_index``.
 
-Peak RSS during persist is measured in a fresh subprocess: the engine's resident size
-just before ``persist_snapshot`` vs the peak (VmHWM, reset via /proc/self/clear_refs)
-during it.
+Peak RSS during persist (pack store) is measured in a fresh subprocess: the engine's
+resident size just before ``persist_snapshot`` vs the peak (VmHWM, reset via
+/proc/self/clear_refs) during it. ``--levels 1 3`` also reports, per payload section,
+the bytes and zstd time of each level (what the default level was chosen by).
 
     python bench/snapshot_io.py                # all 400k vectors
     python bench/snapshot_io.py --n 100000     # quicker
@@ -38,7 +43,8 @@ import faiss
 import numpy as np
 import zstandard
 
-from oluo_lab.cas import DirStore
+from oluo_lab.cas import DirStore, PackStore
+from oluo_lab.cas.packs import DEFAULT_LEVEL as PACK_LEVEL
 from oluo_lab.engine import EntryMetadata, OluoEngine, encode_metadata
 from oluo_lab.snapshot import load_snapshot, persist_snapshot
 
@@ -50,12 +56,13 @@ def build_engine(n: int) -> tuple[OluoEngine, bytes, bytes]:
     vectors, words = load_glove_vectors()
     x = np.ascontiguousarray(vectors[:n])
     faiss.normalize_L2(x)
-    index = faiss.IndexHNSWFlat(x.shape[1], 16, faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = 128
-    index.hnsw.efSearch = 64
+    config = OluoEngine(x.shape[1]).config.as_dict()
+    index = faiss.IndexHNSWFlat(x.shape[1], config["M"], faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = config["ef_construction"]
+    index.hnsw.efSearch = config["ef_search"]
+    index.hnsw.prune_headroom = config["prune_headroom"]
     index.add(x)
     index_bytes = faiss.serialize_index(index).tobytes()
-    config = OluoEngine(x.shape[1]).config.as_dict()
     entries = {
         i: EntryMetadata(target=str(words[i]), metadata={"word": str(words[i])}) for i in range(n)
     }
@@ -74,8 +81,8 @@ def fsync_write(path: Path, data: bytes) -> None:
     os.close(fd)
 
 
-def baseline_persist(d: Path, index_bytes: bytes, metadata_bytes: bytes) -> None:
-    cctx = zstandard.ZstdCompressor(level=3)
+def baseline_persist(d: Path, index_bytes: bytes, metadata_bytes: bytes, level: int) -> None:
+    cctx = zstandard.ZstdCompressor(level=level)
     fsync_write(d / "index.faiss.zst", cctx.compress(index_bytes))
     fsync_write(d / "metadata.zst", cctx.compress(metadata_bytes))
 
@@ -104,7 +111,7 @@ def rss_child(n: int, where: str | None) -> None:
         Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
         persist_snapshot(
             d,
-            DirStore(d / "cas"),
+            PackStore(d / "cas"),
             snap.index_bytes,
             snap.metadata_bytes,
             snap.key_counter,
@@ -124,6 +131,7 @@ def main() -> None:
         help="directory for the temporary labs and baseline files (default: the system "
         "temp dir); put it on the filesystem you want to measure",
     )
+    ap.add_argument("--levels", type=int, nargs="*", default=[], help="zstd levels to compare")
     ap.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.rss_child:
@@ -141,29 +149,43 @@ def main() -> None:
         f"index {len(index_bytes) / 1e6:.1f} MB, metadata {len(metadata_bytes) / 1e6:.1f} MB"
     )
     root = Path(tempfile.mkdtemp(dir=args.dir, prefix="oluo-bench-"))
-    best = {"persist": np.inf, "base_persist": np.inf, "load": np.inf, "base_load": np.inf}
+    kinds = {"packs": PackStore, "dir": DirStore}
+    levels = {"packs": PACK_LEVEL, "dir": DirStore(root / "probe").level}
+    shutil.rmtree(root / "probe")
+    best = {f"{op}_{w}": np.inf for op in ("persist", "load") for w in (*kinds, *levels.values())}
+    files: dict[str, int] = {}
     try:
         for rep in range(args.repeat):
-            lab_dir, base_dir = root / f"lab{rep}", root / f"base{rep}"
-            lab_dir.mkdir()
+            base_dir = root / f"base{rep}"
             base_dir.mkdir()
-            t = time.perf_counter()
-            persist_snapshot(
-                lab_dir, DirStore(lab_dir / "cas"), index_bytes, metadata_bytes, args.n, 1
-            )
-            best["persist"] = min(best["persist"], time.perf_counter() - t)
-            t = time.perf_counter()
-            baseline_persist(base_dir, index_bytes, metadata_bytes)
-            best["base_persist"] = min(best["base_persist"], time.perf_counter() - t)
-            t = time.perf_counter()
-            restored, _, _ = load_snapshot(lab_dir, DirStore(lab_dir / "cas"))
-            best["load"] = min(best["load"], time.perf_counter() - t)
-            t = time.perf_counter()
-            baseline_load(base_dir)
-            best["base_load"] = min(best["base_load"], time.perf_counter() - t)
-            assert len(restored) == args.n
-            del restored
-            shutil.rmtree(lab_dir)
+            order = list(kinds.items())[:: 1 if rep % 2 == 0 else -1]  # alternate who goes first
+            for kind, cls in order:
+                lab_dir = root / f"{kind}{rep}"
+                lab_dir.mkdir()
+                t = time.perf_counter()
+                persist_snapshot(
+                    lab_dir, cls(lab_dir / "cas"), index_bytes, metadata_bytes, args.n, 1
+                )
+                best[f"persist_{kind}"] = min(best[f"persist_{kind}"], time.perf_counter() - t)
+                files[kind] = sum(1 for p in lab_dir.rglob("*") if p.is_file())
+            for level in sorted(set(levels.values())):
+                (base_dir / str(level)).mkdir()
+                t = time.perf_counter()
+                baseline_persist(base_dir / str(level), index_bytes, metadata_bytes, level)
+                best[f"persist_{level}"] = min(best[f"persist_{level}"], time.perf_counter() - t)
+            for kind, cls in order:
+                lab_dir = root / f"{kind}{rep}"
+                t = time.perf_counter()
+                restored, _, _ = load_snapshot(lab_dir, cls(lab_dir / "cas"))
+                best[f"load_{kind}"] = min(best[f"load_{kind}"], time.perf_counter() - t)
+                assert len(restored) == args.n
+                del restored
+            for level in sorted(set(levels.values())):
+                t = time.perf_counter()
+                baseline_load(base_dir / str(level))
+                best[f"load_{level}"] = min(best[f"load_{level}"], time.perf_counter() - t)
+            for kind in kinds:
+                shutil.rmtree(root / f"{kind}{rep}")
             shutil.rmtree(base_dir)
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -177,20 +199,55 @@ def main() -> None:
     rss = json.loads(child.stdout.strip().splitlines()[-1])
     rss_ratio = rss["peak_kib"] / rss["rss_before_kib"]
 
-    print("| operation | oluo_lab | baseline | ratio | target |")
-    print("|---|---|---|---|---|")
+    print(f"# loadavg at end {os.getloadavg()[0]:.2f}")
+    print("| operation | store | zstd level | oluo_lab | baseline | ratio | target |")
+    print("|---|---|---|---|---|---|---|")
+    for op in ("persist", "load"):
+        for kind in kinds:
+            ours, base = best[f"{op}_{kind}"], best[f"{op}_{levels[kind]}"]
+            target = "<= 1.2x" if kind == "packs" else "(<= 1.5x)"
+            print(
+                f"| {op} | {kind} | {levels[kind]} | {ours:.2f} s | {base:.2f} s | "
+                f"{ours / base:.2f}x | {target} |"
+            )
+    for kind in kinds:
+        target = "<= 16" if kind == "packs" else ""
+        print(f"| files in the lab after persist | {kind} | {files[kind]} | 2 | | {target} |")
     print(
-        f"| persist | {best['persist']:.2f} s | {best['base_persist']:.2f} s "
-        f"| {best['persist'] / best['base_persist']:.2f}x | <= 1.5x |"
-    )
-    print(
-        f"| load | {best['load']:.2f} s | {best['base_load']:.2f} s "
-        f"| {best['load'] / best['base_load']:.2f}x | <= 1.5x |"
-    )
-    print(
-        f"| peak RSS during persist | {rss['peak_kib'] / 1024:.0f} MiB | engine resident "
+        f"| peak RSS during persist | packs | {rss['peak_kib'] / 1024:.0f} MiB | engine resident "
         f"{rss['rss_before_kib'] / 1024:.0f} MiB | {rss_ratio:.2f}x | <= 1.3x |"
     )
+    if args.levels:
+        print()
+        level_table(index_bytes, metadata_bytes, args.levels)
+
+
+def level_table(index_bytes: bytes, metadata_bytes: bytes, levels: list[int]) -> None:
+    """Stored bytes and zstd time per payload section and level, as the store cuts them."""
+    from oluo_lab.cas import CID, MemoryStore, ingest
+    from oluo_lab.cas._bookfile import encode_book
+    from oluo_lab.cas.dag import blob_info
+    from oluo_lab.snapshot.index_codec import encode_index, read_index_record
+
+    scratch = MemoryStore()
+    rec = read_index_record(encode_index(index_bytes, scratch), scratch)
+    sections = {
+        name: blob_info(CID.from_bytes(sec["blob"]), scratch).leaves
+        for name, sec in rec.doc["sections"].items()
+    }
+    sections["metadata"] = blob_info(ingest(metadata_bytes, scratch), scratch).leaves
+    print("| section | books | MB | " + " | ".join(f"level {lv}: MB / s" for lv in levels) + " |")
+    print("|---|---|---|" + "---|" * len(levels))
+    for name, leaves in sections.items():
+        books = [scratch.get(c) for c in leaves]
+        cells = []
+        for lv in levels:
+            cctx = zstandard.ZstdCompressor(level=lv)
+            t = time.perf_counter()
+            stored = sum(len(h) + len(p) for h, p in (encode_book(b, lv, cctx) for b in books))
+            cells.append(f"{stored / 1e6:.2f} / {time.perf_counter() - t:.2f}")
+        mb = sum(len(b) for b in books) / 1e6
+        print(f"| {name} | {len(books)} | {mb:.2f} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

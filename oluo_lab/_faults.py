@@ -26,6 +26,13 @@ POINTS: dict[str, str] = {
     "cas.synced": "a CAS temp file (or a batch of them, via syncfs) is synced",
     "cas.linked": "a CAS temp file is hard-linked to the book's final name",
     "cas.dir_synced": "the directory holding new CAS books is synced",
+    "pack.tmp_written": "a pack's records and trailer are in its temp file (not yet synced)",
+    "pack.synced": "a pack's temp file is synced",
+    "pack.linked": "a pack is linked under its final name (still unreferenced)",
+    "pack.dir_synced": "the packs directory is synced: the batch's packs are durable",
+    "index.synced": "an index file's temp file is written and synced",
+    "index.linked": "an index file is linked under its final name (its books are stored)",
+    "index.dir_synced": "the index directory is synced",
     "durable.tmp_written": "atomic_write: new content written to the temp file",
     "durable.fsynced": "atomic_write: temp file fsynced",
     "durable.renamed": "atomic_write: temp file renamed over the target",
@@ -42,6 +49,10 @@ POINTS: dict[str, str] = {
     "gc.retire_logged": "gc: the gc-retire record is in the refs log",
     "gc.before_delete": "gc: about to delete one unreachable book",
     "gc.after_delete": "gc: one unreachable book deleted",
+    "sweep.index_deleted": "pack gc: one superseded index file deleted",
+    "sweep.pack_deleted": "pack gc: one unreferenced pack deleted",
+    "convert.marker_written": "repack: the store's marker says packs (the conversion's commit point)",
+    "convert.book_deleted": "repack: one old book file deleted",
 }
 
 _armed: tuple[str, int] | None = None

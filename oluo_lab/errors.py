@@ -18,7 +18,9 @@ builtin its caller may expect)::
     │   ├── MalformedBundle
     │   ├── DagDepthExceeded
     │   ├── DagSizeMismatch
-    │   └── UnsupportedChunker
+    │   ├── UnsupportedChunker
+    │   ├── StoreIOError [OSError]      an OS or object-store failure on a store file (.op, .name)
+    │   └── CorruptStoreFile            a pack, trailer, index or marker that fails its checks
     ├── EngineErrorBase                 oluo_lab.engine (also oluo_lab.OluoEngineError)
     │   ├── EngineInputError [ValueError]   bad input; the engine state is unchanged
     │   │   ├── DimensionMismatch

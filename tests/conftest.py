@@ -30,3 +30,13 @@ def demo_run(tmp_path_factory) -> DemoRun:
     lines: list[str] = []
     code = run_demo(lab, echo=lines.append)
     return DemoRun(lab, "\n".join(lines), code)
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """One moto S3 server on 127.0.0.1 (ephemeral port) for the whole session, with a
+    bucket; ``s3.url(name)`` gives each test its own prefix. Stopped at the end."""
+    from oluo_lab.testing.s3 import MotoS3
+
+    with MotoS3() as server:
+        yield server

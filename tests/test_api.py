@@ -8,6 +8,7 @@ PROMISED = [
     "CID",
     "MemoryStore",
     "DirStore",
+    "PackStore",
     "ingest",
     "reassemble",
     "ContentError",
@@ -45,6 +46,7 @@ def test_promised_names_exist():
 def test_error_hierarchy():
     assert issubclass(ol.BookNotFound, ol.ContentError)
     assert issubclass(ol.CorruptBook, ol.ContentError)
+    assert issubclass(ol.StoreIOError, ol.ContentError) and issubclass(ol.StoreIOError, OSError)
     for name in (
         "ManifestSerde",
         "MetadataDeserialize",

@@ -21,9 +21,9 @@ def test_demo_runs_end_to_end(demo_run):
     head = read_head(out)
     assert head is not None and head.generation == 2
     assert f"from {head.cid.hex}: answers identical" in text
-    from oluo_lab.cas import DirStore
+    from oluo_lab.cas import open_store
 
-    engine, _, gen = load_snapshot(out, DirStore(out / "cas"))
+    engine, _, gen = load_snapshot(out, open_store(out / "cas"))
     assert gen == 2 and len(engine) == 20_000
     assert "king" in engine and "baths" in engine  # a query word added in generation 2
 

@@ -20,7 +20,7 @@ import blake3
 import cbor2
 import numpy as np
 
-from ..cas import CID, BookStore, ContentError, DirStore, MemoryStore, ingest, reassemble
+from ..cas import CID, BookStore, ContentError, MemoryStore, ingest, open_store, reassemble
 from ..datasets import (
     Dataset,
     cache_dir,
@@ -127,8 +127,9 @@ def dataset_cid(base: np.ndarray, queries: np.ndarray, metric: str) -> CID:
 class GroundTruthCache:
     """Ground-truth blobs in a content-addressed store, found by dataset CID.
 
-    ``GroundTruthCache(path)`` keeps a :class:`~oluo_lab.cas.DirStore` under
-    ``path/cas`` and one small ref file per dataset under ``path/refs``;
+    ``GroundTruthCache(path)`` keeps a book store under ``path/cas``
+    (:func:`~oluo_lab.cas.open_store`: a pack store unless an older cache holds a directory
+    store) and one small ref file per dataset under ``path/refs``;
     ``GroundTruthCache()`` keeps both in memory. :attr:`computed` counts the
     ground truths that had to be computed (a cache hit does not increase it).
     """
@@ -140,7 +141,8 @@ class GroundTruthCache:
             self.store = MemoryStore()
             self._refs: dict[str, str] = {}
         else:
-            self.store = DirStore(self.path / "cas")
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.store = open_store(self.path / "cas")
             (self.path / "refs").mkdir(parents=True, exist_ok=True)
         self.computed = 0
 

@@ -15,6 +15,8 @@ format change (docs/FORMAT.md §1.3 and a new ``FORMAT_TEXT`` in ``directory.py`
 
 from __future__ import annotations
 
+import threading
+
 import blake3
 import zstandard
 
@@ -30,6 +32,7 @@ __all__ = [
     "PROBE_LEN",
     "PROBE_PIECES",
     "RAW_HEADER",
+    "BookCodec",
     "check_file_size",
     "decode_book",
     "encode_book",
@@ -140,3 +143,34 @@ def decode_book(
     if len(out) != cid.size:
         raise CorruptBook(cid, f"zstd frame decoded to {len(out)} B, not {cid.size}")
     return out
+
+
+class BookCodec:
+    """``encode_book`` / ``decode_book`` at one zstd level, with one compressor and one
+    decompressor per thread (creating one costs more than compressing a small book)."""
+
+    def __init__(self, level: int) -> None:
+        if not isinstance(level, int) or not 1 <= level <= 22:
+            raise ValueError(f"zstd level must be an int in 1..22, got {level!r}")
+        self.level = level
+        self._local = threading.local()
+
+    def _cctx(self) -> zstandard.ZstdCompressor:
+        c = getattr(self._local, "cctx", None)
+        if c is None:
+            c = self._local.cctx = zstandard.ZstdCompressor(level=self.level)
+        return c
+
+    def _dctx(self) -> zstandard.ZstdDecompressor:
+        d = getattr(self._local, "dctx", None)
+        if d is None:
+            d = self._local.dctx = zstandard.ZstdDecompressor()
+        return d
+
+    def encode(self, data: Buffer) -> tuple[bytes, Buffer]:
+        """Header and payload for ``data`` (see :func:`encode_book`)."""
+        return encode_book(data, self.level, self._cctx())
+
+    def decode(self, cid: CID, header: bytes, payload: Buffer) -> Buffer:
+        """The book bytes of ``header`` + ``payload`` (see :func:`decode_book`)."""
+        return decode_book(cid, header, payload, self._dctx())

@@ -4,18 +4,25 @@ Layer: cas, below every store. A backend implements seven abstract methods: five
 primitives (``_store``, ``_load``, ``_has``, ``_delete``, ``_iter_unsorted``), ``_stat``
 (a book's stored size and write time) and ``stats`` (size accounting of the whole
 store). The base class owns every check that must never differ between backends: book
-size limits, bundle validation, and hash verification on every read.
+size limits, bundle validation, and hash verification on every read. Two store-level
+hooks have defaults a backend may replace: ``sweep`` (remove the books a gc doomed: book
+by book here, mark-then-repack in a pack store) and ``check`` (the store's own
+consistency, beyond the books; nothing to check here).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import blake3
 
+from oluo_lab._faults import fault_point
 from oluo_lab.cas.cid import CID, KIND_META
 from oluo_lab.cas.errors import (
     BookTooLarge,
@@ -65,18 +72,114 @@ class StoreStats:
             f"compression_ratio={self.compression_ratio:.3f})"
         )
 
-    def _repr_html_(self) -> str:
-        from oluo_lab._html import fmt_bytes, kv_table
+    def rows(self) -> list[tuple[str, Any]]:
+        """(label, value) rows of an HTML table (a store's repr shows them too)."""
+        from oluo_lab._html import fmt_bytes
 
-        return kv_table(
-            "StoreStats",
-            [
-                ("books", self.books),
-                ("logical bytes", fmt_bytes(self.logical_bytes)),
-                ("stored bytes", fmt_bytes(self.stored_bytes)),
-                ("compression ratio", f"{self.compression_ratio:.3f}"),
-            ],
+        return [
+            ("books", self.books),
+            ("logical bytes", fmt_bytes(self.logical_bytes)),
+            ("stored bytes", fmt_bytes(self.stored_bytes)),
+            ("compression ratio", f"{self.compression_ratio:.3f}"),
+        ]
+
+    def _repr_html_(self) -> str:
+        from oluo_lab._html import kv_table
+
+        return kv_table("StoreStats", self.rows())
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    """What ``store.sweep(doomed, ...)`` removed (or, ``dry_run``, would remove).
+
+    ``books`` / ``logical_bytes``: doomed books taken out of the store. A pack store also
+    reports the packs it wrote (live books of mostly-dead or small packs, copied without
+    recompression), the packs it deleted, the unreferenced packs it kept because they are
+    younger than the grace period, and the stored bytes the deletions freed; a two-phase
+    sweep (an object store) the books it ``tombstoned`` now and those ``pending`` (tombstoned
+    earlier, still within the grace period).
+    """
+
+    dry_run: bool
+    books: int
+    logical_bytes: int
+    packs_written: int = 0
+    packs_deleted: int = 0
+    packs_young: int = 0
+    freed_bytes: int = 0
+    tombstoned: int = 0
+    pending: int = 0
+    stored_bytes: int = 0
+
+    def __repr__(self) -> str:
+        two_phase = (
+            f", tombstoned={self.tombstoned}, pending={self.pending}"
+            if self.tombstoned or self.pending
+            else ""
         )
+        return (
+            f"SweepReport(dry_run={self.dry_run}, books={self.books}, "
+            f"packs_written={self.packs_written}, packs_deleted={self.packs_deleted}, "
+            f"packs_young={self.packs_young}, freed_bytes={self.freed_bytes}{two_phase})"
+        )
+
+
+@dataclass(frozen=True)
+class StoreProblem:
+    """One inconsistency ``store.check()`` found: the file (or CID) and what is wrong."""
+
+    where: str
+    message: str
+    cid: CID | None = None
+
+
+@dataclass(frozen=True)
+class StoreCheck:
+    """Result of ``store.check()``: truthy when no problem was found. ``info`` holds
+    counts that are not problems (files, unreferenced packs and their bytes, ...)."""
+
+    problems: tuple[StoreProblem, ...] = ()
+    info: Mapping[str, int] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return not self.problems
+
+    def __repr__(self) -> str:
+        info = ", ".join(f"{k}={v}" for k, v in sorted(self.info.items()))
+        return f"StoreCheck(problems={len(self.problems)}{', ' if info else ''}{info})"
+
+    def _repr_html_(self) -> str:
+        from oluo_lab._html import kv_table
+
+        rows: list[tuple[str, Any]] = [("problems", len(self.problems))]
+        rows += [(p.where, p.message) for p in self.problems[:20]]
+        rows += sorted(self.info.items())
+        return kv_table("StoreCheck", rows)
+
+
+def prefetch_get_many(
+    get: Callable[[CID], bytes], cids: Iterable[CID], workers: int
+) -> Iterator[bytes]:
+    """``get`` of each CID in order, a few books ahead on ``workers`` threads."""
+    ahead = 2 * workers
+    it = iter(cids)
+    with ThreadPoolExecutor(workers, thread_name_prefix="oluo-cas-read") as pool:
+        window: collections.deque[Future[bytes]] = collections.deque()
+        for cid in it:
+            window.append(pool.submit(get, cid))
+            if len(window) >= ahead:
+                break
+        try:
+            while window:
+                data = window.popleft().result()
+                for cid in it:
+                    window.append(pool.submit(get, cid))
+                    break
+                yield data
+        finally:
+            for fut in window:
+                fut.cancel()
 
 
 def verify_book(cid: CID, data: Buffer) -> None:
@@ -207,6 +310,19 @@ class BookStore(ABC):
     def has(self, cid: CID) -> bool:
         return isinstance(cid, CID) and self._has(cid)
 
+    def reusable(self, cid: CID) -> bool:
+        """Whether a writer may name ``cid`` without putting it again (a store whose gc
+        is two-phase says no for a tombstoned book, which is still readable)."""
+        return self.has(cid)
+
+    def tombstoned(self) -> frozenset[CID]:
+        """Books a two-phase gc tombstoned (none here)."""
+        return frozenset()
+
+    def revive(self, cids: Iterable[CID]) -> int:
+        """Store again those of ``cids`` that are tombstoned (nothing to do here)."""
+        return 0
+
     def __contains__(self, cid: object) -> bool:
         return isinstance(cid, CID) and self._has(cid)
 
@@ -229,6 +345,37 @@ class BookStore(ABC):
 
     def __len__(self) -> int:
         return sum(1 for _ in self._iter_unsorted())
+
+    def sweep(
+        self,
+        doomed: Iterable[CID],
+        grace_s: float = 3600.0,
+        dry_run: bool = False,
+        bar: Any = None,
+        keep: Collection[CID] | None = None,
+    ) -> SweepReport:
+        """Remove the ``doomed`` books (gc's one call into any store).
+
+        The caller decided they are unreachable and older than ``grace_s``; a store whose
+        files hold many books (a pack store) also uses ``grace_s`` for the files it would
+        delete, and ``keep`` (the books that must survive, when the caller knows them) to
+        never delete a file holding one of them. Here: ``delete`` book by book. ``bar``
+        (tqdm-like) advances per book.
+        """
+        doomed = list(doomed)
+        if not dry_run:
+            for cid in doomed:
+                fault_point("gc.before_delete")
+                self.delete(cid)
+                fault_point("gc.after_delete")
+                if bar is not None:
+                    bar.update(1)
+        return SweepReport(dry_run, len(doomed), sum(c.size for c in doomed))
+
+    def check(self, *, read_files: bool = True, bar: Any = None) -> StoreCheck:
+        """The store's own consistency beyond each book's hash (which ``get`` checks):
+        nothing to check for a store that keeps one file per book."""
+        return StoreCheck()
 
     def batch(self) -> contextlib.AbstractContextManager[BookStore]:
         """Group many puts; durable stores may defer syncing to the end of the block.

@@ -13,29 +13,26 @@ how a batch is made durable: Appendix B.1).
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import os
 import secrets
-import threading
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-import zstandard
 
 from oluo_lab._faults import fault_point
 from oluo_lab._io import O_CLOEXEC, fsync_dir, start_writeback, syncfs_available, write_all
 from oluo_lab.cas._batch import WriteBatch
-from oluo_lab.cas._bookfile import (
-    HEADER_LEN,
-    RAW_HEADER,
-    check_file_size,
-    decode_book,
-    encode_book,
+from oluo_lab.cas._bookfile import HEADER_LEN, RAW_HEADER, BookCodec, check_file_size
+from oluo_lab.cas.base import (
+    DEFAULT_GC_GRACE_S,
+    BookStore,
+    Buffer,
+    StoreStats,
+    prefetch_get_many,
+    verify_book,
 )
-from oluo_lab.cas.base import DEFAULT_GC_GRACE_S, BookStore, Buffer, StoreStats, verify_book
 from oluo_lab.cas.cid import CID
 from oluo_lab.cas.errors import BookNotFound, ContentError, CorruptBook, MalformedCID
 
@@ -80,11 +77,11 @@ class DirStore(BookStore):
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.path = Path(path)
         self.level = level
+        self._codec = BookCodec(level)
         self._fsync = fsync
         self._sync_mode = sync_mode
         self._workers = workers
         self._books_dir = os.fspath(self.path / "books")
-        self._local = threading.local()
         self._made: set[str] = set()
         self._batch: WriteBatch | None = None
         self._init_layout()
@@ -96,7 +93,14 @@ class DirStore(BookStore):
         if marker.exists():
             text = marker.read_text()
             if text != FORMAT_TEXT:
-                raise ContentError(f"{FORMAT_FILE} says {text!r}; this build reads {FORMAT_TEXT!r}")
+                hint = (
+                    " (a pack store: open it with PackStore or open_store)"
+                    if text == "oluo-cas 2\n"
+                    else ""
+                )
+                raise ContentError(
+                    f"{FORMAT_FILE} says {text!r}; a DirStore reads {FORMAT_TEXT!r}{hint}"
+                )
         os.makedirs(self._books_dir, exist_ok=True)
         existing = set(os.listdir(self._books_dir))
         missing = [f"{i:02x}" for i in range(256) if f"{i:02x}" not in existing]
@@ -157,24 +161,12 @@ class DirStore(BookStore):
         self._made.add(dirpath)
 
     # --- codecs --------------------------------------------------------------------------
-    def _cctx(self) -> zstandard.ZstdCompressor:
-        c = getattr(self._local, "cctx", None)
-        if c is None:
-            c = self._local.cctx = zstandard.ZstdCompressor(level=self.level)
-        return c
-
-    def _dctx(self) -> zstandard.ZstdDecompressor:
-        d = getattr(self._local, "dctx", None)
-        if d is None:
-            d = self._local.dctx = zstandard.ZstdDecompressor()
-        return d
-
     def _encode(self, data: Buffer) -> tuple[bytes, Buffer]:
         """File header and payload for ``data`` at this store's level (see ``encode_book``)."""
-        return encode_book(data, self.level, self._cctx())
+        return self._codec.encode(data)
 
     def _decode(self, cid: CID, header: bytes, payload: bytes) -> bytes:
-        return decode_book(cid, header, payload, self._dctx())
+        return self._codec.decode(cid, header, payload)
 
     # --- file I/O ------------------------------------------------------------------------
     def _write_group(self, group: list[tuple[str, Buffer]]) -> None:
@@ -428,40 +420,19 @@ class DirStore(BookStore):
 
     def get_many(self, cids: Iterable[CID]) -> Iterator[bytes]:
         """Verified bytes of each CID in order, reading a few books ahead on worker threads."""
-        ahead = 2 * self._workers
-        it = iter(cids)
-        with ThreadPoolExecutor(self._workers, thread_name_prefix="oluo-cas-read") as pool:
-            window: collections.deque[Future[bytes]] = collections.deque()
-            for cid in it:
-                window.append(pool.submit(self.get, cid))
-                if len(window) >= ahead:
-                    break
-            try:
-                while window:
-                    data = window.popleft().result()
-                    for cid in it:
-                        window.append(pool.submit(self.get, cid))
-                        break
-                    yield data
-            finally:
-                for fut in window:
-                    fut.cancel()
+        return prefetch_get_many(self.get, cids, self._workers)
 
     def __repr__(self) -> str:
         return f"DirStore({self.path.name!r}, level={self.level})"
 
     def _repr_html_(self) -> str:
-        from oluo_lab._html import fmt_bytes, kv_table
+        from oluo_lab._html import kv_table
 
-        st = self.stats()
         return kv_table(
             "DirStore",
             [
                 ("directory", self.path.name),
                 ("zstd level", self.level),
-                ("books", st.books),
-                ("logical bytes", fmt_bytes(st.logical_bytes)),
-                ("stored bytes", fmt_bytes(st.stored_bytes)),
-                ("compression ratio", f"{st.compression_ratio:.3f}"),
-            ],
+            ]
+            + self.stats().rows(),
         )

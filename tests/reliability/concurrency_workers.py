@@ -49,7 +49,7 @@ def committer(lab_dir: str, who: int, rounds: int, out: str) -> None:
 
 def reader(lab_dir: str, stop: str, out: str) -> None:
     """Load the head again and again; check it never tears, regresses or misses a book."""
-    from oluo_lab.cas import DirStore
+    from oluo_lab.cas import open_store
     from oluo_lab.snapshot import load_snapshot, read_head
 
     seen: list[int] = []
@@ -58,7 +58,7 @@ def reader(lab_dir: str, stop: str, out: str) -> None:
     while not Path(stop).exists():
         try:
             head = read_head(lab_dir)
-            loaded = load_snapshot(lab_dir, DirStore(Path(lab_dir) / "cas"))
+            loaded = load_snapshot(lab_dir, open_store(Path(lab_dir) / "cas"))
             assert head is not None and loaded is not None
             eng, _, gen = loaded
             seen.append(head.generation)

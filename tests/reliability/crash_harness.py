@@ -5,15 +5,18 @@ Two processes take part (neither shares in-memory state with the other):
 * a **fork server** (``python crash_harness.py serve``), started once with
   ``OMP_NUM_THREADS=1`` so faiss never starts an OpenMP pool (forking after one is unsafe).
   It imports oluo_lab once; per trial it forks a child that runs one operation
-  (persist / commit / gc / tag) on a copy of a prepared lab, either armed to SIGKILL itself
-  at the nth hit of a fault point (``oluo_lab._faults``) or killed by the server after a
-  random delay;
+  (persist / commit / gc / tag on a lab with a pack store; commit / gc on one with a
+  directory store; and ``repack``, the conversion of a directory store to packs) on a copy
+  of a prepared lab,
+  either armed to SIGKILL itself at the nth hit of a fault point (``oluo_lab._faults``) or
+  killed by the server after a random delay;
 * the **checker** (pytest or bench/crash_soak.py): it prepares the templates, computes the
   expected before/after answers from clean runs, and after every trial opens the lab
-  afresh (new ``Lab``, new ``DirStore``) and checks: the head loads as exactly the previous
+  afresh (new ``Lab``, new store) and checks: the head loads as exactly the previous
   or exactly the new generation (ids, scores, metadata of a fixed query set, manifest CID),
   ``verify()`` reports no problem, ``gc(dry_run=False, grace_s=0)`` removes every
-  unreachable book and temp file, and ``verify()`` is then clean with nothing unreachable.
+  unreachable book, unreferenced pack and temp file, and ``verify()`` is then clean with
+  nothing unreachable. A killed conversion, run again, must finish it.
 """
 
 from __future__ import annotations
@@ -41,9 +44,27 @@ import numpy as np  # noqa: E402
 
 DIM = 16
 N_BASE = 300
-OPS = ("persist", "commit", "commit_branch", "branch", "gc", "tag")
+#: operations, each on a lab whose store is ``<kind>``: "packs" (the default) or "dir"
+#: (a directory store adds its own steps to a commit, gc and repack; a tag writes no book)
+OPS = (
+    "persist",
+    "commit",
+    "commit_branch",
+    "branch",
+    "gc",
+    "tag",
+    "dir:commit",
+    "dir:gc",
+    "dir:repack",
+)
 #: the branch the commit_branch and branch operations create
 BRANCH = "exp"
+
+
+def split_op(op: str) -> tuple[str, str]:
+    """(store kind, operation) of an ``OPS`` name."""
+    kind, _, name = op.rpartition(":")
+    return kind or "packs", name
 
 
 def _vectors(n: int, seed: int) -> np.ndarray:
@@ -65,12 +86,12 @@ def _new_engine():
 
 
 def _op_persist(lab_dir: Path, payload: dict) -> None:
-    from oluo_lab.cas import DirStore
+    from oluo_lab.cas import open_store
     from oluo_lab.snapshot import persist_snapshot
 
     p = payload["gen3"]
     persist_snapshot(
-        lab_dir, DirStore(lab_dir / "cas"), p["index"], p["meta"], p["kc"], p["gen"], note="gen3"
+        lab_dir, open_store(lab_dir / "cas"), p["index"], p["meta"], p["kc"], p["gen"], note="gen3"
     )
 
 
@@ -118,6 +139,12 @@ def _op_tag(lab_dir: Path, payload: dict) -> None:
     Lab(lab_dir).tag("best", 1)
 
 
+def _op_repack(lab_dir: Path, payload: dict) -> None:
+    from oluo_lab.cli import repack_lab
+
+    repack_lab(lab_dir)
+
+
 _OPS = {
     "persist": _op_persist,
     "commit": _op_commit,
@@ -125,6 +152,7 @@ _OPS = {
     "branch": _op_branch,
     "gc": _op_gc,
     "tag": _op_tag,
+    "repack": _op_repack,
 }
 
 
@@ -156,7 +184,7 @@ def serve() -> None:
                 if req.get("fault"):
                     name, nth = req["fault"]
                     faults.arm(name, nth)
-                _OPS[req["op"]](Path(req["dir"]), payload)
+                _OPS[split_op(req["op"])[1]](Path(req["dir"]), payload)
                 msg = {"hits": hits}
             except BaseException as exc:  # reported to the checker, which fails the trial
                 msg = {"error": f"{type(exc).__name__}: {exc}"}
@@ -254,11 +282,11 @@ def signature(lab_dir: Path, ref: Any = None) -> tuple:
     ``ref=None`` loads the head through ``load_snapshot``; otherwise the
     generation is checked out through a new ``Lab``.
     """
-    from oluo_lab.cas import DirStore
+    from oluo_lab.cas import open_store
     from oluo_lab.snapshot import Lab, load_snapshot, read_head
 
     if ref is None:
-        loaded = load_snapshot(lab_dir, DirStore(lab_dir / "cas"))
+        loaded = load_snapshot(lab_dir, open_store(lab_dir / "cas"))
         if loaded is None:
             return ("empty",)
         eng, _, gen = loaded
@@ -295,10 +323,22 @@ def temp_files(lab_dir: Path) -> list[str]:
     from oluo_lab.snapshot.durable import TEMP_PREFIX
 
     found = [p.name for p in lab_dir.iterdir() if p.name.startswith(TEMP_PREFIX)]
-    books = lab_dir / "cas" / "books"
-    if books.is_dir():
-        found += [p.name for p in books.glob("*/.tmp-*")]
+    cas = lab_dir / "cas"
+    for pattern in ("books/*/.tmp-*", "packs/.tmp-*", "index/.tmp-*", ".tmp-*"):
+        found += [p.name for p in cas.glob(pattern)]
     return found
+
+
+def store_state(lab_dir: Path) -> tuple:
+    """The store's kind, and for a pack store its check: problems and unreferenced packs."""
+    from oluo_lab.cas import PackStore, open_store, store_kind
+
+    kind = store_kind(lab_dir / "cas")
+    store = open_store(lab_dir / "cas")
+    if not isinstance(store, PackStore):
+        return (kind,)
+    check = store.check()
+    return (kind, [p.message for p in check.problems], check.info["unreferenced_packs"])
 
 
 @dataclass
@@ -323,7 +363,7 @@ class Workspace:
         return self.root / "payload.pkl"
 
     def template(self, op: str) -> Path:
-        return self.root / f"template-{op}"
+        return self.root / f"template-{op.replace(':', '-')}"
 
     def trial_dir(self) -> Path:
         return self.root / "trial"
@@ -338,23 +378,48 @@ class Workspace:
 
 def observe(op: str, lab_dir: Path) -> tuple:
     """The state an operation's outcome is judged by."""
-    if op == "tag":
+    from oluo_lab.cas import store_kind
+
+    name = split_op(op)[1]
+    if name == "tag":
         return (signature(lab_dir), tuple(sorted(tags_of(lab_dir).items())))
-    if op in ("commit_branch", "branch"):
+    if name in ("commit_branch", "branch"):
         return (signature(lab_dir), branch_signature(lab_dir))
-    if op == "gc":
+    if name == "gc":
         return (signature(lab_dir), signature(lab_dir, 2), signature(lab_dir, 3))
+    if name == "repack":
+        return (signature(lab_dir), signature(lab_dir, 1), store_kind(lab_dir / "cas"))
     return (signature(lab_dir),)
 
 
-def prepare(root: Path, server: ForkServer) -> Workspace:
+def prepare(root: Path, server: ForkServer, ops: tuple[str, ...] = OPS) -> Workspace:
     """Build the templates and, from one clean run of each operation, its expectations."""
-    from oluo_lab.cas import DirStore
-    from oluo_lab.snapshot import HeadRegression, Lab, persist_snapshot
-
     ws = Workspace(Path(root))
     ws.root.mkdir(parents=True, exist_ok=True)
-    base = ws.template("persist")
+    for kind in sorted({split_op(op)[0] for op in ops}):
+        _prepare_kind(ws, kind, [op for op in ops if split_op(op)[0] == kind])
+    for op in ops:
+        prev = observe(op, ws.template(op))
+        d = ws.fresh_copy(op)
+        reply = server.run(op=op, dir=str(d), payload=str(ws.payload_path), record=True)
+        if reply["status"] != "ok":
+            raise AssertionError(f"clean run of {op} failed: {reply}")
+        new = observe(op, d)
+        if split_op(op)[1] != "gc":
+            assert new != prev, f"{op} must change what a reader sees"
+        ws.expected[op] = Expected(prev, new, reply["hits"], reply["elapsed"])
+    return ws
+
+
+def _prepare_kind(ws: Workspace, kind: str, ops: list[str]) -> None:
+    """The templates of ``ops`` on a lab whose store is of ``kind``."""
+    from oluo_lab.cas import open_store
+    from oluo_lab.snapshot import HeadRegression, Lab, persist_snapshot
+
+    prefix = "" if kind == "packs" else f"{kind}:"
+    base = ws.template(f"{prefix}persist")  # the persist template (also the others' source)
+    base.mkdir(parents=True)
+    open_store(base / "cas", kind=kind)
     lab = Lab(base)
     eng = _new_engine()
     eng.add(
@@ -381,12 +446,13 @@ def prepare(root: Path, server: ForkServer) -> Workspace:
         }
     }
     ws.payload_path.write_bytes(pickle.dumps(payload))
-    for op in ("commit", "commit_branch", "branch", "tag"):
-        shutil.copytree(base, ws.template(op))
+    for op in ("commit", "commit_branch", "branch", "tag", "repack"):
+        if f"{prefix}{op}" in ops:
+            shutil.copytree(base, ws.template(f"{prefix}{op}"))
     # gc: three generations, plus orphans (a refused persist's books and a stray book)
-    gc_dir = ws.template("gc")
+    gc_dir = ws.template(f"{prefix}gc")
     shutil.copytree(base, gc_dir)
-    store = DirStore(gc_dir / "cas")
+    store = open_store(gc_dir / "cas")
     persist_snapshot(gc_dir, store, snap3.index_bytes, snap3.metadata_bytes, snap3.key_counter, 3)
     other = _new_engine()
     other.add(_vectors(80, 7), ids=[f"o{i}" for i in range(80)])
@@ -398,18 +464,6 @@ def prepare(root: Path, server: ForkServer) -> Workspace:
     except HeadRegression:
         pass
     store.put(b"a stray book nobody references")
-
-    for op in OPS:
-        prev = observe(op, ws.template(op))
-        d = ws.fresh_copy(op)
-        reply = server.run(op=op, dir=str(d), payload=str(ws.payload_path), record=True)
-        if reply["status"] != "ok":
-            raise AssertionError(f"clean run of {op} failed: {reply}")
-        new = observe(op, d)
-        if op != "gc":
-            assert new != prev, f"{op} must change what a reader sees"
-        ws.expected[op] = Expected(prev, new, reply["hits"], reply["elapsed"])
-    return ws
 
 
 @dataclass
@@ -437,6 +491,13 @@ def check_trial(ws: Workspace, op: str, d: Path, reply: dict[str, Any], how: str
         raise AssertionError(f"{where}: the lab is neither the previous nor the new state")
     if reply["status"] == "ok" and outcome != "new":
         raise AssertionError(f"{where}: completed but the new state is not visible")
+    if split_op(op)[1] == "repack" and reply["status"] == "killed":
+        from oluo_lab.cli import repack_lab
+
+        repack_lab(d)  # run again: it must finish the conversion
+        if observe(op, d) != exp.new or (d / "cas" / "books").exists():
+            raise AssertionError(f"{where}: a second repack did not finish the conversion")
+        seen = exp.new
     lab = Lab(d)
     rep = lab.verify(sample=8)
     if rep.problems:
@@ -450,6 +511,9 @@ def check_trial(ws: Workspace, op: str, d: Path, reply: dict[str, Any], how: str
     left = temp_files(d)
     if left:
         raise AssertionError(f"{where}: temp files survive gc: {left}")
+    state = store_state(d)
+    if state[1:] not in ((), ([], 0)):
+        raise AssertionError(f"{where}: store after gc: problems / unreferenced packs {state[1:]}")
     if observe(op, d) != seen:
         raise AssertionError(f"{where}: gc changed what a reader sees")
     return TrialResult(op, how, reply["status"], outcome)

@@ -20,7 +20,7 @@ import cbor2
 import numpy as np
 import pytest
 
-from oluo_lab.cas import CID, DirStore, MalformedCID
+from oluo_lab.cas import CID, BookStore, MalformedCID, open_store
 from oluo_lab.engine import OluoEngine
 from oluo_lab.engine.errors import (
     DimensionMismatch,
@@ -60,7 +60,7 @@ class Ctx:
     d: Path
     lab: Lab
     eng: OluoEngine
-    store: DirStore
+    store: BookStore
     payload: Any  # a valid PersistSnapshot of the engine's next generation
     manifest_bytes: bytes
 
@@ -71,9 +71,12 @@ class Ctx:
         (self.d / HEAD_NAME).write_bytes(raw.encode() if isinstance(raw, str) else raw)
 
 
-@pytest.fixture(scope="module")
-def base_lab(tmp_path_factory):
+@pytest.fixture(scope="module", params=["packs", "dir"])
+def base_lab(tmp_path_factory, request):
+    """Two generations, in a lab with a pack store or with a directory store."""
     d = tmp_path_factory.mktemp("bad") / "lab"
+    d.mkdir()
+    open_store(d / "cas", kind=request.param)
     lab = Lab(d)
     eng = OluoEngine(DIM, compact_threshold=100_000, M=8, ef_construction=40, ef_search=64)
     eng.add(_vectors(120, 0), ids=[f"w{i}" for i in range(120)], metadata={"src": "a"})
@@ -153,7 +156,7 @@ def _head_then_load(raw: bytes | str) -> Callable[[Ctx], Any]:
         ctx.write_head(raw)
         before = _tree(ctx.d)
         try:
-            return load_snapshot(ctx.d, DirStore(ctx.d / "cas"))
+            return load_snapshot(ctx.d, open_store(ctx.d / "cas"))
         finally:
             assert _tree(ctx.d) == before  # a refused head is never rewritten
 
@@ -368,7 +371,7 @@ def test_bad_input_raises_typed_error_and_changes_nothing(ctx, name, call, expec
     before = (_tree(ctx.d), sorted(ctx.store), _engine_state(ctx.eng))
     with pytest.raises(expected):
         call(ctx)
-    after = (_tree(ctx.d), sorted(DirStore(ctx.d / "cas")), _engine_state(ctx.eng))
+    after = (_tree(ctx.d), sorted(open_store(ctx.d / "cas")), _engine_state(ctx.eng))
     assert after[0] == before[0], "stored files changed"
     assert after[1] == before[1], "store listing changed"
     assert after[2] == before[2], "engine state changed"

@@ -1,7 +1,11 @@
 """Corruption of every stored file kind: flip a byte, truncate, delete, swap in another valid
 file, fill with garbage. Each case ends in a typed error naming the file or CID, or in a
 correct result (the base cache is rebuilt from the CAS) — never a crash or a wrong answer.
-Forged sizes (a bundle or an index record claiming 1 TB) fail before any allocation."""
+Forged sizes (a bundle or an index record claiming 1 TB) fail before any allocation.
+
+Labs of both store kinds: books in a pack store (whose own files, packs with their
+trailers and index files, are damaged in ``test_pack_corruption.py``) and in a directory
+store (one file per book)."""
 
 from __future__ import annotations
 
@@ -14,7 +18,14 @@ import cbor2
 import numpy as np
 import pytest
 
-from oluo_lab.cas import CID, ContentError, DagSizeMismatch, DirStore, blob_info, reassemble
+from oluo_lab.cas import (
+    ContentError,
+    DagSizeMismatch,
+    DirStore,
+    blob_info,
+    open_store,
+    reassemble,
+)
 from oluo_lab.cas.dag import RootMeta
 from oluo_lab.cas.params import CHUNK_PARAMS
 from oluo_lab.engine import OluoEngine
@@ -32,6 +43,7 @@ from oluo_lab.snapshot import (
 from oluo_lab.snapshot.durable import LOCK_NAME, TEMP_PREFIX
 from oluo_lab.snapshot.index_codec import decode_index, read_index_record
 from oluo_lab.snapshot.lab import TAGS_NAME
+from oluo_lab.testing.damage import book_file, damage_book
 
 pytestmark = pytest.mark.reliability
 
@@ -52,11 +64,13 @@ def _answers(eng: OluoEngine) -> tuple:
     return (res.ids.tolist(), res.scores.tolist(), len(eng), eng.generation)
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory):
+@pytest.fixture(scope="module", params=["packs", "dir"])
+def template(tmp_path_factory, request):
     """Two generations; the metadata (long notes per entry) spans several chunks, so the
-    head has a root bundle as well as plain books."""
+    head has a root bundle as well as plain books. One lab per store kind."""
     d = tmp_path_factory.mktemp("corrupt") / "lab"
+    d.mkdir()
+    open_store(d / "cas", kind=request.param)
     lab = Lab(d)
     eng = OluoEngine(DIM, compact_threshold=100_000, M=8, ef_construction=40, ef_search=64)
     rng = random.Random(3)
@@ -91,10 +105,6 @@ def lab_copy(template, tmp_path):
     return d, targets, answers
 
 
-def _book_file(d: Path, cid: CID) -> Path:
-    return Path(DirStore(d / "cas")._locate(cid)[1])
-
-
 def _mutate(path: Path, how: str, other: Path | None = None, pos: float = 0.5) -> None:
     data = path.read_bytes()
     if how == "flip":
@@ -114,7 +124,13 @@ def _mutate(path: Path, how: str, other: Path | None = None, pos: float = 0.5) -
 
 
 def _load(d: Path):
-    return load_snapshot(d, DirStore(d / "cas"))
+    return load_snapshot(d, open_store(d / "cas"))
+
+
+#: the damages of MUTATIONS as ``damage_book`` names them; a pack store's "truncate" cuts
+#: the whole pack (every later record with it): test_pack_corruption.py covers that
+BOOK_DAMAGE = {"flip": "flip", "truncate": "truncate", "delete": "delete"}
+BOOK_DAMAGE |= {"other-valid": "swap", "garbage": "garbage"}
 
 
 @pytest.mark.parametrize("how", MUTATIONS)
@@ -122,13 +138,20 @@ def _load(d: Path):
 def test_damaged_book_is_a_typed_error_naming_its_cid(lab_copy, kind, how):
     d, targets, _ = lab_copy
     cid = targets[kind]
-    other = _book_file(d, targets["book" if kind != "book" else "manifest"])
-    _mutate(_book_file(d, cid), how, other)
+    store = open_store(d / "cas")
+    named = {cid.hex}
+    if how == "truncate" and not isinstance(store, DirStore):
+        # the pack ends inside the record: it and every later record of the pack are lost,
+        # so the error may name any of them; verify names the pack itself
+        pack, offset, _ = store.locate(cid)
+        named = {pack} | {c.hex for c in store if store.locate(c)[:2] >= (pack, offset)}
+    damage_book(store, cid, BOOK_DAMAGE[how])
     with pytest.raises(TYPED) as info:
         _load(d)
-    assert cid.hex in str(info.value)
+    assert any(name in str(info.value) for name in named)
     report = Lab(d).verify(sample=4)
-    assert not report and any(cid.hex in p.where or cid.hex in p.message for p in report.problems)
+    assert not report
+    assert any(n in p.where or n in p.message for p in report.problems for n in named)
 
 
 @pytest.mark.parametrize("how", MUTATIONS)
@@ -220,15 +243,19 @@ def test_temp_leftovers_are_ignored_by_load_and_swept_by_gc(lab_copy):
     d, targets, answers = lab_copy
     (d / f"{TEMP_PREFIX}{HEAD_NAME}.1.2.0").write_bytes(b'{"version":1,"head":"torn')
     (d / f"{TEMP_PREFIX}{BASE_NAME}.1.2.0").write_bytes(b"\0" * 100)
-    book_dir = _book_file(d, targets["book"]).parent
-    (book_dir / ".tmp-1-abc-0").write_bytes(b"OLB1 half a book")
+    store = open_store(d / "cas")
+    if isinstance(store, DirStore):
+        tmp_dir = book_file(store, targets["book"]).parent
+    else:
+        tmp_dir = d / "cas" / "packs"
+    (tmp_dir / ".tmp-1-abc-0").write_bytes(b"OLP1 half a pack")
     lab = Lab(d)
     assert lab.verify(sample=4)
     assert _answers(_load(d)[0]) == answers
     assert not [p for p in d.iterdir() if p.name.startswith(TEMP_PREFIX)]  # load swept them
     report = lab.gc(dry_run=False, grace_s=0)
     assert report.temp_files_removed == 1  # the CAS's
-    assert not list((d / "cas" / "books").glob("*/.tmp-*"))
+    assert not (tmp_dir / ".tmp-1-abc-0").exists()
     assert _answers(_load(d)[0]) == answers
 
 
@@ -251,10 +278,10 @@ def test_damaged_tags_file(lab_copy, how):
             assert how == "flip"
             report = lab.verify(sample=4)
             assert any(p.where == tags["first"].hex for p in report.problems)
-        before = sorted(DirStore(d / "cas"))
+        before = sorted(open_store(d / "cas"))
         with pytest.raises(OluoPersistError):
             lab.gc(dry_run=False, grace_s=0)  # never sweeps without knowing the pins
-        assert sorted(DirStore(d / "cas")) == before
+        assert sorted(open_store(d / "cas")) == before
     assert _answers(_load(d)[0]) == answers
 
 
@@ -284,7 +311,7 @@ def _peak_during(fn) -> tuple[BaseException, int]:
 
 def test_bundle_claiming_a_terabyte_allocates_nothing(lab_copy):
     d, targets, _ = lab_copy
-    store = DirStore(d / "cas")
+    store = open_store(d / "cas")
     leaves = blob_info(targets["bundle"], store).leaves[:2]
     meta = RootMeta(1 << 40, 2, CHUNK_PARAMS)
     root = store.put_bundle(meta.encode() + b"".join(c.raw for c in leaves))
@@ -295,7 +322,7 @@ def test_bundle_claiming_a_terabyte_allocates_nothing(lab_copy):
 
 def test_index_record_claiming_a_terabyte_allocates_nothing(lab_copy):
     d, targets, _ = lab_copy
-    store = DirStore(d / "cas")
+    store = open_store(d / "cas")
     rec = read_index_record(targets["index-record"], store)
     for section in ("codes", "levels", "neighbors"):
         doc = cbor2.loads(store.get(rec.cid))
@@ -308,16 +335,23 @@ def test_index_record_claiming_a_terabyte_allocates_nothing(lab_copy):
 
 
 def test_flip_of_every_byte_of_the_manifest_file(lab_copy):
-    """Every single-byte flip of the stored manifest (header, zstd frame or raw bytes) is
-    caught by the store and named."""
+    """Every single-byte flip of the stored manifest (header, zstd frame or raw bytes, in
+    its own file or in its pack) is caught by the store and named."""
     d, targets, answers = lab_copy
-    path = _book_file(d, targets["manifest"])
+    store = open_store(d / "cas")
+    cid = targets["manifest"]
+    if isinstance(store, DirStore):
+        path, start = book_file(store, cid), 0
+        end = path.stat().st_size
+    else:
+        pid, e = store._view.loc[cid]
+        path, start, end = d / "cas" / "packs" / f"{pid}.olp", e.offset, e.end
     good = path.read_bytes()
-    step = max(1, len(good) // 97)
-    for i in range(0, len(good), step):
+    step = max(1, (end - start) // 97)
+    for i in range(start, end, step):
         path.write_bytes(good[:i] + bytes([good[i] ^ 0x04]) + good[i + 1 :])
         with pytest.raises(ContentError) as info:
             _load(d)
-        assert targets["manifest"].hex in str(info.value)
+        assert cid.hex in str(info.value)
     path.write_bytes(good)
     assert _answers(_load(d)[0]) == answers

@@ -1,5 +1,6 @@
 """Crash injection: SIGKILL persist / commit (to main and to a new branch, with a recorded
-evaluation) / branch / gc / tag at every durable step and at random.
+evaluation) / branch / gc / tag (on pack-store and directory-store labs) and the conversion
+of a directory store to packs, at every durable step and at random.
 
 After every kill a fresh process view of the lab must be exactly the previous or exactly
 the new state, verify() must be clean apart from unreachable books, and gc must remove
@@ -82,20 +83,25 @@ def test_kill_after_every_durable_step(workspace, op):
     assert len(results) == len(steps) >= 5
     assert all(r.status == "killed" for r in results)
     outcomes = [r.outcome for r in results]
-    if op == "gc":
+    name = ch.split_op(op)[1]
+    if name == "gc":
         assert set(outcomes) == {"new"}  # the head never changes; nothing reachable is lost
-    else:
-        # before the commit point every kill leaves the previous state, after it the new one
-        commit_at = {
-            "persist": "persist.head_written",
-            "commit": "persist.head_written",
-            "commit_branch": "refs.branches_written",
-            "branch": "refs.branches_written",
-        }.get(op, "lab.tags_written")
-        first_new = outcomes.index("new")
-        assert set(outcomes[:first_new]) == {"prev"} and set(outcomes[first_new:]) == {"new"}
-        assert steps[first_new][0] == "durable.renamed"  # the rename of the head/tags file
-        assert steps[-1][0] == commit_at
+        return
+    # before the commit point every kill leaves the previous state, after it the new one
+    first_new = outcomes.index("new")
+    assert set(outcomes[:first_new]) == {"prev"} and set(outcomes[first_new:]) == {"new"}
+    if name == "repack":  # the commit point is the switch of the store's format marker
+        assert steps[first_new][0] == "convert.marker_written"
+        assert steps[-1][0] == "convert.book_deleted"  # old book files go last
+        return
+    commit_at = {
+        "persist": "persist.head_written",
+        "commit": "persist.head_written",
+        "commit_branch": "refs.branches_written",
+        "branch": "refs.branches_written",
+    }.get(name, "lab.tags_written")
+    assert steps[first_new][0] == "durable.renamed"  # the rename of the head/tags file
+    assert steps[-1][0] == commit_at
 
 
 def test_random_sigkills(workspace):
@@ -104,5 +110,5 @@ def test_random_sigkills(workspace):
     counts = ch.summarise(results)
     assert sum(c["trials"] for c in counts.values()) == RANDOM_TRIALS
     assert sum(c.get("killed", 0) for c in counts.values()) >= RANDOM_TRIALS // 3
-    for op in ("persist", "commit"):
+    for op in ("persist", "commit", "dir:commit"):
         assert counts[op].get("saw prev", 0) > 0

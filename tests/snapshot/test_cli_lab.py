@@ -7,11 +7,12 @@ import json
 
 import numpy as np
 import pytest
-from snap_helpers import DIM, book_path
+from snap_helpers import DIM
 
 from oluo_lab.cli import main
 from oluo_lab.engine import OluoEngine
 from oluo_lab.snapshot.lab import Lab
+from oluo_lab.testing.damage import damage_book
 
 
 @pytest.fixture
@@ -63,8 +64,7 @@ def test_verify_exit_codes(lab, capsys):
     code, out, _ = run(capsys, "verify", str(lab.path))
     assert code == 0 and "clean" in out
     victim = lab.head().manifest.metadata_cid
-    path = book_path(lab.store, victim)
-    path.write_bytes(path.read_bytes()[:-3])
+    damage_book(lab.store, victim, "flip")
     code, out, _ = run(capsys, "verify", str(lab.path), "--json")
     report = json.loads(out)
     assert code == 1 and not report["ok"]
@@ -90,3 +90,34 @@ def test_tag_set_list_delete_and_errors(lab, capsys):
     assert code == 2 and "nope" in err
     code, _, err = run(capsys, "log", str(lab.path / "missing"))
     assert code == 2 and "not a lab" in err and not (lab.path / "missing").exists()
+
+
+def test_repack_converts_a_directory_store_lab(tmp_path, capsys):
+    from oluo_lab.cas import DirStore, PackStore, store_kind
+
+    d = tmp_path / "old"
+    d.mkdir()
+    DirStore(d / "cas")  # a lab made before pack stores: one file per book
+    lab = Lab(d)
+    rng = np.random.default_rng(1)
+    eng = OluoEngine(DIM, compact_threshold=10_000, M=8, ef_construction=40)
+    eng.add(rng.standard_normal((150, DIM)).astype(np.float32), ids=[f"x{i}" for i in range(150)])
+    lab.commit(eng, note="old layout")
+    books = sorted(lab.store)
+    before = lab.checkout().search(eng.live_vectors()[2][:5], k=5).ids.tolist()
+    assert isinstance(lab.store, DirStore) and store_kind(d / "cas") == "dir"
+    code, out, _ = run(capsys, "repack", str(d), "--json")
+    report = json.loads(out)
+    assert code == 0 and report["switched"] and report["books_packed"] == len(books)
+    assert report["book_files_deleted"] == len(books) and not (d / "cas" / "books").exists()
+    again = Lab(d)
+    assert isinstance(again.store, PackStore) and sorted(again.store) == books
+    assert again.checkout().search(eng.live_vectors()[2][:5], k=5).ids.tolist() == before
+    assert again.verify(sample=4)
+    code, out, _ = run(capsys, "repack", str(d))
+    assert code == 0 and "already a pack store" in out
+    code, _, err = run(capsys, "repack", str(tmp_path / "missing"))
+    assert code == 2 and "not a lab" in err and not (tmp_path / "missing").exists()
+    (tmp_path / "empty").mkdir()
+    code, _, err = run(capsys, "repack", str(tmp_path / "empty"))
+    assert code == 2 and "not a lab" in err and not any((tmp_path / "empty").iterdir())

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import time
 
 import numpy as np
 import pytest
-from snap_helpers import DIM, book_path
+from snap_helpers import DIM
 
 from oluo_lab.cas import CID
 from oluo_lab.engine import OluoEngine
@@ -21,6 +19,7 @@ from oluo_lab.snapshot import (
     SnapshotNotFound,
 )
 from oluo_lab.snapshot.lab import Lab
+from oluo_lab.testing.damage import age_books, damage_book
 
 
 def lab_books(lab: Lab, snap) -> set:
@@ -34,9 +33,19 @@ def _vectors(n: int, seed: int) -> np.ndarray:
 
 
 @pytest.fixture
-def history(tmp_path):
-    """Five generations: add 300, add 100, delete 50, re-add 20 with new vectors, add 60."""
-    lab = Lab(tmp_path / "lab")
+def history(make_lab):
+    """Five generations: add 300, add 100, delete 50, re-add 20 with new vectors, add 60;
+    in a local lab and in a lab on S3 (moto)."""
+    return _history(make_lab())
+
+
+@pytest.fixture
+def local_history(tmp_path):
+    """The same history in a local lab (tests of its files)."""
+    return _history(Lab(tmp_path / "lab"))
+
+
+def _history(lab: Lab):
     eng = OluoEngine(DIM, compact_threshold=10_000, M=8, ef_construction=40, ef_search=64)
     x = _vectors(300, 0)
     eng.add(x, ids=[f"w{i}" for i in range(300)], metadata=[{"i": i} for i in range(300)])
@@ -174,14 +183,11 @@ def test_verify_clean_then_finds_each_corruption(history):
     assert report.generations_checked == (5, 4, 3, 2, 1)
     assert report.entries_searched > 0 and report.unreachable_books == 0
     victim = snaps[2].manifest.metadata_cid
-    path = book_path(lab.store, victim)
-    raw = bytearray(path.read_bytes())
-    raw[len(raw) // 2] ^= 0x01
-    path.write_bytes(bytes(raw))
+    damage_book(lab.store, victim, "flip")
     bad = lab.verify()
     assert not bad
     assert any(p.where == victim.hex and p.kind == "CorruptBook" for p in bad.errors)
-    path.unlink()
+    damage_book(lab.store, victim, "delete")
     missing = lab.verify()
     assert any(p.where == victim.hex and p.kind == "BookNotFound" for p in missing.errors)
 
@@ -191,10 +197,7 @@ def test_verify_warns_that_unreachable_is_approximate_when_a_generation_cannot_b
 ):
     lab, _, snaps = history
     victim = snaps[2].manifest.index_cid  # the index record: its books cannot be listed
-    path = book_path(lab.store, victim)
-    raw = bytearray(path.read_bytes())
-    raw[len(raw) // 2] ^= 0x01
-    path.write_bytes(bytes(raw))
+    damage_book(lab.store, victim, "flip")
     report = lab.verify()
     assert any(p.where == victim.hex and p.generation == 3 for p in report.errors)
     warn = [p for p in report.problems if p.kind == "unreachable-approximate"]
@@ -203,8 +206,8 @@ def test_verify_warns_that_unreachable_is_approximate_when_a_generation_cannot_b
     assert clean == []  # the other generations still verify
 
 
-def test_verify_names_a_corrupt_head(history):
-    lab, _, _ = history
+def test_verify_names_a_corrupt_head(local_history):
+    lab, _, _ = local_history
     (lab.path / HEAD_NAME).write_text("{broken")
     report = lab.verify()
     assert not report and report.errors[0].where == HEAD_NAME
@@ -222,8 +225,8 @@ def test_verify_names_a_corrupt_head(history):
     assert back.generation == 4 and back.seq == 6
 
 
-def test_repair_head_to_an_explicit_generation_after_the_head_is_lost(history):
-    lab, _, snaps = history
+def test_repair_head_to_an_explicit_generation_after_the_head_is_lost(local_history):
+    lab, _, snaps = local_history
     (lab.path / HEAD_NAME).unlink()
     assert lab.head() is None
     assert lab.repair_head(3).cid == snaps[2].cid
@@ -231,13 +234,11 @@ def test_repair_head_to_an_explicit_generation_after_the_head_is_lost(history):
 
 
 def _age_all_books(lab: Lab, seconds: float) -> None:
-    old = time.time() - seconds
-    for cid in lab.store:
-        os.utime(book_path(lab.store, cid), (old, old))
+    age_books(lab.store, list(lab.store), seconds)
 
 
-def test_gc_never_deletes_reachable_books_and_sweeps_orphans(history):
-    lab, _, snaps = history
+def test_gc_never_deletes_reachable_books_and_sweeps_orphans(local_history):
+    lab, _, snaps = local_history
     orphan = lab.store.put(b"an orphan book nobody references")
     dry = lab.gc()
     assert dry.dry_run and dry.deleted_books == 0 and dry.young_books == 1  # within grace
@@ -252,8 +253,8 @@ def test_gc_never_deletes_reachable_books_and_sweeps_orphans(history):
         assert len(lab.checkout(s.generation)) == s.entries
 
 
-def test_gc_keep_last_retires_old_payloads_but_keeps_log_and_tags(history):
-    lab, _, snaps = history
+def test_gc_keep_last_retires_old_payloads_but_keeps_log_and_tags(local_history):
+    lab, _, snaps = local_history
     lab.tag("first", 1)
     _age_all_books(lab, 7200)
     report = lab.gc(dry_run=False, keep_last=2)
@@ -272,8 +273,8 @@ def test_gc_keep_last_retires_old_payloads_but_keeps_log_and_tags(history):
         lab.diff(3, 5)
 
 
-def test_head_file_is_canonical_json(history):
-    lab, _, snaps = history
+def test_head_file_is_canonical_json(local_history):
+    lab, _, snaps = local_history
     doc = json.loads((lab.path / HEAD_NAME).read_text())
     assert doc == {"generation": 5, "head": snaps[-1].cid.hex, "version": 1}
     assert CID.parse(doc["head"]) == snaps[-1].cid

@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 import pytest
-from snap_helpers import book_path, make_engine
+from snap_helpers import make_engine
 
 from oluo_lab.cas import CID, BookNotFound, CorruptBook, MemoryStore, reassemble
 from oluo_lab.snapshot import (
@@ -27,6 +27,7 @@ from oluo_lab.snapshot import (
     read_head,
 )
 from oluo_lab.snapshot.index_codec import decode_index, encode_index
+from oluo_lab.testing.damage import damage_book
 
 
 def persist(engine, data_dir, store):
@@ -262,15 +263,11 @@ def test_missing_and_corrupt_payload_books(persisted):
     d, store, _ = persisted
     m = fetch_manifest(store, read_head(d).cid)
     victim = m.metadata_cid
-    path = book_path(store, victim)
-    assert path.exists()
-    raw = bytearray(path.read_bytes())
-    raw[-1] ^= 0xFF
-    path.write_bytes(bytes(raw))
+    damage_book(store, victim, "flip", where=1.0)
     with pytest.raises(CorruptBook) as ei:
         load_snapshot(d, store)
     assert ei.value.cid == victim
-    path.unlink()
+    damage_book(store, victim, "delete")
     with pytest.raises(BookNotFound) as ei:
         load_snapshot(d, store)
     assert ei.value.cid == victim

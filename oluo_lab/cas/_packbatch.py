@@ -1,0 +1,296 @@
+"""The writer behind ``PackStore.batch()``: books become records, records become packs.
+
+Layer: cas, below ``packs.py``. Books put inside one block are compressed on worker
+threads in groups of about ``GROUP_BYTES``, and their records are appended to the open
+pack in put order (so the same puts give the same packs, byte for byte, and the same
+pack names), by one appender thread that also hashes them into the pack's name. A pack
+that reaches the target size gets its trailer and is published (synced and linked, or
+uploaded) on an I/O thread while the next one fills. When the block exits: the last pack
+is sealed, every pack is durable (then the directory is synced), and only then does the
+store write the index file naming them.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import blake3
+
+from oluo_lab.cas._backends import Backend, Sink
+from oluo_lab.cas._packfile import (
+    PACK_DIR,
+    PACK_HEADER,
+    Entry,
+    PackRef,
+    encode_trailer,
+    pack_key,
+)
+from oluo_lab.cas.base import Buffer
+from oluo_lab.cas.cid import CID
+
+__all__ = ["GROUP_BYTES", "PackBatch", "PackBuilder"]
+
+#: Bytes of books queued before they go to a compression worker as one task.
+GROUP_BYTES = 1 << 20
+
+#: ``encode(items)`` turns ``[(cid, book bytes)]`` into ``[(cid, record header, payload)]``.
+Encode = Callable[[list[tuple[CID, Buffer]]], list[tuple[CID, bytes, Buffer]]]
+
+
+@dataclass
+class PackBuilder:
+    """One pack being filled: its sink, entries so far and running blake3 of its bytes."""
+
+    sink: Sink
+    entries: list[Entry] = field(default_factory=list)
+    pos: int = len(PACK_HEADER)
+    hasher: blake3.blake3 = field(default_factory=lambda: blake3.blake3(PACK_HEADER))
+    unique: bool = False  # holds a book put again after a tombstone: gets a nonce record
+
+    def __post_init__(self) -> None:
+        self.sink.append(PACK_HEADER)
+
+    def add(self, cid: CID, pieces: tuple[Buffer, ...]) -> Entry:
+        """Append one record (its pieces back to back) and return its entry."""
+        length = 0
+        for piece in pieces:
+            self.sink.append(piece)
+            self.hasher.update(piece)
+            length += len(piece)
+        entry = Entry(cid, self.pos, length)
+        self.entries.append(entry)
+        self.pos += length
+        return entry
+
+    def seal(self) -> tuple[str, int, bytes]:
+        """Append the trailer; (pack id, pack size, trailer)."""
+        trailer = encode_trailer(self.entries)
+        self.sink.append(trailer)
+        self.hasher.update(trailer)
+        return self.hasher.hexdigest(), self.pos + len(trailer), trailer
+
+
+@dataclass
+class _Sealed:
+    pack: PackRef
+    sink: Sink
+    done: Future[None]
+
+
+class PackBatch:
+    """Deferred-durability pack writer for one ``batch()`` block (see the module docstring).
+
+    Three kinds of thread share the work: the caller's (hashing books into CIDs and
+    queueing them), ``workers`` encoders (zstd), and one appender that takes encoded
+    groups in queue order and writes, hashes and seals packs; publishing (fsync + link,
+    or an upload) runs on ``publishers`` I/O threads, one pack each. At most
+    ``2 * workers + 1`` groups are in flight, so memory stays at a few MiB plus (object
+    stores) one pack per publisher and the one filling.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        encode: Encode,
+        *,
+        workers: int,
+        target_pack_size: int,
+        publishers: int = 1,
+    ) -> None:
+        self._backend = backend
+        self._encode = encode
+        self._target = target_pack_size
+        self._lock = threading.RLock()  # the caller's side: group, queue bookkeeping
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="oluo-pack-encode")
+        self._appender = ThreadPoolExecutor(1, thread_name_prefix="oluo-pack-append")
+        self._io = ThreadPoolExecutor(publishers, thread_name_prefix="oluo-pack-io")
+        self._publishers = publishers
+        self._slots = threading.BoundedSemaphore(2 * workers + 1)
+        self._group: list[tuple[CID, Buffer]] = []
+        self._group_bytes = 0
+        self._appended: list[Future[None]] = []
+        self._queued: dict[CID, Future[None] | None] = {}  # None: in the unflushed group
+        self._placed: dict[CID, tuple[PackBuilder | _Sealed, Entry]] = {}
+        self._open: PackBuilder | None = None  # appender thread only
+        self._sealed: list[_Sealed] = []
+        self._error: BaseException | None = None
+        #: books put again because a two-phase gc tombstoned them: a pack holding one is
+        #: made unique (a nonce book is added), so it is never an existing pack of the
+        #: same content (which would hold a tombstoned copy, not a new one)
+        self.renewed: set[CID] = set()
+
+    # --- writing (caller's thread) ---------------------------------------------------------
+    def __contains__(self, cid: CID) -> bool:
+        # in this order: the appender places a book before it unqueues it, so one of the
+        # two always holds it (the other order can miss a book moving between them, which
+        # would then be packed twice: a pack listing a CID twice is unreadable)
+        return cid in self._queued or cid in self._placed
+
+    def add(self, cid: CID, data: Buffer) -> None:
+        """Queue a book (CID known, not yet stored) to be compressed and packed."""
+        with self._lock:
+            self._raise_failure()
+            self._queued[cid] = None
+            self._group.append((cid, data))
+            self._group_bytes += len(data)
+            if self._group_bytes >= GROUP_BYTES:
+                self._flush_group()
+
+    def add_record(self, cid: CID, record: Buffer) -> None:
+        """Append an already-encoded record verbatim (repack and conversion: no recompression)."""
+        with self._lock:
+            self._raise_failure()
+            self._flush_group()
+            done: Future[list[tuple[CID, bytes, Buffer]]] = Future()
+            done.set_result([(cid, b"", record)])
+            self._submit([cid], done)
+
+    def _flush_group(self) -> None:
+        if not self._group:
+            return
+        group, self._group, self._group_bytes = self._group, [], 0
+        self._slots.acquire()
+        try:
+            encoded = self._pool.submit(self._encode, group)
+        except BaseException:
+            self._slots.release()
+            raise
+        self._submit([cid for cid, _ in group], encoded, acquired=True)
+
+    def _submit(
+        self,
+        cids: list[CID],
+        encoded: Future[list[tuple[CID, bytes, Buffer]]],
+        acquired: bool = False,
+    ) -> None:
+        if not acquired:
+            self._slots.acquire()
+        appended = self._appender.submit(self._append_group, encoded)
+        appended.add_done_callback(self._done)
+        self._appended.append(appended)
+        for cid in cids:
+            self._queued[cid] = appended
+
+    def _done(self, fut: Future[None]) -> None:
+        self._slots.release()
+        exc = fut.exception()
+        if exc is not None and self._error is None:
+            self._error = exc
+
+    def _raise_failure(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    # --- the appender thread -----------------------------------------------------------------
+    def _append_group(self, encoded: Future[list[tuple[CID, bytes, Buffer]]]) -> None:
+        if self._error is not None:
+            return  # the batch has failed: write nothing more
+        for cid, header, payload in encoded.result():
+            self._append(cid, (header, payload) if header else (payload,))
+
+    def _append(self, cid: CID, pieces: tuple[Buffer, ...]) -> None:
+        if cid in self._placed:  # queued twice (puts racing on two threads): packed once
+            self._queued.pop(cid, None)
+            return
+        if self._open is None:
+            sink = self._backend.new_sink(PACK_DIR)
+            try:
+                self._open = PackBuilder(sink)
+            except BaseException:
+                sink.abort()
+                raise
+        builder = self._open
+        entry = builder.add(cid, pieces)
+        self._placed[cid] = (builder, entry)
+        self._queued.pop(cid, None)
+        if cid in self.renewed:
+            builder.unique = True
+        if builder.pos >= self._target:
+            self._seal()
+
+    def _seal(self) -> None:
+        builder, self._open = self._open, None
+        if builder is None:
+            return
+        if builder.unique:  # a small random book, garbage for a later gc
+            nonce = b"oluo-pack-nonce " + secrets.token_bytes(16)
+            [(cid, header, payload)] = self._encode([(CID.for_book(nonce), nonce)])
+            builder.add(cid, (header, payload))
+        try:
+            pack_id, size, _ = builder.seal()
+            busy = [s for s in self._sealed if not s.done.done()]
+            if len(busy) >= self._publishers:
+                busy[0].done.result()  # at most ``publishers`` packs in flight
+            done = self._io.submit(builder.sink.publish, pack_key(pack_id))
+        except BaseException:
+            builder.sink.abort()  # no one else holds it: close and remove its temp file
+            raise
+        sealed = _Sealed(PackRef(pack_id, size, tuple(builder.entries)), builder.sink, done)
+        self._sealed.append(sealed)
+        for e in builder.entries:
+            self._placed[e.cid] = (sealed, e)
+
+    # --- reading back ----------------------------------------------------------------------
+    def record(self, cid: CID) -> bytes:
+        """The stored record of a book put in this batch (waits until it is packed)."""
+        with self._lock:
+            appended = self._queued.get(cid)
+            if cid in self._queued and appended is None:
+                self._flush_group()
+                appended = self._queued.get(cid)
+        if appended is not None:
+            appended.result()
+        where, entry = self._placed[cid]
+        if isinstance(where, _Sealed):
+            where.done.result()
+        return where.sink.read(entry.offset, entry.length)
+
+    # --- ending ----------------------------------------------------------------------------
+    def close(self, commit: bool) -> list[PackRef]:
+        """Commit: seal, publish and make durable every pack; returns them (the caller
+        writes the index). Otherwise (or on a failed write) discard what is unpublished;
+        published packs stay as unreferenced files for gc. Raises the first write error."""
+        with self._lock:
+            error: BaseException | None = None
+            if not commit and self._error is None:
+                self._error = RuntimeError("batch abandoned")  # the appender stops writing
+            try:
+                if commit:
+                    self._flush_group()
+            except BaseException as exc:
+                error = exc
+            self._appender.shutdown(wait=True)
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            for fut in self._appended:
+                exc = fut.exception()
+                if exc is not None and error is None:
+                    error = exc
+            if commit and error is None:
+                try:
+                    self._seal()
+                except BaseException as exc:
+                    error = exc
+            for s in self._sealed:
+                exc = s.done.exception()
+                if exc is not None and error is None:
+                    error = exc
+            self._io.shutdown(wait=True)
+            if self._open is not None:
+                self._open.sink.abort()
+                self._open = None
+            for s in self._sealed:
+                s.sink.abort()
+            packs = [s.pack for s in self._sealed]
+            self._sealed.clear()
+            self._placed.clear()
+            self._queued.clear()
+            self._appended.clear()
+            if error is not None:
+                raise error
+            if commit and packs:
+                self._backend.barrier(PACK_DIR)
+            return packs if commit else []
