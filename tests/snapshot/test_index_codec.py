@@ -97,6 +97,28 @@ def test_round_trip_every_generation_byte_identical(generations) -> None:
     assert read_index_record(cids[4], store).parent is None
 
 
+def test_codes_are_pages_of_whole_rows_and_older_plain_codes_still_decode(
+    generations, monkeypatch
+) -> None:
+    from oluo_lab.cas import CHUNK_PARAMS, ChunkParams
+    from oluo_lab.snapshot import index_codec
+
+    metric, gens = generations
+    data = gens[0][1]
+    store = MemoryStore()
+    codes = read_index_record(encode_index(data, store), store).doc["sections"]["codes"]
+    row = DIM if metric == "hamming" else 4 * DIM  # bytes per stored vector
+    info = blob_info(CID.from_bytes(codes["blob"]), store)
+    assert info.params == ChunkParams.paged(row * (index_codec.CODES_PAGE // row))
+    # a record written before paged codes existed: the codes as a plain FastCDC blob
+    monkeypatch.setattr(index_codec, "ingest_pages", lambda mv, st, page, fanout: ingest(mv, st))
+    old = MemoryStore()
+    cid = encode_index(data, old)
+    plain = read_index_record(cid, old).doc["sections"]["codes"]["blob"]
+    assert blob_info(CID.from_bytes(plain), old).params in (None, CHUNK_PARAMS)
+    assert decode_index(cid, old) == data
+
+
 def test_decoded_index_searches_like_the_original() -> None:
     gens = _generations("l2")
     store = MemoryStore()
