@@ -50,6 +50,7 @@ builtin its caller may expect)::
     │   ├── ParamConflict [ValueError]  a param contradicts the engine's setting
     │   ├── RefExists [ValueError]      a branch or tag name is taken
     │   ├── IndexCodecError             .cid: CID | None
+    │   ├── UnsafeObjectStore           the object store ignores conditional writes
     │   └── PersistIOError              wraps the OSError (.cause)
     │       └── LockTimeout
     ├── DatasetChecksumError            oluo_lab.datasets
