@@ -41,25 +41,24 @@ def _validate(raw: bytes) -> None:
     if len(raw) != CID_LEN:
         raise MalformedCID(f"CID must be {CID_LEN} bytes, got {len(raw)}")
     version, kind, depth, reserved, size = _HEADER.unpack_from(raw)
-    hx = raw.hex()
     if version != CID_VERSION:
-        raise MalformedCID(f"unknown CID version {version:#04x} in {hx}")
+        raise MalformedCID(f"unknown CID version {version:#04x} in {raw.hex()}")
     if reserved != 0:
-        raise MalformedCID(f"reserved CID byte is {reserved:#04x}, must be 0 in {hx}")
+        raise MalformedCID(f"reserved CID byte is {reserved:#04x}, must be 0 in {raw.hex()}")
     if size > MAX_BOOK_SIZE:
-        raise MalformedCID(f"CID size {size} exceeds MAX_BOOK_SIZE {MAX_BOOK_SIZE} in {hx}")
+        raise MalformedCID(f"CID size {size} exceeds MAX_BOOK_SIZE {MAX_BOOK_SIZE} in {raw.hex()}")
     if kind == KIND_BOOK:
         if depth != 0:
-            raise MalformedCID(f"book CID with depth {depth} (must be 0): {hx}")
+            raise MalformedCID(f"book CID with depth {depth} (must be 0): {raw.hex()}")
     elif kind == KIND_BUNDLE:
         if not 1 <= depth <= MAX_DEPTH:
-            raise MalformedCID(f"bundle CID depth {depth} outside 1..{MAX_DEPTH}: {hx}")
+            raise MalformedCID(f"bundle CID depth {depth} outside 1..{MAX_DEPTH}: {raw.hex()}")
         if size == 0 or size % CID_LEN:
             raise MalformedCID(
-                f"bundle CID size {size} is not a positive multiple of {CID_LEN}: {hx}"
+                f"bundle CID size {size} is not a positive multiple of {CID_LEN}: {raw.hex()}"
             )
     else:
-        raise MalformedCID(f"unknown CID kind {kind:#04x} in {hx}")
+        raise MalformedCID(f"unknown CID kind {kind:#04x} in {raw.hex()}")
 
 
 class CID:
@@ -75,6 +74,14 @@ class CID:
         raw = bytes(raw)
         _validate(raw)
         object.__setattr__(self, "_raw", raw)
+
+    @classmethod
+    def _unchecked(cls, raw: bytes) -> CID:
+        """A CID of 40 bytes this module built itself (a header it packed, a digest it
+        computed): no validation, for the per-book hot paths."""
+        cid = object.__new__(cls)
+        object.__setattr__(cid, "_raw", raw)
+        return cid
 
     # construction -----------------------------------------------------------------
     @classmethod
@@ -102,7 +109,12 @@ class CID:
     @classmethod
     def for_book(cls, data: bytes | bytearray | memoryview) -> CID:
         """The book CID of ``data`` (MalformedCID if longer than MAX_BOOK_SIZE)."""
-        return cls._build(KIND_BOOK, 0, len(data), blake3.blake3(data).digest())
+        size = len(data)
+        if size > MAX_BOOK_SIZE:
+            raise MalformedCID(f"book of {size} B exceeds MAX_BOOK_SIZE {MAX_BOOK_SIZE}")
+        return cls._unchecked(
+            _HEADER.pack(CID_VERSION, KIND_BOOK, 0, 0, size) + blake3.blake3(data).digest()
+        )
 
     @classmethod
     def for_bundle(cls, data: bytes | bytearray | memoryview, depth: int) -> CID:

@@ -92,7 +92,7 @@ LEGACY_PRUNE_HEADROOM = 0.2
 DEFAULT_REPAIR_FRACTION = 0.05
 #: format (docs/FORMAT.md §2.2, ``config.hole_fraction``): the default share of holes a
 #: repaired base may hold
-DEFAULT_HOLE_FRACTION = 0.2
+DEFAULT_HOLE_FRACTION = 0.05
 #: what a compaction does: copy-on-write append, in-place repair (+ append), rebuild
 COMPACTION_MODES = ("append", "repair", "rebuild")
 

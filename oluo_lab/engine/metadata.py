@@ -94,10 +94,22 @@ COLUMN_FIELDS = (
     "metadata_ends",
     "metadata",
 )
+#: format (docs/FORMAT.md §2.2): the columns of version 4 (besides ``index_keys`` and
+#: ``index_holes``). Rows are named by their keys and map sizes are stored, not cumulative
+#: ends, so deleting entries changes these columns only where the entries were (a row
+#: number or an end offset would shift every later value, and the whole column would be
+#: new bytes in the next snapshot)
+COLUMN_FIELDS_V4 = tuple(
+    {"expires_rows": "expires_keys", "overlay_rows": "overlay_keys"}.get(
+        f, "metadata_sizes" if f == "metadata_ends" else f
+    )
+    for f in COLUMN_FIELDS
+)
 #: format (docs/FORMAT.md §2.2): the fields before ``entry_columns`` (versions 2 and 3;
 #: version 4 adds ``holes``)
 _HEADER_FIELDS = ("format", "version", "config", "entries", "key_counter", "generation")
 _U64 = np.dtype("<u8")
+_U32 = np.dtype("<u4")
 #: format (docs/FORMAT.md §2.2): an empty caller map, canonical CBOR
 _EMPTY_MAP = b"\xa0"
 _SCOPES = tuple(Scope)
@@ -337,18 +349,18 @@ def encode_columns(
             "scope": cols.scope.astype(np.uint8).tobytes(),
             "privacy_tier": cols.privacy_tier.astype(np.uint8).tobytes(),
             "ingested_at_ms": cols.ingested_at_ms.astype(_U64).tobytes(),
-            "expires_rows": cols.expires_rows.astype(_U64).tobytes(),
+            "expires_keys": cols.keys[cols.expires_rows].astype(_U64).tobytes(),
             "expires_at": cols.expires_at.astype(_U64).tobytes(),
-            "overlay_rows": cols.overlay_rows.astype(_U64).tobytes(),
+            "overlay_keys": cols.keys[cols.overlay_rows].astype(_U64).tobytes(),
             "overlays": [list(o) for o in cols.overlays],
-            "metadata_ends": cols.metadata_ends.astype(_U64).tobytes(),
+            "metadata_sizes": np.diff(cols.metadata_ends, prepend=0).astype(_U32).tobytes(),
             "metadata": cols.metadata,
         },
     }
     if cols.row_order is not None:
-        doc["entry_columns"]["row_order"] = cols.row_order.astype("<u4").tobytes()
+        doc["entry_columns"]["index_keys"] = cols.keys[cols.row_order].astype(_U64).tobytes()
     if cols.holes is not None:
-        doc["entry_columns"]["index_holes"] = cols.holes.astype("<u4").tobytes()
+        doc["entry_columns"]["index_holes"] = cols.holes.astype(_U32).tobytes()
     return cbor2.dumps(doc, canonical=True)
 
 
@@ -551,7 +563,10 @@ def decode_metadata(data: bytes | bytearray | memoryview | Mapping[str, Any]) ->
         fields = {*_HEADER_FIELDS, "entry_columns"} | ({"holes"} if head.version >= 4 else set())
         if set(doc) != fields:
             raise _fail(f"fields must be exactly {sorted(fields)}")
-        cols = _columns_from_v2(doc["entry_columns"], head.entries, head.holes)
+        c = doc["entry_columns"]
+        if head.version >= 4:
+            c = _columns_from_v4(c, head.entries)
+        cols = _columns_from_v2(c, head.entries, head.holes)
     return DecodedMetadata(head.config, head.key_counter, head.generation, cols)
 
 
@@ -585,6 +600,59 @@ def _small_column(c: Mapping[str, Any], name: str, n: int, top: int) -> np.ndarr
     if n and int(a.max()) > top:
         raise _fail(f"column {name}: value {int(a.max())} out of range 0..{top}")
     return a.astype(np.int8)
+
+
+def _keys_as_rows(keys: np.ndarray, c: Mapping[str, Any], name: str, n: int | None) -> np.ndarray:
+    """Rows of the keys in column ``name`` (u64 each; ``n`` of them, or any number)."""
+    named = _u64_column(c, name, n)
+    rows = np.searchsorted(keys, named)
+    found = rows < len(keys)
+    found[found] = keys[rows[found]] == named[found]
+    if not found.all():
+        bad = int(named[int(np.argmin(found))])
+        raise _fail(f"column {name} names key {bad}, which no entry has")
+    return rows
+
+
+def _columns_from_v4(c: Any, n: int) -> dict[str, Any]:
+    """Version 4's columns as the row-numbered columns of versions 2 and 3 (which
+    :func:`_columns_from_v2` then validates): keys become rows, sizes become ends."""
+    if not isinstance(c, Mapping) or set(c) - {"index_keys", "index_holes"} != set(
+        COLUMN_FIELDS_V4
+    ):
+        raise _fail(
+            f"entry_columns must have exactly the columns {list(COLUMN_FIELDS_V4)} "
+            "(and optionally index_keys and index_holes)"
+        )
+    keys = _u64_column(c, "keys", n)
+    if n and int(keys[-1]) >= 2**63:
+        raise _fail("keys must be below 2**63")
+    if not _increasing(keys):
+        bad = int(np.argmin(keys[1:] > keys[:-1])) + 1
+        raise _fail(f"entry {bad}: key {int(keys[bad])} is not greater than the previous key")
+    out = {k: v for k, v in c.items() if k in COLUMN_FIELDS or k == "index_holes"}
+    for name, classic in (("expires_keys", "expires_rows"), ("overlay_keys", "overlay_rows")):
+        rows = _keys_as_rows(keys, c, name, None)
+        if not _increasing(rows):
+            raise _fail(f"column {name} must hold strictly increasing keys")
+        out[classic] = rows.astype(_U64).tobytes()
+    sizes = c["metadata_sizes"]
+    if type(sizes) is not bytes or len(sizes) != 4 * n:
+        raise _fail(f"column metadata_sizes must be a byte string of {4 * n} bytes")
+    sz = np.frombuffer(sizes, _U32).astype(np.int64)
+    if n and int(sz.min()) < 1:
+        raise _fail("column metadata_sizes: every entry's map is at least one byte")
+    if type(c["metadata"]) is bytes and int(sz.sum()) != len(c["metadata"]):
+        raise _fail("column metadata_sizes must add up to the length of the metadata column")
+    out["metadata_ends"] = np.cumsum(sz).astype(_U64).tobytes()
+    if "index_keys" in c:
+        order = _keys_as_rows(keys, c, "index_keys", n)
+        if n and not (np.bincount(order, minlength=n) == 1).all():
+            raise _fail("column index_keys must name every entry exactly once")
+        if np.array_equal(order, np.arange(n)):
+            raise _fail("column index_keys is in key order (it must then be absent)")
+        out["row_order"] = order.astype(_U32).tobytes()
+    return out
 
 
 def _columns_from_v2(c: Any, n: int, n_holes: int = 0) -> MetadataColumns:

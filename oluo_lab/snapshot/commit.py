@@ -30,7 +30,7 @@ from typing import Any
 import blake3
 
 from .._faults import fault_point
-from ..cas import CHUNK_PARAMS, CID, BookStore, ingest
+from ..cas import CHUNK_PARAMS, CID, BookStore
 from ..engine import PersistSnapshot
 from . import refs_log
 from .base_cache import BASE_NAME, start_base_write
@@ -41,7 +41,7 @@ from .evaluation import Evaluation, store_blobs
 from .head import Head
 from .history import revive_history
 from .manifest import COMMIT_MANIFEST_VERSION, SnapshotManifest
-from .persist import encode_index_against
+from .persist import encode_index_against, ingest_metadata
 from .refs import RefStore
 
 __all__ = ["CommitPlan", "index_digest_of", "write_commit"]
@@ -98,7 +98,7 @@ def _payload_cids(store: BookStore, plan: CommitPlan, bar: Any) -> tuple[CID, CI
     if plan.metadata_cid is not None and store.reusable(plan.metadata_cid):
         metadata_cid = plan.metadata_cid
     else:
-        metadata_cid = ingest(payload.metadata_bytes, store)
+        metadata_cid = ingest_metadata(payload.metadata_bytes, store)
     fault_point("persist.metadata_ingested")
     bar.update(1)
     return index_cid, metadata_cid

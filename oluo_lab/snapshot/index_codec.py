@@ -82,7 +82,7 @@ REBASE_FRACTION = 0.5
 #: format (docs/FORMAT.md §3.3): the stored vectors are a paged blob of whole rows, as
 #: many as fit in this many bytes (at least one): a vector zeroed by an in-place delete
 #: rewrites one small page, and the pages that hold no deleted vector are shared.
-CODES_PAGE = 2048
+CODES_PAGE = 4096
 
 _HNSW_FLAT = b"IHNf"
 _HNSW_BINARY = b"IBHf"

@@ -38,7 +38,6 @@ from ..cas import (
     ContentError,
     PackStore,
     StoreIOError,
-    ingest,
     open_store,
     reassemble,
 )
@@ -72,7 +71,7 @@ from .index_codec import read_index_record
 from .manifest import SnapshotManifest, canonical_value, fetch_manifest, manifest_html
 from .objrefs import LAB_FORMAT_KEY, LAB_FORMAT_TEXT, ObjectRefs
 from .origins import origin_of, remember
-from .persist import describe_metadata, restore_engine
+from .persist import describe_metadata, ingest_metadata, restore_engine
 from .refs import LocalRefs, RefStore
 from .refs_log import REFS_LOG_NAME
 from .reports import GcReport, ManifestDiff, VerifyReport
@@ -1090,7 +1089,7 @@ def _same_metadata(parent: SnapshotManifest, snap: PersistSnapshot) -> bool:
 
     if parent.metadata_size != len(snap.metadata_bytes):
         return False
-    return ingest(snap.metadata_bytes, MemoryStore()) == parent.metadata_cid
+    return ingest_metadata(snap.metadata_bytes, MemoryStore()) == parent.metadata_cid
 
 
 def _same_index(

@@ -58,6 +58,14 @@ __all__ = [
 ]
 
 
+def ingest_metadata(metadata_bytes: Any, store: BookStore) -> CID:
+    """Store an engine metadata payload as a *fine* blob (docs/FORMAT.md §1): a delete
+    changes the entry table in many scattered places, so small chunks and small bundles
+    keep the bytes a delete adds close to the rows it removes. Every writer of metadata
+    (``persist_snapshot``, ``Lab.commit``) and the lab's unchanged-metadata check use it."""
+    return ingest(metadata_bytes, store, params=FINE_CHUNK_PARAMS, fanout=FINE_FANOUT)
+
+
 def _as_dir(data_dir: Path | str) -> Path:
     path = Path(data_dir)
     if not path.exists():
@@ -176,8 +184,7 @@ def _persist_locked(
         index_cid = encode_index_against(index_bytes, store, index_parent)
         fault_point("persist.index_encoded")
         bar.update(1)
-        # fine chunks: a delete changes the entry table in many scattered places
-        metadata_cid = ingest(metadata_bytes, store, params=FINE_CHUNK_PARAMS, fanout=FINE_FANOUT)
+        metadata_cid = ingest_metadata(metadata_bytes, store)
         fault_point("persist.metadata_ingested")
         bar.update(1)
         manifest = SnapshotManifest(

@@ -14,6 +14,7 @@ from engine_helpers import make_vectors
 from oluo_lab.engine import CompactComplete, InvalidEvent, OluoEngine, decode_metadata
 from oluo_lab.engine import _faiss_native as native
 from oluo_lab.engine.index import LEGACY_PRUNE_HEADROOM, IndexConfig
+from oluo_lab.engine.metadata import _columns_from_v4
 
 DIM = 16
 # small lists fill up fast, so appends prune often and the headroom shows in the bytes
@@ -102,6 +103,7 @@ def test_version_2_snapshots_keep_growing_with_faiss_s_old_headroom(metric):
     for name in ("prune_headroom", "repair_fraction", "hole_fraction"):
         del doc["config"][name]
     del doc["holes"]
+    doc["entry_columns"] = _columns_from_v4(doc["entry_columns"], doc["entries"])
     doc["version"] = 2
     v2 = cbor2.dumps(doc, canonical=True)
     eng = OluoEngine.from_snapshot(want[0].index_bytes, v2, 2000, 1)

@@ -71,7 +71,7 @@ def test_key_mapping_after_renumbered_compaction_and_snapshot_round_trip():
     eng.add(v[:3] * 2.0, ids=["w1", "w2", "new"])  # re-ingest (shadow) and a fresh id
     snap = eng.compact()
     meta = decode_metadata(snap.metadata_bytes)
-    assert "row_order" in cbor2.loads(snap.metadata_bytes)["entry_columns"]
+    assert "index_keys" in cbor2.loads(snap.metadata_bytes)["entry_columns"]
     assert meta.row_order is not None
     assert np.array_equal(meta.row_keys(), eng._index.base_keys)
     back = OluoEngine.from_snapshot(
@@ -121,7 +121,7 @@ def test_row_order_column_only_when_not_in_key_order_and_strict():
     eng, _ = _built("hamming", 300)
     snap = eng.current_snapshot()
     doc = cbor2.loads(snap.metadata_bytes)
-    assert doc["version"] == 4 and "row_order" not in doc["entry_columns"]
+    assert doc["version"] == 4 and "index_keys" not in doc["entry_columns"]
     assert decode_metadata(snap.metadata_bytes).row_order is None
     entries = decode_metadata(snap.metadata_bytes).entries
     cfg = eng.config.as_dict()
@@ -133,19 +133,19 @@ def test_row_order_column_only_when_not_in_key_order_and_strict():
     v2 = cbor2.loads(data)
     cols = v2["entry_columns"]
     bad = {
-        "short": cols["row_order"][:-4],
-        "not a permutation": np.zeros(300, "<u4").tobytes(),
-        "out of range": np.arange(1, 301, dtype="<u4").tobytes(),
-        "identity": np.arange(300, dtype="<u4").tobytes(),
+        "short": cols["index_keys"][:-8],
+        "not a permutation": np.zeros(300, "<u8").tobytes(),
+        "no such key": np.arange(1, 301, dtype="<u8").tobytes(),
+        "identity": np.arange(300, dtype="<u8").tobytes(),
         "not bytes": list(range(300)),
     }
     for why, value in bad.items():
-        doc_bad = dict(v2, entry_columns=dict(cols, row_order=value))
-        with pytest.raises(SnapshotDecodeError, match="row_order"):
+        doc_bad = dict(v2, entry_columns=dict(cols, index_keys=value))
+        with pytest.raises(SnapshotDecodeError, match="index_keys"):
             decode_metadata(cbor2.dumps(doc_bad, canonical=True))
         assert why
     with pytest.raises(SnapshotDecodeError, match="columns"):
-        decode_metadata(dict(v2, entry_columns=dict(cols, row_orders=cols["row_order"])))
+        decode_metadata(dict(v2, entry_columns=dict(cols, row_order=cols["index_keys"])))
     with pytest.raises(ValueError, match="permutation"):
         encode_metadata(cfg, 300, 1, entries, np.zeros(300, np.int64))
 
@@ -175,12 +175,13 @@ ROW_ORDER_HEX = (
     "73696f6e046a67656e65726174696f6e016b6b65795f636f756e746572046d65"
     "6e7472795f636f6c756d6e73ac646b6579735000000000000000000300000000"
     "0000006573636f7065420200677461726765747382616107686d657461646174"
-    "614ea2616e0164776f726463746865a0686f7665726c61797381816270316972"
-    "6f775f6f726465724801000000000000006a657870697265735f617448282300"
-    "00000000006c657870697265735f726f77734801000000000000006c6f766572"
-    "6c61795f726f77734801000000000000006c707269766163795f746965724200"
-    "016d6d657461646174615f656e6473500d000000000000000e00000000000000"
-    "6e696e6765737465645f61745f6d735005000000000000000600000000000000"
+    "614ea2616e0164776f726463746865a0686f7665726c61797381816270316a65"
+    "7870697265735f61744828230000000000006a696e6465785f6b657973500300"
+    "00000000000000000000000000006c657870697265735f6b6579734803000000"
+    "000000006c6f7665726c61795f6b6579734803000000000000006c7072697661"
+    "63795f746965724200016e696e6765737465645f61745f6d7350050000000000"
+    "000006000000000000006e6d657461646174615f73697a6573480d0000000100"
+    "0000"
 )
 
 

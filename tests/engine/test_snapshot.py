@@ -63,11 +63,11 @@ VECTOR_HEX = (
     "6e7472795f636f6c756d6e73ab646b6579735000000000000000000300000000"
     "0000006573636f7065420200677461726765747382616107686d657461646174"
     "614ea2616e0164776f726463746865a0686f7665726c61797381816270316a65"
-    "7870697265735f61744828230000000000006c657870697265735f726f777348"
-    "01000000000000006c6f7665726c61795f726f77734801000000000000006c70"
-    "7269766163795f746965724200016d6d657461646174615f656e6473500d0000"
-    "00000000000e000000000000006e696e6765737465645f61745f6d7350050000"
-    "00000000000600000000000000"
+    "7870697265735f61744828230000000000006c657870697265735f6b65797348"
+    "03000000000000006c6f7665726c61795f6b6579734803000000000000006c70"
+    "7269766163795f746965724200016e696e6765737465645f61745f6d73500500"
+    "00000000000006000000000000006e6d657461646174615f73697a6573480d00"
+    "000001000000"
 )
 # the same table at index positions 0 and 2 around a hole at 1 (keys 3, -, 0)
 HOLES_HEX = (
@@ -80,13 +80,13 @@ HOLES_HEX = (
     "73696f6e046a67656e65726174696f6e016b6b65795f636f756e746572046d65"
     "6e7472795f636f6c756d6e73ad646b6579735000000000000000000300000000"
     "0000006573636f7065420200677461726765747382616107686d657461646174"
-    "614ea2616e0164776f726463746865a0686f7665726c61797381816270316972"
-    "6f775f6f726465724801000000000000006a657870697265735f617448282300"
-    "00000000006b696e6465785f686f6c657344010000006c657870697265735f72"
-    "6f77734801000000000000006c6f7665726c61795f726f777348010000000000"
-    "00006c707269766163795f746965724200016d6d657461646174615f656e6473"
-    "500d000000000000000e000000000000006e696e6765737465645f61745f6d73"
-    "5005000000000000000600000000000000"
+    "614ea2616e0164776f726463746865a0686f7665726c61797381816270316a65"
+    "7870697265735f61744828230000000000006a696e6465785f6b657973500300"
+    "00000000000000000000000000006b696e6465785f686f6c657344010000006c"
+    "657870697265735f6b6579734803000000000000006c6f7665726c61795f6b65"
+    "79734803000000000000006c707269766163795f746965724200016e696e6765"
+    "737465645f61745f6d7350050000000000000006000000000000006e6d657461"
+    "646174615f73697a6573480d00000001000000"
 )
 # the same table in format version 3 (no compaction policy in the config), still decoded
 V3_HEX = (
@@ -316,9 +316,9 @@ def test_restore_rejects_bad_snapshots():
         for name, v in cols.items()
         if name in ("keys", "targets", "scope", "privacy_tier", "ingested_at_ms")
     }
-    ends = cols["metadata_ends"][:24]
-    few.update(metadata_ends=ends, metadata=cols["metadata"][:3])
-    keep = {name: v for name, v in cols.items() if name != "row_order"}  # (renumbered base)
+    sizes = cols["metadata_sizes"][:12]
+    few.update(metadata_sizes=sizes, metadata=cols["metadata"][:3])
+    keep = {name: v for name, v in cols.items() if name != "index_keys"}  # (renumbered base)
     fewer = dict(doc, entries=3, entry_columns=dict(keep, **few))
     assert len(decode_metadata(fewer)) == 3
     with pytest.raises(EngineRestoreFailed, match="4 vectors but the metadata has 3"):
@@ -456,9 +456,9 @@ def _damaged_map_snapshot():
     cols = doc["entry_columns"]
     blob = cols["metadata"]
     bad = blob[:8] + b"\xa1\x61\x6b\x18\x01" + blob[12:]
-    ends = np.frombuffer(cols["metadata_ends"], "<u8").copy()
-    ends[2:] += 1
-    doc["entry_columns"] = dict(cols, metadata=bad, metadata_ends=ends.tobytes())
+    sizes = np.frombuffer(cols["metadata_sizes"], "<u4").copy()
+    sizes[2] += 1
+    doc["entry_columns"] = dict(cols, metadata=bad, metadata_sizes=sizes.tobytes())
     return snap, doc, cbor2.dumps(doc, canonical=True)
 
 
@@ -515,13 +515,16 @@ def test_handle_returns_the_error_of_a_damaged_entry_met_while_settling_results(
         ("privacy_tier", b"\x00\x00\x00\x04", "out of range"),
         ("targets", ["a", "b", True, "d"], "not str or int"),
         ("targets", ["a", "b", "c"], "array of 4"),
-        ("expires_rows", np.array([4], "<u8").tobytes(), "row numbers below 4"),
-        ("expires_rows", np.array([1], "<u8").tobytes(), "expires_at has 0 bytes"),
-        ("overlay_rows", np.array([2, 1], "<u8").tobytes(), "strictly increasing"),
+        ("expires_keys", np.array([4], "<u8").tobytes(), "names key 4, which no entry has"),
+        ("expires_keys", np.array([1], "<u8").tobytes(), "expires_at has 0 bytes"),
+        ("overlay_keys", np.array([2, 1], "<u8").tobytes(), "strictly increasing keys"),
+        ("overlay_keys", b"\x00" * 7, "has 7 bytes"),
         ("overlays", [[]], "array of 0"),
-        ("metadata_ends", np.array([1, 2, 2, 4], "<u8").tobytes(), "strictly increasing"),
-        ("metadata_ends", np.array([1, 2, 3, 5], "<u8").tobytes(), "end at the length"),
-        ("metadata", b"\xa0\xa0\xa0\xa0\xa0", "end at the length"),
+        ("metadata_sizes", np.array([1, 1, 0, 2], "<u4").tobytes(), "at least one byte"),
+        ("metadata_sizes", np.array([1, 1, 1, 2], "<u4").tobytes(), "add up to the length"),
+        ("metadata_sizes", np.array([1, 1, 1], "<u4").tobytes(), "of 16 bytes"),
+        ("metadata", b"\xa0\xa0\xa0\xa0\xa0", "add up to the length"),
+        ("expires_rows", b"", "exactly the columns"),
     ],
 )
 def test_every_column_is_validated(column, value, match):
