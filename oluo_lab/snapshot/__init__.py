@@ -24,6 +24,7 @@ from .branches import BRANCHES_NAME, DEFAULT_BRANCH
 from .durable import atomic_write, data_dir_lock, sweep_temp_files
 from .errors import (
     AmbiguousRef,
+    BadRefName,
     CommitPruned,
     EngineRestoreError,
     HeadMoved,
@@ -36,6 +37,7 @@ from .errors import (
     OluoPersistError,
     ParamConflict,
     PersistIOError,
+    ReadOnlyLab,
     RefExists,
     SnapshotNotFound,
     UnknownRef,
@@ -61,6 +63,7 @@ __all__ = [
     "REFS_LOG_NAME",
     "TAGS_NAME",
     "AmbiguousRef",
+    "BadRefName",
     "CommitPruned",
     "EngineRestoreError",
     "EvalSpec",
@@ -81,6 +84,7 @@ __all__ = [
     "ParamConflict",
     "PersistIOError",
     "Problem",
+    "ReadOnlyLab",
     "RefExists",
     "RefStore",
     "SemanticDiff",
