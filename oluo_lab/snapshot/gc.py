@@ -104,7 +104,7 @@ def plan_gc(lab: Lab, grace_s: float, keep_last: int | None = None, bar: Any = N
     """The plan of ``lab.gc(grace_s=..., keep_last=...)``, computed under the data-directory
     lock; nothing is changed. ``bar`` (tqdm-like or None) advances per book swept."""
     _check_keep_last(keep_last)
-    with data_dir_lock(lab.path):
+    with data_dir_lock(lab.path, shared=True):
         return _plan(lab, grace_s, keep_last, bar)
 
 
@@ -120,7 +120,7 @@ def gc_lab(
     manifests stay, so the log remains complete). Never deletes a reachable book.
     ``bar`` (a tqdm-like progress bar or None) advances per book swept and deleted."""
     _check_keep_last(keep_last)
-    with data_dir_lock(lab.path):
+    with data_dir_lock(lab.path, shared=dry_run):
         temp_removed = 0 if dry_run else _sweep_temp_files(lab, grace_s)
         plan = _plan(lab, grace_s, keep_last, bar)
         if not dry_run:

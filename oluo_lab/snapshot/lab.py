@@ -500,6 +500,7 @@ class Lab:
 
         ``progress``: a ``tqdm.auto`` bar (shown after half a second) over the steps.
         """
+        self.refs.check_writable("commit")
         with progress_bar(progress, total=5, desc="commit", unit="step") as bar:
             return self._commit(engine, note, branch, params, metrics, evaluate, more_params, bar)
 
@@ -684,6 +685,7 @@ class Lab:
         """Create branch ``name`` at commit ``ref`` (no new commit). An existing branch
         is moved only with ``force`` (:class:`RefExists` says so otherwise)."""
         check_branch_name(name)
+        self.refs.check_writable("create a branch")
         snap = self.resolve(ref)
         with self.refs.locked():
             if name in self.refs.tags():
@@ -707,6 +709,7 @@ class Lab:
         tag reaches them (gc collects the rest). KeyError when there is no such branch."""
         if name == DEFAULT_BRANCH:
             raise ValueError(f"the default branch {DEFAULT_BRANCH!r} cannot be deleted")
+        self.refs.check_writable("delete a branch")
         with self.refs.locked():
             current = self.refs.read_ref(name)
             if current is None:
@@ -745,6 +748,8 @@ class Lab:
         """
         from .sweep import run_sweep
 
+        self.refs.check_writable("run a sweep")
+
         return run_sweep(self, build, grid, evaluate, executor, params, prefix, note, progress)
 
     # ------------------------------------------------------------------ repair
@@ -755,6 +760,7 @@ class Lab:
         and payloads load. The head otherwise never moves backwards; this is the
         explicit way to recover. The move is recorded in the refs log.
         """
+        self.refs.check_writable("repair the head")
         if ref is None:
             snap = self._newest_loadable()
         else:
@@ -788,6 +794,7 @@ class Lab:
     def tag(self, name: str, ref: Ref | Snapshot = "HEAD", *, force: bool = False) -> Snapshot:
         """Name a commit (a checkpoint gc always keeps); ``force`` moves an existing tag."""
         check_tag_name(name)
+        self.refs.check_writable("tag")
         snap = self.resolve(ref)
         with self.refs.locked():
             if name in self.refs.branches():
@@ -804,6 +811,7 @@ class Lab:
 
     def untag(self, name: str) -> None:
         """Remove a tag (KeyError naming it when absent)."""
+        self.refs.check_writable("untag")
         with self.refs.locked():
             self.refs.delete_tag(name)
 
@@ -848,7 +856,10 @@ class Lab:
         ``keep_last``: keep the payloads of only the newest N commits of each branch
         (older ones are pruned: their manifests stay in the log).
 
-        ``progress``: a ``tqdm.auto`` bar counting the books swept and deleted."""
+        ``progress``: a ``tqdm.auto`` bar counting the books swept and deleted. A dry run
+        only reads (it works on a lab this process cannot write)."""
+        if not dry_run:
+            self.refs.check_writable("gc")
         with progress_bar(progress, desc="gc", unit="book") as bar:
             return gc_lab(self, dry_run, grace_s, keep_last, bar)
 

@@ -24,7 +24,7 @@ from typing import Any
 from ..cas import CID
 from . import refs_log
 from .branches import DEFAULT_BRANCH, read_branches, write_branches
-from .durable import data_dir_lock
+from .durable import data_dir_lock, require_writable
 from .errors import HeadMoved
 from .head import Head, read_head, write_head
 from .tags import read_tags, write_tags
@@ -44,6 +44,12 @@ class RefStore(ABC):
     :class:`~oluo_lab.snapshot.head.Head`: the commit's manifest CID and its engine
     generation.
     """
+
+    def check_writable(self, operation: str) -> None:
+        """Raise :class:`~oluo_lab.snapshot.errors.ReadOnlyLab` naming ``operation`` when
+        this process cannot write the refs (checked before an operation writes anything;
+        a store that only learns it from a refused write may accept here)."""
+        return None
 
     @abstractmethod
     def locked(self) -> contextlib.AbstractContextManager[None]:
@@ -109,6 +115,9 @@ class LocalRefs(RefStore):
 
     def __repr__(self) -> str:
         return f"LocalRefs({self.path.name!r})"
+
+    def check_writable(self, operation: str) -> None:
+        require_writable(self.path, operation)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
