@@ -30,7 +30,7 @@ from ..cas import CID, DEFAULT_GC_GRACE_S, ContentError, ingest, open_store, rea
 from ..engine import DEFAULT_COMPACT_THRESHOLD, OluoEngine, PersistSnapshot
 from . import refs_log
 from .base_cache import BASE_NAME, base_holds
-from .branches import BRANCHES_NAME, DEFAULT_BRANCH, check_branch_name
+from .branches import BRANCHES_NAME, DEFAULT_BRANCH, check_branch_name, check_unique_name
 from .catalog import LabView, commit_id
 from .commit import CommitPlan, index_digest_of, write_commit
 from .diff import diff_snapshots
@@ -526,10 +526,16 @@ class Lab:
         spec = as_spec(evaluate)
         queries = check_spec(engine, spec) if spec is not None else None
         origin = origin_of(engine, self.path)
-        target = branch or (origin.branch if origin and origin.branch else self.current_branch)
+        target = (
+            branch
+            if branch is not None
+            else (origin.branch if origin and origin.branch else self.current_branch)
+        )
         check_branch_name(target)
         view = self.view()
         found = view.branches.get(target)
+        if found is None:
+            check_unique_name("branch", target, self._taken_names())
         parent_cid = None if origin is None else origin.cid
         self._check_descent(view, target, found, parent_cid, engine)
         parent = None if parent_cid is None else view.manifest(parent_cid)
@@ -691,6 +697,8 @@ class Lab:
             if name in self.refs.tags():
                 raise RefExists(name, f"{name!r} is a tag; a branch needs another name")
             current = self.refs.read_ref(name)
+            if current is None:
+                check_unique_name("branch", name, self._taken_names())
             if current is not None and current.cid == snap.cid:
                 return snap
             if current is not None and not force:
@@ -786,6 +794,12 @@ class Lab:
                 continue
         raise SnapshotNotFound("HEAD", "no commit of main in the refs log loads")
 
+    def _taken_names(self) -> dict[str, str]:
+        """Every branch and tag name -> ``"branch"`` or ``"tag"``."""
+        taken = {name: "tag" for name in self.refs.tags()}
+        taken.update((name, "branch") for name in self.refs.branches())
+        return taken
+
     # ------------------------------------------------------------------ tags
     def tags(self) -> dict[str, CID]:
         """Named checkpoints (tags double as gc pins): name -> manifest CID."""
@@ -800,6 +814,8 @@ class Lab:
             if name in self.refs.branches():
                 raise RefExists(name, f"{name!r} is a branch; a tag needs another name")
             tags = self.refs.tags()
+            if name not in tags:
+                check_unique_name("tag", name, self._taken_names())
             if name in tags and tags[name] != snap.cid and not force:
                 raise RefExists(
                     name,
