@@ -187,6 +187,7 @@ class BackgroundWrite:
         previous content of ``path`` is untouched.
         """
         self._wait()
+        step = "write"
         try:
             if self._error is not None:
                 exc = self._error
@@ -198,14 +199,16 @@ class BackgroundWrite:
             assert self._tmp is not None
             fault_point("durable.tmp_written")
             fault_point("durable.fsynced")
+            step = "rename"
             _io.rename(self._tmp, self.path)
             self._tmp = None
             fault_point("durable.renamed")
+            step = "fsync the directory of"
             fsync_dir(self.path.parent)
             fault_point("durable.dir_synced")
             return True
         except OSError as exc:
-            raise PersistIOError(f"cannot write {self.path.name}", exc) from exc
+            raise PersistIOError(f"cannot {step} {self.path.name}", exc) from exc
         finally:
             self._cleanup()
 

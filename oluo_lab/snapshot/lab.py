@@ -20,6 +20,7 @@ and delegates ``diff``, ``verify``, ``gc`` and ``sweep`` to :mod:`.diff`,
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ from . import refs_log
 from .base_cache import BASE_NAME, base_holds
 from .branches import BRANCHES_NAME, DEFAULT_BRANCH, check_branch_name, check_unique_name
 from .catalog import LabView, commit_id
-from .commit import CommitPlan, index_digest_of, write_commit
+from .commit import CommitPlan, Written, index_digest_of, write_commit
 from .diff import diff_snapshots
 from .durable import data_dir_lock
 from .errors import (
@@ -537,7 +538,17 @@ class Lab:
         if found is None:
             check_unique_name("branch", target, self._taken_names())
         parent_cid = None if origin is None else origin.cid
-        self._check_descent(view, target, found, parent_cid, engine)
+        # a branch head that is a child of this engine's commit at the engine's generation
+        # may be this very commit, landed by an earlier call that failed after its commit
+        # point (an fsync error): the retry is then a no-op. Decided once its CID is known.
+        deferred = (
+            found is not None
+            and parent_cid is not None
+            and found.generation == engine.generation
+            and view.manifest(found.cid).parent == parent_cid
+        )
+        if not deferred:
+            self._check_descent(view, target, found, parent_cid, engine)
         parent = None if parent_cid is None else view.manifest(parent_cid)
         # ---- the engine's current state (a compaction only when it has pending changes)
         payload, unchanged = self._payload(engine, parent)
@@ -580,7 +591,9 @@ class Lab:
         )
 
         def check_head(now: Head | None, new: CID) -> CID | None:
-            if (None if now is None else now.cid) != (None if found is None else found.cid):
+            if deferred or (None if now is None else now.cid) != (
+                None if found is None else found.cid
+            ):
                 # the branch moved since we looked: fine while it still does not lose commits
                 self._check_descent(self.view(), target, now, parent_cid, engine)
             return None if now is None else now.cid
@@ -589,19 +602,41 @@ class Lab:
         written = write_commit(
             self.path, self.refs, self.store, plan, index_config, entries, check_head, bar
         )
+        # the commit has landed: what follows reads or maps, and a failure there must not
+        # make the caller think it did not (a retry would then commit it a second time)
         if target == DEFAULT_BRANCH:
-            with data_dir_lock(self.path):  # another process may have replaced the base since
+            with (
+                contextlib.suppress(OluoPersistError),
+                data_dir_lock(self.path),  # another process may have replaced the base since
+            ):
                 if base_holds(self.path / BASE_NAME, payload.index_bytes):
                     engine.compact_complete(str(self.path / BASE_NAME), payload.generation)
         if evaluation is not None:
             key = truth_key_of(evaluation.record)
             if key is not None:
                 self._truth[key] = evaluation.blobs[1]
-        return self._landed(engine, target, written.cid)
+        return self._landed(engine, target, written.cid, written)
 
-    def _landed(self, engine: OluoEngine, branch: str, cid: CID) -> Snapshot:
+    def _landed(
+        self, engine: OluoEngine, branch: str, cid: CID, written: Written | None = None
+    ) -> Snapshot:
         remember(engine, self.path, cid, branch)
-        return self._snap(self.view(), cid)
+        try:
+            return self._snap(self.view(), cid)
+        except (OluoPersistError, ContentError):
+            if written is None:
+                raise
+            # the commit landed but the log or the store cannot be read back now: what
+            # this call wrote is known without reading it
+            return Snapshot(
+                cid,
+                written.manifest,
+                seq=written.seq,
+                branch=branch,
+                index_digest=None
+                if written.manifest.index_digest is None
+                else written.manifest.index_digest.hex(),
+            )
 
     def _payload(
         self, engine: OluoEngine, parent: SnapshotManifest | None

@@ -147,43 +147,56 @@ def test_everything_that_reads_works_and_writes_nothing(ro_lab):
     assert _tree(src) == before and not (src / "oluo.lock").exists()
 
 
-@pytest.mark.parametrize(
-    "command",
-    [
-        ["log"],
-        ["runs"],
-        ["show", "HEAD"],
-        ["compare", "1", "2"],
-        ["diff", "1", "HEAD", "--no-semantic"],
-        ["verify", "--sample", "4"],
-        ["gc"],
-        ["tag"],
-        ["branch"],
-    ],
-)
-def test_cli_read_commands_work(ro_lab, command):
-    mnt, src = ro_lab
-    before = _tree(src)
+#: CLI commands that only read (each must exit 0 on the read-only lab)
+READ_COMMANDS = [
+    ["log"],
+    ["runs"],
+    ["show", "HEAD"],
+    ["compare", "1", "2"],
+    ["diff", "1", "HEAD", "--no-semantic"],
+    ["verify", "--sample", "4"],
+    ["gc"],
+    ["tag"],
+    ["branch"],
+]
+#: CLI commands that write (each must exit 2 saying the lab is read-only)
+WRITE_COMMANDS = [["tag", "x"], ["branch", "y"], ["gc", "--run"], ["repack"]]
+
+_CLI = """
+import contextlib, io, json, sys
+from oluo_lab.cli import main
+codes = []
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        codes.append((main(argv), err.getvalue()))
+print(json.dumps(codes))
+"""
+
+
+def _cli(mnt: Path, commands: list[list[str]]) -> list[tuple[int, str]]:
+    """Exit code and stderr of each command, run in one fresh process."""
+    import json
+
+    argvs = [[c[0], str(mnt), *c[1:]] for c in commands]
     proc = subprocess.run(
-        [sys.executable, "-m", "oluo_lab.cli", command[0], str(mnt), *command[1:]],
+        [sys.executable, "-c", _CLI, json.dumps(argvs)],
         capture_output=True,
         text=True,
         env=dict(os.environ, PYTHONPATH=str(ROOT)),
     )
     assert proc.returncode == 0, proc.stderr
-    assert _tree(src) == before
+    return json.loads(proc.stdout)
 
 
-def test_cli_write_commands_say_read_only(ro_lab):
+def test_cli_read_commands_work_and_write_commands_say_read_only(ro_lab):
     mnt, src = ro_lab
-    for command in (["tag", "x"], ["branch", "y"], ["gc", "--run"], ["repack"]):
-        proc = subprocess.run(
-            [sys.executable, "-m", "oluo_lab.cli", command[0], str(mnt), *command[1:]],
-            capture_output=True,
-            text=True,
-            env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        )
-        assert proc.returncode == 2 and "read-only" in proc.stderr, (command, proc.stderr)
+    before = _tree(src)
+    for command, (code, err) in zip(READ_COMMANDS, _cli(mnt, READ_COMMANDS), strict=True):
+        assert code == 0, (command, err)
+    for command, (code, err) in zip(WRITE_COMMANDS, _cli(mnt, WRITE_COMMANDS), strict=True):
+        assert code == 2 and "read-only" in err, (command, err)
+    assert _tree(src) == before
 
 
 def test_everything_that_writes_refuses_before_touching_anything(ro_lab):
