@@ -221,3 +221,52 @@ def test_every_file_operation_fails_typed_and_nothing_is_lost(workspace, op):
         assert ch.temp_files(d) == [], f"{where}: temp files after gc: {ch.temp_files(d)}"
         assert _observe(op, d) == new, f"{where}: gc changed what a reader sees"
     assert outcomes["raised, saw prev"] or outcomes["raised, saw new"], outcomes
+
+
+def test_a_real_full_disk(tmp_path):
+    """An 11 MB tmpfs: the first commit fits, the second does not; the error is typed, the
+    first commit loads and verifies, gc leaves no temp file, and once the file system is
+    grown the same call commits exactly what a lab with room commits."""
+    import subprocess
+
+    import numpy as np
+
+    from oluo_lab.engine import OluoEngine
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    cmd = ["mount", "-t", "tmpfs", "-o", "size=11m", "tmpfs", str(mnt)]
+    try:
+        if subprocess.run(cmd, capture_output=True).returncode != 0:
+            pytest.skip("mounting a tmpfs is not permitted here")
+    except OSError:
+        pytest.skip("no mount command")
+    try:
+        rng = np.random.default_rng(0)
+        first, second = (rng.standard_normal((6000, 96)).astype(np.float32) for _ in range(2))
+
+        def run(root: Path) -> tuple[Lab, object, object]:
+            lab = Lab(root / "lab", parents=True)
+            eng = OluoEngine(96, M=8, ef_construction=20)
+            eng.add(first)
+            one = lab.commit(eng, note="one", progress=False)
+            eng.add(second)
+            return lab, eng, one
+
+        ref_lab, ref_eng, _ = run(tmp_path / "roomy")
+        ref = ref_lab.commit(ref_eng, note="two", progress=False)
+        lab, eng, one = run(mnt)
+        with pytest.raises((PersistIOError, StoreIOError)) as info:
+            lab.commit(eng, note="two", progress=False)
+        cause = info.value if isinstance(info.value, StoreIOError) else info.value.cause
+        assert cause.errno == errno.ENOSPC and "cannot " in str(info.value)
+        assert Lab(mnt / "lab").head().cid == one.cid
+        assert Lab(mnt / "lab").verify(sample=4, progress=False)
+        Lab(mnt / "lab").gc(dry_run=False, grace_s=0, progress=False)
+        assert ch.temp_files(mnt / "lab") == []
+        grow = ["mount", "-o", "remount,size=64m", str(mnt)]
+        assert subprocess.run(grow, capture_output=True).returncode == 0
+        two = lab.commit(eng, note="two", progress=False)
+        assert two.cid == ref.cid and Lab(mnt / "lab").head().cid == ref.cid
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
