@@ -35,7 +35,14 @@ from oluo_lab.cas.base import (
     verify_book,
 )
 from oluo_lab.cas.cid import CID
-from oluo_lab.cas.errors import BookNotFound, ContentError, CorruptBook, MalformedCID, io_errors
+from oluo_lab.cas.errors import (
+    BookNotFound,
+    ContentError,
+    CorruptBook,
+    MalformedCID,
+    StoreIOError,
+    io_errors,
+)
 
 #: format (docs/FORMAT.md §1.3): name prefix of in-flight writes (never read as books).
 TMP_PREFIX = ".tmp-"
@@ -294,16 +301,22 @@ class DirStore(BookStore):
             _io.close(fd)
         return self._decode(cid, header, payload)
 
+    @contextlib.contextmanager
+    def _book_io(self, cid: CID, op: str, path: str) -> Iterator[None]:
+        """``io_errors`` for one operation on ``cid``'s book file, with a missing file as
+        :class:`BookNotFound`."""
+        try:
+            yield
+        except FileNotFoundError:
+            raise BookNotFound(cid) from None
+        except OSError as exc:
+            raise StoreIOError(op, self._rel(path), exc) from exc
+
     def _open_book(self, cid: CID, path: str) -> tuple[int, int]:
         """Open a book file and check its size against the header and the CID (the caller
         closes the fd); BookNotFound / CorruptBook name the CID, StoreIOError the file."""
-        try:
-            with io_errors("open", self._rel(path)):
-                fd = _io.open_read(path)
-        except ContentError as exc:
-            if isinstance(exc.__cause__, FileNotFoundError):
-                raise BookNotFound(cid) from None
-            raise
+        with self._book_io(cid, "open", path):
+            fd = _io.open_read(path)
         try:
             with io_errors("stat", self._rel(path)):
                 size = os.fstat(fd).st_size
@@ -402,24 +415,14 @@ class DirStore(BookStore):
     def _stat(self, cid: CID) -> tuple[int, float]:
         batch = self._batch
         path = batch.temp_path(cid) if batch is not None and cid in batch else self._locate(cid)[1]
-        try:
-            with io_errors("stat", self._rel(path)):
-                st = os.stat(path)
-        except ContentError as exc:
-            if isinstance(exc.__cause__, FileNotFoundError):
-                raise BookNotFound(cid) from None
-            raise
+        with self._book_io(cid, "stat", path):
+            st = os.stat(path)
         return st.st_size, st.st_mtime
 
     def _delete(self, cid: CID) -> None:
         dirpath, path = self._locate(cid)
-        try:
-            with io_errors("unlink", self._rel(path)):
-                _io.unlink(path)
-        except ContentError as exc:
-            if isinstance(exc.__cause__, FileNotFoundError):
-                raise BookNotFound(cid) from None
-            raise
+        with self._book_io(cid, "unlink", path):
+            _io.unlink(path)
         if self._fsync:
             with io_errors("fsync", self._rel(dirpath)):
                 _io.fsync_dir(dirpath)
