@@ -289,7 +289,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mb", type=int, default=256, help="MB per data set (default 256)")
     ap.add_argument(
-        "--level", type=int, default=3, help="zstd level (default 3, the stores' default)"
+        "--level",
+        type=int,
+        default=3,
+        help="zstd level of both stores and of the compute limit (default 3; a PackStore "
+        "writes level 1 unless told otherwise)",
     )
     ap.add_argument(
         "--stores", nargs="+", choices=sorted(STORES), default=["packs", "dir"],

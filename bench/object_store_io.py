@@ -7,6 +7,9 @@ and times, interleaved, best of ``--repeat``:
 * ours: ``persist_snapshot`` into a fresh ``PackStore("s3://bucket/<prefix>")`` (the data
   directory itself is local), then ``load_snapshot`` through a fresh store object (every
   book fetched with ranged GETs and hash-verified, engine rebuilt);
+* a whole lab on S3: ``Lab("s3://bucket/<prefix>").commit(engine)`` (the engine's state
+  serialised, books, manifest, ref object and log record all on the server), then
+  ``Lab.open(url).checkout()`` (refs read from the server, engine rebuilt in memory);
 * baseline: the faiss index bytes and the metadata bytes, zstd level 3 (compressed
   beforehand, not timed), ``obstore.put`` as two objects, then ``obstore.get`` of both.
 
@@ -40,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from snapshot_io import build_engine  # noqa: E402
 
 from oluo_lab.cas import PackStore  # noqa: E402
-from oluo_lab.snapshot import load_snapshot, persist_snapshot  # noqa: E402
+from oluo_lab.snapshot import Lab, load_snapshot, persist_snapshot  # noqa: E402
 from oluo_lab.testing.s3 import MotoS3  # noqa: E402
 
 
@@ -54,8 +57,7 @@ def main() -> None:
         f"{obstore.__version__}, loadavg at start {os.getloadavg()[0]:.2f}"
     )
     t0 = time.perf_counter()
-    _engine, index_bytes, metadata_bytes = build_engine(args.n)
-    del _engine
+    engine, index_bytes, metadata_bytes = build_engine(args.n)
     print(
         f"# engine over {args.n} vectors built in {time.perf_counter() - t0:.1f} s; "
         f"index {len(index_bytes) / 1e6:.1f} MB, metadata {len(metadata_bytes) / 1e6:.1f} MB"
@@ -65,7 +67,8 @@ def main() -> None:
         "index.faiss.zst": cctx.compress(index_bytes),
         "metadata.zst": cctx.compress(metadata_bytes),
     }
-    best = {k: np.inf for k in ("persist", "load", "put", "get", "put_z", "get_z")}
+    keys = ("persist", "load", "commit", "checkout", "put", "get", "put_z", "get_z")
+    best = {k: np.inf for k in keys}
     objects = 0
     local = Path(tempfile.mkdtemp(prefix="oluo-s3-bench-"))
     try:
@@ -86,6 +89,16 @@ def main() -> None:
                 best["load"] = min(best["load"], time.perf_counter() - t)
                 assert len(restored) == args.n
                 del restored
+
+                lab_url = s3.url(f"wholelab{rep}")
+                t = time.perf_counter()
+                Lab(lab_url, **s3.options).commit(engine, progress=False)
+                best["commit"] = min(best["commit"], time.perf_counter() - t)
+                t = time.perf_counter()
+                checked_out = Lab.open(lab_url, **s3.options).checkout(progress=False)
+                best["checkout"] = min(best["checkout"], time.perf_counter() - t)
+                assert len(checked_out) == args.n
+                del checked_out
 
                 plain = PackStore(s3.url(f"plain{rep}"), **s3.options).backend.store
                 t = time.perf_counter()
@@ -114,6 +127,7 @@ def main() -> None:
     finally:
         shutil.rmtree(local, ignore_errors=True)
     ours = best["persist"] + best["load"]
+    whole = best["commit"] + best["checkout"]
     plain_s = best["put"] + best["get"]
     full = best["put_z"] + best["get_z"]
     mb = sum(len(b) for b in blobs.values()) / 1e6
@@ -128,6 +142,16 @@ def main() -> None:
     print(
         f"| same, baseline with zstd + deserialize timed | {ours:.2f} s | {full:.2f} s | "
         f"{ours / full:.2f}x | |"
+    )
+    print(f"| Lab on S3: commit / put | {best['commit']:.2f} s | {best['put']:.2f} s | | |")
+    print(f"| Lab on S3: checkout / get | {best['checkout']:.2f} s | {best['get']:.2f} s | | |")
+    print(
+        f"| Lab on S3: commit + checkout vs put + get | {whole:.2f} s | {plain_s:.2f} s | "
+        f"{whole / plain_s:.2f}x | |"
+    )
+    print(
+        f"| same, baseline with zstd + deserialize timed | {whole:.2f} s | {full:.2f} s | "
+        f"{whole / full:.2f}x | |"
     )
     print(f"| objects one persist creates | {objects} | 2 | | |")
 

@@ -1,13 +1,16 @@
 """Snapshot persist/load cost against writing the faiss index yourself, same run.
 
-Builds an engine over the GloVe-6B-50d vectors (cosine, M=16, ef_construction=128; the
-graph is built with faiss's own threads and handed to ``OluoEngine.from_snapshot``, which
-is what a restore does), then times, interleaved, best of ``--repeat``:
+Builds an engine over the GloVe-6B-50d vectors (cosine, the engine's default build
+settings: M, ef_construction and prune_headroom of ``IndexConfig``; the graph is built with
+faiss's own threads and handed to ``OluoEngine.from_snapshot``, which is what a restore
+does), then times, interleaved, best of ``--repeat``:
 
 * persist: ``persist_snapshot`` into a fresh lab directory, once with each store (a
   PackStore, the default for new labs, and a DirStore; zstd, durable), vs the baseline
-  ``faiss.serialize_index`` + zstd (level 3) of the same bytes, plus the metadata bytes,
-  written to files and fsynced; the files a persist creates are counted;
+  ``faiss.serialize_index`` + zstd of the same bytes, plus the metadata bytes, written to
+  files and fsynced, at the same zstd level as the store it is compared with (PackStore's
+  default level 1, DirStore's 3), so both sides do the same compression work; the files a
+  persist creates are counted;
 * load: ``load_snapshot`` (every book hash-verified, engine rebuilt) vs the baseline
   read + zstd-decompress + ``faiss.deserialize_index``.
 
@@ -41,6 +44,7 @@ import numpy as np
 import zstandard
 
 from oluo_lab.cas import DirStore, PackStore
+from oluo_lab.cas.packs import DEFAULT_LEVEL as PACK_LEVEL
 from oluo_lab.engine import EntryMetadata, OluoEngine, encode_metadata
 from oluo_lab.snapshot import load_snapshot, persist_snapshot
 
@@ -52,12 +56,13 @@ def build_engine(n: int) -> tuple[OluoEngine, bytes, bytes]:
     vectors, words = load_glove_vectors()
     x = np.ascontiguousarray(vectors[:n])
     faiss.normalize_L2(x)
-    index = faiss.IndexHNSWFlat(x.shape[1], 16, faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = 128
-    index.hnsw.efSearch = 64
+    config = OluoEngine(x.shape[1]).config.as_dict()
+    index = faiss.IndexHNSWFlat(x.shape[1], config["M"], faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = config["ef_construction"]
+    index.hnsw.efSearch = config["ef_search"]
+    index.hnsw.prune_headroom = config["prune_headroom"]
     index.add(x)
     index_bytes = faiss.serialize_index(index).tobytes()
-    config = OluoEngine(x.shape[1]).config.as_dict()
     entries = {
         i: EntryMetadata(target=str(words[i]), metadata={"word": str(words[i])}) for i in range(n)
     }
@@ -76,8 +81,8 @@ def fsync_write(path: Path, data: bytes) -> None:
     os.close(fd)
 
 
-def baseline_persist(d: Path, index_bytes: bytes, metadata_bytes: bytes) -> None:
-    cctx = zstandard.ZstdCompressor(level=3)
+def baseline_persist(d: Path, index_bytes: bytes, metadata_bytes: bytes, level: int) -> None:
+    cctx = zstandard.ZstdCompressor(level=level)
     fsync_write(d / "index.faiss.zst", cctx.compress(index_bytes))
     fsync_write(d / "metadata.zst", cctx.compress(metadata_bytes))
 
@@ -145,8 +150,9 @@ def main() -> None:
     )
     root = Path(tempfile.mkdtemp(dir=args.dir, prefix="oluo-bench-"))
     kinds = {"packs": PackStore, "dir": DirStore}
-    best = {k: np.inf for k in ("base_persist", "base_load")}
-    best |= {f"{op}_{k}": np.inf for op in ("persist", "load") for k in kinds}
+    levels = {"packs": PACK_LEVEL, "dir": DirStore(root / "probe").level}
+    shutil.rmtree(root / "probe")
+    best = {f"{op}_{w}": np.inf for op in ("persist", "load") for w in (*kinds, *levels.values())}
     files: dict[str, int] = {}
     try:
         for rep in range(args.repeat):
@@ -162,9 +168,11 @@ def main() -> None:
                 )
                 best[f"persist_{kind}"] = min(best[f"persist_{kind}"], time.perf_counter() - t)
                 files[kind] = sum(1 for p in lab_dir.rglob("*") if p.is_file())
-            t = time.perf_counter()
-            baseline_persist(base_dir, index_bytes, metadata_bytes)
-            best["base_persist"] = min(best["base_persist"], time.perf_counter() - t)
+            for level in sorted(set(levels.values())):
+                (base_dir / str(level)).mkdir()
+                t = time.perf_counter()
+                baseline_persist(base_dir / str(level), index_bytes, metadata_bytes, level)
+                best[f"persist_{level}"] = min(best[f"persist_{level}"], time.perf_counter() - t)
             for kind, cls in order:
                 lab_dir = root / f"{kind}{rep}"
                 t = time.perf_counter()
@@ -172,9 +180,10 @@ def main() -> None:
                 best[f"load_{kind}"] = min(best[f"load_{kind}"], time.perf_counter() - t)
                 assert len(restored) == args.n
                 del restored
-            t = time.perf_counter()
-            baseline_load(base_dir)
-            best["base_load"] = min(best["base_load"], time.perf_counter() - t)
+            for level in sorted(set(levels.values())):
+                t = time.perf_counter()
+                baseline_load(base_dir / str(level))
+                best[f"load_{level}"] = min(best[f"load_{level}"], time.perf_counter() - t)
             for kind in kinds:
                 shutil.rmtree(root / f"{kind}{rep}")
             shutil.rmtree(base_dir)
@@ -191,14 +200,15 @@ def main() -> None:
     rss_ratio = rss["peak_kib"] / rss["rss_before_kib"]
 
     print(f"# loadavg at end {os.getloadavg()[0]:.2f}")
-    print("| operation | store | oluo_lab | baseline | ratio | target |")
-    print("|---|---|---|---|---|---|")
+    print("| operation | store | zstd level | oluo_lab | baseline | ratio | target |")
+    print("|---|---|---|---|---|---|---|")
     for op in ("persist", "load"):
         for kind in kinds:
-            ours, base = best[f"{op}_{kind}"], best[f"base_{op}"]
+            ours, base = best[f"{op}_{kind}"], best[f"{op}_{levels[kind]}"]
             target = "<= 1.2x" if kind == "packs" else "(<= 1.5x)"
             print(
-                f"| {op} | {kind} | {ours:.2f} s | {base:.2f} s | {ours / base:.2f}x | {target} |"
+                f"| {op} | {kind} | {levels[kind]} | {ours:.2f} s | {base:.2f} s | "
+                f"{ours / base:.2f}x | {target} |"
             )
     for kind in kinds:
         target = "<= 16" if kind == "packs" else ""

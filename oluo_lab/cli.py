@@ -210,7 +210,8 @@ def _table_text(df, empty: str) -> str:
 
 
 def _rows(lab, df) -> list[dict]:
-    """JSON rows of a log/runs table: full commit ids, tags as lists, the manifest CID."""
+    """JSON rows of a log/runs/branches table: full commit ids (as every command's JSON
+    gives them), tags as lists, the manifest CID."""
     view = lab.view()
     full = {c.short: c for c in view.reachable()}
     out = []
@@ -220,8 +221,9 @@ def _rows(lab, df) -> list[dict]:
         if cid is not None:
             row["commit"] = cid.hex[16:]
             row["cid"] = cid.hex
-            parent = view.manifest(cid).parent
-            row["parent"] = None if parent is None else parent.hex[16:]
+            if "parent" in row:
+                parent = view.manifest(cid).parent
+                row["parent"] = None if parent is None else parent.hex[16:]
         if "tags" in row:
             row["tags"] = [] if not row["tags"] else row["tags"].split(", ")
         out.append(row)
@@ -286,7 +288,7 @@ def _cmd_compare(args, lab) -> int:
 def _cmd_branch(args, lab) -> int:
     def listing():
         df = lab.branches()
-        return df.to_dict(orient="records"), _table_text(df, "(no branches)")
+        return _rows(lab, df), _table_text(df, "(no branches)")
 
     return _named_ref(args, lab, "branch", listing, lab.delete_branch, lab.branch)
 
@@ -426,6 +428,17 @@ def _cmd_repack(args, lab) -> int:
     return 0
 
 
+def _store_options(items: Sequence[str]) -> dict:
+    """``KEY=VALUE`` object-store options (``true``/``false`` become booleans)."""
+    out: dict = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ValueError(f"an option is KEY=VALUE, got {item!r}")
+        out[key] = {"true": True, "false": False}.get(value.lower(), value)
+    return out
+
+
 def _ref(text: str):
     """A ref from the command line: a bare number N is ``#N``; the rest as in Python."""
     return int(text) if text.isdigit() else text
@@ -441,7 +454,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 ok, 1 verify found problems,
     2 bad input or an error, printed as one ``error:`` line)."""
     try:
-        return _main(argv)
+        code = _main(argv)
+        sys.stdout.flush()  # a reader that left shows here, not as a warning at exit
+        return code
     except BrokenPipeError:  # `oluo-lab log DIR | head`: the reader left; exit quietly
         import os
 
@@ -461,9 +476,27 @@ def _main(argv: Sequence[str] | None) -> int:
     demo.add_argument("--out", type=Path, default=Path("oluo-demo"), help="output directory")
     demo.add_argument("--no-report", action="store_true", help="skip the HTML report")
 
-    def lab_cmd(name: str, help_: str):
+    def lab_cmd(name: str, help_: str, urls: bool = True):
         p = sub.add_parser(name, help=help_, description=help_)
-        p.add_argument("dir", type=Path, help="the lab directory (never created by this command)")
+        if urls:
+            p.add_argument(
+                "dir",
+                help="the lab directory, or a lab URL such as s3://bucket/prefix "
+                "(never created by this command)",
+            )
+            p.add_argument(
+                "-o",
+                "--option",
+                action="append",
+                default=[],
+                metavar="KEY=VALUE",
+                help="an object-store option (endpoint=..., region=..., allow_http=true; "
+                "credentials best from the AWS_* environment variables); repeatable",
+            )
+        else:
+            p.add_argument(
+                "dir", type=Path, help="the lab directory (never created by this command)"
+            )
         p.add_argument(
             "--json", action="store_true", help="machine-readable output (null for absent values)"
         )
@@ -510,6 +543,7 @@ def _main(argv: Sequence[str] | None) -> int:
     lab_cmd(
         "repack",
         "convert a lab's directory store (one file per book) to a pack store, in place",
+        urls=False,
     )
     tag = lab_cmd("tag", "list, set or delete tags (named checkpoints, kept by gc)")
     tag.add_argument("name", nargs="?", help="the tag (none: list the tags)")
@@ -542,8 +576,8 @@ def _main(argv: Sequence[str] | None) -> int:
         "repack": _cmd_repack,
     }[args.command]
     try:
-        return handler(args, Lab.open(args.dir))
-    except (OluoPersistError, ContentError, ValueError, KeyError) as exc:
+        return handler(args, Lab.open(args.dir, **_store_options(getattr(args, "option", []))))
+    except (OluoPersistError, ContentError, ValueError, KeyError, TypeError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {message}", file=sys.stderr)
         return 2

@@ -201,6 +201,8 @@ def write_report(
         from . import datasets
 
         data = datasets.glove_sample()
+    if out_dir is None and lab.path is None:
+        raise ReportError(f"the lab {lab.name} is on an object store: pass out_dir=")
     out = Path(out_dir) if out_dir is not None else lab.path / "report"
     page = report_html(
         lab,
@@ -229,14 +231,15 @@ def _open_lab(lab: Any):
     from .snapshot import Lab, read_head
 
     if isinstance(lab, Lab):
-        path = lab.path
-    else:
-        path = Path(lab)
-        if not path.is_dir():
-            raise ReportError(f"no lab at {path}: not a directory")
+        if lab.refs.read_ref("main") is None:
+            raise ReportError(f"the lab {lab.name} holds no generation yet: nothing to report")
+        return lab
+    path = Path(lab)
+    if not path.is_dir():
+        raise ReportError(f"no lab at {path}: not a directory")
     if read_head(path) is None:
         raise ReportError(f"the lab {path} holds no generation yet: nothing to report")
-    return lab if isinstance(lab, Lab) else Lab(path)
+    return Lab(path)
 
 
 def _score_name(metric: str) -> str:
@@ -303,7 +306,7 @@ def report_html(
     from .notebook import engine_recall
 
     lab = _open_lab(lab)
-    name = lab.path.name
+    name = lab.name
     head = lab.head()
     history = lab.history()
     config = dict(head.manifest.index_config)

@@ -142,17 +142,17 @@ def _log_interpolate(lo: Any, hi: Any, target: float, recall: str) -> float:
 
 
 def qps_at_recall(
-    frame: pd.DataFrame, target: float, recall: str = "recall", interpolate: bool = False
+    frame: pd.DataFrame, target: float, recall: str = "recall", interpolate: bool = True
 ) -> pd.Series:
     """QPS of each (library, index) at ``recall >= target`` (NaN if no row reaches it).
 
-    By default the best measured row with recall at or above the target (ann-benchmarks'
-    reading; it depends on where each library's ef_search grid lands). With
-    ``interpolate=True``: the Pareto frontier's QPS *at* the target, interpolated linearly
-    in log(QPS) between the two frontier points that bracket it, so two libraries are
-    compared at the same recall rather than at whichever grid points they happened to hit.
-    Without a frontier point below the target the measured value is returned (no
-    extrapolation).
+    By default (the reading this project reports) the Pareto frontier's QPS *at* the
+    target, interpolated linearly in log(QPS) between the two frontier points that bracket
+    it, so two libraries are compared at the same recall rather than at whichever grid
+    points they happened to hit; without a frontier point below the target the measured
+    value is returned (no extrapolation). ``interpolate=False``: the best measured row with
+    recall at or above the target (ann-benchmarks' table reading; it depends on where each
+    library's ef_search grid lands).
 
     Rows of several builds of one (library, index) (a grid over M and efConstruction)
     form one frontier: each library is read at its best parameters, ann-benchmarks'
@@ -221,7 +221,7 @@ def ratios_at_recall(
     targets: float | Sequence[float] = (0.90, 0.95, 0.99),
     library: str = "oluo_lab",
     recall: str = "recall",
-    interpolate: bool = False,
+    interpolate: bool = True,
 ) -> pd.DataFrame:
     """For each recall target (one or several): ``library``'s QPS, the best peer's, and
     their ratio. Columns: ``recall_target``; ``recall_by``, how recall was counted

@@ -343,6 +343,9 @@ class _FileSink(Sink):
         self._tmp = tmp
         self._fd: int | None = fd
         self._final: str | None = None
+        # a read of a book put in the batch may come from another thread while the pack
+        # is published: it must not use the temp file's fd once that is closed
+        self._lock = threading.Lock()
 
     def append(self, data: Any) -> None:
         assert self._fd is not None
@@ -350,13 +353,14 @@ class _FileSink(Sink):
             _io.write_all(self._fd, data)
 
     def read(self, offset: int, length: int) -> bytes:
-        if self._final is not None:
-            return bytes(self._b.read_ranges(self._final, [offset], [length])[0])
-        assert self._fd is not None
-        buf = bytearray(length)
-        with _os_op("read", self._name):
-            got = _io.pread_into(self._fd, buf, offset)
-        return bytes(buf[:got])
+        with self._lock:
+            if self._final is None:
+                assert self._fd is not None
+                buf = bytearray(length)
+                with _os_op("read", self._name):
+                    got = _io.pread_into(self._fd, buf, offset)
+                return bytes(buf[:got])
+        return bytes(self._b.read_ranges(self._final, [offset], [length])[0])
 
     def publish(self, key: str) -> None:
         fd = self._fd
@@ -369,10 +373,15 @@ class _FileSink(Sink):
         with _os_op("link", key), contextlib.suppress(FileExistsError):  # same content there
             _io.link(self._tmp, self._b.path(key))
         fault_point("pack.linked")
-        self._final = key
-        self.abort()
+        with self._lock:
+            self._final = key
+            self._close()
 
     def abort(self) -> None:
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
         if self._fd is not None:
             fd, self._fd = self._fd, None
             _io.close(fd)
@@ -394,17 +403,23 @@ def import_obstore():
 
 
 class ObstoreBackend(Backend):
-    """Files as objects of an obstore store (keys relative to the store's prefix).
+    """Files as objects of an obstore store, under an optional key ``prefix``.
 
     Puts of content-named files use ``mode="create"`` (``If-None-Match: *`` on S3):
     ``AlreadyExistsError`` means the same bytes are there. Because a server may report a
     racing write as "already exists" while nothing landed, that answer is confirmed with
-    a HEAD before it is trusted.
+    a HEAD before it is trusted. :meth:`put_if_absent` is the raw conditional put that
+    commit protocols build on (refs, the commit log): it reports "already exists" as it
+    is and leaves confirming to the caller. ``identity`` names the server and bucket
+    (what a conditional-write self-test result is cached under).
     """
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Any, prefix: str = "", identity: str = "", name: str = "") -> None:
         self.obs = import_obstore()
         self.store = store
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.identity = identity or f"{type(store).__name__}@{id(store):x}"
+        self.name = name or self.identity
         from obstore import exceptions
 
         self._exists = exceptions.AlreadyExistsError
@@ -412,6 +427,13 @@ class ObstoreBackend(Backend):
             exceptions.NotFoundError,
             FileNotFoundError,
         )
+
+    def child(self, directory: str, name: str = "") -> ObstoreBackend:
+        """The same store seen from ``directory`` (its keys relative to it)."""
+        return ObstoreBackend(self.store, self.prefix + directory, self.identity, name)
+
+    def _k(self, key: str) -> str:
+        return self.prefix + key
 
     @contextlib.contextmanager
     def _op(self, op: str, key: str) -> Iterator[None]:
@@ -428,54 +450,73 @@ class ObstoreBackend(Backend):
                 raise
             raise StoreIOError(op, key, exc) from exc
 
+    def put_if_absent(self, key: str, data: Any) -> bool:
+        """One create-only put: True when this call created ``key``, False when the server
+        says it exists (which may also be a racing write that did not land: read it
+        back). Any other failure is :class:`StoreIOError`, after which the object may or
+        may not exist (a lost acknowledgement)."""
+        try:
+            with self._op("put", key):
+                self.obs.put(self.store, self._k(key), memoryview(data), mode="create")
+            return True
+        except StoreIOError as exc:
+            if isinstance(exc.cause, self._exists):
+                return False
+            raise
+
     def put_create(self, key: str, data: Any) -> bool:
         for _ in range(3):
-            try:
-                with self._op("put", key):
-                    self.obs.put(self.store, key, memoryview(data), mode="create")
+            if self.put_if_absent(key, data):
                 return True
-            except self._exists:
-                try:
-                    with self._op("head", key):
-                        self.obs.head(self.store, key)
-                    return False
-                except Missing:  # reported as existing, yet absent: a racing write
-                    continue
+            try:
+                with self._op("head", key):
+                    self.obs.head(self.store, self._k(key))
+                return False
+            except Missing:  # reported as existing, yet absent: a racing write
+                continue
         raise StoreIOError("put", key, RuntimeError("the server says it exists but it does not"))
 
     def put_replace(self, key: str, data: Any) -> None:
         with self._op("put", key):
-            self.obs.put(self.store, key, memoryview(data))
+            self.obs.put(self.store, self._k(key), memoryview(data))
 
     def read(self, key: str) -> bytes:
         with self._op("get", key):
-            return bytes(self.obs.get(self.store, key).bytes())
+            return bytes(self.obs.get(self.store, self._k(key)).bytes())
 
     def read_ranges(self, key: str, starts: Sequence[int], lengths: Sequence[int]) -> list[Any]:
         if not starts:
             return []
         with self._op("get", key):
             return list(
-                self.obs.get_ranges(self.store, key, starts=list(starts), lengths=list(lengths))
+                self.obs.get_ranges(
+                    self.store, self._k(key), starts=list(starts), lengths=list(lengths)
+                )
             )
 
-    def list(self, directory: str) -> list[ObjectInfo]:
+    def list_tree(self, directory: str, after: str | None = None) -> list[ObjectInfo]:
+        """Every object below ``directory`` at any depth (names relative to it, so they
+        may hold ``/``), by name; ``after``: only names that sort after this one (one
+        listing request resumes where the last one ended)."""
         prefix = f"{directory}/" if directory else ""
+        full = self._k(prefix)
+        offset = None if after is None else full + after
         out = []
         with self._op("list", directory or "."):
-            for batch in self.obs.list(self.store, prefix or None, chunk_size=1000):
+            for batch in self.obs.list(self.store, full or None, offset=offset, chunk_size=1000):
                 for meta in batch:
-                    rest = meta["path"][len(prefix) :]
-                    if "/" in rest:
-                        continue
+                    rest = meta["path"][len(full) :]
                     out.append(ObjectInfo(rest, meta["size"], meta["last_modified"].timestamp()))
         out.sort(key=lambda o: o.name)
         return out
 
+    def list(self, directory: str) -> list[ObjectInfo]:
+        return [o for o in self.list_tree(directory) if "/" not in o.name]
+
     def delete(self, key: str) -> None:
         try:
             with self._op("delete", key):
-                self.obs.delete(self.store, key)
+                self.obs.delete(self.store, self._k(key))
         except StoreIOError as exc:
             if not isinstance(exc.cause, self._not_found):  # already gone is fine
                 raise
@@ -497,8 +538,9 @@ class _MemorySink(Sink):
         self._buf += data
 
     def read(self, offset: int, length: int) -> bytes:
-        if self._buf is not None:
-            return bytes(self._buf[offset : offset + length])
+        buf = self._buf  # once: publish() may drop it meanwhile on another thread
+        if buf is not None:
+            return bytes(buf[offset : offset + length])
         assert self._key is not None
         return bytes(self._b.read_ranges(self._key, [offset], [length])[0])
 

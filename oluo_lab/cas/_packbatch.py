@@ -12,6 +12,7 @@ store write the index file naming them.
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -48,6 +49,7 @@ class PackBuilder:
     entries: list[Entry] = field(default_factory=list)
     pos: int = len(PACK_HEADER)
     hasher: blake3.blake3 = field(default_factory=lambda: blake3.blake3(PACK_HEADER))
+    unique: bool = False  # holds a book put again after a tombstone: gets a nonce record
 
     def __post_init__(self) -> None:
         self.sink.append(PACK_HEADER)
@@ -116,10 +118,17 @@ class PackBatch:
         self._open: PackBuilder | None = None  # appender thread only
         self._sealed: list[_Sealed] = []
         self._error: BaseException | None = None
+        #: books put again because a two-phase gc tombstoned them: a pack holding one is
+        #: made unique (a nonce book is added), so it is never an existing pack of the
+        #: same content (which would hold a tombstoned copy, not a new one)
+        self.renewed: set[CID] = set()
 
     # --- writing (caller's thread) ---------------------------------------------------------
     def __contains__(self, cid: CID) -> bool:
-        return cid in self._placed or cid in self._queued
+        # in this order: the appender places a book before it unqueues it, so one of the
+        # two always holds it (the other order can miss a book moving between them, which
+        # would then be packed twice: a pack listing a CID twice is unreadable)
+        return cid in self._queued or cid in self._placed
 
     def add(self, cid: CID, data: Buffer) -> None:
         """Queue a book (CID known, not yet stored) to be compressed and packed."""
@@ -184,12 +193,22 @@ class PackBatch:
             self._append(cid, (header, payload) if header else (payload,))
 
     def _append(self, cid: CID, pieces: tuple[Buffer, ...]) -> None:
+        if cid in self._placed:  # queued twice (puts racing on two threads): packed once
+            self._queued.pop(cid, None)
+            return
         if self._open is None:
-            self._open = PackBuilder(self._backend.new_sink(PACK_DIR))
+            sink = self._backend.new_sink(PACK_DIR)
+            try:
+                self._open = PackBuilder(sink)
+            except BaseException:
+                sink.abort()
+                raise
         builder = self._open
         entry = builder.add(cid, pieces)
         self._placed[cid] = (builder, entry)
         self._queued.pop(cid, None)
+        if cid in self.renewed:
+            builder.unique = True
         if builder.pos >= self._target:
             self._seal()
 
@@ -197,15 +216,20 @@ class PackBatch:
         builder, self._open = self._open, None
         if builder is None:
             return
-        pack_id, size, _ = builder.seal()
-        busy = [s for s in self._sealed if not s.done.done()]
-        if len(busy) >= self._publishers:
-            busy[0].done.result()  # at most ``publishers`` packs in flight
-        sealed = _Sealed(
-            PackRef(pack_id, size, tuple(builder.entries)),
-            builder.sink,
-            self._io.submit(builder.sink.publish, pack_key(pack_id)),
-        )
+        if builder.unique:  # a small random book, garbage for a later gc
+            nonce = b"oluo-pack-nonce " + secrets.token_bytes(16)
+            [(cid, header, payload)] = self._encode([(CID.for_book(nonce), nonce)])
+            builder.add(cid, (header, payload))
+        try:
+            pack_id, size, _ = builder.seal()
+            busy = [s for s in self._sealed if not s.done.done()]
+            if len(busy) >= self._publishers:
+                busy[0].done.result()  # at most ``publishers`` packs in flight
+            done = self._io.submit(builder.sink.publish, pack_key(pack_id))
+        except BaseException:
+            builder.sink.abort()  # no one else holds it: close and remove its temp file
+            raise
+        sealed = _Sealed(PackRef(pack_id, size, tuple(builder.entries)), builder.sink, done)
         self._sealed.append(sealed)
         for e in builder.entries:
             self._placed[e.cid] = (sealed, e)

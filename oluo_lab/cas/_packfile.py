@@ -13,7 +13,7 @@ Every constant marked ``format`` is part of the stored bytes.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import blake3
@@ -34,6 +34,9 @@ __all__ = [
     "PACK_DIR",
     "PACK_HEADER",
     "PACK_SUFFIX",
+    "TOMB_DIR",
+    "TOMB_FORMAT",
+    "TOMB_SUFFIX",
     "TRAILER_MAGIC",
     "Entry",
     "IndexDoc",
@@ -41,15 +44,18 @@ __all__ = [
     "check_entries",
     "decode_entries",
     "decode_index",
+    "decode_tombstones",
     "decode_trailer",
     "encode_entries",
     "encode_index",
+    "encode_tombstones",
     "encode_trailer",
     "file_id",
     "index_key",
     "pack_key",
     "parse_footer",
     "parse_key",
+    "tomb_key",
 ]
 
 #: format (§1.4): the 8 bytes every pack starts with: magic ``OLP1``, version 1, three zeros.
@@ -70,6 +76,12 @@ PACK_DIR = "packs"
 INDEX_DIR = "index"
 PACK_SUFFIX = ".olp"
 INDEX_SUFFIX = ".oli"
+#: format (§1.4): tombstone files of a two-phase gc on an object store.
+TOMB_DIR = "tombstones"
+TOMB_SUFFIX = ".olt"
+TOMB_FORMAT = "oluo-pack-tombstones"
+TOMB_VERSION = 1
+_TOMB_KEYS = frozenset({"format", "version", "packs"})
 _INDEX_KEYS = frozenset({"format", "version", "packs", "supersedes"})
 _INDEX_OPTIONAL = frozenset({"salt"})
 _PACK_KEYS = frozenset({"id", "size", "entries"})
@@ -122,6 +134,10 @@ def pack_key(pack_id: str) -> str:
 
 def index_key(index_id: str) -> str:
     return f"{INDEX_DIR}/{index_id}{INDEX_SUFFIX}"
+
+
+def tomb_key(tomb_id: str) -> str:
+    return f"{TOMB_DIR}/{tomb_id}{TOMB_SUFFIX}"
 
 
 def parse_key(name: str, suffix: str) -> str | None:
@@ -277,3 +293,55 @@ def decode_index(name: str, data: bytes) -> IndexDoc:
     if cbor2.dumps(doc, canonical=True) != data:
         raise CorruptStoreFile(name, "not canonical CBOR")
     return IndexDoc(tuple(packs), tuple(sup_hex))
+
+
+# --- tombstone files --------------------------------------------------------------------
+def encode_tombstones(packs: Mapping[str, Iterable[CID]]) -> bytes:
+    """Canonical CBOR of a tombstone file: per pack (by id, ascending), the CIDs of its
+    records that are tombstoned (sorted, at least one)."""
+    docs = [
+        {"id": bytes.fromhex(pid), "cids": b"".join(c.raw for c in sorted(set(cids)))}
+        for pid, cids in sorted(packs.items())
+        if cids
+    ]
+    return cbor2.dumps(
+        {"format": TOMB_FORMAT, "version": TOMB_VERSION, "packs": docs}, canonical=True
+    )
+
+
+def decode_tombstones(name: str, data: bytes) -> dict[str, tuple[CID, ...]]:
+    """A tombstone file's content (pack id -> CIDs); CorruptStoreFile names the file on
+    any violation."""
+    try:
+        doc = cbor2.loads(data)
+    except Exception as exc:  # cbor2 raises several types on garbage
+        raise CorruptStoreFile(name, f"not CBOR: {exc}") from None
+    if not isinstance(doc, dict) or set(doc) != _TOMB_KEYS:
+        raise CorruptStoreFile(name, "not a tombstone document (wrong keys)")
+    if doc["format"] != TOMB_FORMAT:
+        raise CorruptStoreFile(name, f"format {doc['format']!r}")
+    if doc["version"] != TOMB_VERSION or type(doc["version"]) is not int:
+        raise CorruptStoreFile(name, f"unsupported tombstone version {doc['version']!r}")
+    if not isinstance(doc["packs"], list) or not doc["packs"]:
+        raise CorruptStoreFile(name, "packs must be a non-empty array")
+    out: dict[str, tuple[CID, ...]] = {}
+    for p in doc["packs"]:
+        if not isinstance(p, dict) or set(p) != {"id", "cids"}:
+            raise CorruptStoreFile(name, "a pack entry with wrong keys")
+        ident, raw = p["id"], p["cids"]
+        if not isinstance(ident, bytes) or len(ident) != 32:
+            raise CorruptStoreFile(name, "a pack id is not 32 bytes")
+        if not isinstance(raw, bytes) or not raw or len(raw) % 40:
+            raise CorruptStoreFile(name, "a pack's cids must be 40-byte CIDs, at least one")
+        try:
+            cids = tuple(CID.from_bytes(raw[i : i + 40]) for i in range(0, len(raw), 40))
+        except MalformedCID as exc:
+            raise CorruptStoreFile(name, f"a tombstone is not a CID: {exc}") from None
+        if list(cids) != sorted(set(cids)):
+            raise CorruptStoreFile(name, "cids not sorted, or listed twice")
+        out[ident.hex()] = cids
+    if list(out) != sorted(out) or len(out) != len(doc["packs"]):
+        raise CorruptStoreFile(name, "packs not sorted by id, or a pack listed twice")
+    if cbor2.dumps(doc, canonical=True) != data:
+        raise CorruptStoreFile(name, "not canonical CBOR")
+    return out

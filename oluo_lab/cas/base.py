@@ -96,7 +96,9 @@ class SweepReport:
     ``books`` / ``logical_bytes``: doomed books taken out of the store. A pack store also
     reports the packs it wrote (live books of mostly-dead or small packs, copied without
     recompression), the packs it deleted, the unreferenced packs it kept because they are
-    younger than the grace period, and the stored bytes the deletions freed.
+    younger than the grace period, and the stored bytes the deletions freed; a two-phase
+    sweep (an object store) the books it ``tombstoned`` now and those ``pending`` (tombstoned
+    earlier, still within the grace period).
     """
 
     dry_run: bool
@@ -106,12 +108,20 @@ class SweepReport:
     packs_deleted: int = 0
     packs_young: int = 0
     freed_bytes: int = 0
+    tombstoned: int = 0
+    pending: int = 0
+    stored_bytes: int = 0
 
     def __repr__(self) -> str:
+        two_phase = (
+            f", tombstoned={self.tombstoned}, pending={self.pending}"
+            if self.tombstoned or self.pending
+            else ""
+        )
         return (
             f"SweepReport(dry_run={self.dry_run}, books={self.books}, "
             f"packs_written={self.packs_written}, packs_deleted={self.packs_deleted}, "
-            f"packs_young={self.packs_young}, freed_bytes={self.freed_bytes})"
+            f"packs_young={self.packs_young}, freed_bytes={self.freed_bytes}{two_phase})"
         )
 
 
@@ -299,6 +309,19 @@ class BookStore(ABC):
 
     def has(self, cid: CID) -> bool:
         return isinstance(cid, CID) and self._has(cid)
+
+    def reusable(self, cid: CID) -> bool:
+        """Whether a writer may name ``cid`` without putting it again (a store whose gc
+        is two-phase says no for a tombstoned book, which is still readable)."""
+        return self.has(cid)
+
+    def tombstoned(self) -> frozenset[CID]:
+        """Books a two-phase gc tombstoned (none here)."""
+        return frozenset()
+
+    def revive(self, cids: Iterable[CID]) -> int:
+        """Store again those of ``cids`` that are tombstoned (nothing to do here)."""
+        return 0
 
     def __contains__(self, cid: object) -> bool:
         return isinstance(cid, CID) and self._has(cid)

@@ -44,17 +44,22 @@ from oluo_lab.cas._packfile import (
     PACK_DIR,
     PACK_HEADER,
     PACK_SUFFIX,
+    TOMB_DIR,
+    TOMB_SUFFIX,
     Entry,
     IndexDoc,
     PackRef,
     decode_index,
+    decode_tombstones,
     decode_trailer,
     encode_index,
+    encode_tombstones,
     file_id,
     index_key,
     pack_key,
     parse_footer,
     parse_key,
+    tomb_key,
 )
 from oluo_lab.cas.base import (
     DEFAULT_GC_GRACE_S,
@@ -113,6 +118,11 @@ _CLIENT_OPTIONS = frozenset(
 )
 
 
+#: ``memory://NAME/...`` stores of this process, by NAME (``memory:///`` is always new).
+_MEMORY_STORES: dict[str, Any] = {}
+_MEMORY_LOCK = threading.Lock()
+
+
 def make_backend(
     path_or_url: str | os.PathLike[str], fsync: bool = True, **options: Any
 ) -> tuple[Backend, str]:
@@ -123,25 +133,39 @@ def make_backend(
     ...; ``allow_http`` and the other client options are routed to ``client_options``),
     and obstore reads the standard environment variables (``AWS_ENDPOINT_URL``,
     ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``, ``AWS_ALLOW_HTTP``,
-    ...) for whatever is not given.
+    ...) for whatever is not given. ``memory:///`` is a new, empty in-memory store;
+    ``memory://NAME/prefix`` is one in-memory store per NAME for the whole process
+    (so several objects of one process, threads included, share it: tests).
     """
     text = os.fspath(path_or_url)
-    scheme = urllib.parse.urlsplit(text).scheme if "://" in text else ""
+    parts = urllib.parse.urlsplit(text) if "://" in text else None
+    scheme = parts.scheme if parts is not None else ""
     if scheme in ("", "file"):
         if options:
             raise TypeError(f"a local pack store takes no options {sorted(options)}")
-        path = urllib.parse.unquote(urllib.parse.urlsplit(text).path) if scheme else text
+        path = urllib.parse.unquote(parts.path) if parts is not None else text
         return LocalBackend(path, fsync=fsync), Path(path).name
-    from_url = import_obstore().store.from_url
+    obstore = import_obstore()
+    if scheme == "memory":
+        if options:
+            raise TypeError(f"a memory store takes no options {sorted(options)}")
+        assert parts is not None
+        if not parts.netloc:
+            return ObstoreBackend(obstore.store.MemoryStore(), parts.path), text
+        with _MEMORY_LOCK:
+            store = _MEMORY_STORES.setdefault(parts.netloc, obstore.store.MemoryStore())
+        return ObstoreBackend(store, parts.path, f"memory://{parts.netloc}"), text
     client = dict(options.pop("client_options", None) or {})
     for key in list(options):
         if key in _CLIENT_OPTIONS:
             client[key] = options.pop(key)
     try:
-        store = from_url(text, client_options=client or None, **options)
+        store = obstore.store.from_url(text, client_options=client or None, **options)
     except Exception as exc:
         raise StoreIOError("open", text, exc) from exc
-    return ObstoreBackend(store), text
+    assert parts is not None
+    endpoint = options.get("endpoint") or os.environ.get("AWS_ENDPOINT_URL", "")
+    return ObstoreBackend(store, identity=f"{scheme}://{parts.netloc} {endpoint}".strip()), text
 
 
 @dataclass
@@ -157,6 +181,11 @@ class _View:
     loc: dict[CID, tuple[str, Entry]] = field(default_factory=dict)
     problems: list[StoreProblem] = field(default_factory=list)
     fallback: bool = False  # damaged index files: packs no index names were read directly
+    # two-phase gc (object stores): tombstone files, and the books writers must not reuse
+    # id -> (modification time, pack id -> tombstoned CIDs of that pack)
+    tomb_files: dict[str, tuple[float, dict[str, tuple[CID, ...]]]] = field(default_factory=dict)
+    tomb_damaged: dict[str, str] = field(default_factory=dict)
+    tombs: dict[CID, float] = field(default_factory=dict)  # every copy tombstoned -> when
 
     @property
     def names(self) -> set[str]:
@@ -175,16 +204,20 @@ class PackStore(BookStore):
     ``max_unused`` / ``small_pack_size``: gc repacks a pack whose unused share exceeds
     the first and merges packs smaller than the second (default a quarter of the target).
     ``fsync=False`` skips every fsync of a local store (scratch stores only). ``workers``
-    threads compress books and read packs.
+    threads compress books and read packs. ``path_or_url`` may also be a backend
+    (``_backends.Backend``): a Lab on an object store keeps its books under ``cas/``.
 
     A ``put`` outside ``batch()`` writes a pack and an index file of its own, durably.
-    Deleting books (``delete``, ``sweep``) rewrites the index and must not race another
-    writer of the same store: a Lab holds its data-directory lock for it.
+    ``delete`` rewrites the index at once and must not race another writer of the same
+    store. ``sweep`` (gc) does too on a local store, where a Lab holds its data-directory
+    lock; with ``two_phase`` (the default on object stores, which have no lock) it first
+    records tombstones and removes a book only after it has been tombstoned for the grace
+    period, while writers treat tombstoned books as absent (docs/FORMAT.md §4.4).
     """
 
     def __init__(
         self,
-        path_or_url: str | os.PathLike[str],
+        path_or_url: str | os.PathLike[str] | Backend,
         level: int = DEFAULT_LEVEL,
         *,
         target_pack_size: int = DEFAULT_TARGET_PACK_SIZE,
@@ -192,6 +225,7 @@ class PackStore(BookStore):
         small_pack_size: int | None = None,
         fsync: bool = True,
         workers: int = 2,
+        two_phase: bool | None = None,
         **options: Any,
     ) -> None:
         codec = BookCodec(level)  # checks the level
@@ -202,8 +236,14 @@ class PackStore(BookStore):
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         unmarked = options.pop("_unmarked", False)  # a conversion writes the marker last
-        self._backend, self._name = make_backend(path_or_url, fsync=fsync, **options)
-        self.location = os.fspath(path_or_url)
+        if isinstance(path_or_url, Backend):
+            if options:
+                raise TypeError(f"a store on a given backend takes no options {sorted(options)}")
+            self._backend = path_or_url
+            self._name = self.location = getattr(path_or_url, "name", type(path_or_url).__name__)
+        else:
+            self._backend, self._name = make_backend(path_or_url, fsync=fsync, **options)
+            self.location = os.fspath(path_or_url)
         self.level = level
         self._codec = codec
         self.target_pack_size = target_pack_size
@@ -215,6 +255,7 @@ class PackStore(BookStore):
         # reads from an object store wait on the network more than on the CPU
         local = isinstance(self._backend, LocalBackend)
         self._readers = workers if local else max(workers, 4)
+        self.two_phase = (not local) if two_phase is None else bool(two_phase)
         self._run_max = _RUN_MAX_LOCAL if local else _RUN_MAX_REMOTE
         self._lock = threading.RLock()
         self._batch: PackBatch | None = None
@@ -260,17 +301,26 @@ class PackStore(BookStore):
 
     # --- the index -----------------------------------------------------------------------
     def _refresh(self, force: bool = False) -> None:
-        """Load index files written or removed since the last look (by any writer)."""
+        """Load index files (and, two-phase, tombstone files) written or removed since the
+        last look (by any writer)."""
         with self._lock:
             listing = {}
             for info in self._backend.list(INDEX_DIR):
                 ident = parse_key(info.name, INDEX_SUFFIX)
                 if ident is not None:
                     listing[ident] = info.mtime
+            tombs = {}
+            if self.two_phase:
+                for info in self._backend.list(TOMB_DIR):
+                    ident = parse_key(info.name, TOMB_SUFFIX)
+                    if ident is not None:
+                        tombs[ident] = info.mtime
             old = self._view
-            if not force and set(listing) == old.names:
+            known_tombs = set(old.tomb_files) | set(old.tomb_damaged)
+            if not force and set(listing) == old.names and set(tombs) == known_tombs:
                 return
             view = _View()
+            self._load_tombstones(view, old, tombs)
             for ident, mtime in listing.items():
                 view.mtimes[ident] = mtime
                 if ident in old.docs:
@@ -289,6 +339,46 @@ class PackStore(BookStore):
             self._rebuild(view)
             self._view = view
             self._pack_mtimes = None
+
+    def _load_tombstones(self, view: _View, old: _View, listing: dict[str, float]) -> None:
+        """Decode the tombstone files in ``listing`` (id -> modification time)."""
+        for ident, mtime in listing.items():
+            if ident in old.tomb_files:
+                view.tomb_files[ident] = (mtime, old.tomb_files[ident][1])
+                continue
+            key = tomb_key(ident)
+            try:
+                data = self._backend.read(key)
+                if file_id(data) != ident:
+                    raise CorruptStoreFile(key, "content does not match its name")
+                view.tomb_files[ident] = (mtime, decode_tombstones(key, data))
+            except Missing:  # removed since the listing (a gc resolved it)
+                continue
+            except CorruptStoreFile as exc:
+                view.tomb_damaged[ident] = exc.reason
+
+    def _effective_tombs(self, view: _View) -> None:
+        """The books writers must not reuse: those whose every indexed copy a live
+        tombstone file names (a copy in any other pack, written since by a writer that
+        put it again, revives the book). Each maps to its latest tombstone's time."""
+        when: dict[tuple[str, CID], float] = {}
+        for mtime, packs in view.tomb_files.values():
+            for pid, cids in packs.items():
+                for cid in cids:
+                    key = (pid, cid)
+                    when[key] = min(mtime, when.get(key, math.inf))
+        if not when:
+            return
+        named = {cid for _, cid in when}
+        holders: dict[CID, list[str]] = {}
+        for pid, entries in view.packs.items():
+            for cid in entries:
+                if cid in named:
+                    holders.setdefault(cid, []).append(pid)
+        for cid, pids in holders.items():
+            times = [when.get((pid, cid)) for pid in pids]
+            if all(t is not None for t in times):
+                view.tombs[cid] = max(t for t in times if t is not None)
 
     def _rebuild(self, view: _View) -> None:
         superseded = {s for doc in view.docs.values() for s in doc.supersedes}
@@ -321,6 +411,9 @@ class PackStore(BookStore):
             view.packs[pid] = dict(sorted(entries.items(), key=lambda kv: kv[1].offset))
             for cid, e in view.packs[pid].items():
                 view.loc.setdefault(cid, (pid, e))
+        for ident, reason in sorted(view.tomb_damaged.items()):
+            view.problems.append(StoreProblem(tomb_key(ident), reason))
+        self._effective_tombs(view)
 
     def _read_trailer(self, pid: str, size: int) -> list[Entry]:
         key = pack_key(pid)
@@ -354,15 +447,19 @@ class PackStore(BookStore):
             }
         return self._pack_mtimes.get(pid, 0.0)
 
-    def _add_index(self, packs: Sequence[PackRef], supersedes: Iterable[str] = ()) -> str:
+    def _add_index(
+        self, packs: Sequence[PackRef], supersedes: Iterable[str] = (), avoid: Iterable[str] = ()
+    ) -> str:
         """Write an index file naming ``packs`` (already durable); returns its id.
 
         Names are content hashes, so the same content written again after a sweep would
         get the name of a file a live index supersedes, and be ignored: the ``salt`` then
-        gives it a fresh name."""
+        gives it a fresh name. ``avoid``: further names it must not take (the files a
+        sweep's last index file will supersede)."""
         supersedes = tuple(supersedes)
         self._refresh()
         hidden = {s for doc in self._view.docs.values() for s in doc.supersedes}
+        hidden.update(avoid)
         salt = 0
         while True:
             data = encode_index(packs, supersedes, salt)
@@ -387,7 +484,7 @@ class PackStore(BookStore):
     # --- writing -------------------------------------------------------------------------
     def _store(self, cid: CID, data: Buffer) -> None:
         batch = self._batch
-        if (batch is not None and cid in batch) or cid in self._view.loc:
+        if (batch is not None and cid in batch) or self._reusable_now(cid):
             return
         if batch is None:
             with self.batch():
@@ -397,6 +494,8 @@ class PackStore(BookStore):
             isinstance(data, memoryview) and isinstance(data.obj, bytes)
         ):
             data = bytes(data)  # the caller may reuse a mutable buffer once put() returns
+        if cid in self._view.tombs:
+            batch.renewed.add(cid)
         batch.add(cid, data)
 
     @contextlib.contextmanager
@@ -431,6 +530,7 @@ class PackStore(BookStore):
                         view.packs[p.id] = {e.cid: e for e in p.entries}
                         for e in p.entries:
                             view.loc.setdefault(e.cid, (p.id, e))
+                            view.tombs.pop(e.cid, None)  # a copy newer than its tombstone
 
     def _new_batch(self) -> PackBatch:
         # local packs: one fsync at a time is all the disk wants; uploads overlap
@@ -450,9 +550,11 @@ class PackStore(BookStore):
             batch = self._batch
             assert batch is not None
             for cid, record in records:
-                if cid in batch or cid in self._view.loc:
+                if cid in batch or self._reusable_now(cid):
                     continue
                 verify_book(cid, self._decode(cid, record))
+                if cid in self._view.tombs:
+                    batch.renewed.add(cid)
                 batch.add_record(cid, bytes(record))
 
     # --- reading -------------------------------------------------------------------------
@@ -506,8 +608,9 @@ class PackStore(BookStore):
             if len(out) != cid.size:
                 raise ValueError(f"buffer of {len(out)} B for a {cid.size} B book")
         errors: dict[int, BaseException] = {}
-        # pack -> record offset -> (entry, the (item index, buffer) pairs that want it)
-        by_pack: dict[str, dict[int, tuple[Entry, list[tuple[int, memoryview]]]]] = {}
+        # pack -> entry -> (entry, the (item index, buffer) pairs that want it); by entry,
+        # never by offset alone: each book is verified against its own CID
+        by_pack: dict[str, dict[Entry, tuple[Entry, list[tuple[int, memoryview]]]]] = {}
         batch = self._batch
         loc = self._view.loc
         for i, (cid, out) in enumerate(todo):
@@ -522,15 +625,15 @@ class PackStore(BookStore):
             records = by_pack.get(pid)
             if records is None:
                 records = by_pack[pid] = {}
-            wanted = records.get(e.offset)
+            wanted = records.get(e)
             if wanted is None:
-                records[e.offset] = (e, [(i, out)])
+                records[e] = (e, [(i, out)])
             else:
                 wanted[1].append((i, out))
         runs = [
             (pid, run)
             for pid, records in by_pack.items()
-            for run in _runs([records[off] for off in sorted(records)], self._run_max)
+            for run in _runs(sorted(records.values(), key=lambda r: r[0].offset), self._run_max)
         ]
         if len(runs) <= 1 or self._readers == 1:
             for pid, run in runs:
@@ -623,6 +726,52 @@ class PackStore(BookStore):
         self._refresh()  # another process may have added or removed it
         return cid in self._view.loc
 
+    def _reusable_now(self, cid: CID) -> bool:
+        """In the current view, and not tombstoned (a writer may name it without a put)."""
+        return cid in self._view.loc and cid not in self._view.tombs
+
+    def reusable(self, cid: CID) -> bool:
+        """Whether a writer may name ``cid`` without putting it again: stored, and not
+        tombstoned by a two-phase gc (a tombstoned book is still readable, but only until
+        its grace period ends; writers put it again instead)."""
+        batch = self._batch
+        if batch is not None and cid in batch:
+            return True
+        self._refresh()
+        return self._reusable_now(cid)
+
+    def tombstoned(self) -> frozenset[CID]:
+        """Books a two-phase gc tombstoned and no later write revived (empty locally)."""
+        with self._lock:
+            self._refresh()
+            return frozenset(self._view.tombs)
+
+    def revive(self, cids: Iterable[CID]) -> int:
+        """Copy the records of those ``cids`` that are tombstoned into a new pack (and
+        index), so a gc's second phase no longer removes them: a writer calls this just
+        before a ref names books it did not put itself. Returns how many were copied;
+        BookNotFound when one is gone already (the commit must then be refused)."""
+        with self._lock:
+            if self._batch is not None:
+                raise RuntimeError("revive inside a batch() block")
+            self._refresh(force=True)
+            view = self._view
+            wanted = sorted(c for c in set(cids) if c in view.tombs)
+            if not wanted:
+                return 0
+            by_pack: dict[str, list[Entry]] = {}
+            for cid in wanted:
+                pid, e = view.loc[cid]
+                by_pack.setdefault(pid, []).append(e)
+            runs = {pid: sorted(es, key=lambda e: e.offset) for pid, es in by_pack.items()}
+            try:
+                packs = self._repack(sorted(runs), runs, renew=True)
+            except Missing as exc:
+                raise BookNotFound(wanted[0], f"its pack {exc.key} was deleted by a gc") from None
+            self._add_index(packs)
+            self._refresh(force=True)
+            return len(wanted)
+
     def _stat(self, cid: CID) -> tuple[int, float]:
         batch = self._batch
         if batch is not None and cid in batch:
@@ -687,7 +836,54 @@ class PackStore(BookStore):
             if self._batch is not None:
                 raise RuntimeError("sweep inside a batch() block")
             self._refresh(force=True)
+            if self.two_phase:
+                return self._sweep_two_phase(set(doomed), grace_s, dry_run, bar, keep)
             return self._sweep(set(doomed), grace_s, dry_run, True, bar, keep)
+
+    def _sweep_two_phase(
+        self,
+        doomed: set[CID],
+        grace_s: float,
+        dry_run: bool,
+        bar: Any,
+        keep: Collection[CID] | None,
+    ) -> SweepReport:
+        """gc without a lock (docs/FORMAT.md §4.4): phase 1 tombstones the doomed books
+        not tombstoned yet (each copy: pack and CID); phase 2 removes those whose every
+        copy was tombstoned at least ``grace_s`` ago and that are still doomed (a copy
+        in another pack means a writer put the book again: revived), then deletes the
+        tombstone files nothing pending is left in."""
+        view = self._view
+        doomed = {c for c in doomed if c in view.loc}
+        now = time.time()
+        tombs = view.tombs
+        expired = {c for c in doomed if c in tombs and now - tombs[c] >= grace_s}
+        # a tombstone stays while its book is unreachable (``keep``: every reachable book)
+        unreached = doomed if keep is None else {c for c in tombs if c not in keep}
+        pending = {c for c in tombs if c in unreached} - expired
+        new = doomed - set(tombs)
+        resolved = sorted(view.tomb_damaged) + sorted(
+            ident
+            for ident, (_, packs) in view.tomb_files.items()
+            if not any(c in pending for cids in packs.values() for c in cids)
+        )
+        if dry_run:
+            report = self._sweep(expired, grace_s, True, True, bar, keep, pending | new)
+            return dataclasses.replace(report, tombstoned=len(new), pending=len(pending))
+        if new:
+            by_pack: dict[str, list[CID]] = {}
+            for pid, entries in view.packs.items():
+                for cid in entries:
+                    if cid in new:
+                        by_pack.setdefault(pid, []).append(cid)
+            data = encode_tombstones(by_pack)
+            self._backend.put_create(tomb_key(file_id(data)), data)
+        report = self._sweep(expired, grace_s, False, True, bar, keep, pending | new)
+        for ident in resolved:
+            self._backend.delete(tomb_key(ident))
+        if resolved:
+            self._refresh(force=True)
+        return dataclasses.replace(report, tombstoned=len(new), pending=len(pending))
 
     def _sweep(
         self,
@@ -697,7 +893,10 @@ class PackStore(BookStore):
         repack: bool,
         bar: Any,
         keep: Collection[CID] | None = None,
+        hold: Collection[CID] = (),
     ) -> SweepReport:
+        """The sweep itself: ``hold`` (tombstoned books waiting for their grace period)
+        keeps every pack holding one of them as it is (a copy would revive them)."""
         view = self._view
         doomed = {c for c in doomed if c in view.loc}
         listing = {
@@ -730,7 +929,9 @@ class PackStore(BookStore):
             size = sizes[pid]
             used = sum(e.length for e in entries) + len(entries) * ENTRY_LEN
             unused = size - len(PACK_HEADER) - FOOTER_LEN - used
-            if pid not in view.packs or (repack and unused > self.max_unused * size):
+            if pid in view.packs and hold and any(c in hold for c in view.packs[pid]):
+                kept[pid] = entries
+            elif pid not in view.packs or (repack and unused > self.max_unused * size):
                 rewrite.append(pid)
             elif repack and size < self.small_pack_size:
                 small.append(pid)
@@ -762,6 +963,7 @@ class PackStore(BookStore):
             dry_run=dry_run,
             books=len(doomed),
             logical_bytes=sum(c.size for c in doomed),
+            stored_bytes=sum(view.loc[c][1].length for c in doomed),
             packs_written=-(-rewrite_bytes // self.target_pack_size),
             packs_deleted=len(old),
             packs_young=len(unreferenced) - len(old),
@@ -821,18 +1023,30 @@ class PackStore(BookStore):
         (only then may a new index supersede the damaged files)."""
         return not any(p.where.startswith(PACK_DIR + "/") for p in self._view.problems)
 
-    def _repack(self, rewrite: list[str], live: dict[str, list[Entry]]) -> list[PackRef]:
-        """Copy the live records of ``rewrite`` packs into new packs (durable on return)."""
+    def _repack(
+        self, rewrite: list[str], live: dict[str, list[Entry]], renew: bool = False
+    ) -> list[PackRef]:
+        """Copy the live records of ``rewrite`` packs into new packs (durable on return);
+        ``renew``: the copies revive tombstoned books (each such pack made unique). A
+        damaged or missing pack stops it (CorruptBook, CorruptStoreFile): nothing is
+        deleted then, and the new packs stay unreferenced."""
         batch = self._new_batch()
+        if renew:
+            batch.renewed.update(e.cid for es in live.values() for e in es)
         ok = False
         try:
             for pid in rewrite:
                 entries = live[pid]
                 for run in _runs([(e, []) for e in entries], self._run_max):
                     es = [e for e, _ in run]
-                    recs = self._backend.read_ranges(
-                        pack_key(pid), [e.offset for e in es], [e.length for e in es]
-                    )
+                    try:
+                        recs = self._backend.read_ranges(
+                            pack_key(pid), [e.offset for e in es], [e.length for e in es]
+                        )
+                    except Missing:
+                        raise CorruptStoreFile(
+                            pack_key(pid), "missing (an index file names it)"
+                        ) from None
                     for e, rec in zip(es, recs, strict=True):
                         if len(rec) != e.length:
                             raise CorruptBook(e.cid, f"pack {pid} ends inside the record")
@@ -845,7 +1059,8 @@ class PackStore(BookStore):
 
     def _write_index(self, refs: list[PackRef], supersedes: list[str]) -> set[str]:
         """Index files naming ``refs``; the last one written carries ``supersedes`` (so a
-        crash between two of them never hides a live pack)."""
+        crash between two of them never hides a live pack), and none takes the name of a
+        file it supersedes (an earlier one with a live file's content would, and vanish)."""
         groups: list[list[PackRef]] = [[]]
         count = 0
         for ref in refs:
@@ -857,7 +1072,7 @@ class PackStore(BookStore):
         written = set()
         for k, group in enumerate(groups):
             last = k == len(groups) - 1
-            written.add(self._add_index(group, supersedes if last else ()))
+            written.add(self._add_index(group, supersedes if last else (), avoid=supersedes))
         return written
 
     def sweep_temp_files(self, older_than_s: float = DEFAULT_GC_GRACE_S) -> int:
@@ -913,6 +1128,9 @@ class PackStore(BookStore):
                 "unreferenced_packs": len(orphans),
                 "unreferenced_bytes": sum(listing[p].size for p in orphans),
             }
+            if self.two_phase:
+                info["tombstone_files"] = len(view.tomb_files)
+                info["tombstoned_books"] = len(view.tombs)
             if isinstance(self._backend, LocalBackend) and self._backend.exists_dir("books"):
                 info["leftover_book_files"] = sum(
                     1 for _ in Path(self._backend.path("books")).glob("*/*")
@@ -960,11 +1178,16 @@ class PackStore(BookStore):
 
 def _runs(entries: Sequence[tuple[Entry, Any]], most: int) -> Iterator[list[tuple[Entry, Any]]]:
     """Split offset-sorted entries of one pack into runs read with one request: gaps under
-    ``COALESCE_GAP``, at most ``most`` bytes (or one record)."""
+    ``COALESCE_GAP``, at most ``most`` bytes (or one record), and no two records overlapping
+    (only index files at odds with each other name such records; each is read as named)."""
     run: list[tuple[Entry, Any]] = []
     for item in entries:
         e = item[0]
-        if run and (e.offset - run[-1][0].end > COALESCE_GAP or e.end - run[0][0].offset > most):
+        if run and (
+            e.offset - run[-1][0].end > COALESCE_GAP
+            or e.end - run[0][0].offset > most
+            or e.offset < run[-1][0].end
+        ):
             yield run
             run = []
         run.append(item)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,13 +68,14 @@ def open_store(
     text = os.fspath(path_or_url)
     if "://" in text and not text.startswith("file://"):
         return PackStore(text, **options)
-    found = store_kind(text if "://" not in text else text[len("file://") :])
+    path = urllib.parse.unquote(urllib.parse.urlsplit(text).path) if "://" in text else text
+    found = store_kind(path)
     want = found or kind or DEFAULT_KIND
     if kind is not None and found is not None and kind != found:
         raise ContentError(f"{text} holds a {found!r} store, not {kind!r}")
     if want not in ("dir", "packs"):
         raise ValueError(f"kind must be 'dir' or 'packs', got {kind!r}")
-    return DirStore(text, **options) if want == "dir" else PackStore(text, **options)
+    return DirStore(path, **options) if want == "dir" else PackStore(path, **options)
 
 
 @dataclass(frozen=True)

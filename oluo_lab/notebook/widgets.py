@@ -123,7 +123,7 @@ class SnapshotBrowser(_Explorer):
     def page(self, generation: int | None) -> str:
         """The HTML shown for commit ``#generation`` (deterministic)."""
         if generation is None:
-            return f"<p>Lab {escape(repr(self.lab.path.name))} is empty.</p>"
+            return f"<p>Lab {escape(repr(self.lab.name))} is empty.</p>"
         snap = self._snaps[generation]
         row = self._storage[self._storage["#"] == generation].iloc[0]
         parts = [Raw(snap._repr_html_())]

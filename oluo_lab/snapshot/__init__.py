@@ -10,6 +10,7 @@ imports this. Its modules, by job:
   (``oluo_base.bin``), :mod:`.tags` (``oluo_tags.json``), :mod:`.durable` (the lock,
   atomic writes);
 * refs: :mod:`.refs` (the :class:`RefStore` seam and its local implementation),
+  :mod:`.objrefs` (refs as create-only numbered objects on an object store),
   :mod:`.catalog` (reading commits, the ref grammar), :mod:`.origins` (which commit an
   engine came from);
 * operations: :mod:`.persist` (persist/load), :mod:`.commit` (a Lab commit's writes),
@@ -41,6 +42,7 @@ from .errors import (
     RefExists,
     SnapshotNotFound,
     UnknownRef,
+    UnsafeObjectStore,
     UnsupportedVersion,
 )
 from .evaluation import EvalSpec
@@ -48,6 +50,7 @@ from .gc import GcPlan, plan_gc
 from .head import HEAD_NAME, Head, read_head
 from .lab import Lab, Snapshot, is_lab
 from .manifest import MANIFEST_VERSION, SnapshotManifest, fetch_manifest
+from .objrefs import ObjectRefs
 from .persist import load_snapshot, persist_snapshot, restore_engine
 from .refs import LocalRefs, RefStore
 from .refs_log import REFS_LOG_NAME
@@ -80,6 +83,7 @@ __all__ = [
     "ManifestSerde",
     "MetadataDeserialize",
     "NotALab",
+    "ObjectRefs",
     "OluoPersistError",
     "ParamConflict",
     "PersistIOError",
@@ -92,6 +96,7 @@ __all__ = [
     "SnapshotManifest",
     "SnapshotNotFound",
     "UnknownRef",
+    "UnsafeObjectStore",
     "UnsupportedVersion",
     "VerifyReport",
     "atomic_write",

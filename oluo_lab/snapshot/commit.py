@@ -10,6 +10,13 @@ head and let the caller check the commit still extends it; append the commit rec
 head file for ``main``, the branches file otherwise). Moving the ref is the commit
 point: a crash before it leaves the previous head and only unreachable books (and at
 most a log record of a commit that never landed, which nothing shows).
+
+On an object store (no lock, no base cache) the books a two-phase gc may be collecting
+are stored again before the ref moves, and the ref moves *before* the log record is
+written: a commit that loses the race for its ref (another writer claimed the number
+first) leaves no record and gets :class:`HeadMoved` naming the winner; with ``retries``
+it is tried again on top of the winner while it still extends the branch. A crash
+between the ref and the record leaves a commit without a number (shown by its id).
 """
 
 from __future__ import annotations
@@ -29,8 +36,10 @@ from . import refs_log
 from .base_cache import BASE_NAME, start_base_write
 from .branches import DEFAULT_BRANCH
 from .durable import sweep_temp_files
+from .errors import HeadMoved
 from .evaluation import Evaluation, store_blobs
 from .head import Head
+from .history import revive_history
 from .manifest import COMMIT_MANIFEST_VERSION, SnapshotManifest
 from .persist import encode_index_against
 from .refs import RefStore
@@ -80,13 +89,13 @@ class Written:
 
 def _payload_cids(store: BookStore, plan: CommitPlan, bar: Any) -> tuple[CID, CID]:
     payload = plan.payload
-    if plan.index_cid is not None and store.has(plan.index_cid):
+    if plan.index_cid is not None and store.reusable(plan.index_cid):
         index_cid = plan.index_cid  # the same index content: the same record names it
     else:
         index_cid = encode_index_against(payload.index_bytes, store, plan.index_parent)
     fault_point("persist.index_encoded")
     bar.update(1)
-    if plan.metadata_cid is not None and store.has(plan.metadata_cid):
+    if plan.metadata_cid is not None and store.reusable(plan.metadata_cid):
         metadata_cid = plan.metadata_cid
     else:
         metadata_cid = ingest(payload.metadata_bytes, store)
@@ -96,7 +105,6 @@ def _payload_cids(store: BookStore, plan: CommitPlan, bar: Any) -> tuple[CID, CI
 
 
 def write_commit(
-    data_dir: Path,
     refs: RefStore,
     store: BookStore,
     plan: CommitPlan,
@@ -104,15 +112,27 @@ def write_commit(
     entries: int,
     check_head: Callable[[Head | None, CID], CID | None],
     bar: Any,
+    *,
+    data_dir: Path | None = None,
+    retries: int = 0,
 ) -> Written:
     """Write ``plan`` and move its branch (see the module docstring). ``check_head(found,
     new)`` runs under the lock with the branch head found there and the new commit's CID;
-    it returns the head to compare-and-set against, or raises ``HeadMoved``."""
+    it returns the head to compare-and-set against, or raises ``HeadMoved``.
+
+    ``data_dir``: a local lab's directory (its temp files are swept and, for ``main``,
+    its base cache is published); None for a lab on an object store. ``retries``: how
+    often a commit that lost the race for its branch ref to another writer (an object
+    store) is tried again on top of the winner, as long as ``check_head`` accepts it."""
+    refs.check_writable()
     is_main = plan.branch == DEFAULT_BRANCH
     payload = plan.payload
     with refs.locked():
-        sweep_temp_files(data_dir)
-        base = start_base_write(data_dir / BASE_NAME, payload.index_bytes) if is_main else None
+        base = None
+        if data_dir is not None:
+            sweep_temp_files(data_dir)
+            if is_main:
+                base = start_base_write(data_dir / BASE_NAME, payload.index_bytes)
         try:
             with store.batch():
                 index_cid, metadata_cid = _payload_cids(store, plan, bar)
@@ -144,33 +164,64 @@ def write_commit(
             if base is not None:
                 base.commit()
                 fault_point("persist.base_written")
-            found = refs.read_ref(plan.branch)
-            numbered, _ = refs_log.commits(refs.records())
-            known = numbered.get(cid)
-            if found is not None and found.cid == cid:
-                return Written(cid, manifest, None if known is None else known.seq, True)
-            expected = check_head(found, cid)
-            if known is not None:  # the same commit, already numbered: only the ref moves
-                refs.log_event(refs_log.branch_record(plan.branch, cid, expected))
-                seq = known.seq
-            else:
-                timings = {} if plan.evaluation is None else plan.evaluation.timings
-                seq = refs.log_commit(
-                    refs_log.commit_record(
-                        plan.branch,
-                        cid,
-                        payload.generation,
-                        plan.parent_cid,
-                        expected,
-                        timings,
-                    )
-                )
-            fault_point("persist.refs_logged")
-            refs.compare_and_set(plan.branch, expected, Head(cid, payload.generation))
-            if is_main:
-                fault_point("persist.head_written")
-            bar.update(1)
-            return Written(cid, manifest, seq, False)
+            if refs.records_after_move:  # no lock: a gc may be collecting what we reuse
+                revive_history(store, cid, set(refs_log.retired_times(None, refs.records())))
+            for attempt in range(retries + 1):
+                try:
+                    return _land(refs, plan, cid, manifest, check_head, bar)
+                except HeadMoved as exc:
+                    if not exc.raced or attempt == retries:
+                        raise
+            raise AssertionError("unreachable")
         finally:
             if base is not None:
                 base.abort()
+
+
+def _land(
+    refs: RefStore,
+    plan: CommitPlan,
+    cid: CID,
+    manifest: SnapshotManifest,
+    check_head: Callable[[Head | None, CID], CID | None],
+    bar: Any,
+) -> Written:
+    """Check the branch head, number the commit and move the ref (in the refs store's
+    order: log record first under a local lab's lock, ref first on an object store)."""
+    generation = plan.payload.generation
+    found = refs.read_ref(plan.branch)
+    numbered, _ = refs_log.commits(refs.records())
+    known = numbered.get(cid)
+    if found is not None and found.cid == cid:
+        return Written(cid, manifest, None if known is None else known.seq, True)
+    expected = check_head(found, cid)
+    if known is not None:  # the same commit, already numbered: only the ref moves
+        record = refs_log.branch_record(plan.branch, cid, expected)
+    else:
+        timings = {} if plan.evaluation is None else plan.evaluation.timings
+        record = refs_log.commit_record(
+            plan.branch, cid, generation, plan.parent_cid, expected, timings
+        )
+    new = Head(cid, generation)
+    if refs.records_after_move:
+        refs.compare_and_set(plan.branch, expected, new)
+        if plan.branch == DEFAULT_BRANCH:
+            fault_point("persist.head_written")
+        if known is not None:
+            refs.log_event(record)
+            seq = known.seq
+        else:
+            seq = refs.log_commit(record)
+        fault_point("persist.refs_logged")
+    else:
+        if known is not None:
+            refs.log_event(record)
+            seq = known.seq
+        else:
+            seq = refs.log_commit(record)
+        fault_point("persist.refs_logged")
+        refs.compare_and_set(plan.branch, expected, new)
+        if plan.branch == DEFAULT_BRANCH:
+            fault_point("persist.head_written")
+    bar.update(1)
+    return Written(cid, manifest, seq, False)

@@ -143,11 +143,11 @@ def diff_snapshots(
         changed_vec = _changed_vectors(ea, eb, common)
         recorded = recorded_queries(lab, a, b) if queries is None else None
         if queries is not None:
-            q, kk, source = np.asarray(queries), k or 10, "the queries given"
+            q, kk, source = np.asarray(queries), 10 if k is None else int(k), "the queries given"
         elif recorded is not None:
-            q, kk, source = recorded[0], k or recorded[1], recorded[2]
+            q, kk, source = recorded[0], recorded[1] if k is None else int(k), recorded[2]
         else:
-            q, kk = default_queries(ea), k or 10
+            q, kk = default_queries(ea), 10 if k is None else int(k)
             source = (
                 f"fallback: no recorded evaluation, so {len(q)} of {a.label}'s own vectors "
                 "(recall is near 1 by construction; pass queries= or commit with evaluate=)"

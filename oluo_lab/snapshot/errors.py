@@ -34,6 +34,7 @@ __all__ = [
     "RefExists",
     "SnapshotNotFound",
     "UnknownRef",
+    "UnsafeObjectStore",
     "UnsupportedVersion",
 ]
 
@@ -165,7 +166,11 @@ class HeadMoved(HeadRegression):
     lose commits: the branch moved since the engine was checked out, or the engine
     descends from another commit (``.expected``, None for an engine of no commit of this
     lab). ``.branch`` names the branch; nothing was written and the engine is unchanged.
-    A subclass of :class:`HeadRegression` (a head never moves backwards)."""
+    ``.raced``: the head moved while this writer was moving it (an object store: another
+    writer won the race; ``.found`` is the winner's commit). A subclass of
+    :class:`HeadRegression` (a head never moves backwards)."""
+
+    raced = False
 
     def __init__(
         self,
@@ -248,3 +253,18 @@ class RefExists(OluoPersistError, ValueError):
     def __init__(self, name: str, message: str) -> None:
         self.name = name
         super().__init__(message)
+
+
+class UnsafeObjectStore(OluoPersistError):
+    """The object store a lab lives on failed the conditional-write self-test (``.reason``):
+    two writers could both win the same ref, so writes are refused (nothing was written).
+    Open the lab with ``single_writer=True`` if no other process ever writes to it."""
+
+    def __init__(self, lab: str, reason: str) -> None:
+        self.lab = lab
+        self.reason = reason
+        super().__init__(
+            f"refusing to write to {lab}: {reason}, so concurrent commits could overwrite "
+            "each other. Use a server that honours If-None-Match, or open the lab with "
+            "single_writer=True if no other process writes to it"
+        )

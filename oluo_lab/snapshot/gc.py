@@ -10,7 +10,9 @@ computes a :class:`GcPlan` without changing anything (:func:`plan_gc`):
   grace period ago (a writer may be about to name it);
 * note the history generations this gc **retires** (payloads no longer kept).
 
-A dry run reports the plan. A real gc, under the data-directory lock throughout, first
+A dry run reports the plan (and what the store's sweep would do). A real gc, under the
+data-directory lock throughout (a lab on an object store has no lock: its store's sweep
+is two-phase instead, docs/FORMAT.md §4.4), first
 removes crash-leftover temp files, then plans, then executes the plan: it records the
 retired generations in the refs log *before* deleting anything (verify then treats them
 as retired even if the gc is killed half-way) and then has the store remove exactly the
@@ -26,9 +28,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._faults import fault_point
-from ..cas import CID, DEFAULT_GC_GRACE_S, BookStore
+from ..cas import CID, DEFAULT_GC_GRACE_S, BookStore, SweepReport
 from . import refs_log
-from .durable import data_dir_lock, sweep_temp_files
+from .durable import sweep_temp_files
 from .errors import PersistIOError
 from .head import Head
 from .history import generation_books, walk_history
@@ -83,20 +85,32 @@ class GcPlan:
             nbytes[reason] = sum(c.size for c in mine)
         return books, nbytes
 
-    def report(self, dry_run: bool, temp_files_removed: int = 0) -> GcReport:
-        """The report of this plan: as a dry run, or as executed."""
+    def report(
+        self, dry_run: bool, temp_files_removed: int = 0, store: SweepReport | None = None
+    ) -> GcReport:
+        """The report of this plan: as a dry run, or as executed (``store``: what the
+        store's sweep did, or would do; a two-phase sweep deletes only the books it had
+        tombstoned for the grace period, and says so)."""
         kept_books, kept_bytes = self.kept()
+        deleted = (len(self.doomed), sum(c.size for c in self.doomed), self.doomed_stored_bytes)
+        two_phase = store is not None and bool(store.tombstoned or store.pending)
+        if two_phase:
+            assert store is not None
+            deleted = (store.books, store.logical_bytes, store.stored_bytes)
         return GcReport(
             dry_run=dry_run,
-            deleted_books=len(self.doomed),
-            deleted_bytes=sum(c.size for c in self.doomed),
-            deleted_stored_bytes=self.doomed_stored_bytes,
+            deleted_books=deleted[0],
+            deleted_bytes=deleted[1],
+            deleted_stored_bytes=deleted[2],
             kept_books=kept_books,
             kept_bytes=kept_bytes,
             young_books=len(self.young),
             young_bytes=sum(c.size for c in self.young),
             grace_s=self.grace_s,
             temp_files_removed=temp_files_removed,
+            store=store,
+            tombstoned_books=store.tombstoned if store is not None else 0,
+            pending_books=store.pending if store is not None else 0,
         )
 
 
@@ -104,7 +118,7 @@ def plan_gc(lab: Lab, grace_s: float, keep_last: int | None = None, bar: Any = N
     """The plan of ``lab.gc(grace_s=..., keep_last=...)``, computed under the data-directory
     lock; nothing is changed. ``bar`` (tqdm-like or None) advances per book swept."""
     _check_keep_last(keep_last)
-    with data_dir_lock(lab.path, shared=True):
+    with lab.refs.locked(shared=True):
         return _plan(lab, grace_s, keep_last, bar)
 
 
@@ -120,12 +134,16 @@ def gc_lab(
     manifests stay, so the log remains complete). Never deletes a reachable book.
     ``bar`` (a tqdm-like progress bar or None) advances per book swept and deleted."""
     _check_keep_last(keep_last)
-    with data_dir_lock(lab.path, shared=dry_run):
+    if not dry_run:
+        lab.refs.check_writable("gc")
+    with lab.refs.locked(shared=dry_run):
         temp_removed = 0 if dry_run else _sweep_temp_files(lab, grace_s)
         plan = _plan(lab, grace_s, keep_last, bar)
-        if not dry_run:
-            _execute(lab.refs, lab.store, plan, bar)
-    return plan.report(dry_run, temp_removed)
+        if dry_run:
+            swept = lab.store.sweep(plan.doomed, grace_s=grace_s, dry_run=True, keep=plan.marked)
+        else:
+            swept = _execute(lab.refs, lab.store, plan, bar)
+    return plan.report(dry_run, temp_removed, swept)
 
 
 def _check_keep_last(keep_last: int | None) -> None:
@@ -221,18 +239,19 @@ def _sweep(
 def _sweep_temp_files(lab: Lab, grace_s: float) -> int:
     """Remove crash leftovers: the data directory's temp files (all: the lock is held)
     and the CAS writers' temp files older than ``grace_s``; returns how many."""
-    removed = len(sweep_temp_files(lab.path))
+    removed = len(sweep_temp_files(lab.path)) if lab.path is not None else 0
     sweep_store = getattr(lab.store, "sweep_temp_files", None)
     if sweep_store is not None:
         removed += sweep_store(grace_s)
     return removed
 
 
-def _execute(refs: RefStore, store: BookStore, plan: GcPlan, bar: Any) -> None:
+def _execute(refs: RefStore, store: BookStore, plan: GcPlan, bar: Any) -> SweepReport:
     """Record the retired generations, then have the store remove exactly the plan's
     doomed books (``store.sweep``: book by book, or a pack store's mark-then-repack, which
-    deletes the files it frees only past the grace period)."""
+    deletes the files it frees only past the grace period; on an object store, two-phase:
+    tombstones first, removal once tombstoned for the grace period)."""
     if plan.retire:
         refs.log_event(refs_log.retired_record(plan.retire))
         fault_point("gc.retire_logged")
-    store.sweep(plan.doomed, grace_s=plan.grace_s, bar=bar, keep=plan.marked)
+    return store.sweep(plan.doomed, grace_s=plan.grace_s, bar=bar, keep=plan.marked)

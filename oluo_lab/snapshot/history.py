@@ -21,6 +21,7 @@ __all__ = [
     "generation_books",
     "payload_books",
     "payload_collected",
+    "revive_history",
     "walk_history",
 ]
 
@@ -96,6 +97,20 @@ def generation_books(
     for root in evaluation_roots(manifest):
         books |= payload_books(store, root)
     return books
+
+
+def revive_history(store: BookStore, cid: CID, retired: Collection[CID] = ()) -> int:
+    """Before a ref names commit ``cid``: store again every book of it and of its kept
+    history that a two-phase gc tombstoned (docs/FORMAT.md §4.4), so that gc's second
+    phase, which may be running now, keeps them. Returns how many were stored again;
+    nothing is read when the store holds no tombstones."""
+    tombs = store.tombstoned()
+    if not tombs:
+        return 0
+    books: set[CID] = set()
+    for gen in walk_history(store, cid):
+        books |= generation_books(store, gen.cid, gen.manifest, retired)
+    return store.revive(books & tombs)
 
 
 def evaluation_roots(manifest: SnapshotManifest) -> list[CID]:

@@ -2,7 +2,11 @@
 
 A Lab is a data directory (refs, commit log, tags, base cache, lock) plus a book store
 under ``path/cas`` (:func:`oluo_lab.cas.open_store`: a new lab gets a pack store, an
-existing one keeps the store it has). A **commit** is a manifest with its parent;
+existing one keeps the store it has), or the same on an object store
+(``Lab("s3://bucket/prefix")``, any URL obstore speaks): a pack store under ``cas/`` and
+refs as create-only numbered objects (:class:`~oluo_lab.snapshot.objrefs.ObjectRefs`),
+shared by every process that opens the URL; engines are restored into memory there
+(there is no base cache to map). A **commit** is a manifest with its parent;
 **branches** are named refs to commits (the default branch ``main`` is the head file of
 ``persist_snapshot`` / ``load_snapshot``); each commit gets a lab-wide number ``#n`` in
 the commit log, beside its time and measured timings. Any engine can be committed: a
@@ -26,8 +30,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .._progress import progress_bar
-from ..cas import CID, DEFAULT_GC_GRACE_S, ContentError, ingest, open_store, reassemble
+from ..cas import (
+    CID,
+    DEFAULT_GC_GRACE_S,
+    ContentError,
+    PackStore,
+    StoreIOError,
+    ingest,
+    open_store,
+    reassemble,
+)
+from ..cas._backends import Missing, ObstoreBackend
+from ..cas.packs import make_backend
 from ..engine import DEFAULT_COMPACT_THRESHOLD, OluoEngine, PersistSnapshot
 from . import refs_log
 from .base_cache import BASE_NAME, base_holds
@@ -51,8 +68,10 @@ from .errors import (
 from .evaluation import as_spec, check_spec, evaluate_engine, truth_key_of
 from .gc import gc_lab
 from .head import HEAD_NAME, Head
+from .history import revive_history
 from .index_codec import read_index_record
 from .manifest import SnapshotManifest, canonical_value, fetch_manifest, manifest_html
+from .objrefs import LAB_FORMAT_KEY, LAB_FORMAT_TEXT, ObjectRefs
 from .origins import origin_of, remember
 from .persist import describe_metadata, restore_engine
 from .refs import LocalRefs, RefStore
@@ -84,6 +103,7 @@ ENGINE_SETTINGS = {
     "efConstruction": "ef_construction",
     "ef_search": "ef_search",
     "efSearch": "ef_search",
+    "prune_headroom": "prune_headroom",
     "entries": "entries",
 }
 
@@ -189,31 +209,67 @@ def _index_digest(manifest: SnapshotManifest, store: Any) -> bytes:
     return read_index_record(manifest.index_cid, store).digest
 
 
-def is_lab(path: Path | str) -> bool:
+def is_url(path_or_url: Path | str) -> bool:
+    """Does this name a lab on an object store (``scheme://...``, not ``file://``)?"""
+    text = str(path_or_url)
+    return "://" in text and not text.startswith("file://")
+
+
+def _local(path_or_url: Path | str) -> Path:
+    text = str(path_or_url)
+    return Path(text[len("file://") :]) if text.startswith("file://") else Path(path_or_url)
+
+
+def _object_root(url: str, options: Mapping[str, Any]) -> ObstoreBackend:
+    """The object store at ``url`` (obstore options, else the AWS_* environment)."""
+    try:
+        backend, _ = make_backend(url, **options)
+    except TypeError as exc:
+        raise PersistIOError(f"cannot open {url}: {exc}") from exc
+    except StoreIOError as exc:
+        raise PersistIOError(f"cannot open {url}", exc.cause) from exc
+    assert isinstance(backend, ObstoreBackend)
+    backend.name = url
+    return backend
+
+
+def _lab_marker(root: ObstoreBackend, url: str) -> str | None:
+    try:
+        return root.read(LAB_FORMAT_KEY).decode("utf-8", "replace")
+    except Missing:
+        return None
+    except StoreIOError as exc:
+        raise PersistIOError(f"cannot read {url}/{LAB_FORMAT_KEY}", exc.cause) from exc
+
+
+def is_lab(path: Path | str, **options: Any) -> bool:
     """Does ``path`` hold a lab (a data directory with a store, a head, branches or a
-    commit log)? Reads only; creates nothing."""
-    path = Path(path)
+    commit log; on an object store, the lab's marker object)? Reads only; creates
+    nothing. ``options``: the object store's (endpoint, credentials, ...)."""
+    if is_url(path):
+        url = str(path).rstrip("/")
+        return _lab_marker(_object_root(url, options), url) is not None
+    path = _local(path)
     if not path.is_dir():
         return False
     return any((path / name).exists() for name in ("cas", HEAD_NAME, BRANCHES_NAME, REFS_LOG_NAME))
 
 
-def _local_path(path_or_url: Path | str) -> Path:
-    text = str(path_or_url)
-    if "://" in text:
-        raise PersistIOError(
-            f"{text}: labs on object stores are not supported by this build; use a local directory"
-        )
-    return Path(path_or_url)
-
-
 class Lab:
-    """Commits, branches, tags and evaluations of engines in one directory.
+    """Commits, branches, tags and evaluations of engines in one directory or bucket.
 
     ``Lab(path)`` opens the lab at ``path``, creating the directory when it is missing
     (its parent must exist unless ``parents=True``); :meth:`Lab.open` opens an existing
     lab only. ``HEAD`` names the head of the Lab's current branch (``main`` until
     :meth:`checkout` of a branch name switches it).
+
+    ``path`` may be an object-store URL (``s3://bucket/prefix``, ``gs://``, ``az://``,
+    ``memory://name/prefix``; extra ``s3``): every process that opens it shares the lab.
+    ``store_options`` configure the object store (``endpoint``, ``access_key_id``,
+    ``secret_access_key``, ``region``, ``allow_http``, ...), else obstore reads the
+    ``AWS_*`` environment variables. Commits there are lock-free (create-only numbered
+    refs); a server that ignores conditional writes makes every write raise
+    :class:`UnsafeObjectStore` unless ``single_writer=True``.
     """
 
     def __init__(
@@ -223,53 +279,100 @@ class Lab:
         compact_threshold: int = DEFAULT_COMPACT_THRESHOLD,
         parents: bool = False,
         branch: str = DEFAULT_BRANCH,
+        single_writer: bool = False,
+        **store_options: Any,
     ) -> None:
-        self.path = _local_path(path)
-        if self.path.exists() and not self.path.is_dir():
-            raise PersistIOError(f"lab path {self.path} exists and is not a directory")
-        if not self.path.exists():
-            if not parents and not self.path.parent.is_dir():
-                raise PersistIOError(
-                    f"cannot create lab {self.path}: its parent directory {self.path.parent} "
-                    "does not exist (pass parents=True to create it too)"
-                )
-            try:
-                self.path.mkdir(parents=parents, exist_ok=True)
-            except OSError as exc:
-                raise PersistIOError(f"cannot create lab directory {self.path}", exc) from exc
-        self.store = open_store(self.path / "cas")  # as found, else a new pack store
-        self.refs: RefStore = LocalRefs(self.path)
+        existing = store_options.pop("_existing", False)
+        self.store_options = dict(store_options)
+        if is_url(path):
+            self._open_objects(str(path).rstrip("/"), single_writer, create=not existing)
+        else:
+            if store_options:
+                raise TypeError(f"a local lab takes no store options {sorted(store_options)}")
+            self._open_dir(_local(path), parents)
         self.compact_threshold = compact_threshold
         self.current_branch = check_branch_name(branch)
         self._manifests: dict[CID, SnapshotManifest] = {}
         self._books = Books(self.store)
         self._truth: dict[tuple[Any, ...], bytes] = {}
 
+    def _open_dir(self, path: Path, parents: bool) -> None:
+        self.path: Path | None = path
+        self.location = str(path)
+        if path.exists() and not path.is_dir():
+            raise PersistIOError(f"lab path {path} exists and is not a directory")
+        if not path.exists():
+            if not parents and not path.parent.is_dir():
+                raise PersistIOError(
+                    f"cannot create lab {path}: its parent directory {path.parent} "
+                    "does not exist (pass parents=True to create it too)"
+                )
+            try:
+                path.mkdir(parents=parents, exist_ok=True)
+            except OSError as exc:
+                raise PersistIOError(f"cannot create lab directory {path}", exc) from exc
+        self.store = open_store(path / "cas")  # as found, else a new pack store
+        self.refs: RefStore = LocalRefs(path)
+
+    def _open_objects(self, url: str, single_writer: bool, create: bool) -> None:
+        self.path = None
+        self.location = url
+        root = _object_root(url, self.store_options)
+        marker = _lab_marker(root, url)
+        if marker is None and not create:
+            raise NotALab(url, f"no {LAB_FORMAT_KEY} object there")
+        if marker is not None and marker != LAB_FORMAT_TEXT:
+            raise NotALab(url, f"{LAB_FORMAT_KEY} says {marker!r}, not {LAB_FORMAT_TEXT!r}")
+        refs = ObjectRefs(root, url, single_writer=single_writer)
+        if marker is None:
+            try:
+                if root.list(""):  # anything else there (a copied lab directory, a store)
+                    raise NotALab(url, "it holds other objects; a new lab needs an empty prefix")
+            except StoreIOError as exc:
+                raise PersistIOError(f"cannot list {url}", exc.cause) from exc
+            refs.check_writable()
+            try:
+                root.put_create(LAB_FORMAT_KEY, LAB_FORMAT_TEXT.encode())
+            except StoreIOError as exc:
+                raise PersistIOError(f"cannot create lab {url}", exc.cause) from exc
+        try:
+            self.store = PackStore(root.child("cas", name=f"{url}/cas"))
+        except StoreIOError as exc:
+            raise PersistIOError(f"cannot open the store of {url}", exc.cause) from exc
+        self.refs = refs
+
     @classmethod
     def open(cls, path: Path | str, **options: Any) -> Lab:
         """The existing lab at ``path``; :class:`NotALab` (creating nothing) otherwise."""
-        local = _local_path(path)
+        if is_url(path):
+            return cls(path, _existing=True, **options)
+        local = _local(path)
         if not local.exists():
             raise NotALab(local, "no such directory")
         if not is_lab(local):
             raise NotALab(local, "no store, head, branches or commit log in it")
         return cls(local, **options)
 
+    @property
+    def name(self) -> str:
+        """How reprs name the lab: its directory's name, or its URL."""
+        return self.path.name if self.path is not None else self.location
+
     def __repr__(self) -> str:
         try:
             head = self.refs.read_ref(self.current_branch)
             view = self.view()
         except (OluoPersistError, ContentError):
-            return f"Lab({self.path.name!r}, damaged refs: see verify())"
+            return f"Lab({self.name!r}, damaged refs: see verify())"
         n, nb = len(view.reachable()), len(view.branches)
         if n == 0:
-            return f"Lab({self.path.name!r}, empty)"
+            return f"Lab({self.name!r}, empty)"
         if head is None:
             where = f"branch {self.current_branch}: empty"
         else:
             where = f"{self.current_branch} at {view.label(head.cid)}"
         return (
-            f"Lab({self.path.name!r}, {where}, {n} commit{'s' * (n != 1)}, "
+            f"Lab({self.name!r}, {where}, {n} commit{'s' * (n != 1)}, "
             f"{nb} branch{'es' * (nb != 1)})"
         )
 
@@ -461,7 +564,7 @@ class Lab:
             bar.update(size)
         if branch is not None:
             self.current_branch = branch
-        remember(engine, self.path, snap.cid, branch)
+        remember(engine, self.location, snap.cid, branch)
         return engine
 
     # ------------------------------------------------------------------ commit
@@ -475,6 +578,7 @@ class Lab:
         metrics: Mapping[str, Any] | None = None,
         evaluate: Any = None,
         progress: bool = True,
+        retry: bool | int = False,
         **more_params: Any,
     ) -> Snapshot:
         """Commit the engine's current state to ``branch`` and return the commit.
@@ -499,11 +603,22 @@ class Lab:
         is returned as it is. Automatic compactions queued on the engine are dropped:
         a commit records exactly the engine's current state.
 
+        On an object store, where several processes commit without a lock, another
+        writer may move the branch between the check above and the commit point: the
+        commit then raises :class:`HeadMoved` naming the winner's commit (``.found``;
+        ``.raced`` is true), its books stored but on no branch. ``retry`` (True: up to
+        8 times, or a number) commits it on top of the winner instead, as long as the
+        engine still descends from the new head (the same check as above, which
+        otherwise refuses with its usual message). A local lab holds its lock, so no
+        commit there loses a race.
+
         ``progress``: a ``tqdm.auto`` bar (shown after half a second) over the steps.
         """
         self.refs.check_writable("commit")
         with progress_bar(progress, total=5, desc="commit", unit="step") as bar:
-            return self._commit(engine, note, branch, params, metrics, evaluate, more_params, bar)
+            return self._commit(
+                engine, note, branch, params, metrics, evaluate, more_params, bar, retry
+            )
 
     def _commit(
         self,
@@ -515,18 +630,20 @@ class Lab:
         evaluate: Any,
         more_params: Mapping[str, Any],
         bar: Any,
+        retry: bool | int = False,
     ) -> Snapshot:
         # ---- everything that can refuse, before the engine changes
         if not isinstance(engine, OluoEngine):
             raise TypeError(f"commit takes an OluoEngine, not {type(engine).__name__}")
         if not isinstance(note, str):
             raise ManifestSerde(f"manifest note must be str, got {type(note).__name__}")
+        retries = _retries(retry)
         user_params = _user_params(params, more_params)
         user_metrics = canonical_value(dict(metrics or {}), "metrics")
         _check_against_engine(user_params, engine)
         spec = as_spec(evaluate)
         queries = check_spec(engine, spec) if spec is not None else None
-        origin = origin_of(engine, self.path)
+        origin = origin_of(engine, self.location)
         target = (
             branch
             if branch is not None
@@ -536,6 +653,7 @@ class Lab:
         view = self.view()
         found = view.branches.get(target)
         if found is None:
+            _check_not_a_tag(target, view.tags)
             check_unique_name("branch", target, self._taken_names())
         parent_cid = None if origin is None else origin.cid
         # a branch head that is a child of this engine's commit at the engine's generation
@@ -553,16 +671,30 @@ class Lab:
         # ---- the engine's current state (a compaction only when it has pending changes)
         payload, unchanged = self._payload(engine, parent)
         bar.update(1)
+
+        def check_head(now: Head | None, new: CID) -> CID | None:
+            """Under the lock: the head to compare-and-set against, or a refusal."""
+            if now is None:
+                _check_not_a_tag(target, self.refs.tags())
+            if deferred or (None if now is None else now.cid) != (
+                None if found is None else found.cid
+            ):
+                # the branch moved since we looked: fine while it still does not lose commits
+                self._check_descent(self.view(), target, now, parent_cid, engine)
+            return None if now is None else now.cid
+
         if unchanged and not (note or user_params or user_metrics or spec is not None):
             assert parent is not None and parent_cid is not None
-            if found is None or found.cid != parent_cid:
-                # nothing to record: the branch moves to the commit the engine came from
-                # (a new branch there, or a fast-forward: the descent check passed)
-                with self.refs.locked():
-                    old = None if found is None else found.cid
-                    self.refs.log_event(refs_log.branch_record(target, parent_cid, old))
+            # nothing to record: the branch moves to the commit the engine came from (a
+            # new branch there, or a fast-forward), checked again under the lock
+            with self.refs.locked():
+                now = self.refs.read_ref(target)
+                if now is None or now.cid != parent_cid:
+                    old = check_head(now, parent_cid)
                     new = Head(parent_cid, parent.compact_generation)
-                    self.refs.compare_and_set(target, old, new)
+                    self._move_ref(
+                        target, old, new, refs_log.branch_record(target, parent_cid, old)
+                    )
             return self._landed(engine, target, parent_cid)
         evaluation = None
         if spec is not None:
@@ -590,21 +722,21 @@ class Lab:
             evaluation=evaluation,
         )
 
-        def check_head(now: Head | None, new: CID) -> CID | None:
-            if deferred or (None if now is None else now.cid) != (
-                None if found is None else found.cid
-            ):
-                # the branch moved since we looked: fine while it still does not lose commits
-                self._check_descent(self.view(), target, now, parent_cid, engine)
-            return None if now is None else now.cid
-
         bar.set_description(f"commit to {target}", refresh=False)
         written = write_commit(
-            self.path, self.refs, self.store, plan, index_config, entries, check_head, bar
+            self.refs,
+            self.store,
+            plan,
+            index_config,
+            entries,
+            check_head,
+            bar,
+            data_dir=self.path,
+            retries=retries,
         )
         # the commit has landed: what follows reads or maps, and a failure there must not
         # make the caller think it did not (a retry would then commit it a second time)
-        if target == DEFAULT_BRANCH:
+        if target == DEFAULT_BRANCH and self.path is not None:
             with (
                 contextlib.suppress(OluoPersistError),
                 data_dir_lock(self.path),  # another process may have replaced the base since
@@ -617,10 +749,30 @@ class Lab:
                 self._truth[key] = evaluation.blobs[1]
         return self._landed(engine, target, written.cid, written)
 
+    def _move_ref(
+        self, branch: str, old: CID | None, new: Head | None, record: dict[str, Any]
+    ) -> None:
+        """Move (``new`` None: delete) a branch and record it in the commit log, in the
+        refs store's order (hold ``refs.locked()``); on an object store the books the
+        commit reaches are first stored again if a gc tombstoned them."""
+        self.refs.check_writable()
+        after = self.refs.records_after_move
+        if after and new is not None:
+            revive_history(self.store, new.cid, set(self.view(tolerant=True).retired))
+        if not after:
+            self.refs.log_event(record)
+        if new is None:
+            assert old is not None
+            self.refs.delete_branch(branch, old)
+        else:
+            self.refs.compare_and_set(branch, old, new)
+        if after:
+            self.refs.log_event(record)
+
     def _landed(
         self, engine: OluoEngine, branch: str, cid: CID, written: Written | None = None
     ) -> Snapshot:
-        remember(engine, self.path, cid, branch)
+        remember(engine, self.location, cid, branch)
         try:
             return self._snap(self.view(), cid)
         except (OluoPersistError, ContentError):
@@ -724,10 +876,11 @@ class Lab:
     # ------------------------------------------------------------------ branches
     def branch(self, name: str, ref: Ref | Snapshot = "HEAD", *, force: bool = False) -> Snapshot:
         """Create branch ``name`` at commit ``ref`` (no new commit). An existing branch
-        is moved only with ``force`` (:class:`RefExists` says so otherwise)."""
+        is moved only with ``force`` (:class:`RefExists` says so otherwise); a commit
+        whose payloads gc retired cannot be a branch head (:class:`CommitPruned`)."""
         check_branch_name(name)
         self.refs.check_writable("create a branch")
-        snap = self.resolve(ref)
+        snap = self._live(self.resolve(ref))
         with self.refs.locked():
             if name in self.refs.tags():
                 raise RefExists(name, f"{name!r} is a tag; a branch needs another name")
@@ -743,8 +896,8 @@ class Lab:
                     "force=True (--force) to move it",
                 )
             old = None if current is None else current.cid
-            self.refs.log_event(refs_log.branch_record(name, snap.cid, old))
-            self.refs.compare_and_set(name, old, Head(snap.cid, snap.generation))
+            record = refs_log.branch_record(name, snap.cid, old)
+            self._move_ref(name, old, Head(snap.cid, snap.generation), record)
         return snap
 
     def delete_branch(self, name: str) -> None:
@@ -757,8 +910,7 @@ class Lab:
             current = self.refs.read_ref(name)
             if current is None:
                 raise KeyError(f"no branch named {name!r}")
-            self.refs.log_event(refs_log.branch_record(name, None, current.cid))
-            self.refs.delete_branch(name, current.cid)
+            self._move_ref(name, current.cid, None, refs_log.branch_record(name, None, current.cid))
         if self.current_branch == name:
             self.current_branch = DEFAULT_BRANCH
 
@@ -774,6 +926,7 @@ class Lab:
         prefix: str = "sweep",
         note: str = "",
         progress: bool = True,
+        threads: int | None = None,
     ):
         """One commit per grid point, each on its own branch named from its params
         (``<prefix>/M=16,ef_construction=64``); returns the sweep's rows of the runs
@@ -783,17 +936,25 @@ class Lab:
         values (every combination, in order) or a list of points. ``evaluate``: held-out
         queries recorded with each commit (stored once, passed to the tasks by CID).
         ``params``: fixed params added to every point (say what data was used: a point is
-        skipped when its branch's head already has the same params and evaluation
-        queries, so re-running a sweep only builds what is missing). ``executor``: any
+        skipped when its branch's head already has the same params and an evaluation on
+        the same queries with the same k and ef_search values, so re-running a sweep only
+        builds what is missing). ``executor``: any
         ``concurrent.futures.Executor``-like object (``submit`` returning futures with
-        ``result()``); the tasks it runs are picklable (the lab path, the point, CIDs),
-        so ``build`` must be picklable for process or cluster executors.
+        ``result()``), a ``dask.distributed.Client`` included (extra ``dask``); the tasks
+        it runs are picklable (the lab's path or URL and store options, the point, CIDs),
+        so ``build`` must be picklable for process or cluster executors, and every
+        worker must reach the lab (a shared disk, or the object store). ``threads``:
+        faiss threads each task builds and evaluates with (default: 1 when an executor
+        runs the tasks side by side, else the process's own setting).
         """
         from .sweep import run_sweep
 
         self.refs.check_writable("run a sweep")
-
-        return run_sweep(self, build, grid, evaluate, executor, params, prefix, note, progress)
+        if threads is None and executor is not None:
+            threads = 1
+        return run_sweep(
+            self, build, grid, evaluate, executor, params, prefix, note, progress, threads
+        )
 
     # ------------------------------------------------------------------ repair
     def repair_head(self, ref: Ref | Snapshot | None = None) -> Snapshot:
@@ -810,10 +971,15 @@ class Lab:
             snap = self.resolve(ref)
             restore_engine(self.store, snap.manifest, self.compact_threshold)
         with self.refs.locked():
-            self.refs.log_event(
-                refs_log.head_move_record("repair", snap.cid, snap.generation, snap.parent)
-            )
+            self.refs.check_writable()
+            record = refs_log.head_move_record("repair", snap.cid, snap.generation, snap.parent)
+            if self.refs.records_after_move:
+                revive_history(self.store, snap.cid, set(self.view(tolerant=True).retired))
+            else:
+                self.refs.log_event(record)
             self.refs.repair_ref(DEFAULT_BRANCH, Head(snap.cid, snap.generation))
+            if self.refs.records_after_move:
+                self.refs.log_event(record)
         return snap
 
     def _newest_loadable(self) -> Snapshot:
@@ -857,6 +1023,11 @@ class Lab:
                     f"tag {name!r} already names {tags[name].short}; pass force=True "
                     "(--force) to move it",
                 )
+            self.refs.check_writable()
+            if self.refs.records_after_move:
+                if tags.get(name) == snap.cid:
+                    return snap
+                revive_history(self.store, snap.cid, set(self.view(tolerant=True).retired))
             self.refs.set_tag(name, snap.cid)
         return snap
 
@@ -864,6 +1035,7 @@ class Lab:
         """Remove a tag (KeyError naming it when absent)."""
         self.refs.check_writable("untag")
         with self.refs.locked():
+            self.refs.check_writable()
             self.refs.delete_tag(name)
 
     pin = tag
@@ -885,6 +1057,10 @@ class Lab:
         recorded with ``a``'s (or ``b``'s) evaluation, else (said plainly in the result)
         a sample of ``a``'s own vectors. Recall@k of each side is against its own exact
         answers; ``k`` defaults to the recorded evaluation's k, else 10."""
+        if k is not None and (
+            not isinstance(k, int | np.integer) or isinstance(k, bool) or int(k) < 1
+        ):
+            raise ValueError(f"diff k must be a positive int or None, got {k!r}")
         sa = self._live(self.resolve(a))
         sb = self._live(self.resolve(b))
         return diff_snapshots(self, sa, sb, queries, k, semantic)
@@ -915,6 +1091,15 @@ class Lab:
             return gc_lab(self, dry_run, grace_s, keep_last, bar)
 
 
+def _retries(retry: bool | int) -> int:
+    """How many times a commit that lost a race is tried again (``retry`` of commit)."""
+    if isinstance(retry, bool):
+        return 8 if retry else 0
+    if not isinstance(retry, int) or retry < 0:
+        raise ValueError(f"retry is a bool or a count >= 0, got {retry!r}")
+    return retry
+
+
 def _user_params(params: Mapping[str, Any] | None, more: Mapping[str, Any]) -> dict[str, Any]:
     if params is not None and not isinstance(params, Mapping):
         raise ManifestSerde(f"params must be a mapping, got {type(params).__name__}")
@@ -926,6 +1111,17 @@ def _user_params(params: Mapping[str, Any] | None, more: Mapping[str, Any]) -> d
     return canonical_value(merged, "params")
 
 
+def _check_not_a_tag(branch: str, tags: Mapping[str, CID]) -> None:
+    """:class:`RefExists` when a new branch would take a tag's name (a ref names one or
+    the other, as :meth:`Lab.branch` and :meth:`Lab.tag` keep it)."""
+    if branch in tags:
+        raise RefExists(
+            branch,
+            f"{branch!r} is a tag; commit to a branch of another name "
+            "(lab.commit(engine, branch='NEW-NAME'))",
+        )
+
+
 def _check_against_engine(params: Mapping[str, Any], engine: OluoEngine) -> None:
     """:class:`ParamConflict` for a param naming an engine setting with another value."""
     actual = {
@@ -934,6 +1130,7 @@ def _check_against_engine(params: Mapping[str, Any], engine: OluoEngine) -> None
         "M": engine.config.M,
         "ef_construction": engine.config.ef_construction,
         "ef_search": engine.config.ef_search,
+        "prune_headroom": engine.config.prune_headroom,
         "entries": len(engine),
     }
     for name, value in params.items():
@@ -978,13 +1175,13 @@ def lab_html(lab: Lab, rows_shown: int = 20) -> str:
     head = view.branches.get(lab.current_branch)
     if log.empty:
         return Raw(
-            f"<p>Lab {escape(repr(lab.path.name))}: empty, no commit yet "
+            f"<p>Lab {escape(repr(lab.name))}: empty, no commit yet "
             "(<code>lab.commit(engine)</code> makes the first).</p>"
         )
     at = "no commit yet" if head is None else f"at {view.label(head.cid)}"
     n, nb = len(log), len(view.branches)
     caption = (
-        f"Lab {lab.path.name!r}: {n} commit{'s' * (n != 1)} on {nb} "
+        f"Lab {lab.name!r}: {n} commit{'s' * (n != 1)} on {nb} "
         f"branch{'es' * (nb != 1)}, HEAD = {lab.current_branch} {at}"
     )
     scale = max(int(log["bytes"].max()), 1)

@@ -1,7 +1,7 @@
 """Which commit an engine object came from: the lineage a commit's parent is taken from.
 
 Snapshot layer. ``Lab.checkout``, ``Lab.commit`` and ``load_snapshot`` note, for the
-engine object they return or commit, the lab directory, the commit (manifest CID) whose
+engine object they return or commit, the lab directory (or URL), the commit (manifest CID) whose
 state the engine holds or descends from, and the branch it was taken from (None when
 it was checked out by a ref that is not a branch name). The next ``Lab.commit`` of that
 engine takes that commit as its parent, so an engine restored from any commit is
@@ -27,7 +27,7 @@ __all__ = ["Origin", "origin_of", "remember"]
 class Origin:
     """The commit an engine holds (or descends from) in one lab."""
 
-    lab: str  # the lab directory, resolved
+    lab: str  # the lab directory, resolved (or the lab's URL)
     cid: CID
     branch: str | None
 
@@ -36,7 +36,10 @@ _ORIGINS: weakref.WeakKeyDictionary[Any, Origin] = weakref.WeakKeyDictionary()
 
 
 def _key(lab_dir: Path | str) -> str:
-    return os.path.realpath(lab_dir)
+    text = str(lab_dir)
+    if "://" in text and not text.startswith("file://"):
+        return text.rstrip("/")  # a lab on an object store: its URL
+    return os.path.realpath(text[len("file://") :] if text.startswith("file://") else lab_dir)
 
 
 def remember(engine: Any, lab_dir: Path | str, cid: CID, branch: str | None) -> None:

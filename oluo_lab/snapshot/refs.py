@@ -6,9 +6,9 @@ resolved) never touches a ref file itself. :class:`LocalRefs` implements it over
 data directory, with the owner modules of each file: the head file of ``main``
 (:mod:`.head`), the other branches (:mod:`.branches`), the refs log, which is also the
 commit log (:mod:`.refs_log`), and the tags (:mod:`.tags`); every change happens under
-``data_dir_lock``. An object-store implementation (no lock, no append; refs as
-create-only, generation-numbered objects written with put-if-absent) implements the
-same methods: :meth:`RefStore.compare_and_set` is then a conditional put that fails
+``data_dir_lock``. :class:`~oluo_lab.snapshot.objrefs.ObjectRefs` implements it on an
+object store (no lock, no append; refs as create-only, numbered objects written with
+put-if-absent): :meth:`RefStore.compare_and_set` is then a conditional put that fails
 when another writer got there first, and :meth:`RefStore.log_commit` a put-if-absent
 of the next numbered record, retried with the next number on conflict.
 """
@@ -23,11 +23,12 @@ from typing import Any
 
 from ..cas import CID
 from . import refs_log
-from .branches import DEFAULT_BRANCH, read_branches, write_branches
+from .branches import BRANCHES_NAME, DEFAULT_BRANCH, read_branches, write_branches
 from .durable import data_dir_lock, require_writable
 from .errors import HeadMoved
-from .head import Head, read_head, write_head
-from .tags import read_tags, write_tags
+from .head import HEAD_NAME, Head, read_head, write_head
+from .refs_log import REFS_LOG_NAME
+from .tags import TAGS_NAME, read_tags, write_tags
 
 __all__ = ["LocalRefs", "RefStore"]
 
@@ -43,18 +44,40 @@ class RefStore(ABC):
     a no-op where the store offers conditional writes instead). A ref's value is a
     :class:`~oluo_lab.snapshot.head.Head`: the commit's manifest CID and its engine
     generation.
+
+    ``records_after_move``: whether a writer moves the ref first and records the move in
+    the log after (an object store: a writer that loses the race for the ref then leaves
+    no log record behind) rather than the other way round (a local lab, under its lock).
     """
 
-    def check_writable(self, operation: str) -> None:
-        """Raise :class:`~oluo_lab.snapshot.errors.ReadOnlyLab` naming ``operation`` when
-        this process cannot write the refs (checked before an operation writes anything;
-        a store that only learns it from a refused write may accept here)."""
+    records_after_move = False
+
+    def check_writable(self, operation: str = "write") -> None:
+        """Raise before an operation writes anything when this store must not be
+        written: :class:`~oluo_lab.snapshot.errors.ReadOnlyLab` naming ``operation`` when
+        this process cannot write it (a read-only mount or bucket), or
+        :class:`~oluo_lab.snapshot.errors.UnsafeObjectStore` (an object store that failed
+        the conditional-write self-test). A store that only learns it from a refused
+        write may accept here."""
         return None
 
+    def where(self, kind: str) -> str:
+        """What a message names as the place of ``kind`` (``head``, ``branches``,
+        ``tags`` or ``log``)."""
+        return {"head": HEAD_NAME, "branches": BRANCHES_NAME, "tags": TAGS_NAME}.get(
+            kind, REFS_LOG_NAME
+        )
+
+    def other_branches(self) -> dict[str, Head]:
+        """Every branch but ``main`` (readable even when ``main``'s ref is not)."""
+        return {k: v for k, v in self.branches().items() if k != DEFAULT_BRANCH}
+
     @abstractmethod
-    def locked(self) -> contextlib.AbstractContextManager[None]:
+    def locked(self, *, shared: bool = False) -> contextlib.AbstractContextManager[None]:
         """An exclusive section for a read-check-write of refs (and the CAS writes of a
-        commit, so a concurrent gc cannot sweep them before a ref names them)."""
+        commit, so a concurrent gc cannot sweep them before a ref names them); ``shared``
+        for a reader that must not see a writer's half-done work (a gc plan), which
+        works on storage this process cannot write."""
 
     # ---------------------------------------------------------------- branches
     @abstractmethod
@@ -116,18 +139,21 @@ class LocalRefs(RefStore):
     def __repr__(self) -> str:
         return f"LocalRefs({self.path.name!r})"
 
-    def check_writable(self, operation: str) -> None:
+    def check_writable(self, operation: str = "write") -> None:
         require_writable(self.path, operation)
 
     @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        with data_dir_lock(self.path):
+    def locked(self, *, shared: bool = False) -> Iterator[None]:
+        with data_dir_lock(self.path, shared=shared):
             yield
 
     def read_ref(self, branch: str) -> Head | None:
         if branch == DEFAULT_BRANCH:
             return read_head(self.path)
         return read_branches(self.path).get(branch)
+
+    def other_branches(self) -> dict[str, Head]:
+        return read_branches(self.path)
 
     def branches(self) -> dict[str, Head]:
         out: dict[str, Head] = {}

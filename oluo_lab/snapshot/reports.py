@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._html import COLORS, Raw, details, fmt_bytes, kv_table, short_cid, svg_bar, table
+from ..cas import SweepReport
 
 __all__ = ["GcReport", "ManifestDiff", "Problem", "SemanticDiff", "VerifyReport"]
 
@@ -107,7 +108,13 @@ class VerifyReport:
 
 @dataclass(frozen=True)
 class GcReport:
-    """Outcome of ``Lab.gc``: what was (or, dry, would be) deleted and what was kept, why."""
+    """Outcome of ``Lab.gc``: what was (or, dry, would be) deleted and what was kept, why.
+
+    ``store``: what the store's sweep did (a pack store: packs written by repacking,
+    packs deleted, unreferenced packs kept for the grace period). On an object store gc
+    is two-phase: ``tombstoned_books`` were marked for deletion now and
+    ``pending_books`` earlier, both deleted by a later gc once tombstoned for the grace
+    period; ``deleted_*`` count only the books actually removed."""
 
     dry_run: bool
     deleted_books: int
@@ -119,6 +126,13 @@ class GcReport:
     young_bytes: int
     grace_s: float
     temp_files_removed: int = 0
+    store: SweepReport | None = None
+    tombstoned_books: int = 0
+    pending_books: int = 0
+
+    @property
+    def two_phase(self) -> bool:
+        return bool(self.tombstoned_books or self.pending_books)
 
     def to_frame(self):
         import pandas as pd
@@ -134,6 +148,15 @@ class GcReport:
                 "bytes": self.young_bytes,
             }
         )
+        if self.two_phase:
+            rows.append({"reason": "tombstoned now", "books": self.tombstoned_books, "bytes": None})
+            rows.append(
+                {
+                    "reason": "tombstoned, within grace period",
+                    "books": self.pending_books,
+                    "bytes": None,
+                }
+            )
         rows.append(
             {
                 "reason": "deleted" if not self.dry_run else "would delete",
@@ -146,9 +169,21 @@ class GcReport:
     def __repr__(self) -> str:
         verb = "would free" if self.dry_run else "freed"
         kept = sum(self.kept_books.values())
+        tombs = (
+            f", {self.tombstoned_books} tombstoned, {self.pending_books} pending"
+            if self.two_phase
+            else ""
+        )
+        packs = ""
+        if self.store is not None and (self.store.packs_written or self.store.packs_deleted):
+            verb2 = "would write" if self.dry_run else "wrote"
+            packs = (
+                f"; packs: {verb2} {self.store.packs_written}, "
+                f"{'would delete' if self.dry_run else 'deleted'} {self.store.packs_deleted}"
+            )
         return (
             f"GcReport({verb} {self.deleted_books} books / {fmt_bytes(self.deleted_bytes)}, "
-            f"kept {kept} books, {self.young_books} unreachable within grace)"
+            f"kept {kept} books, {self.young_books} unreachable within grace{tombs}{packs})"
         )
 
     def _repr_html_(self) -> str:
@@ -160,6 +195,9 @@ class GcReport:
         rows.append(
             ["unreachable, within grace period", self.young_books, fmt_bytes(self.young_bytes)]
         )
+        if self.two_phase:
+            rows.append(["tombstoned now", self.tombstoned_books, ""])
+            rows.append(["tombstoned, within grace period", self.pending_books, ""])
         rows.append([verb, self.deleted_books, fmt_bytes(self.deleted_bytes)])
         out = table(
             f"gc ({'dry run' if self.dry_run else 'run'}, grace {self.grace_s:g} s)",
@@ -174,6 +212,18 @@ class GcReport:
         ]
         if self.temp_files_removed:
             extra.append(("temp files removed", self.temp_files_removed))
+        sweep = self.store
+        if sweep is not None and (sweep.packs_written or sweep.packs_deleted or sweep.packs_young):
+            would = "to " if self.dry_run else ""
+            extra.append((f"packs {would}write (repacked live books)", sweep.packs_written))
+            extra.append((f"packs {would}delete", sweep.packs_deleted))
+            extra.append(("unreferenced packs within grace period", sweep.packs_young))
+            extra.append(
+                (
+                    "pack bytes freed" if not self.dry_run else "pack bytes to free",
+                    fmt_bytes(sweep.freed_bytes),
+                )
+            )
         return Raw(out + kv_table(None, extra))
 
 

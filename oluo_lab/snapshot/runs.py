@@ -218,7 +218,14 @@ def runs_frame(
     ]
     df = _frame(rows, columns)
     if query:
-        df = df.query(query)
+        try:
+            df = df.query(query)
+        except (NameError, SyntaxError, TypeError, ValueError, KeyError) as exc:
+            # pandas' own errors (UndefinedVariableError is a NameError) name no columns
+            raise ValueError(
+                f"bad runs query {query!r}: {exc} (columns: {', '.join(columns)}; quote "
+                "dotted names in backticks: `params.M`)"
+            ) from exc
     return df
 
 

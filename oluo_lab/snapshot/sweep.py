@@ -3,29 +3,34 @@
 Snapshot layer. The parent process expands the grid, names each point's branch, stores
 the evaluation queries once, and skips points already committed with the same params
 and queries (so a re-executed notebook builds only what is missing). Each remaining
-point is a task :func:`run_point` that an executor may run anywhere the lab's directory
-is reachable: its arguments are plain data (the lab path, the point, the queries CID),
-never an engine; it opens the lab, calls ``build(**point)``, and commits the engine with
-its params and evaluation. Commits of different points go to different branches, so
+point is a task :func:`run_point` that an executor may run anywhere the lab is
+reachable (a shared directory, or an object store): its arguments are plain data (the
+lab's path or URL and store options, the point, the queries CID, the faiss thread
+count), never an engine; it opens the lab, calls ``build(**point)`` and commits the
+engine with its params and evaluation, with the task's faiss threads. With a
+``dask.distributed`` client as the executor the tasks run on its workers (each worker
+process starts with one OpenMP thread; the task sets its own count) and are submitted
+with ``pure=False``, so Dask never reuses an earlier result of an identical task. Commits of different points go to different branches, so
 they never conflict, and the same point gives the same commit id whichever process ran
 it (the commit id depends only on the build, its params and the evaluation).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._progress import progress_bar
 from ..cas import CID, ingest
+from ..engine._faiss_native import faiss_threads
 from .branches import check_branch_name
-from .evaluation import EvalSpec, as_spec, encode_queries, load_queries
+from .evaluation import DEFAULT_EF_SEARCH, EvalSpec, as_spec, encode_queries, load_queries
 from .manifest import canonical_value
 
 if TYPE_CHECKING:
@@ -72,9 +77,13 @@ def branch_for(prefix: str, point: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class SweepTask:
-    """One point's task: plain, picklable data."""
+    """One point's task: plain, picklable data (``options``: the object store's, when
+    the lab is on one; ``threads``: faiss threads for the build and the evaluation,
+    None to leave the process's setting)."""
 
     lab: str
+    options: dict[str, Any]
+    threads: int | None
     branch: str
     point: dict[str, Any]
     params: dict[str, Any]
@@ -91,32 +100,54 @@ def run_point(build: Callable[..., Any], task: SweepTask) -> str:
     Runs in any process (the lab is opened from ``task.lab``)."""
     from .lab import Lab
 
-    lab = Lab.open(task.lab, compact_threshold=task.compact_threshold)
-    engine = build(**task.point)
-    evaluate = None
-    if task.queries is not None:
-        queries = load_queries(lab.store, CID.parse(task.queries))
-        evaluate = EvalSpec(queries, task.k, task.ef_search, task.timings)
-    snap = lab.commit(
-        engine,
-        task.note,
-        branch=task.branch,
-        params=task.params,
-        evaluate=evaluate,
-        progress=False,
-    )
+    lab = Lab.open(task.lab, compact_threshold=task.compact_threshold, **task.options)
+    threads = contextlib.nullcontext() if task.threads is None else faiss_threads(task.threads)
+    with threads:
+        engine = build(**task.point)
+        evaluate = None
+        if task.queries is not None:
+            queries = load_queries(lab.store, CID.parse(task.queries))
+            evaluate = EvalSpec(queries, task.k, task.ef_search, task.timings)
+        snap = lab.commit(
+            engine,
+            task.note,
+            branch=task.branch,
+            params=task.params,
+            evaluate=evaluate,
+            progress=False,
+        )
     return snap.cid.hex
+
+
+def _same_evaluation(recorded: Mapping[str, Any] | None, task: SweepTask) -> bool:
+    """Does a head's recorded evaluation answer the task's (same queries and k, and every
+    ef_search the task asks for)?"""
+    if task.queries is None or not recorded:
+        return task.queries is None and not recorded
+    efs = {int(ef) for ef, _ in recorded.get("recall", [])}
+    return (
+        CID.from_bytes(recorded["queries"]).hex == task.queries
+        and recorded.get("k") == task.k
+        and set(task.ef_search or DEFAULT_EF_SEARCH) <= efs
+    )
+
+
+def _submit(executor: Any, task: SweepTask, build: Callable[..., Any]) -> Any:
+    """``executor.submit(run_point, build, task)``; a Dask client gets ``pure=False`` so
+    that it never answers a task (its timings, say) from a result it computed before."""
+    if type(executor).__module__.split(".")[0] == "distributed":
+        return executor.submit(run_point, build, task, pure=False)
+    return executor.submit(run_point, build, task)
 
 
 def _done(lab: Lab, task: SweepTask) -> CID | None:
     """The head of the task's branch when it already holds this point (same params and
-    evaluation queries), else None."""
+    evaluation), else None."""
     head = lab.refs.read_ref(task.branch)
     if head is None:
         return None
     m = lab.view().manifest(head.cid)
-    recorded = None if not m.evaluation else CID.from_bytes(m.evaluation["queries"]).hex
-    if dict(m.params) == task.params and recorded == task.queries:
+    if dict(m.params) == task.params and _same_evaluation(m.evaluation, task):
         return head.cid
     return None
 
@@ -131,6 +162,7 @@ def run_sweep(
     prefix: str,
     note: str,
     progress: bool,
+    threads: int | None = None,
 ):
     """See :meth:`Lab.sweep`."""
     import pandas as pd
@@ -152,7 +184,9 @@ def run_sweep(
             raise ValueError(f"params {overlap} are both fixed and swept")
         tasks.append(
             SweepTask(
-                lab=str(Path(lab.path)),
+                lab=lab.location,
+                options=dict(lab.store_options),
+                threads=threads,
                 branch=branch_for(prefix, point),
                 point=point,
                 params={**fixed, **point},
@@ -184,8 +218,9 @@ def run_sweep(
             todo.append(task)
     if taken:
         raise ValueError(
-            f"branches {taken} already hold runs with other params or evaluation queries; "
-            "sweep into new branches (prefix='...') or delete those (lab.delete_branch)"
+            f"branches {taken} already hold runs with other params or evaluation (queries, "
+            "k, ef_search); sweep into new branches (prefix='...') or delete those "
+            "(lab.delete_branch)"
         )
     with progress_bar(progress, total=len(tasks), desc="sweep", unit="run") as bar:
         bar.update(len(tasks) - len(todo))
@@ -196,7 +231,7 @@ def run_sweep(
                 status[task.branch] = "committed"
                 bar.update(1)
         else:
-            futures = [(task, executor.submit(run_point, build, task)) for task in todo]
+            futures = [(task, _submit(executor, task, build)) for task in todo]
             for task, future in futures:
                 future.result()
                 status[task.branch] = "committed"

@@ -1,6 +1,8 @@
 """``Lab.verify``: check everything reachable, like ``restic check``.
 
-Snapshot layer: reads the head, tags and refs log, every reachable manifest and book,
+Snapshot layer: reads the refs (head, branches, tags) and the commit log through the
+lab's :class:`~oluo_lab.snapshot.refs.RefStore` (local files or objects), every
+reachable manifest and book,
 runs the store's own check (``BookStore.check``: packs, trailers, index files), and
 rebuilds every retained engine; it writes nothing and reports what it finds as
 :class:`~oluo_lab.snapshot.reports.Problem` rows instead of raising. A generation whose
@@ -19,14 +21,12 @@ from .. import _io
 from ..cas import CID, BookStore, ContentError
 from . import refs_log
 from .base_cache import BASE_NAME
-from .branches import BRANCHES_NAME, DEFAULT_BRANCH, read_branches
+from .branches import DEFAULT_BRANCH
 from .errors import OluoPersistError
-from .head import HEAD_NAME, read_head
 from .history import Generation, generation_books, payload_collected, walk_history
 from .index_codec import decode_index
 from .persist import restore_engine
 from .reports import Problem, VerifyReport
-from .tags import TAGS_NAME
 
 if TYPE_CHECKING:
     from ..engine import OluoEngine
@@ -59,7 +59,10 @@ def verify_lab(lab: Lab, sample: int = 32, bar: Any = None) -> VerifyReport:
     ``bar`` (a tqdm-like progress bar or None) advances by the bytes of each book read."""
     tally = _Tally()
     roots = _roots(lab, tally)
-    retired = refs_log.retired(lab.path)
+    try:
+        retired = set(refs_log.retired_times(None, lab.refs.records()))
+    except OluoPersistError:
+        retired = set()
     seen: set[CID] = set()
     for root, label in roots:
         try:
@@ -70,7 +73,7 @@ def verify_lab(lab: Lab, sample: int = 32, bar: Any = None) -> VerifyReport:
                 _verify_generation(lab, gen, retired, sample, tally, bar)
         except _FAILURES as exc:
             tally.error(type(exc).__name__, root.hex, None, f"{label}: {exc}")
-    if roots and roots[0][1] == "head" and tally.checked:
+    if roots and roots[0][1] == "head" and tally.checked and lab.path is not None:
         with contextlib.suppress(*_FAILURES):
             _check_base_cache(lab, tally.problems)  # (a damaged head manifest is reported above)
     return _report(lab.store, tally)
@@ -79,21 +82,22 @@ def verify_lab(lab: Lab, sample: int = 32, bar: Any = None) -> VerifyReport:
 def _roots(lab: Lab, tally: _Tally) -> list[tuple[CID, str]]:
     """The head, every other branch and every tag, labelled; an unreadable head,
     branches or tags file is an error."""
+    refs = lab.refs
     roots: list[tuple[CID, str]] = []
     try:
-        head = read_head(lab.path)
+        head = refs.read_ref(DEFAULT_BRANCH)
         if head is not None:
             roots.append((head.cid, "head"))
     except OluoPersistError as exc:
-        tally.error("head", HEAD_NAME, None, str(exc))
+        tally.error("head", refs.where("head"), None, str(exc))
     try:
-        roots.extend((h.cid, f"branch {name}") for name, h in read_branches(lab.path).items())
+        roots.extend((h.cid, f"branch {name}") for name, h in refs.other_branches().items())
     except OluoPersistError as exc:
-        tally.error("branches", BRANCHES_NAME, None, str(exc))
+        tally.error("branches", refs.where("branches"), None, str(exc))
     try:
-        roots.extend((cid, f"tag {name}") for name, cid in lab.tags().items())
+        roots.extend((cid, f"tag {name}") for name, cid in refs.tags().items())
     except OluoPersistError as exc:
-        tally.error("tags", TAGS_NAME, None, str(exc))
+        tally.error("tags", refs.where("tags"), None, str(exc))
     return roots
 
 
@@ -187,6 +191,7 @@ def _self_search(engine: OluoEngine, sample: int, cid: CID, g: int, problems: li
 
 def _check_base_cache(lab: Lab, problems: list[Problem]) -> None:
     """A warning when the base cache does not hold the head's index (a load rebuilds it)."""
+    assert lab.path is not None
     head = lab.head(DEFAULT_BRANCH)
     try:
         data = _io.read_file(lab.path / BASE_NAME)

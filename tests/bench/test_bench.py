@@ -214,7 +214,7 @@ def test_pareto_and_ratios():
         [f, pd.DataFrame({"library": ["faiss"], "index": ["f"], "recall": [0.90], "qps": [700.0]})]
     )
     assert len(pareto_frontier(dominated)) == 6
-    r = ratios_at_recall(f).set_index("recall_target")
+    r = ratios_at_recall(f, interpolate=False).set_index("recall_target")
     assert r.loc[0.90, "ratio"] == pytest.approx(900 / 800)
     assert r.loc[0.95, "ratio"] == pytest.approx(500 / 600)
     assert r.loc[0.99, "ratio"] == pytest.approx(100 / 50)
@@ -245,7 +245,7 @@ def test_ratios_interpolated_on_the_frontier():
     w = (0.95 - 0.94) / (0.98 - 0.94)
     assert s[("faiss", "f")] == pytest.approx(np.exp((1 - w) * np.log(800) + w * np.log(500)))
     # the grid reading takes the best row at or above the target
-    assert qps_at_recall(f, 0.95)[("oluo_lab", "e")] == 400.0
+    assert qps_at_recall(f, 0.95, interpolate=False)[("oluo_lab", "e")] == 400.0
     # no point below the target: no extrapolation; none above: NaN
     assert qps_at_recall(f, 0.85, interpolate=True)[("faiss", "f")] == 800.0
     assert np.isnan(qps_at_recall(f, 0.9995, interpolate=True)[("oluo_lab", "e")])

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import errno
+import os
 import pickle
+import threading
+import time
 from pathlib import Path
 
 import cbor2
@@ -22,18 +25,21 @@ from oluo_lab.cas import (
     DirStore,
     PackStore,
     StoreIOError,
+    _packbatch,
     convert_to_packs,
     ingest,
     open_store,
     reassemble,
     store_kind,
 )
+from oluo_lab.cas import packs as packs_module
 from oluo_lab.cas._packfile import (
     ENTRY_LEN,
     FOOTER_LEN,
     Entry,
     PackRef,
     decode_index,
+    decode_tombstones,
     decode_trailer,
     encode_index,
     encode_trailer,
@@ -154,6 +160,53 @@ def test_same_puts_same_packs_and_index(tmp_path):
     assert len(_files(tmp_path / "a", "packs")) == 7  # ~1.2 MB at a 200 kB target
 
 
+def test_a_book_put_again_while_the_appender_moves_it_is_packed_once(tmp_path):
+    """``book in batch`` asked while the appender thread moves the book from queued to
+    placed (held open here) must not answer no: the book would be packed twice, and a
+    pack (and index) listing a CID twice is unreadable."""
+    store = PackStore(tmp_path / "s")
+    data = xof(b"big", 1 << 20)  # one whole group: it goes to the encoder at once
+    with store.batch():
+        batch = store._batch
+        encode = batch._encode
+        batch._encode = lambda group: time.sleep(0.2) or encode(group)
+
+        caller = threading.current_thread()
+
+        class Placed(dict):
+            def __contains__(self, cid):  # the caller's answer waits for the appender
+                here = dict.__contains__(self, cid)
+                deadline = time.monotonic() + 10
+                while (
+                    threading.current_thread() is caller
+                    and not here
+                    and cid in batch._queued
+                    and time.monotonic() < deadline
+                ):
+                    if dict.__contains__(self, cid) and cid not in batch._queued:
+                        break
+                    time.sleep(0.005)
+                return here
+
+        batch._placed = Placed()
+        cid = store.put(data)
+        assert store.put(data) == cid
+    fresh = PackStore(tmp_path / "s")
+    assert fresh.check() and fresh.get(cid) == data and len(fresh) == 1
+
+
+def test_a_book_queued_twice_is_packed_once(tmp_path):
+    """Puts of one book racing on two threads may both queue it: the appender packs it once."""
+    store = PackStore(tmp_path / "s")
+    data = b"twice " * 1000
+    with store.batch():
+        cid = CID.for_book(data)
+        store._batch.add(cid, data)
+        store._batch.add(cid, data)
+    fresh = PackStore(tmp_path / "s")
+    assert fresh.check() and fresh.get(cid) == data and len(fresh) == 1
+
+
 def test_packs_split_at_the_target_and_reopen(tmp_path):
     store = PackStore(tmp_path / "s", target_pack_size=300_000)
     data = xof(b"big", 3_000_000)
@@ -206,6 +259,23 @@ def test_the_same_book_twice_in_one_read(tmp_path):
     a, b = bytearray(cid.size), bytearray(cid.size)
     store.get_many_into([(cid, memoryview(a)), (cid, memoryview(b))])
     assert bytes(a) == bytes(b) == b"twice " * 100
+
+
+def test_two_index_files_naming_one_record_for_two_books_never_share_the_bytes(tmp_path):
+    """Index files at odds (a second one names book Y at book X's record): a read of both
+    verifies each against its own CID; Y must never come back holding X's bytes."""
+    store = PackStore(tmp_path / "s")
+    x = store.put(xof(b"x", 5000))
+    y = CID.for_book(xof(b"y", 5000))  # same size, never stored
+    pid, e = store._view.loc[x]
+    data = encode_index([PackRef(pid, store._view.sizes[pid], (Entry(y, e.offset, e.length),))])
+    store.backend.put_create(f"index/{file_id(data)}.oli", data)
+    fresh = PackStore(tmp_path / "s")
+    a, b = bytearray(5000), bytearray(5000)
+    with pytest.raises(CorruptBook) as info:
+        fresh.get_many_into([(x, memoryview(a)), (y, memoryview(b))])
+    assert info.value.cid == y and bytes(a) == xof(b"x", 5000)
+    assert [p.cid for p in fresh.check().problems] == [y]
 
 
 def test_a_reader_follows_a_repack_by_another_store_object(tmp_path):
@@ -295,6 +365,47 @@ def test_a_book_put_again_after_a_sweep_is_found(tmp_path):
     assert x in PackStore(tmp_path / "s") and PackStore(tmp_path / "s").get(x) == b"x" * 3000
 
 
+def test_a_sweep_split_into_index_files_never_supersedes_one_it_writes(tmp_path, monkeypatch):
+    """A large index is written as several files, only the last naming what it supersedes;
+    an earlier one with the content of a live file must not take that file's name (the last
+    one would then supersede it, and hide its books)."""
+    monkeypatch.setattr(packs_module, "_INDEX_ENTRIES_MAX", 2)
+    store = PackStore(tmp_path / "s", small_pack_size=0)
+    cids = [store.put(xof(bytes([i]), 3000)) for i in range(6)]  # six packs
+    by_pack = sorted(cids, key=lambda c: store._view.loc[c][0])
+    store.sweep([by_pack[-1]], grace_s=0)  # index files of packs {0, 1}, {2, 3}, {4}
+    store.sweep([by_pack[-2]], grace_s=0)  # {0, 1} again, then {2, 3} superseding the rest
+    assert sorted(store) == sorted(by_pack[:-2])
+    fresh = PackStore(tmp_path / "s")
+    assert sorted(fresh) == sorted(by_pack[:-2]) and fresh.check()
+    assert all(fresh.get(c) == xof(bytes([cids.index(c)]), 3000) for c in by_pack[:-2])
+
+
+def test_a_sweep_stopped_between_two_of_its_index_files_hides_no_book(tmp_path, monkeypatch):
+    monkeypatch.setattr(packs_module, "_INDEX_ENTRIES_MAX", 2)
+    store = PackStore(tmp_path / "s", small_pack_size=0)
+    cids = [store.put(xof(bytes([i]), 3000)) for i in range(6)]
+    by_pack = sorted(cids, key=lambda c: store._view.loc[c][0])
+    add_index, calls = PackStore._add_index, []
+
+    def fail_second(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(errno.EIO, "Input/output error")
+        return add_index(self, *a, **k)
+
+    monkeypatch.setattr(PackStore, "_add_index", fail_second)
+    with pytest.raises(OSError):
+        store.sweep([by_pack[-1]], grace_s=0)
+    monkeypatch.setattr(PackStore, "_add_index", add_index)
+    fresh = PackStore(tmp_path / "s", small_pack_size=0)
+    assert sorted(fresh) == sorted(cids) and fresh.check()  # the old index is still live
+    fresh.sweep([by_pack[-1]], grace_s=0)  # its first index file has the content of one live
+    again = PackStore(tmp_path / "s")
+    assert sorted(again) == sorted(by_pack[:-1]) and again.check()
+    assert again.check().info["unreferenced_packs"] == 0
+
+
 def test_delete_takes_a_book_out_of_the_index_only(tmp_path):
     store = PackStore(tmp_path / "s")
     with store.batch():
@@ -303,6 +414,19 @@ def test_delete_takes_a_book_out_of_the_index_only(tmp_path):
     assert a not in store and store.get(b) == b"b" * 100
     assert len(_pack_names(store)) == 1  # the bytes stay until a sweep repacks
     assert store.check().info["unused_bytes"] > 0
+
+
+def test_sweep_stops_with_a_typed_error_at_a_missing_pack_it_must_rewrite(tmp_path):
+    store = PackStore(tmp_path / "s")  # three small packs: a sweep merges them
+    cids = [store.put(xof(bytes([i]), 3000)) for i in range(3)]
+    pid = store._view.loc[cids[0]][0]
+    (tmp_path / "s" / "packs" / f"{pid}.olp").unlink()
+    before = _files(tmp_path / "s", "index")
+    with pytest.raises(CorruptStoreFile) as info:
+        store.sweep([cids[1]], grace_s=0)
+    assert info.value.name == f"packs/{pid}.olp" and "missing" in str(info.value)
+    assert _files(tmp_path / "s", "index") == before and cids[1] in store
+    assert store.get(cids[2]) == xof(bytes([2]), 3000)
 
 
 def test_sweep_refuses_inside_a_batch(tmp_path):
@@ -485,6 +609,12 @@ def test_open_store_picks_the_kind_on_disk(tmp_path):
     with pytest.raises(ValueError):
         open_store(tmp_path / "x", kind="zip")
     assert isinstance(open_store(f"file://{tmp_path / 'u'}"), PackStore)
+    assert (tmp_path / "u" / "oluo-cas-format").read_text() == "oluo-cas 2\n"
+    cid = open_store(tmp_path / "d").put(b"in a directory store")
+    by_url = open_store(f"file://{tmp_path / 'd'}")  # the store there, not a new one
+    assert isinstance(by_url, DirStore) and by_url.get(cid) == b"in a directory store"
+    assert isinstance(open_store(f"file://{tmp_path / 'd2'}", kind="dir"), DirStore)
+    assert (tmp_path / "d2" / "oluo-cas-format").read_text() == "oluo-cas 1\n"
     (tmp_path / "legacy" / "books").mkdir(parents=True)  # book files, no marker
     assert store_kind(tmp_path / "legacy") == "dir"
     with pytest.raises(ContentError, match="not a pack store"):
@@ -544,6 +674,27 @@ def test_convert_finishes_after_the_switch(tmp_path):
     assert not (tmp_path / "t" / "books").exists()
 
 
+def test_a_read_back_racing_the_publish_of_its_pack(tmp_path, monkeypatch):
+    """A book put in a batch may be read back on one thread while the I/O thread publishes
+    its pack and closes the temp file: the read must not use the closed descriptor."""
+    backend = PackStore(tmp_path / "s").backend
+    sink = backend.new_sink("packs")
+    sink.append(b"x" * 100)
+    pread = _io.pread_into
+    publishing = threading.Thread(target=sink.publish, args=("packs/p.olp",))
+
+    def publish_meanwhile(fd, buf, offset):
+        publishing.start()
+        publishing.join(0.5)  # done by now, unless it waits for this read
+        return pread(fd, buf, offset)
+
+    monkeypatch.setattr(_io, "pread_into", publish_meanwhile)
+    assert sink.read(10, 5) == b"x" * 5
+    publishing.join()
+    monkeypatch.undo()
+    assert sink.read(10, 5) == b"x" * 5 and (tmp_path / "s" / "packs" / "p.olp").exists()
+
+
 def test_os_errors_are_typed_and_name_file_and_operation(tmp_path, monkeypatch):
     store = PackStore(tmp_path / "s")
     before = _files(tmp_path / "s", "index"), _files(tmp_path / "s", "packs")
@@ -566,6 +717,29 @@ def test_os_errors_are_typed_and_name_file_and_operation(tmp_path, monkeypatch):
     with pytest.raises(StoreIOError) as info:
         PackStore(tmp_path / "f" / "s")
     assert (info.value.op, info.value.name) == ("open", "oluo-cas-format")
+
+
+@pytest.mark.parametrize("where", ["header", "trailer"])
+def test_a_pack_that_fails_to_start_or_seal_leaves_no_descriptor_or_temp_file(
+    tmp_path, monkeypatch, where
+):
+    store = PackStore(tmp_path / "s")
+    fds = len(os.listdir("/proc/self/fd"))
+
+    def enospc(*a):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if where == "header":  # the pack's first write
+        monkeypatch.setattr(_io, "write_all", enospc)
+    else:
+        monkeypatch.setattr(_packbatch, "encode_trailer", enospc)
+    with pytest.raises(OSError) as info:
+        store.put(b"x" * 5000)
+    assert info.value.errno == errno.ENOSPC
+    assert len(os.listdir("/proc/self/fd")) == fds
+    assert not list((tmp_path / "s" / "packs").iterdir())
+    monkeypatch.undo()
+    assert store.get(store.put(b"x" * 5000)) == b"x" * 5000
 
 
 def test_bad_arguments(tmp_path):
@@ -601,12 +775,51 @@ def test_s3_two_writers_of_the_same_batch(s3):
 
 
 def test_s3_sweep_and_check(s3):
-    store = PackStore(s3.url("sweep"), **s3.options)
+    store = PackStore(s3.url("sweep"), two_phase=False, **s3.options)
     cids = [store.put(xof(bytes([i]), 4000)) for i in range(4)]
     rep = store.sweep(cids[:1], grace_s=0)
     assert rep.packs_written == 1 and rep.packs_deleted == 4
     assert sorted(store) == sorted(cids[1:]) and store.check()
     assert [i.name for i in store.backend.list("index")] == [f"{store._view.live[0]}.oli"]
+
+
+def test_s3_sweep_is_two_phase_tombstones_first_and_writers_revive(s3, tmp_path):
+    url = s3.url("two-phase")
+    store = PackStore(url, **s3.options)
+    assert store.two_phase and not PackStore(tmp_path / "local").two_phase
+    cids = [store.put(xof(bytes([i]), 4000)) for i in range(4)]
+    first = store.sweep(cids[:2], grace_s=0)
+    # phase 1: tombstones only; the books stay readable until a later sweep
+    assert (first.tombstoned, first.pending, first.books) == (2, 0, 0)
+    assert sorted(store) == sorted(cids) and store.get(cids[0]) == xof(bytes([0]), 4000)
+    assert store.tombstoned() == set(cids[:2]) == PackStore(url, **s3.options).tombstoned()
+    assert not store.reusable(cids[0]) and store.reusable(cids[2]) and store.has(cids[0])
+    [tomb] = store.backend.list("tombstones")
+    assert decode_tombstones("t", store.backend.read(f"tombstones/{tomb.name}")) == {
+        store._view.loc[c][0]: (c,) for c in cids[:2]
+    }
+    # a writer needing a tombstoned book puts it again (a new pack), which revives it
+    writer = PackStore(url, **s3.options)
+    packs = len(writer.backend.list("packs"))
+    assert writer.put(xof(bytes([0]), 4000)) == cids[0]
+    assert len(writer.backend.list("packs")) == packs + 1
+    assert store.tombstoned() == {cids[1]}
+    # the new pack holds a nonce book (garbage for a later gc) besides the copy: a pack
+    # of only the same records again would have the old pack's name (and its tombstone)
+    [nonce] = set(store) - set(cids)
+    assert store.get(nonce).startswith(b"oluo-pack-nonce ")
+    # phase 2 waits for the grace period, then removes what is still tombstoned and doomed
+    waiting = store.sweep(cids[1:2], grace_s=3600)
+    assert (waiting.books, waiting.pending, waiting.tombstoned) == (0, 1, 0)
+    done = store.sweep(cids[1:2], grace_s=0)
+    assert done.books == 1 and cids[1] not in store and cids[0] in store
+    assert store.check() and sorted(store) == sorted([cids[0], *cids[2:], nonce])
+    # a revived book doomed again starts over: tombstoned now, removed by the next sweep
+    again = store.sweep([cids[0], nonce], grace_s=0)
+    assert (again.books, again.tombstoned) == (0, 2) and cids[0] in store
+    assert store.sweep([cids[0], nonce], grace_s=0).books == 2 and cids[0] not in store
+    assert store.sweep([], grace_s=0).tombstoned == 0 and not store.backend.list("tombstones")
+    assert store.check() and sorted(store) == sorted(cids[2:])
 
 
 def test_s3_bad_inputs_change_nothing(s3):

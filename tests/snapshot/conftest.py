@@ -1,1 +1,1 @@
-from snap_helpers import engine_and_vectors, lab_dir  # noqa: F401
+from snap_helpers import engine_and_vectors, lab_dir, make_lab  # noqa: F401

@@ -48,3 +48,39 @@ def build_for_sweep(M: int, ef_construction: int, **_: object) -> OluoEngine:
     )
     eng.add(x, ids=[f"s{i}" for i in range(len(x))])
     return eng
+
+
+#: where the Lab tests run: a local directory, and a bucket on the moto S3 server
+LAB_KINDS = ("local", "s3")
+
+
+def new_lab(kind: str, tmp_path, request, name: str = "lab", **options):
+    """A new lab of ``kind``: ``tmp_path/name``, or a fresh prefix on the session's moto
+    server (the ``s3`` fixture, started on first use)."""
+    from oluo_lab.snapshot import Lab
+
+    if kind == "local":
+        return Lab(tmp_path / name, **options)
+    s3 = request.getfixturevalue("s3")
+    return Lab(s3.url(name), **s3.options, **options)
+
+
+@pytest.fixture(params=LAB_KINDS)
+def make_lab(request, tmp_path):
+    """``make_lab(name="lab")``: a new lab, locally and on S3 (``make_lab.kind``)."""
+
+    def make(name: str = "lab", **options):
+        return new_lab(request.param, tmp_path, request, name, **options)
+
+    make.kind = request.param
+    return make
+
+
+def build_with_two_threads(M: int, ef_construction: int, **params: object) -> OluoEngine:
+    """``build_for_sweep``, refusing to run unless the task set faiss to 2 threads (a Dask
+    worker process starts with 1)."""
+    import faiss
+
+    if faiss.omp_get_max_threads() != 2:
+        raise RuntimeError(f"faiss runs {faiss.omp_get_max_threads()} threads here, not 2")
+    return build_for_sweep(M, ef_construction, **params)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from snap_helpers import DIM
 
-from oluo_lab.cas import CID
+from oluo_lab.cas import CID, PackStore
 from oluo_lab.engine import OluoEngine
 from oluo_lab.snapshot import GcPlan, Lab, plan_gc, refs_log
 from oluo_lab.testing.damage import age_books
@@ -65,11 +65,22 @@ def test_dry_run_reports_the_plan_and_execution_deletes_exactly_its_doomed_books
     plan = _plan(lab)
     assert plan.doomed  # the old orphan and the payloads of retired generation 2
     dry = lab.gc(grace_s=3600.0, keep_last=2, progress=False)
-    assert dry == plan.report(dry_run=True)
+    assert dry == plan.report(dry_run=True, store=dry.store)
+    assert dry.store.dry_run and dry.store.books == len(plan.doomed)
     before = set(lab.store)
     real = lab.gc(dry_run=False, grace_s=3600.0, keep_last=2, progress=False)
     assert before - set(lab.store) == set(plan.doomed)
-    assert real == plan.report(dry_run=False, temp_files_removed=real.temp_files_removed)
+    assert real == plan.report(
+        dry_run=False, temp_files_removed=real.temp_files_removed, store=real.store
+    )
+    # what the store's sweep did is reported, and what the dry run said it would do
+    assert not real.store.dry_run and real.store.books == len(plan.doomed)
+    assert (real.store.packs_written, real.store.packs_deleted) == (
+        dry.store.packs_written,
+        dry.store.packs_deleted,
+    )
+    if isinstance(lab.store, PackStore):
+        assert real.store.packs_deleted > 0 and "packs: wrote" in repr(real)
     assert refs_log.retired(lab.path) == set(plan.retire)
     after = _plan(lab)
     assert after.doomed == () and after.retire == ()  # nothing left to do

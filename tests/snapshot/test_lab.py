@@ -33,9 +33,19 @@ def _vectors(n: int, seed: int) -> np.ndarray:
 
 
 @pytest.fixture
-def history(tmp_path):
-    """Five generations: add 300, add 100, delete 50, re-add 20 with new vectors, add 60."""
-    lab = Lab(tmp_path / "lab")
+def history(make_lab):
+    """Five generations: add 300, add 100, delete 50, re-add 20 with new vectors, add 60;
+    in a local lab and in a lab on S3 (moto)."""
+    return _history(make_lab())
+
+
+@pytest.fixture
+def local_history(tmp_path):
+    """The same history in a local lab (tests of its files)."""
+    return _history(Lab(tmp_path / "lab"))
+
+
+def _history(lab: Lab):
     eng = OluoEngine(DIM, compact_threshold=10_000, M=8, ef_construction=40, ef_search=64)
     x = _vectors(300, 0)
     eng.add(x, ids=[f"w{i}" for i in range(300)], metadata=[{"i": i} for i in range(300)])
@@ -196,8 +206,8 @@ def test_verify_warns_that_unreachable_is_approximate_when_a_generation_cannot_b
     assert clean == []  # the other generations still verify
 
 
-def test_verify_names_a_corrupt_head(history):
-    lab, _, _ = history
+def test_verify_names_a_corrupt_head(local_history):
+    lab, _, _ = local_history
     (lab.path / HEAD_NAME).write_text("{broken")
     report = lab.verify()
     assert not report and report.errors[0].where == HEAD_NAME
@@ -215,8 +225,8 @@ def test_verify_names_a_corrupt_head(history):
     assert back.generation == 4 and back.seq == 6
 
 
-def test_repair_head_to_an_explicit_generation_after_the_head_is_lost(history):
-    lab, _, snaps = history
+def test_repair_head_to_an_explicit_generation_after_the_head_is_lost(local_history):
+    lab, _, snaps = local_history
     (lab.path / HEAD_NAME).unlink()
     assert lab.head() is None
     assert lab.repair_head(3).cid == snaps[2].cid
@@ -227,8 +237,8 @@ def _age_all_books(lab: Lab, seconds: float) -> None:
     age_books(lab.store, list(lab.store), seconds)
 
 
-def test_gc_never_deletes_reachable_books_and_sweeps_orphans(history):
-    lab, _, snaps = history
+def test_gc_never_deletes_reachable_books_and_sweeps_orphans(local_history):
+    lab, _, snaps = local_history
     orphan = lab.store.put(b"an orphan book nobody references")
     dry = lab.gc()
     assert dry.dry_run and dry.deleted_books == 0 and dry.young_books == 1  # within grace
@@ -243,8 +253,8 @@ def test_gc_never_deletes_reachable_books_and_sweeps_orphans(history):
         assert len(lab.checkout(s.generation)) == s.entries
 
 
-def test_gc_keep_last_retires_old_payloads_but_keeps_log_and_tags(history):
-    lab, _, snaps = history
+def test_gc_keep_last_retires_old_payloads_but_keeps_log_and_tags(local_history):
+    lab, _, snaps = local_history
     lab.tag("first", 1)
     _age_all_books(lab, 7200)
     report = lab.gc(dry_run=False, keep_last=2)
@@ -263,8 +273,8 @@ def test_gc_keep_last_retires_old_payloads_but_keeps_log_and_tags(history):
         lab.diff(3, 5)
 
 
-def test_head_file_is_canonical_json(history):
-    lab, _, snaps = history
+def test_head_file_is_canonical_json(local_history):
+    lab, _, snaps = local_history
     doc = json.loads((lab.path / HEAD_NAME).read_text())
     assert doc == {"generation": 5, "head": snaps[-1].cid.hex, "version": 1}
     assert CID.parse(doc["head"]) == snaps[-1].cid

@@ -32,6 +32,7 @@ from oluo_lab.snapshot import (
     ParamConflict,
     PersistIOError,
     RefExists,
+    is_lab,
     persist_snapshot,
 )
 
@@ -134,8 +135,8 @@ def test_a_fresh_engine_on_a_branch_that_has_commits_is_refused_without_changes(
     assert lab.log("m16")["#"].tolist() == [3, 2] and lab.log("main")["#"].tolist() == [1]
 
 
-def test_checkout_of_a_branch_switches_head_and_commits_continue_it(tmp_path):
-    lab = Lab(tmp_path / "lab")
+def test_checkout_of_a_branch_switches_head_and_commits_continue_it(make_lab):
+    lab = make_lab()
     base = lab.commit(_engine(), progress=False)
     lab.branch("exp")
     assert lab.resolve("exp").cid == base.cid
@@ -164,8 +165,8 @@ def test_checkout_of_a_branch_switches_head_and_commits_continue_it(tmp_path):
         lab.delete_branch("main")
 
 
-def test_a_stale_engine_is_refused_and_says_what_to_do(tmp_path):
-    lab = Lab(tmp_path / "lab")
+def test_a_stale_engine_is_refused_and_says_what_to_do(make_lab):
+    lab = make_lab()
     lab.commit(_engine(), progress=False)
     a, b = lab.checkout("main"), lab.checkout("main")
     a.add(_vectors(3, 1), ids=["a0", "a1", "a2"])
@@ -263,8 +264,8 @@ def _oracle_recall(eng: ol.OluoEngine, queries: np.ndarray, k: int, ef: int) -> 
     return sum(len(set(f) & set(t)) for f, t in pairs) / truth.size
 
 
-def test_evaluation_is_recorded_against_exact_truth_and_stored_once(tmp_path):
-    lab = Lab(tmp_path / "lab")
+def test_evaluation_is_recorded_against_exact_truth_and_stored_once(make_lab):
+    lab = make_lab()
     eng = _engine(400, M=4, ef_construction=8)
     queries = _vectors(30, 11)
     snap = lab.commit(eng, evaluate=EvalSpec(queries, k=5, ef_search=[2, 8, 32]), progress=False)
@@ -334,8 +335,8 @@ def test_diff_uses_the_recorded_queries_and_names_its_fallback(tmp_path):
 # ----------------------------------------------------------------------------- tables
 
 
-def test_runs_compare_and_query(tmp_path):
-    lab = Lab(tmp_path / "lab")
+def test_runs_compare_and_query(make_lab):
+    lab = make_lab()
     q = _vectors(20, 5)
     for m in (4, 8):
         lab.commit(
@@ -382,8 +383,8 @@ def test_plot_recall_qps_of_lab_commits(tmp_path):
 # ----------------------------------------------------------------------------- sweeps
 
 
-def test_sweep_commits_each_point_on_its_branch_and_a_rerun_skips_them(tmp_path):
-    lab = Lab(tmp_path / "lab")
+def test_sweep_commits_each_point_on_its_branch_and_a_rerun_skips_them(make_lab):
+    lab = make_lab()
     grid = {"M": [4, 8], "ef_construction": [16, 32]}
     runs = lab.sweep(build_for_sweep, grid, evaluate=SWEEP_QUERIES, params={"data": "synthetic"})
     assert runs["branch"].tolist() == [
@@ -501,8 +502,12 @@ def test_open_and_read_only_commands_create_nothing_on_a_non_lab(tmp_path, capsy
     assert not (tmp_path / "no").exists()
     Lab(missing, parents=True)
     assert Lab.open(missing).path == missing
-    with pytest.raises(PersistIOError, match="object stores"):
-        Lab("s3://bucket/lab")
+    # the same on an object store: opening a prefix that holds no lab creates nothing
+    with pytest.raises(NotALab, match="oluo-lab-format"):
+        Lab.open("memory://non-lab/here")
+    assert main(["log", "memory://non-lab/here"]) == 2
+    assert "not a lab" in capsys.readouterr().err
+    assert not is_lab("memory://non-lab/here")
 
 
 def test_cli_runs_compare_branch_json_csv_and_pipes(tmp_path, capsys):

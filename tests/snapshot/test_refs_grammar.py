@@ -50,8 +50,8 @@ def _engine(seed: int, n: int = 12) -> OluoEngine:
     return eng
 
 
-def test_resolution_errors_list_candidates(tmp_path):
-    lab = Lab(tmp_path / "lab")
+def test_resolution_errors_list_candidates(make_lab):
+    lab = make_lab()
     with pytest.raises(UnknownRef, match="has no commits yet"):
         lab.resolve("HEAD")
     lab.commit(_engine(1), progress=False)
