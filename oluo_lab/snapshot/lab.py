@@ -330,7 +330,7 @@ class Lab:
                     raise NotALab(url, "it holds other objects; a new lab needs an empty prefix")
             except StoreIOError as exc:
                 raise PersistIOError(f"cannot list {url}", exc.cause) from exc
-            refs.check_writable()
+            refs.check_writable("create a lab")
             try:
                 root.put_create(LAB_FORMAT_KEY, LAB_FORMAT_TEXT.encode())
             except StoreIOError as exc:
