@@ -55,6 +55,16 @@ FAULTS = (
     ("lost ack", "error sending request: operation timed out", True),
 )
 _names = itertools.count()
+#: how an error message names each request
+_VERBS = {
+    "put": ("put", "write"),
+    "put_create": ("put", "write", "create"),
+    "head": ("put", "head"),
+    "get": ("get", "read"),
+    "get_ranges": ("get", "read"),
+    "list": ("list",),
+    "delete": ("delete",),
+}
 
 
 def role(key: str) -> str:
@@ -239,6 +249,8 @@ def _check_faults(site: Site, template: str, op: str, every: int = 1) -> Counter
             assert "cannot " in text and fault[1] in text, f"{where}: {text}"
             obj = inj.fired.rstrip("/").rpartition("/")[2]
             assert obj in text, f"{where}: {text} does not name {obj}"
+            verbs = _VERBS[key[0]]
+            assert any(f"cannot {v} " in text for v in verbs), f"{where}: {text} says no {verbs}"
             seen = _observe(site, url)
             assert seen in (prev, new), f"{where}: neither the previous nor the new state"
             outcomes["raised, saw " + ("new" if seen == new and seen != prev else "prev")] += 1
