@@ -24,6 +24,7 @@ GENERATION_2_NOTE = "-200 rarest words, +200 held-out query words"
 def run_demo(out: Path, echo=print, report: bool = True) -> int:
     """Run the demo into ``out``; returns a process exit code."""
     from . import datasets
+    from ._html import fmt_bytes
     from .cas import MemoryStore, ingest, reassemble
     from .engine import OluoEngine
     from .notebook import engine_recall
@@ -64,10 +65,10 @@ def run_demo(out: Path, echo=print, report: bool = True) -> int:
     d = lab.diff(gen1, gen2, semantic=False)
     total = d.bytes_shared + d.bytes_added
     echo(
-        f"\ngeneration {gen2.generation}: deleted {len(removed)} words, added {len(new_words)}; "
-        f"{d.books_shared + d.books_added} books, {total:,} bytes, of which "
-        f"{d.bytes_added:,} new ({d.bytes_added / total:.1%}) and {d.bytes_shared:,} shared "
-        f"with generation {gen1.generation}"
+        f"\ncommit {gen2.label} (generation {gen2.generation}): deleted {len(removed)} words, "
+        f"added {len(new_words)}; {d.books_shared + d.books_added} books, {fmt_bytes(total)}, "
+        f"of which {fmt_bytes(d.bytes_added)} new ({d.bytes_added / total:.1%}) and "
+        f"{fmt_bytes(d.bytes_shared)} shared with commit {gen1.label}"
     )
 
     restored = Lab(out).checkout(progress=False)
@@ -77,7 +78,7 @@ def run_demo(out: Path, echo=print, report: bool = True) -> int:
         same.scores, again.scores
     )
     echo(
-        f"restored generation {restored.generation} from {gen2.cid.hex}: "
+        f"restored commit {gen2.label} (generation {restored.generation}, {gen2.cid.hex}): "
         f"answers identical = {identical}"
     )
     echo(f"\nstore: {lab.store.stats()!r}")

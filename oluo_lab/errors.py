@@ -51,6 +51,7 @@ builtin its caller may expect)::
     │   ├── RefExists [ValueError]      a branch or tag name is taken
     │   ├── BadRefName [ValueError]     a branch or tag name outside the rules (.rule)
     │   ├── IndexCodecError             .cid: CID | None
+    │   ├── UnsafeObjectStore           the object store ignores conditional writes
     │   └── PersistIOError              wraps the OSError (.cause)
     │       ├── LockTimeout
     │       └── ReadOnlyLab                 a write asked of a lab this process cannot write
