@@ -54,7 +54,7 @@ builtin its caller may expect)::
     │   ├── UnsafeObjectStore           the object store ignores conditional writes
     │   └── PersistIOError              wraps the OSError (.cause)
     │       ├── LockTimeout
-    │       └── ReadOnlyLab                 a write asked of a lab this process cannot write
+    │       └── ReadOnlyLab             a write asked of a lab this process cannot write
     ├── DatasetChecksumError            oluo_lab.datasets
     ├── ReportError [RuntimeError]      oluo_lab.report
     └── MissingAnswersError [ValueError]    oluo_lab.bench (ann-benchmarks export)
