@@ -101,7 +101,7 @@ def main() -> None:
         f"faiss {faiss.__version__}, threads {faiss.omp_get_max_threads()}, "
         f"n={args.n}, queries={args.queries}, k={args.k}, ef_search={args.ef_search}"
     )
-    print(f"engine build (ingest + compact, 1 build thread): {build_s:.1f} s")
+    print(f"engine build (ingest + compact, default build threads): {build_s:.1f} s")
     print(f"identical result keys engine vs raw: {same:.4f}")
     print(
         f"batch  raw faiss {b_raw * 1e3:8.1f} ms   engine {b_eng * 1e3:8.1f} ms   "

@@ -61,6 +61,7 @@ from .notebook import (
 )
 from .snapshot import (
     AmbiguousRef,
+    BadRefName,
     CommitPruned,
     EngineRestoreError,
     EvalSpec,
@@ -75,6 +76,7 @@ from .snapshot import (
     OluoPersistError,
     ParamConflict,
     PersistIOError,
+    ReadOnlyLab,
     RefExists,
     Snapshot,
     SnapshotManifest,
@@ -93,6 +95,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CID",
     "AmbiguousRef",
+    "BadRefName",
     "BenchExplorer",
     "BookNotFound",
     "BookStore",
@@ -131,6 +134,7 @@ __all__ = [
     "PersistIOError",
     "PersistSnapshot",
     "PrivacyTier",
+    "ReadOnlyLab",
     "RefExists",
     "Reject",
     "Scope",

@@ -2,9 +2,12 @@
 
 Writing a whole buffer, the fsync family, and the two Linux calls the store's batched
 writer relies on (``syncfs`` and ``sync_file_range``), loaded once from libc through
-``ctypes``. The pack store does every file operation through the small functions at the
-end of this module (create, write, fsync, link, rename, unlink, mkdir, list, read), so
-one place can record or fail them. A leaf module: it imports nothing from the package.
+``ctypes``. Both stores and the snapshot layer's files do every file operation through the
+small functions of this module (create, open, write, read, fsync, syncfs, link, rename,
+unlink, mkdir, list), so one place can record or fail them: :func:`set_hook` installs a
+function that every such call goes through (the reliability tests inject ``ENOSPC``,
+``EIO``, ... there, and record the operations a power cut could lose). A leaf module: it
+imports nothing from the package.
 """
 
 from __future__ import annotations
@@ -12,12 +15,14 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 __all__ = [
     "LIBC",
     "MADVISE",
     "O_CLOEXEC",
+    "Hook",
     "close",
     "create_excl",
     "fsync_dir",
@@ -25,13 +30,20 @@ __all__ = [
     "fsync_path",
     "link",
     "list_dir",
+    "list_names",
     "make_dir",
     "malloc_trim",
+    "open_append",
+    "open_lock",
     "open_read",
     "pread_into",
     "preadv",
+    "read",
+    "read_file",
+    "readv",
     "remove_dir",
     "rename",
+    "set_hook",
     "start_writeback",
     "syncfs",
     "syncfs_available",
@@ -39,21 +51,59 @@ __all__ = [
     "write_all",
 ]
 
+#: ``hook(op, fn, args)`` performs (or refuses) one file operation: ``op`` names it
+#: (``"create"``, ``"write"``, ``"fsync"``, ...), ``fn(*args)`` is the real call.
+Hook = Callable[[str, Callable[..., Any], tuple[Any, ...]], Any]
+_hook: Hook | None = None
+
+
+def set_hook(hook: Hook | None) -> Hook | None:
+    """Route every file operation of this module through ``hook`` (None: call directly);
+    returns the previous hook. For tests: a hook may raise ``OSError`` instead of calling
+    ``fn`` (a full disk, an I/O error), or record the call (a power-cut simulator)."""
+    global _hook
+    previous, _hook = _hook, hook
+    return previous
+
+
+def _call(op: str, fn: Callable[..., Any], *args: Any) -> Any:
+    hook = _hook
+    if hook is None:
+        return fn(*args)
+    return hook(op, fn, args)
+
+
 #: ``O_CLOEXEC`` where the platform has it (0 elsewhere), so no fd leaks into a child.
 O_CLOEXEC: int = getattr(os, "O_CLOEXEC", 0)
 _O_DIRECTORY: int = getattr(os, "O_DIRECTORY", 0)
 
 
-def write_all(fd: int, data: Any) -> None:
-    """Write every byte of the buffer ``data`` to ``fd`` (``os.write`` may write less)."""
+def _write_all(fd: int, data: Any) -> None:
     view = memoryview(data).cast("B")
     while view:
         view = view[os.write(fd, view) :]
 
 
+def write_all(fd: int, data: Any) -> None:
+    """Write every byte of the buffer ``data`` to ``fd`` (``os.write`` may write less)."""
+    _call("write", _write_all, fd, data)
+
+
+def _fsync_path(path: str | os.PathLike[str]) -> None:
+    fd = os.open(path, os.O_RDONLY | O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def fsync_path(path: str | os.PathLike[str]) -> None:
     """Flush a file's data and metadata to disk, opening it by name."""
-    fd = os.open(path, os.O_RDONLY | O_CLOEXEC)
+    _call("fsync_path", _fsync_path, path)
+
+
+def _fsync_dir(path: str | os.PathLike[str]) -> None:
+    fd = os.open(path, os.O_RDONLY | _O_DIRECTORY | O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:
@@ -62,11 +112,7 @@ def fsync_path(path: str | os.PathLike[str]) -> None:
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
     """Flush a directory's entry table to disk (makes creates, links and renames durable)."""
-    fd = os.open(path, os.O_RDONLY | _O_DIRECTORY | O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _call("fsync_dir", _fsync_dir, path)
 
 
 def _load_libc() -> ctypes.CDLL | None:
@@ -139,6 +185,11 @@ def syncfs(path: str | os.PathLike[str]) -> None:
     """
     if _SYNCFS is None:
         raise RuntimeError("syncfs(2) is not available on this platform")
+    _call("syncfs", _syncfs, path)
+
+
+def _syncfs(path: str | os.PathLike[str]) -> None:
+    assert _SYNCFS is not None
     fd = os.open(path, os.O_RDONLY | O_CLOEXEC)
     try:
         if _SYNCFS(fd) != 0:
@@ -159,21 +210,38 @@ def start_writeback(fd: int) -> None:
         fn(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
 
 
-# --- the pack store's file operations ---------------------------------------------------
+# --- file operations -----------------------------------------------------------------------
 # One function per operation, each a thin wrapper over one system call, so a test (or a
-# recorder of operations) can replace or wrap it in one place. They raise OSError; the
-# caller turns it into a typed error naming the file and the operation.
+# recorder of operations) can replace or wrap it in one place (:func:`set_hook`). They
+# raise OSError; the caller turns it into a typed error naming the file and the operation.
 
 
-def create_excl(path: str) -> int:
+def _open(path: str | os.PathLike[str], flags: int) -> int:
+    return os.open(path, flags | O_CLOEXEC, 0o644)
+
+
+def create_excl(path: str | os.PathLike[str]) -> int:
     """Create and open a new file for writing and reading back (``O_CREAT|O_EXCL``: never
     an existing one)."""
-    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | O_CLOEXEC, 0o644)
+    return _call("create", _open, path, os.O_RDWR | os.O_CREAT | os.O_EXCL)
 
 
-def open_read(path: str) -> int:
+def open_read(path: str | os.PathLike[str]) -> int:
     """Open a file for reading."""
-    return os.open(path, os.O_RDONLY | O_CLOEXEC)
+    return _call("open", _open, path, os.O_RDONLY)
+
+
+def open_append(path: str | os.PathLike[str]) -> int:
+    """Open a file for appending and reading, creating it if missing."""
+    return _call("open_append", _open, path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
+
+
+def open_lock(path: str | os.PathLike[str], create: bool = True) -> int:
+    """Open a lock file: for writing, created if missing (``create``), else read-only (an
+    existing lock file on storage this process cannot write; ``flock`` works on either)."""
+    if create:
+        return _call("open_lock", _open, path, os.O_RDWR | os.O_CREAT)
+    return _call("open", _open, path, os.O_RDONLY)
 
 
 def close(fd: int) -> None:
@@ -183,32 +251,31 @@ def close(fd: int) -> None:
 
 def fsync_fd(fd: int) -> None:
     """Flush an open file's data and metadata to disk."""
-    os.fsync(fd)
+    _call("fsync", os.fsync, fd)
 
 
-def link(src: str, dst: str) -> None:
+def link(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
     """Give the file ``src`` the second name ``dst``; ``FileExistsError`` if ``dst`` exists
     (so an existing file is never replaced)."""
-    os.link(src, dst)
+    _call("link", os.link, src, dst)
 
 
-def rename(src: str, dst: str) -> None:
+def rename(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
     """Rename ``src`` to ``dst``, atomically replacing ``dst``."""
-    os.rename(src, dst)
+    _call("rename", os.rename, src, dst)
 
 
-def unlink(path: str) -> None:
+def unlink(path: str | os.PathLike[str]) -> None:
     """Remove a file name."""
-    os.unlink(path)
+    _call("unlink", os.unlink, path)
 
 
-def remove_dir(path: str) -> None:
+def remove_dir(path: str | os.PathLike[str]) -> None:
     """Remove an empty directory."""
-    os.rmdir(path)
+    _call("rmdir", os.rmdir, path)
 
 
-def make_dir(path: str) -> bool:
-    """Create a directory; False if it already exists (a file there is an error)."""
+def _make_dir(path: str | os.PathLike[str]) -> bool:
     try:
         os.mkdir(path)
     except FileExistsError:
@@ -218,8 +285,14 @@ def make_dir(path: str) -> bool:
     return True
 
 
-def list_dir(path: str) -> list[tuple[str, int, float]]:
-    """(name, size, mtime) of every regular file in a directory, by name."""
+def make_dir(path: str | os.PathLike[str]) -> bool:
+    """Create a directory; False if it already exists (a file there is an error)."""
+    if os.path.isdir(path):  # also on storage this process cannot write
+        return False
+    return _call("mkdir", _make_dir, path)
+
+
+def _list_dir(path: str | os.PathLike[str]) -> list[tuple[str, int, float]]:
     out = []
     with os.scandir(path) as it:
         for entry in it:
@@ -233,9 +306,37 @@ def list_dir(path: str) -> list[tuple[str, int, float]]:
     return out
 
 
-def pread_into(fd: int, buf: Any, offset: int) -> int:
-    """Read into ``buf`` (a writable buffer) from ``offset`` until it is full or the file
-    ends; returns the bytes read."""
+def list_dir(path: str | os.PathLike[str]) -> list[tuple[str, int, float]]:
+    """(name, size, mtime) of every regular file in a directory, by name."""
+    return _call("list", _list_dir, path)
+
+
+def list_names(path: str | os.PathLike[str]) -> list[str]:
+    """Every name in a directory (files and directories), unsorted."""
+    return _call("list", os.listdir, path)
+
+
+def _read_file(path: str | os.PathLike[str]) -> bytes:
+    with open(path, "rb", buffering=0) as f:
+        return f.readall()
+
+
+def read_file(path: str | os.PathLike[str]) -> bytes:
+    """A whole (small) file's bytes, by name."""
+    return _call("read", _read_file, path)
+
+
+def read(fd: int, n: int) -> bytes:
+    """Up to ``n`` bytes from ``fd``'s position (``os.read``)."""
+    return _call("read", os.read, fd, n)
+
+
+def readv(fd: int, buffers: list[Any]) -> int:
+    """Scatter-read from ``fd``'s position into ``buffers`` (``os.readv``)."""
+    return _call("read", os.readv, fd, buffers)
+
+
+def _pread_into(fd: int, buf: Any, offset: int) -> int:
     view = memoryview(buf).cast("B")
     got = 0
     while got < len(view):
@@ -246,10 +347,13 @@ def pread_into(fd: int, buf: Any, offset: int) -> int:
     return got
 
 
-def preadv(fd: int, buffers: list[Any], offset: int) -> int:
-    """Scatter-read consecutive bytes from ``offset`` into ``buffers`` in order (one system
-    call per ``IOV_MAX`` buffers, repeated until all are full or the file ends); returns
-    the bytes read."""
+def pread_into(fd: int, buf: Any, offset: int) -> int:
+    """Read into ``buf`` (a writable buffer) from ``offset`` until it is full or the file
+    ends; returns the bytes read."""
+    return _call("read", _pread_into, fd, buf, offset)
+
+
+def _preadv(fd: int, buffers: list[Any], offset: int) -> int:
     views = [v for v in (memoryview(b).cast("B") for b in buffers) if len(v)]
     got = 0
     i = 0  # first buffer not yet full
@@ -265,6 +369,13 @@ def preadv(fd: int, buffers: list[Any], offset: int) -> int:
             if not len(views[i]):
                 i += 1
     return got
+
+
+def preadv(fd: int, buffers: list[Any], offset: int) -> int:
+    """Scatter-read consecutive bytes from ``offset`` into ``buffers`` in order (one system
+    call per ``IOV_MAX`` buffers, repeated until all are full or the file ends); returns
+    the bytes read."""
+    return _call("read", _preadv, fd, buffers, offset)
 
 
 _IOV_MAX: int = min(1024, os.sysconf("SC_IOV_MAX")) if hasattr(os, "sysconf") else 16

@@ -400,9 +400,10 @@ def repack_lab(path: Path, bar=None):
     pack store in place (``oluo_lab.cas.convert_to_packs``), holding the lab's lock so no
     commit or gc runs meanwhile. Safe to run again after an interruption."""
     from .cas import convert_to_packs
-    from .snapshot.durable import data_dir_lock
+    from .snapshot.durable import data_dir_lock, require_writable
 
     path = Path(path)
+    require_writable(path / "cas" if (path / "cas").is_dir() else path, "repack")
     if (path / "cas").is_dir():
         with data_dir_lock(path):
             return convert_to_packs(path / "cas", bar=bar)

@@ -49,10 +49,12 @@ builtin its caller may expect)::
     │   ├── CommitPruned                gc retired the commit's payloads
     │   ├── ParamConflict [ValueError]  a param contradicts the engine's setting
     │   ├── RefExists [ValueError]      a branch or tag name is taken
+    │   ├── BadRefName [ValueError]     a branch or tag name outside the rules (.rule)
     │   ├── IndexCodecError             .cid: CID | None
     │   ├── UnsafeObjectStore           the object store ignores conditional writes
     │   └── PersistIOError              wraps the OSError (.cause)
-    │       └── LockTimeout
+    │       ├── LockTimeout
+    │       └── ReadOnlyLab             a write asked of a lab this process cannot write
     ├── DatasetChecksumError            oluo_lab.datasets
     ├── ReportError [RuntimeError]      oluo_lab.report
     └── MissingAnswersError [ValueError]    oluo_lab.bench (ann-benchmarks export)

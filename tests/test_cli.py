@@ -20,7 +20,7 @@ def test_demo_runs_end_to_end(demo_run):
     assert recall >= 0.95
     head = read_head(out)
     assert head is not None and head.generation == 2
-    assert f"from {head.cid.hex}: answers identical" in text
+    assert f"(generation 2, {head.cid.hex}): answers identical" in text
     from oluo_lab.cas import open_store
 
     engine, _, gen = load_snapshot(out, open_store(out / "cas"))

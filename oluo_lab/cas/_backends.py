@@ -12,6 +12,11 @@ builds (S3 and S3-compatible servers, GCS, Azure, its local and memory stores).
 Errors: an absent file raises :class:`Missing` (the store decides what that means); any
 other failure raises :class:`~oluo_lab.cas.errors.StoreIOError` naming the file and the
 operation. Crash points (``oluo_lab/_faults.py``) mark each durable step of a local write.
+
+Every request :class:`ObstoreBackend` makes goes through one function, which an optional
+hook (:func:`set_object_hook`) may wrap: the object-store counterpart of ``_io``'s hook,
+where tests record requests and inject server errors, timeouts, throttling and refused
+writes, before a request is sent or after it landed (a lost acknowledgement).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import secrets
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +45,7 @@ __all__ = [
     "ObstoreBackend",
     "Sink",
     "import_obstore",
+    "set_object_hook",
 ]
 
 #: Name prefix of a local backend's in-flight writes (never read as store files).
@@ -390,6 +396,21 @@ class _FileSink(Sink):
 
 
 # --- object stores ------------------------------------------------------------------------
+#: ``hook(op, key, request)`` -> what ``request()`` returns: every object-store request of
+#: this process (``op``: ``put``, ``put_create``, ``get``, ``get_ranges``, ``head``,
+#: ``list`` or ``delete``; ``key``: the full object key), or None.
+ObjectHook = Callable[[str, str, Callable[[], Any]], Any]
+_OBJECT_HOOK: ObjectHook | None = None
+
+
+def set_object_hook(hook: ObjectHook | None) -> ObjectHook | None:
+    """Route every object-store request through ``hook`` (None: straight through); the
+    previous hook is returned. For tests: recording requests, injecting failures."""
+    global _OBJECT_HOOK
+    previous, _OBJECT_HOOK = _OBJECT_HOOK, hook
+    return previous
+
+
 def import_obstore():
     """The obstore module (the ``s3`` extra), or an ImportError that says how to get it."""
     try:
@@ -435,6 +456,11 @@ class ObstoreBackend(Backend):
     def _k(self, key: str) -> str:
         return self.prefix + key
 
+    def _request(self, op: str, key: str, request: Callable[[], Any]) -> Any:
+        """Send one request (``key``: the full object key), through the hook if any."""
+        hook = _OBJECT_HOOK
+        return request() if hook is None else hook(op, key, request)
+
     @contextlib.contextmanager
     def _op(self, op: str, key: str) -> Iterator[None]:
         try:
@@ -457,7 +483,12 @@ class ObstoreBackend(Backend):
         may not exist (a lost acknowledgement)."""
         try:
             with self._op("put", key):
-                self.obs.put(self.store, self._k(key), memoryview(data), mode="create")
+                k = self._k(key)
+                self._request(
+                    "put_create",
+                    k,
+                    lambda: self.obs.put(self.store, k, memoryview(data), mode="create"),
+                )
             return True
         except StoreIOError as exc:
             if isinstance(exc.cause, self._exists):
@@ -465,12 +496,13 @@ class ObstoreBackend(Backend):
             raise
 
     def put_create(self, key: str, data: Any) -> bool:
+        k = self._k(key)
         for _ in range(3):
             if self.put_if_absent(key, data):
                 return True
             try:
                 with self._op("head", key):
-                    self.obs.head(self.store, self._k(key))
+                    self._request("head", k, lambda: self.obs.head(self.store, k))
                 return False
             except Missing:  # reported as existing, yet absent: a racing write
                 continue
@@ -478,20 +510,25 @@ class ObstoreBackend(Backend):
 
     def put_replace(self, key: str, data: Any) -> None:
         with self._op("put", key):
-            self.obs.put(self.store, self._k(key), memoryview(data))
+            k = self._k(key)
+            self._request("put", k, lambda: self.obs.put(self.store, k, memoryview(data)))
 
     def read(self, key: str) -> bytes:
         with self._op("get", key):
-            return bytes(self.obs.get(self.store, self._k(key)).bytes())
+            k = self._k(key)
+            return self._request("get", k, lambda: bytes(self.obs.get(self.store, k).bytes()))
 
     def read_ranges(self, key: str, starts: Sequence[int], lengths: Sequence[int]) -> list[Any]:
         if not starts:
             return []
         with self._op("get", key):
-            return list(
-                self.obs.get_ranges(
-                    self.store, self._k(key), starts=list(starts), lengths=list(lengths)
-                )
+            k = self._k(key)
+            return self._request(
+                "get_ranges",
+                k,
+                lambda: list(
+                    self.obs.get_ranges(self.store, k, starts=list(starts), lengths=list(lengths))
+                ),
             )
 
     def list_tree(self, directory: str, after: str | None = None) -> list[ObjectInfo]:
@@ -501,12 +538,17 @@ class ObstoreBackend(Backend):
         prefix = f"{directory}/" if directory else ""
         full = self._k(prefix)
         offset = None if after is None else full + after
-        out = []
-        with self._op("list", directory or "."):
+
+        def request() -> list[ObjectInfo]:
+            out = []
             for batch in self.obs.list(self.store, full or None, offset=offset, chunk_size=1000):
                 for meta in batch:
                     rest = meta["path"][len(full) :]
                     out.append(ObjectInfo(rest, meta["size"], meta["last_modified"].timestamp()))
+            return out
+
+        with self._op("list", directory or "."):
+            out = self._request("list", full, request)
         out.sort(key=lambda o: o.name)
         return out
 
@@ -516,7 +558,8 @@ class ObstoreBackend(Backend):
     def delete(self, key: str) -> None:
         try:
             with self._op("delete", key):
-                self.obs.delete(self.store, self._k(key))
+                k = self._k(key)
+                self._request("delete", k, lambda: self.obs.delete(self.store, k))
         except StoreIOError as exc:
             if not isinstance(exc.cause, self._not_found):  # already gone is fine
                 raise

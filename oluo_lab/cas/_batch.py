@@ -17,10 +17,11 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from oluo_lab import _io
 from oluo_lab._faults import fault_point
-from oluo_lab._io import fsync_dir, fsync_path, syncfs
 from oluo_lab.cas.base import Buffer
 from oluo_lab.cas.cid import CID
+from oluo_lab.cas.errors import io_errors
 
 __all__ = ["GROUP_BYTES", "WriteBatch"]
 
@@ -141,8 +142,8 @@ class WriteBatch:
                 self._publish(items)
         finally:
             for _, tmp, _ in items:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
+                with contextlib.suppress(OSError):  # a leftover is swept later
+                    _io.unlink(tmp)
             self.pending.clear()
             self.jobs.clear()
             self.group.clear()
@@ -155,19 +156,30 @@ class WriteBatch:
         mode = self._sync_mode
         if mode is not None:
             if mode == "syncfs":
-                syncfs(self._fs_path)
+                with io_errors("syncfs", "books"):
+                    _io.syncfs(self._fs_path)
             else:
                 with ThreadPoolExecutor(self._workers) as pool:
-                    list(pool.map(fsync_path, [tmp for _, tmp, _ in items]))
+                    list(pool.map(self._fsync_tmp, [tmp for _, tmp, _ in items]))
             fault_point("cas.synced")
         for _, tmp, final in items:
-            with contextlib.suppress(FileExistsError):  # same content already there
-                os.link(tmp, final)
+            with io_errors("link", self._name(final)), contextlib.suppress(FileExistsError):
+                _io.link(tmp, final)  # FileExistsError: the same content is already there
             fault_point("cas.linked")
         if mode is not None:
             if mode == "syncfs":
-                syncfs(self._fs_path)
+                with io_errors("syncfs", "books"):
+                    _io.syncfs(self._fs_path)
             else:
                 for d in sorted({d for d, _, _ in items}):
-                    fsync_dir(d)
+                    with io_errors("fsync", self._name(d)):
+                        _io.fsync_dir(d)
             fault_point("cas.dir_synced")
+
+    def _name(self, path: str) -> str:
+        """A path under the books directory, as errors name it (``books/xx/...``)."""
+        return "books" + path[len(self._fs_path) :]
+
+    def _fsync_tmp(self, tmp: str) -> None:
+        with io_errors("fsync", self._name(tmp)):
+            _io.fsync_path(tmp)

@@ -21,8 +21,9 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from oluo_lab import _io
 from oluo_lab._faults import fault_point
-from oluo_lab._io import O_CLOEXEC, fsync_dir, start_writeback, syncfs_available, write_all
+from oluo_lab._io import start_writeback, syncfs_available
 from oluo_lab.cas._batch import WriteBatch
 from oluo_lab.cas._bookfile import HEADER_LEN, RAW_HEADER, BookCodec, check_file_size
 from oluo_lab.cas.base import (
@@ -34,7 +35,14 @@ from oluo_lab.cas.base import (
     verify_book,
 )
 from oluo_lab.cas.cid import CID
-from oluo_lab.cas.errors import BookNotFound, ContentError, CorruptBook, MalformedCID
+from oluo_lab.cas.errors import (
+    BookNotFound,
+    ContentError,
+    CorruptBook,
+    MalformedCID,
+    StoreIOError,
+    io_errors,
+)
 
 #: format (docs/FORMAT.md §1.3): name prefix of in-flight writes (never read as books).
 TMP_PREFIX = ".tmp-"
@@ -81,6 +89,7 @@ class DirStore(BookStore):
         self._fsync = fsync
         self._sync_mode = sync_mode
         self._workers = workers
+        self._root = os.fspath(self.path)
         self._books_dir = os.fspath(self.path / "books")
         self._made: set[str] = set()
         self._batch: WriteBatch | None = None
@@ -88,10 +97,17 @@ class DirStore(BookStore):
         self._sweep_stale_tmp()
 
     # --- layout ------------------------------------------------------------------------
+    def _rel(self, path: str) -> str:
+        """``path`` relative to the store's root (how errors name a file)."""
+        return path[len(self._root) + 1 :] if path.startswith(self._root + os.sep) else path
+
     def _init_layout(self) -> None:
+        """Create what is missing of the layout, durably; on a complete store (also one on
+        storage this process cannot write) nothing is written."""
         marker = self.path / FORMAT_FILE
         if marker.exists():
-            text = marker.read_text()
+            with io_errors("read", FORMAT_FILE):
+                text = _io.read_file(marker).decode("utf-8", "replace")
             if text != FORMAT_TEXT:
                 hint = (
                     " (a pack store: open it with PackStore or open_store)"
@@ -101,16 +117,36 @@ class DirStore(BookStore):
                 raise ContentError(
                     f"{FORMAT_FILE} says {text!r}; a DirStore reads {FORMAT_TEXT!r}{hint}"
                 )
-        os.makedirs(self._books_dir, exist_ok=True)
-        existing = set(os.listdir(self._books_dir))
+        self._make_dirs(self._books_dir)
+        with io_errors("list", "books"):
+            existing = set(_io.list_names(self._books_dir))
         missing = [f"{i:02x}" for i in range(256) if f"{i:02x}" not in existing]
         for name in missing:
-            os.makedirs(os.path.join(self._books_dir, name), exist_ok=True)
+            with io_errors("mkdir", f"books/{name}"):
+                _io.make_dir(os.path.join(self._books_dir, name))
         if missing and self._fsync:
-            fsync_dir(self._books_dir)
+            with io_errors("fsync", "books"):
+                _io.fsync_dir(self._books_dir)
         if not marker.exists():
             d = os.fspath(self.path)
             self._write_file(d, os.fspath(marker), b"", FORMAT_TEXT.encode(), True)
+
+    def _make_dirs(self, path: str) -> None:
+        """Create ``path`` and its missing parents, each made durable in its parent."""
+        todo = []
+        p = os.path.abspath(path)
+        while not os.path.isdir(p):
+            todo.append(p)
+            up = os.path.dirname(p)
+            if up == p:
+                break
+            p = up
+        for d in reversed(todo):
+            with io_errors("mkdir", self._rel(d)):
+                created = _io.make_dir(d)
+            if created and self._fsync:
+                with io_errors("fsync", self._rel(os.path.dirname(d)) or "."):
+                    _io.fsync_dir(os.path.dirname(d))
 
     def _sweep_stale_tmp(self) -> None:
         self.sweep_temp_files(DEFAULT_GC_GRACE_S)
@@ -127,20 +163,32 @@ class DirStore(BookStore):
         cutoff = time.time() - older_than_s
         removed = 0
         for sub in self._subdirs():
-            with contextlib.suppress(FileNotFoundError), os.scandir(sub) as it:
-                for entry in it:
-                    if entry.name.startswith(TMP_PREFIX):
-                        with contextlib.suppress(FileNotFoundError):
-                            if entry.stat(follow_symlinks=False).st_mtime <= cutoff:
-                                os.unlink(entry.path)
-                                removed += 1
+            try:
+                with io_errors("list", self._rel(sub)):
+                    names = _io.list_names(sub)
+            except ContentError as exc:
+                if isinstance(exc.__cause__, FileNotFoundError):
+                    continue
+                raise
+            for name in names:
+                if not name.startswith(TMP_PREFIX):
+                    continue
+                path = os.path.join(sub, name)
+                with contextlib.suppress(FileNotFoundError):
+                    if os.stat(path, follow_symlinks=False).st_mtime <= cutoff:
+                        with io_errors("unlink", self._rel(path)):
+                            _io.unlink(path)
+                        removed += 1
         return removed
 
     def _subdirs(self) -> list[str]:
         try:
-            names = os.listdir(self._books_dir)
-        except FileNotFoundError:
-            return []
+            with io_errors("list", "books"):
+                names = _io.list_names(self._books_dir)
+        except ContentError as exc:
+            if isinstance(exc.__cause__, FileNotFoundError):
+                return []
+            raise
         return [
             os.path.join(self._books_dir, n)
             for n in sorted(names)
@@ -155,9 +203,7 @@ class DirStore(BookStore):
         if dirpath in self._made:
             return
         if not os.path.isdir(dirpath):
-            os.makedirs(dirpath, exist_ok=True)
-            if self._fsync:
-                fsync_dir(self._books_dir)
+            self._make_dirs(dirpath)
         self._made.add(dirpath)
 
     # --- codecs --------------------------------------------------------------------------
@@ -178,22 +224,27 @@ class DirStore(BookStore):
 
     def _write_tmp(self, tmp: str, header: bytes, payload: Buffer, sync: bool) -> str:
         """Write header + payload to the new (O_EXCL) temp file ``tmp``."""
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_CLOEXEC, 0o644)
+        name = self._rel(tmp)
+        with io_errors("create", name):
+            fd = _io.create_excl(tmp)
         try:
-            if header:
-                write_all(fd, header)
-            write_all(fd, payload)
+            with io_errors("write", name):
+                if header:
+                    _io.write_all(fd, header)
+                _io.write_all(fd, payload)
             fault_point("cas.tmp_written")
             if sync:
-                os.fsync(fd)
+                with io_errors("fsync", name):
+                    _io.fsync_fd(fd)
                 fault_point("cas.synced")
             elif self._fsync:
                 start_writeback(fd)
         except BaseException:
-            os.close(fd)
-            os.unlink(tmp)
+            _io.close(fd)
+            with contextlib.suppress(OSError):
+                _io.unlink(tmp)
             raise
-        os.close(fd)
+        _io.close(fd)
         return tmp
 
     def _write_file(
@@ -204,13 +255,15 @@ class DirStore(BookStore):
         tmp = os.path.join(dirpath, f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(8)}")
         self._write_tmp(tmp, header, payload, sync=self._fsync)
         try:
-            with contextlib.suppress(FileExistsError):  # another writer won: same content
-                os.link(tmp, path)
+            with io_errors("link", self._rel(path)), contextlib.suppress(FileExistsError):
+                _io.link(tmp, path)  # FileExistsError: another writer won, same content
             fault_point("cas.linked")
         finally:
-            os.unlink(tmp)
+            with io_errors("unlink", self._rel(tmp)), contextlib.suppress(FileNotFoundError):
+                _io.unlink(tmp)
         if sync_dir and self._fsync:
-            fsync_dir(dirpath)
+            with io_errors("fsync", self._rel(dirpath)):
+                _io.fsync_dir(dirpath)
             fault_point("cas.dir_synced")
 
     def _store(self, cid: CID, data: Buffer) -> None:
@@ -239,27 +292,37 @@ class DirStore(BookStore):
             path = self._locate(cid)[1]
         fd, size = self._open_book(cid, path)
         try:
-            header = os.read(fd, HEADER_LEN)
-            payload = os.read(fd, size - HEADER_LEN)
+            with io_errors("read", self._rel(path)):
+                header = _io.read(fd, HEADER_LEN)
+                payload = _io.read(fd, size - HEADER_LEN)
             if len(header) != HEADER_LEN or len(payload) != size - HEADER_LEN:
                 raise CorruptBook(cid, "file changed size while being read")
         finally:
-            os.close(fd)
+            _io.close(fd)
         return self._decode(cid, header, payload)
 
-    @staticmethod
-    def _open_book(cid: CID, path: str) -> tuple[int, int]:
-        """Open a book file and check its size against the header and the CID (the caller
-        closes the fd); BookNotFound / CorruptBook name the CID."""
+    @contextlib.contextmanager
+    def _book_io(self, cid: CID, op: str, path: str) -> Iterator[None]:
+        """``io_errors`` for one operation on ``cid``'s book file, with a missing file as
+        :class:`BookNotFound`."""
         try:
-            fd = os.open(path, os.O_RDONLY | O_CLOEXEC)
+            yield
         except FileNotFoundError:
             raise BookNotFound(cid) from None
+        except OSError as exc:
+            raise StoreIOError(op, self._rel(path), exc) from exc
+
+    def _open_book(self, cid: CID, path: str) -> tuple[int, int]:
+        """Open a book file and check its size against the header and the CID (the caller
+        closes the fd); BookNotFound / CorruptBook name the CID, StoreIOError the file."""
+        with self._book_io(cid, "open", path):
+            fd = _io.open_read(path)
         try:
-            size = os.fstat(fd).st_size
+            with io_errors("stat", self._rel(path)):
+                size = os.fstat(fd).st_size
             check_file_size(cid, size)
         except BaseException:
-            os.close(fd)
+            _io.close(fd)
             raise
         return fd, size
 
@@ -277,25 +340,27 @@ class DirStore(BookStore):
         if batch is not None and cid in batch:
             out[:] = self.get(cid)
             return
-        fd, size = self._open_book(cid, self._locate(cid)[1])
+        path = self._locate(cid)[1]
+        fd, size = self._open_book(cid, path)
         try:
-            header = os.read(fd, HEADER_LEN)
-            if header == RAW_HEADER and size - HEADER_LEN == cid.size:
-                got = 0
-                while got < cid.size:
-                    n = os.readv(fd, [out[got:]])
-                    if not n:
-                        raise CorruptBook(cid, "file changed size while being read")
-                    got += n
-                if os.read(fd, 1):
-                    raise CorruptBook(cid, "file grew while being read")
-                verify_book(cid, out)
-                return
-            payload = os.read(fd, size - HEADER_LEN)
+            with io_errors("read", self._rel(path)):
+                header = _io.read(fd, HEADER_LEN)
+                if header == RAW_HEADER and size - HEADER_LEN == cid.size:
+                    got = 0
+                    while got < cid.size:
+                        n = _io.readv(fd, [out[got:]])
+                        if not n:
+                            raise CorruptBook(cid, "file changed size while being read")
+                        got += n
+                    if _io.read(fd, 1):
+                        raise CorruptBook(cid, "file grew while being read")
+                    verify_book(cid, out)
+                    return
+                payload = _io.read(fd, size - HEADER_LEN)
             if len(header) != HEADER_LEN or len(payload) != size - HEADER_LEN:
                 raise CorruptBook(cid, "file changed size while being read")
         finally:
-            os.close(fd)
+            _io.close(fd)
         data = self._decode(cid, header, payload)
         verify_book(cid, data)  # while the decoded bytes are still in cache
         out[:] = data
@@ -350,35 +415,36 @@ class DirStore(BookStore):
     def _stat(self, cid: CID) -> tuple[int, float]:
         batch = self._batch
         path = batch.temp_path(cid) if batch is not None and cid in batch else self._locate(cid)[1]
-        try:
+        with self._book_io(cid, "stat", path):
             st = os.stat(path)
-        except FileNotFoundError:
-            raise BookNotFound(cid) from None
         return st.st_size, st.st_mtime
 
     def _delete(self, cid: CID) -> None:
         dirpath, path = self._locate(cid)
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            raise BookNotFound(cid) from None
+        with self._book_io(cid, "unlink", path):
+            _io.unlink(path)
         if self._fsync:
-            fsync_dir(dirpath)
+            with io_errors("fsync", self._rel(dirpath)):
+                _io.fsync_dir(dirpath)
 
-    def _scan(self) -> Iterator[tuple[CID, os.DirEntry[str]]]:
+    def _scan(self, sizes: bool = False) -> Iterator[tuple[CID, int]]:
+        """(CID, file size when ``sizes``, else 0) of every book file."""
         for sub in self._subdirs():
             prefix = os.path.basename(sub)
-            with os.scandir(sub) as it:
-                for entry in it:
-                    name = entry.name
-                    if len(name) != 80 or name[16:18] != prefix:
-                        continue  # temp files and foreign names
-                    try:
-                        cid = CID.parse(name)
-                    except MalformedCID:
-                        continue
-                    if cid.hex == name:
-                        yield cid, entry
+            with io_errors("list", self._rel(sub)):
+                if sizes:
+                    rows = [(n, size) for n, size, _ in _io.list_dir(sub)]
+                else:
+                    rows = [(n, 0) for n in _io.list_names(sub)]
+            for name, size in rows:
+                if len(name) != 80 or name[16:18] != prefix:
+                    continue  # temp files and foreign names
+                try:
+                    cid = CID.parse(name)
+                except MalformedCID:
+                    continue
+                if cid.hex == name:
+                    yield cid, size
 
     def _iter_unsorted(self) -> Iterable[CID]:
         return [cid for cid, _ in self._scan()]
@@ -386,10 +452,10 @@ class DirStore(BookStore):
     def stats(self) -> StoreStats:
         """Scan every book file (one stat per book: O(books), no reads)."""
         books = logical = stored = 0
-        for cid, entry in self._scan():
+        for cid, size in self._scan(sizes=True):
             books += 1
             logical += cid.size
-            stored += entry.stat(follow_symlinks=False).st_size
+            stored += size
         return StoreStats(books=books, logical_bytes=logical, stored_bytes=stored)
 
     # --- batching and prefetch --------------------------------------------------------------

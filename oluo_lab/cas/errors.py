@@ -6,6 +6,8 @@ tree is drawn there).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from ..errors import OluoError
@@ -89,6 +91,18 @@ class StoreIOError(ContentError, OSError):
 
     def __reduce__(self):
         return (StoreIOError, (self.op, self.name, self.cause))
+
+
+@contextlib.contextmanager
+def io_errors(op: str, name: str) -> Iterator[None]:
+    """Turn an ``OSError`` raised inside the block into :class:`StoreIOError` naming the
+    operation and the file (relative to the store); typed store errors pass through."""
+    try:
+        yield
+    except StoreIOError:
+        raise
+    except OSError as exc:
+        raise StoreIOError(op, name, exc) from exc
 
 
 class CorruptStoreFile(ContentError):

@@ -809,7 +809,7 @@ class PackStore(BookStore):
     def sweep(
         self,
         doomed: Iterable[CID],
-        grace_s: float = 3600.0,
+        grace_s: float = DEFAULT_GC_GRACE_S,
         dry_run: bool = False,
         bar: Any = None,
         keep: Collection[CID] | None = None,

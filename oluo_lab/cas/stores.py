@@ -46,7 +46,7 @@ def store_kind(path: str | os.PathLike[str]) -> str | None:
     marker this build does not know."""
     marker = Path(path) / directory.FORMAT_FILE
     try:
-        text = marker.read_bytes().decode("utf-8", "replace")
+        text = _io.read_file(marker).decode("utf-8", "replace")
     except FileNotFoundError:
         return "dir" if (Path(path) / "books").is_dir() else None
     except NotADirectoryError:
@@ -155,7 +155,7 @@ def convert_to_packs(
 
 def _read(p: Path) -> bytes:
     try:
-        return p.read_bytes()
+        return _io.read_file(p)
     except OSError as exc:
         raise StoreIOError("read", f"books/{p.parent.name}/{p.name}", exc) from exc
 

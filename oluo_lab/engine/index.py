@@ -59,6 +59,7 @@ from ._faiss_native import (
 )
 from ._faiss_native import digest as _digest
 from ._faiss_native import swig_ptr as _ptr
+from ._hnsw_check import check_hnsw_bytes
 from ._repair import graph_problems, repair_graph
 from .errors import CompactCompleteFailed, DimensionMismatch, EngineRestoreFailed, InvalidVector
 
@@ -858,7 +859,15 @@ class CompoundIndex:
         """An index for :meth:`install` from its bytes, or mapped from ``path`` when the
         caller guarantees that file holds exactly ``data`` (``(index, mapped)``; if
         mapping fails, e.g. a filesystem without mmap, the bytes are read instead).
-        Raises EngineRestoreFailed when the index does not match this config."""
+        Raises EngineRestoreFailed when the index does not match this config, or when its
+        bytes are not a well-formed HNSW serialisation (checked before faiss reads them:
+        the bytes may come from someone else's lab)."""
+        try:
+            check_hnsw_bytes(data, self.config.binary)
+        except ValueError as exc:
+            raise EngineRestoreFailed(
+                f"index bytes are not a faiss index: {exc} (refused before faiss read them)"
+            ) from exc
         if path is not None:
             try:
                 return self.map_file(path), True

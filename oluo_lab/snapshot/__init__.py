@@ -25,6 +25,7 @@ from .branches import BRANCHES_NAME, DEFAULT_BRANCH
 from .durable import atomic_write, data_dir_lock, sweep_temp_files
 from .errors import (
     AmbiguousRef,
+    BadRefName,
     CommitPruned,
     EngineRestoreError,
     HeadMoved,
@@ -37,6 +38,7 @@ from .errors import (
     OluoPersistError,
     ParamConflict,
     PersistIOError,
+    ReadOnlyLab,
     RefExists,
     SnapshotNotFound,
     UnknownRef,
@@ -64,6 +66,7 @@ __all__ = [
     "REFS_LOG_NAME",
     "TAGS_NAME",
     "AmbiguousRef",
+    "BadRefName",
     "CommitPruned",
     "EngineRestoreError",
     "EvalSpec",
@@ -85,6 +88,7 @@ __all__ = [
     "ParamConflict",
     "PersistIOError",
     "Problem",
+    "ReadOnlyLab",
     "RefExists",
     "RefStore",
     "SemanticDiff",

@@ -15,6 +15,7 @@ import contextlib
 import os
 from pathlib import Path
 
+from .. import _io
 from .durable import BackgroundWrite, atomic_write
 
 #: format (docs/FORMAT.md §3.1): the base cache's name in a data directory.
@@ -31,20 +32,24 @@ def base_holds(base_path: Path, index_bytes: bytes) -> bool:
     Compared in 4 MiB pieces read into one reused buffer (``bytearray ==`` a buffer is a
     memcmp): reading the whole file into a new ``bytes`` first cost 2.5x as much, mostly
     in page faults of the fresh allocation."""
-    with contextlib.suppress(OSError), open(base_path, "rb", buffering=0) as f:
-        if os.fstat(f.fileno()).st_size != len(index_bytes):
-            return False
-        want = memoryview(index_bytes).cast("B")
-        buf = bytearray(min(_COMPARE_PIECE, len(want)))
-        pos = 0
-        while pos < len(want):
-            n = min(len(buf), len(want) - pos)
-            if n != len(buf):
-                buf = bytearray(n)
-            if f.readinto(buf) != n or buf != want[pos : pos + n]:
+    with contextlib.suppress(OSError):
+        fd = _io.open_read(base_path)
+        try:
+            if os.fstat(fd).st_size != len(index_bytes):
                 return False
-            pos += n
-        return f.read(1) == b""
+            want = memoryview(index_bytes).cast("B")
+            buf = bytearray(min(_COMPARE_PIECE, len(want)))
+            pos = 0
+            while pos < len(want):
+                n = min(len(buf), len(want) - pos)
+                if n != len(buf):
+                    buf = bytearray(n)
+                if _io.pread_into(fd, buf, pos) != n or buf != want[pos : pos + n]:
+                    return False
+                pos += n
+            return _io.pread_into(fd, bytearray(1), pos) == 0
+        finally:
+            _io.close(fd)
     return False
 
 

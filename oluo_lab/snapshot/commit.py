@@ -203,25 +203,27 @@ def _land(
             plan.branch, cid, generation, plan.parent_cid, expected, timings
         )
     new = Head(cid, generation)
+
+    def move() -> None:
+        refs.compare_and_set(plan.branch, expected, new)
+        if plan.branch == DEFAULT_BRANCH:
+            fault_point("persist.head_written")
+
+    def log() -> int:
+        if known is not None:
+            refs.log_event(record)
+            seq = known.seq
+        else:
+            seq = refs.log_commit(record)
+        fault_point("persist.refs_logged")
+        return seq
+
+    # in the refs store's order (RefStore.records_after_move)
     if refs.records_after_move:
-        refs.compare_and_set(plan.branch, expected, new)
-        if plan.branch == DEFAULT_BRANCH:
-            fault_point("persist.head_written")
-        if known is not None:
-            refs.log_event(record)
-            seq = known.seq
-        else:
-            seq = refs.log_commit(record)
-        fault_point("persist.refs_logged")
+        move()
+        seq = log()
     else:
-        if known is not None:
-            refs.log_event(record)
-            seq = known.seq
-        else:
-            seq = refs.log_commit(record)
-        fault_point("persist.refs_logged")
-        refs.compare_and_set(plan.branch, expected, new)
-        if plan.branch == DEFAULT_BRANCH:
-            fault_point("persist.head_written")
+        seq = log()
+        move()
     bar.update(1)
     return Written(cid, manifest, seq, False)

@@ -23,9 +23,10 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from .. import _io
 from .._faults import fault_point
-from .._io import fsync_dir, write_all
-from .errors import LockTimeout, ManifestSerde, PersistIOError
+from .._io import fsync_dir
+from .errors import LockTimeout, ManifestSerde, PersistIOError, ReadOnlyLab
 
 #: format (docs/FORMAT.md §3.1): name prefix of a data directory's temp files.
 TEMP_PREFIX = ".oluo-tmp-"
@@ -40,7 +41,9 @@ __all__ = [
     "data_dir_lock",
     "fsync_dir",
     "read_table",
+    "require_writable",
     "sweep_temp_files",
+    "writable",
     "write_table",
 ]
 
@@ -49,7 +52,7 @@ def _unique_temp(directory: Path, name: str) -> tuple[int, Path]:
     for attempt in range(100):
         tmp = directory / f"{TEMP_PREFIX}{name}.{os.getpid()}.{time.monotonic_ns()}.{attempt}"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = _io.create_excl(tmp)
         except FileExistsError:
             continue
         return fd, tmp
@@ -68,26 +71,36 @@ def atomic_write(path: Path | str, data: bytes | bytearray | memoryview) -> None
         fd, tmp = _unique_temp(directory, path.name)
     except OSError as exc:
         raise PersistIOError(f"cannot create a temp file next to {path.name}", exc) from exc
+    step = "write"
     try:
         try:
-            write_all(fd, data)
+            _io.write_all(fd, data)
             fault_point("durable.tmp_written")
-            os.fsync(fd)
+            step = "fsync"
+            _io.fsync_fd(fd)
             fault_point("durable.fsynced")
         finally:
-            os.close(fd)
-        os.replace(tmp, path)
+            _io.close(fd)
+        step = "rename"
+        _io.rename(tmp, path)
+        tmp = None
         fault_point("durable.renamed")
+        step = "fsync the directory of"
         fsync_dir(directory)
         fault_point("durable.dir_synced")
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise PersistIOError(f"cannot write {path.name}", exc) from exc
+        _discard(tmp)
+        raise PersistIOError(f"cannot {step} {path.name}", exc) from exc
     except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        _discard(tmp)
         raise
+
+
+def _discard(tmp: Path | None) -> None:
+    """Remove a temp file (best effort: gc sweeps what is left)."""
+    if tmp is not None:
+        with contextlib.suppress(OSError):
+            _io.unlink(tmp)
 
 
 def read_table(path: Path, key: str, version: int = 1) -> dict | None:
@@ -96,13 +109,13 @@ def read_table(path: Path, key: str, version: int = 1) -> dict | None:
     :class:`ManifestSerde` naming it (never silently empty: gc must know every ref); an
     unreadable one is :class:`PersistIOError`."""
     try:
-        doc = json.loads(path.read_bytes())
+        doc = json.loads(_io.read_file(path))
     except FileNotFoundError:
         return None
     except ValueError as exc:
         raise ManifestSerde(f"{path} is not valid JSON ({exc})") from exc
     except OSError as exc:
-        raise PersistIOError(f"cannot read {path}", exc) from exc
+        raise PersistIOError(f"cannot read {path.name}", exc) from exc
     if (
         not isinstance(doc, dict)
         or doc.get("version") != version
@@ -154,10 +167,10 @@ class BackgroundWrite:
                 return
             fd, self._tmp = _unique_temp(self.path.parent, self.path.name)
             try:
-                write_all(fd, self._data)
-                os.fsync(fd)
+                _io.write_all(fd, self._data)
+                _io.fsync_fd(fd)
             finally:
-                os.close(fd)
+                _io.close(fd)
         except BaseException as exc:  # re-raised by commit() on the caller's thread
             self._error = exc
         finally:
@@ -174,6 +187,7 @@ class BackgroundWrite:
         previous content of ``path`` is untouched.
         """
         self._wait()
+        step = "write"
         try:
             if self._error is not None:
                 exc = self._error
@@ -185,14 +199,16 @@ class BackgroundWrite:
             assert self._tmp is not None
             fault_point("durable.tmp_written")
             fault_point("durable.fsynced")
-            os.replace(self._tmp, self.path)
+            step = "rename"
+            _io.rename(self._tmp, self.path)
             self._tmp = None
             fault_point("durable.renamed")
+            step = "fsync the directory of"
             fsync_dir(self.path.parent)
             fault_point("durable.dir_synced")
             return True
         except OSError as exc:
-            raise PersistIOError(f"cannot write {self.path.name}", exc) from exc
+            raise PersistIOError(f"cannot {step} {self.path.name}", exc) from exc
         finally:
             self._cleanup()
 
@@ -202,10 +218,8 @@ class BackgroundWrite:
         self._cleanup()
 
     def _cleanup(self) -> None:
-        if self._tmp is not None:
-            with contextlib.suppress(OSError):
-                self._tmp.unlink()
-            self._tmp = None
+        _discard(self._tmp)
+        self._tmp = None
 
 
 def sweep_temp_files(directory: Path | str, older_than_s: float = 0.0) -> list[str]:
@@ -218,42 +232,83 @@ def sweep_temp_files(directory: Path | str, older_than_s: float = 0.0) -> list[s
     removed: list[str] = []
     now = time.time()
     try:
-        entries = list(os.scandir(directory))
+        names = _io.list_names(directory)
     except FileNotFoundError:
         return removed
-    for entry in entries:
-        if not entry.name.startswith(TEMP_PREFIX):
+    except OSError as exc:
+        raise PersistIOError(f"cannot list the data directory {directory.name}", exc) from exc
+    for name in names:
+        if not name.startswith(TEMP_PREFIX):
             continue
+        path = directory / name
         try:
-            if now - entry.stat(follow_symlinks=False).st_mtime < older_than_s:
+            if now - path.stat(follow_symlinks=False).st_mtime < older_than_s:
                 continue
-            os.unlink(entry.path)
-            removed.append(entry.name)
+            _io.unlink(path)
+            removed.append(name)
         except FileNotFoundError:
             continue
+        except OSError as exc:
+            raise PersistIOError(f"cannot remove the temp file {name}", exc) from exc
     return sorted(removed)
 
 
+#: errno values that say the storage refuses writes (a read-only mount or bucket, no
+#: permission): a reader goes on without writing, a writer raises :class:`ReadOnlyLab`.
+READ_ONLY_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def writable(directory: Path | str) -> bool:
+    """Can this process create files in ``directory``? (``access(W_OK)``, which also
+    knows read-only mounts; root passes it everywhere but on a read-only mount.)"""
+    return os.access(directory, os.W_OK)
+
+
+def require_writable(directory: Path | str, what: str) -> None:
+    """Raise :class:`ReadOnlyLab` naming ``what`` before anything is written, when
+    ``directory`` cannot be written by this process."""
+    if not writable(directory):
+        raise ReadOnlyLab(Path(directory), what)
+
+
 @contextlib.contextmanager
-def data_dir_lock(directory: Path | str, timeout_s: float = 60.0) -> Iterator[None]:
-    """Hold an exclusive advisory lock (``flock``) on ``directory/oluo.lock``.
+def data_dir_lock(
+    directory: Path | str, timeout_s: float = 60.0, *, shared: bool = False
+) -> Iterator[None]:
+    """Hold an advisory lock (``flock``) on ``directory/oluo.lock``: exclusive for a
+    writer; ``shared`` for a reader that must not see a writer's half-done work (a gc
+    plan), which on storage this process cannot write opens the lock file read-only, or
+    takes no lock when there is no lock file (nobody can have written through this mount
+    either; :class:`ReadOnlyLab` is for writers).
 
     The lock file is never deleted (deleting it would let two processes lock
     different inodes). Waits up to ``timeout_s`` and raises :class:`LockTimeout`.
     """
     directory = Path(directory)
     lock_path = directory / LOCK_NAME
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise PersistIOError(
-            f"cannot open the lock file {LOCK_NAME} in the data directory", exc
-        ) from exc
+    if shared and not writable(directory):
+        try:
+            fd = _io.open_lock(lock_path, create=False)
+        except FileNotFoundError:
+            yield
+            return
+        except OSError as exc:
+            raise PersistIOError(f"cannot open the lock file {LOCK_NAME}", exc) from exc
+    else:
+        try:
+            fd = _io.open_lock(lock_path)
+        except OSError as exc:
+            if exc.errno in READ_ONLY_ERRNOS:
+                raise ReadOnlyLab(directory, "take the write lock", exc) from exc
+            raise PersistIOError(
+                f"cannot open the lock file {LOCK_NAME} in the data directory", exc
+            ) from exc
+    mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     try:
         deadline = time.monotonic() + timeout_s
         while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
                 break
             except OSError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES):
@@ -268,4 +323,4 @@ def data_dir_lock(directory: Path | str, timeout_s: float = 60.0) -> Iterator[No
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
-        os.close(fd)
+        _io.close(fd)

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AmbiguousRef",
+    "BadRefName",
     "CommitPruned",
     "EngineRestoreError",
     "HeadMoved",
@@ -29,6 +30,7 @@ __all__ = [
     "OluoPersistError",
     "ParamConflict",
     "PersistIOError",
+    "ReadOnlyLab",
     "RefExists",
     "SnapshotNotFound",
     "UnknownRef",
@@ -107,6 +109,33 @@ class HeadRegression(OluoPersistError):
 
 class LockTimeout(PersistIOError):
     """Another process held the data directory's lock for too long."""
+
+
+class ReadOnlyLab(PersistIOError):
+    """An operation that must write was asked of a lab this process cannot write (a
+    read-only mount, a directory without write permission, read-only credentials);
+    raised before anything is written. ``.path`` is the lab, ``.operation`` what needed
+    to write. Everything that only reads works on such a lab."""
+
+    def __init__(self, path: object, operation: str, cause: OSError | None = None) -> None:
+        self.path = path
+        self.operation = operation
+        super().__init__(
+            f"cannot {operation}: the lab {path} is read-only for this process "
+            "(reading, checking out, log, verify and gc dry runs work; writing does not)",
+            cause,
+        )
+
+
+class BadRefName(OluoPersistError, ValueError):
+    """A branch or tag name outside the rules (``.name`` is the name as given, ``.rule``
+    the rule it breaks); names never address anything outside the lab."""
+
+    def __init__(self, kind: str, name: object, rule: str) -> None:
+        self.kind = kind
+        self.name = name
+        self.rule = rule
+        super().__init__(f"bad {kind} name {name!r}: {rule}")
 
 
 class IndexCodecError(OluoPersistError):

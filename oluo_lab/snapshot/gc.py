@@ -118,7 +118,7 @@ def plan_gc(lab: Lab, grace_s: float, keep_last: int | None = None, bar: Any = N
     """The plan of ``lab.gc(grace_s=..., keep_last=...)``, computed under the data-directory
     lock; nothing is changed. ``bar`` (tqdm-like or None) advances per book swept."""
     _check_keep_last(keep_last)
-    with lab.refs.locked():
+    with lab.refs.locked(shared=True):
         return _plan(lab, grace_s, keep_last, bar)
 
 
@@ -135,8 +135,8 @@ def gc_lab(
     ``bar`` (a tqdm-like progress bar or None) advances per book swept and deleted."""
     _check_keep_last(keep_last)
     if not dry_run:
-        lab.refs.check_writable()
-    with lab.refs.locked():
+        lab.refs.check_writable("gc")
+    with lab.refs.locked(shared=dry_run):
         temp_removed = 0 if dry_run else _sweep_temp_files(lab, grace_s)
         plan = _plan(lab, grace_s, keep_last, bar)
         if dry_run:

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import _io
 from ..cas import CID
 from .durable import atomic_write
 from .errors import ManifestSerde, PersistIOError, UnsupportedVersion
@@ -39,11 +40,11 @@ def read_head(data_dir: Path | str) -> Head | None:
     """Read and validate ``oluo_head.json``; ``None`` when there is none (a fresh start)."""
     path = Path(data_dir) / HEAD_NAME
     try:
-        raw = path.read_bytes()
+        raw = _io.read_file(path)
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise PersistIOError(f"cannot read {path}", exc) from exc
+        raise PersistIOError(f"cannot read {HEAD_NAME}", exc) from exc
     try:
         doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:

@@ -24,6 +24,7 @@ and delegates ``diff``, ``verify``, ``gc`` and ``sweep`` to :mod:`.diff`,
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,9 +47,9 @@ from ..cas.packs import make_backend
 from ..engine import DEFAULT_COMPACT_THRESHOLD, OluoEngine, PersistSnapshot
 from . import refs_log
 from .base_cache import BASE_NAME, base_holds
-from .branches import BRANCHES_NAME, DEFAULT_BRANCH, check_branch_name
+from .branches import BRANCHES_NAME, DEFAULT_BRANCH, check_branch_name, check_unique_name
 from .catalog import LabView, commit_id
-from .commit import CommitPlan, index_digest_of, write_commit
+from .commit import CommitPlan, Written, index_digest_of, write_commit
 from .diff import diff_snapshots
 from .durable import data_dir_lock
 from .errors import (
@@ -328,7 +329,7 @@ class Lab:
                     raise NotALab(url, "it holds other objects; a new lab needs an empty prefix")
             except StoreIOError as exc:
                 raise PersistIOError(f"cannot list {url}", exc.cause) from exc
-            refs.check_writable()
+            refs.check_writable("create a lab")
             try:
                 root.put_create(LAB_FORMAT_KEY, LAB_FORMAT_TEXT.encode())
             except StoreIOError as exc:
@@ -613,6 +614,7 @@ class Lab:
 
         ``progress``: a ``tqdm.auto`` bar (shown after half a second) over the steps.
         """
+        self.refs.check_writable("commit")
         with progress_bar(progress, total=5, desc="commit", unit="step") as bar:
             return self._commit(
                 engine, note, branch, params, metrics, evaluate, more_params, bar, retry
@@ -642,14 +644,29 @@ class Lab:
         spec = as_spec(evaluate)
         queries = check_spec(engine, spec) if spec is not None else None
         origin = origin_of(engine, self.location)
-        target = branch or (origin.branch if origin and origin.branch else self.current_branch)
+        target = (
+            branch
+            if branch is not None
+            else (origin.branch if origin and origin.branch else self.current_branch)
+        )
         check_branch_name(target)
         view = self.view()
         found = view.branches.get(target)
         if found is None:
             _check_not_a_tag(target, view.tags)
+            check_unique_name("branch", target, self._taken_names())
         parent_cid = None if origin is None else origin.cid
-        self._check_descent(view, target, found, parent_cid, engine)
+        # a branch head that is a child of this engine's commit at the engine's generation
+        # may be this very commit, landed by an earlier call that failed after its commit
+        # point (an fsync error): the retry is then a no-op. Decided once its CID is known.
+        deferred = (
+            found is not None
+            and parent_cid is not None
+            and found.generation == engine.generation
+            and view.manifest(found.cid).parent == parent_cid
+        )
+        if not deferred:
+            self._check_descent(view, target, found, parent_cid, engine)
         parent = None if parent_cid is None else view.manifest(parent_cid)
         # ---- the engine's current state (a compaction only when it has pending changes)
         payload, unchanged = self._payload(engine, parent)
@@ -659,7 +676,9 @@ class Lab:
             """Under the lock: the head to compare-and-set against, or a refusal."""
             if now is None:
                 _check_not_a_tag(target, self.refs.tags())
-            if (None if now is None else now.cid) != (None if found is None else found.cid):
+            if deferred or (None if now is None else now.cid) != (
+                None if found is None else found.cid
+            ):
                 # the branch moved since we looked: fine while it still does not lose commits
                 self._check_descent(self.view(), target, now, parent_cid, engine)
             return None if now is None else now.cid
@@ -715,15 +734,20 @@ class Lab:
             data_dir=self.path,
             retries=retries,
         )
+        # the commit has landed: what follows reads or maps, and a failure there must not
+        # make the caller think it did not (a retry would then commit it a second time)
         if target == DEFAULT_BRANCH and self.path is not None:
-            with data_dir_lock(self.path):  # another process may have replaced the base since
+            with (
+                contextlib.suppress(OluoPersistError),
+                data_dir_lock(self.path),  # another process may have replaced the base since
+            ):
                 if base_holds(self.path / BASE_NAME, payload.index_bytes):
                     engine.compact_complete(str(self.path / BASE_NAME), payload.generation)
         if evaluation is not None:
             key = truth_key_of(evaluation.record)
             if key is not None:
                 self._truth[key] = evaluation.blobs[1]
-        return self._landed(engine, target, written.cid)
+        return self._landed(engine, target, written.cid, written)
 
     def _move_ref(
         self, branch: str, old: CID | None, new: Head | None, record: dict[str, Any]
@@ -745,9 +769,26 @@ class Lab:
         if after:
             self.refs.log_event(record)
 
-    def _landed(self, engine: OluoEngine, branch: str, cid: CID) -> Snapshot:
+    def _landed(
+        self, engine: OluoEngine, branch: str, cid: CID, written: Written | None = None
+    ) -> Snapshot:
         remember(engine, self.location, cid, branch)
-        return self._snap(self.view(), cid)
+        try:
+            return self._snap(self.view(), cid)
+        except (OluoPersistError, ContentError):
+            if written is None:
+                raise
+            # the commit landed but the log or the store cannot be read back now: what
+            # this call wrote is known without reading it
+            return Snapshot(
+                cid,
+                written.manifest,
+                seq=written.seq,
+                branch=branch,
+                index_digest=None
+                if written.manifest.index_digest is None
+                else written.manifest.index_digest.hex(),
+            )
 
     def _payload(
         self, engine: OluoEngine, parent: SnapshotManifest | None
@@ -838,11 +879,14 @@ class Lab:
         is moved only with ``force`` (:class:`RefExists` says so otherwise); a commit
         whose payloads gc retired cannot be a branch head (:class:`CommitPruned`)."""
         check_branch_name(name)
+        self.refs.check_writable("create a branch")
         snap = self._live(self.resolve(ref))
         with self.refs.locked():
             if name in self.refs.tags():
                 raise RefExists(name, f"{name!r} is a tag; a branch needs another name")
             current = self.refs.read_ref(name)
+            if current is None:
+                check_unique_name("branch", name, self._taken_names())
             if current is not None and current.cid == snap.cid:
                 return snap
             if current is not None and not force:
@@ -861,6 +905,7 @@ class Lab:
         tag reaches them (gc collects the rest). KeyError when there is no such branch."""
         if name == DEFAULT_BRANCH:
             raise ValueError(f"the default branch {DEFAULT_BRANCH!r} cannot be deleted")
+        self.refs.check_writable("delete a branch")
         with self.refs.locked():
             current = self.refs.read_ref(name)
             if current is None:
@@ -904,6 +949,7 @@ class Lab:
         """
         from .sweep import run_sweep
 
+        self.refs.check_writable("run a sweep")
         if threads is None and executor is not None:
             threads = 1
         return run_sweep(
@@ -918,6 +964,7 @@ class Lab:
         and payloads load. The head otherwise never moves backwards; this is the
         explicit way to recover. The move is recorded in the refs log.
         """
+        self.refs.check_writable("repair the head")
         if ref is None:
             snap = self._newest_loadable()
         else:
@@ -948,6 +995,12 @@ class Lab:
                 continue
         raise SnapshotNotFound("HEAD", "no commit of main in the refs log loads")
 
+    def _taken_names(self) -> dict[str, str]:
+        """Every branch and tag name -> ``"branch"`` or ``"tag"``."""
+        taken = {name: "tag" for name in self.refs.tags()}
+        taken.update((name, "branch") for name in self.refs.branches())
+        return taken
+
     # ------------------------------------------------------------------ tags
     def tags(self) -> dict[str, CID]:
         """Named checkpoints (tags double as gc pins): name -> manifest CID."""
@@ -956,11 +1009,14 @@ class Lab:
     def tag(self, name: str, ref: Ref | Snapshot = "HEAD", *, force: bool = False) -> Snapshot:
         """Name a commit (a checkpoint gc always keeps); ``force`` moves an existing tag."""
         check_tag_name(name)
+        self.refs.check_writable("tag")
         snap = self.resolve(ref)
         with self.refs.locked():
             if name in self.refs.branches():
                 raise RefExists(name, f"{name!r} is a branch; a tag needs another name")
             tags = self.refs.tags()
+            if name not in tags:
+                check_unique_name("tag", name, self._taken_names())
             if name in tags and tags[name] != snap.cid and not force:
                 raise RefExists(
                     name,
@@ -977,6 +1033,7 @@ class Lab:
 
     def untag(self, name: str) -> None:
         """Remove a tag (KeyError naming it when absent)."""
+        self.refs.check_writable("untag")
         with self.refs.locked():
             self.refs.check_writable()
             self.refs.delete_tag(name)
@@ -1026,7 +1083,10 @@ class Lab:
         ``keep_last``: keep the payloads of only the newest N commits of each branch
         (older ones are pruned: their manifests stay in the log).
 
-        ``progress``: a ``tqdm.auto`` bar counting the books swept and deleted."""
+        ``progress``: a ``tqdm.auto`` bar counting the books swept and deleted. A dry run
+        only reads (it works on a lab this process cannot write)."""
+        if not dry_run:
+            self.refs.check_writable("gc")
         with progress_bar(progress, desc="gc", unit="book") as bar:
             return gc_lab(self, dry_run, grace_s, keep_last, bar)
 

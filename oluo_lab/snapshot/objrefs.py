@@ -21,7 +21,10 @@ branch), an absent key means nothing landed and the put is tried again.
 Before the first write the store is tested once per process (:func:`self_test`): a
 create-only put of a probe key twice must fail the second time. A server that ignores
 the condition would let two writers both "win" a number; then every write is refused
-(:class:`UnsafeObjectStore`) unless the lab was opened with ``single_writer=True``.
+(:class:`UnsafeObjectStore`) unless the lab was opened with ``single_writer=True``. A
+probe the server refuses for want of permission (read-only credentials) makes the lab
+read-only for this process: reads work, every writer raises :class:`ReadOnlyLab` before
+it writes anything.
 """
 
 from __future__ import annotations
@@ -40,7 +43,14 @@ from ..cas import CID, StoreIOError
 from ..cas._backends import Missing, ObstoreBackend
 from . import refs_log
 from .branches import DEFAULT_BRANCH
-from .errors import HeadMoved, ManifestSerde, PersistIOError, RefExists, UnsafeObjectStore
+from .errors import (
+    HeadMoved,
+    ManifestSerde,
+    PersistIOError,
+    ReadOnlyLab,
+    RefExists,
+    UnsafeObjectStore,
+)
 from .head import Head
 from .refs import RefStore
 
@@ -81,16 +91,33 @@ def self_test(backend: ObstoreBackend) -> str | None:
     """Check once per store (by ``backend.identity``) that create-only puts are honoured:
     None when they are, else why writes must be refused. A test that cannot run (no
     write permission, say) is not cached, and its reason returned."""
+    return _self_test(backend)[0]
+
+
+def _refused(exc: StoreIOError) -> bool:
+    """Whether the server refused a request for want of permission (read-only
+    credentials, a bucket policy): obstore's permission and authentication errors."""
+    from obstore.exceptions import PermissionDeniedError, UnauthenticatedError
+
+    return isinstance(exc.cause, PermissionDeniedError | UnauthenticatedError)
+
+
+def _self_test(backend: ObstoreBackend) -> tuple[str | None, bool]:
+    """:func:`self_test`'s answer, and whether the probe was refused for want of
+    permission (the credentials are read-only; not cached either)."""
     with _SELF_TESTS_LOCK:
         if backend.identity in _SELF_TESTS:
-            return _SELF_TESTS[backend.identity]
+            return _SELF_TESTS[backend.identity], False
     key = f"selftest/{secrets.token_hex(12)}"
+    created = False
     try:
         first = backend.put_if_absent(key, b"1")
+        created = True
         second = backend.put_if_absent(key, b"2")
         kept = backend.read(key)
     except (StoreIOError, Missing) as exc:
-        return f"the conditional-write self-test could not run: {exc}"
+        refused = not created and isinstance(exc, StoreIOError) and _refused(exc)
+        return f"the conditional-write self-test could not run: {exc}", refused
     finally:
         with contextlib.suppress(StoreIOError):
             backend.delete(key)
@@ -105,7 +132,7 @@ def self_test(backend: ObstoreBackend) -> str | None:
         result = None
     with _SELF_TESTS_LOCK:
         _SELF_TESTS[backend.identity] = result
-    return result
+    return result, False
 
 
 def clear_self_tests() -> None:
@@ -128,7 +155,7 @@ class ObjectRefs(RefStore):
         self.backend = backend
         self.name = name
         self.single_writer = single_writer
-        self.unsafe = self_test(backend)
+        self.unsafe, self.read_only = _self_test(backend)
         self._bodies: dict[str, dict[str, Any]] = {}  # immutable objects, by key
         self._log: list[tuple[str, dict[str, Any] | None]] = []  # (key, record or damaged)
         self._log_lock = threading.Lock()
@@ -137,10 +164,12 @@ class ObjectRefs(RefStore):
         return f"ObjectRefs({self.name!r})"
 
     @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
+    def locked(self, *, shared: bool = False) -> Iterator[None]:
         yield  # no lock: every change is a create-only put that fails on a conflict
 
-    def check_writable(self) -> None:
+    def check_writable(self, operation: str = "write") -> None:
+        if self.read_only:
+            raise ReadOnlyLab(self.name, operation)
         if self.unsafe is not None and not self.single_writer:
             raise UnsafeObjectStore(self.name, self.unsafe)
 

@@ -28,9 +28,15 @@ from ..cas import CHUNK_PARAMS, CID, FINE_CHUNK_PARAMS, FINE_FANOUT, BookStore, 
 from ..engine import DEFAULT_COMPACT_THRESHOLD, OluoEngine, decode_metadata
 from ..engine.metadata import read_metadata_header
 from . import refs_log
-from .base_cache import BASE_NAME, start_base_write, write_base_if_changed
+from .base_cache import BASE_NAME, base_holds, start_base_write, write_base_if_changed
 from .branches import DEFAULT_BRANCH
-from .durable import BackgroundWrite, data_dir_lock, sweep_temp_files
+from .durable import (
+    BackgroundWrite,
+    data_dir_lock,
+    require_writable,
+    sweep_temp_files,
+    writable,
+)
 from .errors import (
     EngineRestoreError,
     HeadRegression,
@@ -116,6 +122,7 @@ def persist_snapshot(
     :meth:`Lab.commit` persists and maps under one lock.
     """
     data_dir = _as_dir(data_dir)
+    require_writable(data_dir, "persist a snapshot")
     if not isinstance(generation, int) or isinstance(generation, bool) or generation < 0:
         raise ManifestSerde(f"generation must be a non-negative int, got {generation!r}")
     check_note(note, annotations if not isinstance(annotations, dict) else {})
@@ -275,12 +282,19 @@ def _load_snapshot(
     index_bytes, digest, decoded = _restore_parts(store, manifest, False)
     bar.update(1)
     base_path = data_dir / BASE_NAME
-    with data_dir_lock(data_dir):
-        sweep_temp_files(data_dir)
-        write_base_if_changed(base_path, index_bytes)
-        # the base file now holds exactly the verified index bytes (checked or written
-        # under the lock): the engine maps its vectors from it instead of copying them
-        engine = _engine_of(manifest, index_bytes, digest, decoded, compact_threshold, base_path)
+    if writable(data_dir):
+        with data_dir_lock(data_dir):
+            sweep_temp_files(data_dir)
+            write_base_if_changed(base_path, index_bytes)
+            # the base file now holds exactly the verified index bytes (checked or written
+            # under the lock): the engine maps its vectors from it instead of copying them
+            engine = _engine_of(
+                manifest, index_bytes, digest, decoded, compact_threshold, base_path
+            )
+    else:  # a lab this process cannot write: map the base only if it holds these bytes
+        with data_dir_lock(data_dir, shared=True):
+            mapped = base_path if base_holds(base_path, index_bytes) else None
+            engine = _engine_of(manifest, index_bytes, digest, decoded, compact_threshold, mapped)
     remember(engine, data_dir, head.cid, DEFAULT_BRANCH)  # a Lab commit of it extends main
     bar.update(1)
     return engine, base_path, manifest.compact_generation

@@ -24,7 +24,7 @@ from typing import Any
 from ..cas import CID
 from . import refs_log
 from .branches import BRANCHES_NAME, DEFAULT_BRANCH, read_branches, write_branches
-from .durable import data_dir_lock
+from .durable import data_dir_lock, require_writable
 from .errors import HeadMoved
 from .head import HEAD_NAME, Head, read_head, write_head
 from .refs_log import REFS_LOG_NAME
@@ -52,9 +52,13 @@ class RefStore(ABC):
 
     records_after_move = False
 
-    def check_writable(self) -> None:
-        """Raise before any write when this store must not be written (an object store
-        that failed the conditional-write self-test); nothing by default."""
+    def check_writable(self, operation: str = "write") -> None:
+        """Raise before an operation writes anything when this store must not be
+        written: :class:`~oluo_lab.snapshot.errors.ReadOnlyLab` naming ``operation`` when
+        this process cannot write it (a read-only mount or bucket), or
+        :class:`~oluo_lab.snapshot.errors.UnsafeObjectStore` (an object store that failed
+        the conditional-write self-test). A store that only learns it from a refused
+        write may accept here."""
         return None
 
     def where(self, kind: str) -> str:
@@ -69,9 +73,11 @@ class RefStore(ABC):
         return {k: v for k, v in self.branches().items() if k != DEFAULT_BRANCH}
 
     @abstractmethod
-    def locked(self) -> contextlib.AbstractContextManager[None]:
+    def locked(self, *, shared: bool = False) -> contextlib.AbstractContextManager[None]:
         """An exclusive section for a read-check-write of refs (and the CAS writes of a
-        commit, so a concurrent gc cannot sweep them before a ref names them)."""
+        commit, so a concurrent gc cannot sweep them before a ref names them); ``shared``
+        for a reader that must not see a writer's half-done work (a gc plan), which
+        works on storage this process cannot write."""
 
     # ---------------------------------------------------------------- branches
     @abstractmethod
@@ -133,9 +139,12 @@ class LocalRefs(RefStore):
     def __repr__(self) -> str:
         return f"LocalRefs({self.path.name!r})"
 
+    def check_writable(self, operation: str = "write") -> None:
+        require_writable(self.path, operation)
+
     @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        with data_dir_lock(self.path):
+    def locked(self, *, shared: bool = False) -> Iterator[None]:
+        with data_dir_lock(self.path, shared=shared):
             yield
 
     def read_ref(self, branch: str) -> Head | None:

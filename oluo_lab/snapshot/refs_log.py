@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._io import write_all
+from .. import _io
 from ..cas import CID
 from .durable import fsync_dir
 from .errors import PersistIOError
@@ -88,21 +88,27 @@ def append(data_dir: Path, record: dict[str, Any]) -> None:
     :class:`PersistIOError` on failure."""
     line = (json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n").encode()
     path = data_dir / REFS_LOG_NAME
+    step = "open"
     try:
         created = not path.exists()
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = _io.open_append(path)
         try:
             size = os.fstat(fd).st_size
-            if size and os.pread(fd, 1, size - 1) != b"\n":
+            last = bytearray(1)
+            step = "read"
+            if size and (_io.pread_into(fd, last, size - 1) != 1 or last != b"\n"):
                 line = b"\n" + line  # end a torn last line, or this record would join it
-            write_all(fd, line)
-            os.fsync(fd)
+            step = "append to"
+            _io.write_all(fd, line)
+            step = "fsync"
+            _io.fsync_fd(fd)
         finally:
-            os.close(fd)
+            _io.close(fd)
         if created:
+            step = "fsync the directory of"
             fsync_dir(data_dir)
     except OSError as exc:
-        raise PersistIOError(f"cannot append to {path}", exc) from exc
+        raise PersistIOError(f"cannot {step} {REFS_LOG_NAME}", exc) from exc
 
 
 def head_move_record(op: str, head: CID, generation: int, parent: CID | None) -> dict[str, Any]:
@@ -141,13 +147,13 @@ def records(data_dir: Path | str, *, missing_ok: bool = True) -> list[dict[str, 
     unreadable one is :class:`PersistIOError`."""
     path = Path(data_dir) / REFS_LOG_NAME
     try:
-        lines = path.read_bytes().decode("utf-8", "replace").splitlines()
+        lines = _io.read_file(path).decode("utf-8", "replace").splitlines()
     except FileNotFoundError as exc:
         if missing_ok:
             return []
-        raise PersistIOError(f"cannot read {path}", exc) from exc
+        raise PersistIOError(f"cannot read {REFS_LOG_NAME}", exc) from exc
     except OSError as exc:
-        raise PersistIOError(f"cannot read {path}", exc) from exc
+        raise PersistIOError(f"cannot read {REFS_LOG_NAME}", exc) from exc
     out: list[dict[str, Any]] = []
     for line in lines:
         try:

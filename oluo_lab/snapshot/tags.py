@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .._faults import fault_point
 from ..cas import CID
+from .branches import check_ref_name
 from .durable import read_table, write_table
 from .errors import ManifestSerde
 
@@ -28,12 +29,15 @@ __all__ = ["TAGS_NAME", "TAGS_VERSION", "check_tag_name", "read_tags", "write_ta
 
 
 def check_tag_name(name: object) -> None:
-    """Refuse a tag name outside the rule with a ``ValueError`` that states the rule."""
-    if not isinstance(name, str) or not _TAG_RE.match(name) or name.upper() == "HEAD":
-        raise ValueError(
-            f"bad tag name {name!r}: start with a letter; letters, digits, '.', '_', '-'; "
-            "at most 64 characters; not HEAD"
-        )
+    """Refuse a tag name outside the rule with :class:`BadRefName` (a ``ValueError``) that
+    states the rule: a letter, then letters, digits, ``.``, ``_``, ``-``, at most 64
+    characters, and the rules of :func:`~oluo_lab.snapshot.branches.check_ref_name`."""
+    check_ref_name(
+        "tag",
+        name,
+        _TAG_RE,
+        "start with a letter; letters, digits, '.', '_', '-'; at most 64 characters",
+    )
 
 
 def read_tags(data_dir: Path | str) -> dict[str, CID]:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .. import _io
 from ..cas import CID, BookStore, ContentError
 from . import refs_log
 from .base_cache import BASE_NAME
@@ -200,7 +201,7 @@ def _check_base_cache(lab: Lab, problems: list[Problem]) -> None:
     assert lab.path is not None
     head = lab.head(DEFAULT_BRANCH)
     try:
-        data = (lab.path / BASE_NAME).read_bytes()
+        data = _io.read_file(lab.path / BASE_NAME)
     except FileNotFoundError:
         message = "base cache missing; load_snapshot rebuilds it from the CAS"
     except OSError as exc:

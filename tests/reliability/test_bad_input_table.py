@@ -34,6 +34,7 @@ from oluo_lab.engine.errors import (
 )
 from oluo_lab.snapshot import (
     HEAD_NAME,
+    EngineRestoreError,
     HeadRegression,
     Lab,
     ManifestSerde,
@@ -375,3 +376,155 @@ def test_bad_input_raises_typed_error_and_changes_nothing(ctx, name, call, expec
     assert after[0] == before[0], "stored files changed"
     assert after[1] == before[1], "store listing changed"
     assert after[2] == before[2], "engine state changed"
+
+
+# --- hostile labs: contents written by someone else are data, never trusted -----------------
+# Each plant() writes hostile bytes the way a foreign lab would hold them (through the
+# public write path, so every CID and digest is consistent); loading must then raise the
+# typed error before faiss (or cbor2) is handed anything it would trust.
+
+
+def _hnsw_spans(index_bytes: bytes) -> tuple[int, dict[str, tuple[int, int]]]:
+    from oluo_lab.snapshot.index_codec import _parse
+
+    layout = _parse(memoryview(index_bytes))
+    return layout.ntotal, layout.spans
+
+
+def _forged_index(ctx: Ctx, forge: Callable[[bytearray, int, dict], None]) -> None:
+    """Persist the payload with its faiss bytes changed by ``forge(buf, ntotal, spans)``."""
+    buf = bytearray(ctx.payload.index_bytes)
+    ntotal, spans = _hnsw_spans(bytes(buf))
+    forge(buf, ntotal, spans)
+    _persist(ctx, index_bytes=bytes(buf))
+
+
+def _set_i32(buf: bytearray, at: int, value: int) -> None:
+    buf[at : at + 4] = int(value).to_bytes(4, "little", signed=True)
+
+
+def _neighbor_out_of_range(buf: bytearray, ntotal: int, spans: dict) -> None:
+    _set_i32(buf, spans["neighbors"][0] + 8, ntotal + 1000)
+
+
+def _neighbor_negative(buf: bytearray, ntotal: int, spans: dict) -> None:
+    _set_i32(buf, spans["neighbors"][0] + 4, -7)
+
+
+def _level_out_of_range(buf: bytearray, ntotal: int, spans: dict) -> None:
+    _set_i32(buf, spans["levels"][0], 60)
+
+
+def _offset_shifted(buf: bytearray, ntotal: int, spans: dict) -> None:
+    at = spans["offsets"][0] + 8
+    buf[at : at + 8] = (int.from_bytes(buf[at : at + 8], "little") + 1).to_bytes(8, "little")
+
+
+def _entry_point_out_of_range(buf: bytearray, ntotal: int, spans: dict) -> None:
+    start, nbytes = spans["neighbors"]
+    _set_i32(buf, start + nbytes, ntotal + 5)  # entry_point follows the neighbour array
+
+
+def _neighbors_claim_4gb(buf: bytearray, ntotal: int, spans: dict) -> None:
+    at = spans["neighbors"][0] - 8  # the vector's u64 count
+    buf[at : at + 8] = (1 << 30).to_bytes(8, "little")  # 2^30 int32s: 4 GiB
+
+
+def _huge_cbor_manifest(ctx: Ctx) -> None:
+    """The head names a manifest book whose CBOR claims a 4 GiB byte string."""
+    from oluo_lab.snapshot.head import Head, write_head
+
+    raw = b"\xa1\x66format\x5b" + (4 << 30).to_bytes(8, "big") + b"x" * 64
+    cid = ctx.store.put(raw)
+    write_head(ctx.d, Head(cid, 3))
+
+
+def _load(ctx: Ctx) -> Any:
+    return load_snapshot(ctx.d, open_store(ctx.d / "cas"))
+
+
+def _checkout(ctx: Ctx) -> Any:
+    return Lab(ctx.d).checkout("HEAD")
+
+
+HOSTILE: list[tuple[str, Callable[[Ctx], None], Callable[[Ctx], Any], type[BaseException]]] = [
+    (
+        f"hostile-faiss-{name}-{how.__name__.strip('_')}",
+        (lambda f: lambda c: _forged_index(c, f))(forge),
+        how,
+        EngineRestoreError,
+    )
+    for name, forge in (
+        ("neighbor-out-of-range", _neighbor_out_of_range),
+        ("neighbor-negative", _neighbor_negative),
+        ("level-out-of-range", _level_out_of_range),
+        ("offset-shifted", _offset_shifted),
+        ("entry-point-out-of-range", _entry_point_out_of_range),
+        ("neighbors-claim-4gb", _neighbors_claim_4gb),
+    )
+    for how in (_load, _checkout)
+] + [
+    ("hostile-manifest-cbor-claims-4gb", _huge_cbor_manifest, _load, ManifestSerde),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "plant", "call", "expected"), HOSTILE, ids=[h[0] for h in HOSTILE]
+)
+def test_hostile_lab_contents_are_typed_errors(ctx, name, plant, call, expected):
+    plant(ctx)
+    before = (_tree(ctx.d), sorted(open_store(ctx.d / "cas")))
+    with pytest.raises(expected) as info:
+        call(ctx)
+    assert str(info.value)
+    assert (_tree(ctx.d), sorted(open_store(ctx.d / "cas"))) == before, "stored files changed"
+
+
+_PEAK = """
+import resource, sys
+from pathlib import Path
+from oluo_lab.cas import open_store
+from oluo_lab.snapshot import OluoPersistError, load_snapshot
+d = Path(sys.argv[1])
+store = open_store(d / "cas")
+start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    load_snapshot(d, store, progress=False)
+    print("loaded")
+except OluoPersistError as exc:
+    print(type(exc).__name__)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - start)
+"""
+
+
+@pytest.mark.parametrize(
+    ("name", "plant", "expected"),
+    [
+        (
+            "faiss-neighbors-claim-4gb",
+            lambda c: _forged_index(c, _neighbors_claim_4gb),
+            "EngineRestoreError",
+        ),
+        ("manifest-cbor-claims-4gb", _huge_cbor_manifest, "ManifestSerde"),
+    ],
+)
+def test_hostile_claimed_sizes_allocate_nothing_near_them(ctx, name, plant, expected):
+    """A 4 GiB claim is refused in a fresh process whose peak resident memory grows by
+    less than 64 MiB while loading."""
+    import os
+    import subprocess
+    import sys
+
+    plant(ctx)
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, "-c", _PEAK, str(ctx.d)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1"),
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    outcome, grew_kib = proc.stdout.split()
+    assert outcome == expected
+    assert int(grew_kib) < 64 * 1024, f"peak RSS grew by {int(grew_kib) // 1024} MiB"
