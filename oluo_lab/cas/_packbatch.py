@@ -66,6 +66,25 @@ class PackBuilder:
         self.pos += length
         return entry
 
+    def add_run(self, records: list[tuple[CID, tuple[Buffer, ...]]]) -> list[Entry]:
+        """Append records back to back with one write and one hash update; their entries."""
+        pieces: list[Buffer] = []
+        entries = []
+        pos = self.pos
+        for cid, parts in records:
+            length = 0
+            for piece in parts:
+                pieces.append(piece)
+                length += len(piece)
+            entries.append(Entry(cid, pos, length))
+            pos += length
+        blob = b"".join(pieces)
+        self.sink.append(blob)
+        self.hasher.update(blob)
+        self.entries.extend(entries)
+        self.pos = pos
+        return entries
+
     def seal(self) -> tuple[str, int, bytes]:
         """Append the trailer; (pack id, pack size, trailer)."""
         trailer = encode_trailer(self.entries)
@@ -140,6 +159,17 @@ class PackBatch:
             if self._group_bytes >= GROUP_BYTES:
                 self._flush_group()
 
+    def add_many(self, items: list[tuple[CID, Buffer]]) -> None:
+        """:meth:`add` for many books (distinct CIDs, none in the batch yet), one lock."""
+        with self._lock:
+            self._raise_failure()
+            for cid, data in items:
+                self._queued[cid] = None
+                self._group.append((cid, data))
+                self._group_bytes += len(data)
+                if self._group_bytes >= GROUP_BYTES:
+                    self._flush_group()
+
     def add_record(self, cid: CID, record: Buffer) -> None:
         """Append an already-encoded record verbatim (repack and conversion: no recompression)."""
         with self._lock:
@@ -189,28 +219,38 @@ class PackBatch:
     def _append_group(self, encoded: Future[list[tuple[CID, bytes, Buffer]]]) -> None:
         if self._error is not None:
             return  # the batch has failed: write nothing more
-        for cid, header, payload in encoded.result():
-            self._append(cid, (header, payload) if header else (payload,))
-
-    def _append(self, cid: CID, pieces: tuple[Buffer, ...]) -> None:
-        if cid in self._placed:  # queued twice (puts racing on two threads): packed once
-            self._queued.pop(cid, None)
-            return
-        if self._open is None:
-            sink = self._backend.new_sink(PACK_DIR)
-            try:
-                self._open = PackBuilder(sink)
-            except BaseException:
-                sink.abort()
-                raise
-        builder = self._open
-        entry = builder.add(cid, pieces)
-        self._placed[cid] = (builder, entry)
-        self._queued.pop(cid, None)
-        if cid in self.renewed:
-            builder.unique = True
-        if builder.pos >= self._target:
-            self._seal()
+        items = encoded.result()
+        i = 0
+        while i < len(items):
+            if self._open is None:
+                sink = self._backend.new_sink(PACK_DIR)
+                try:
+                    self._open = PackBuilder(sink)
+                except BaseException:
+                    sink.abort()
+                    raise
+            builder = self._open
+            run: list[tuple[CID, tuple[Buffer, ...]]] = []
+            in_run: set[CID] = set()
+            pos = builder.pos
+            # records up to the one that takes the pack to its target size, in one write
+            while i < len(items) and pos < self._target:
+                cid, header, payload = items[i]
+                i += 1
+                if cid in self._placed or cid in in_run:  # queued twice (racing puts)
+                    self._queued.pop(cid, None)
+                    continue
+                pieces = (header, payload) if header else (payload,)
+                run.append((cid, pieces))
+                in_run.add(cid)
+                pos += sum(len(p) for p in pieces)
+            for e in builder.add_run(run):
+                self._placed[e.cid] = (builder, e)
+                self._queued.pop(e.cid, None)
+                if e.cid in self.renewed:
+                    builder.unique = True
+            if builder.pos >= self._target:
+                self._seal()
 
     def _seal(self) -> None:
         builder, self._open = self._open, None

@@ -20,7 +20,7 @@ import blake3
 import cbor2
 
 from oluo_lab.cas._bookfile import HEADER_LEN
-from oluo_lab.cas.cid import CID
+from oluo_lab.cas.cid import CID, cids_from_concat
 from oluo_lab.cas.errors import CorruptStoreFile, MalformedCID
 
 __all__ = [
@@ -158,12 +158,14 @@ def decode_entries(name: str, raw: bytes | memoryview) -> list[Entry]:
     bounds (16 .. 16 + book size), not their order (see :func:`check_entries`)."""
     if len(raw) % ENTRY_LEN:
         raise CorruptStoreFile(name, f"entry bytes of length {len(raw)} not a multiple of 56")
+    fields = list(ENTRY.iter_unpack(raw))
+    try:
+        cids = cids_from_concat(b"".join([f[0] for f in fields]))
+    except MalformedCID as exc:
+        bad = exc.index  # type: ignore[attr-defined]
+        raise CorruptStoreFile(name, f"entry {bad} has no valid CID: {exc}") from None
     out = []
-    for cid_raw, off, length, zero in ENTRY.iter_unpack(raw):
-        try:
-            cid = CID.from_bytes(cid_raw)
-        except MalformedCID as exc:
-            raise CorruptStoreFile(name, f"entry {len(out)} has no valid CID: {exc}") from None
+    for cid, (_, off, length, zero) in zip(cids, fields, strict=True):
         if zero:
             raise CorruptStoreFile(name, f"entry {len(out)} has nonzero reserved bytes", cid)
         if not HEADER_LEN <= length <= HEADER_LEN + cid.size:
@@ -334,7 +336,7 @@ def decode_tombstones(name: str, data: bytes) -> dict[str, tuple[CID, ...]]:
         if not isinstance(raw, bytes) or not raw or len(raw) % 40:
             raise CorruptStoreFile(name, "a pack's cids must be 40-byte CIDs, at least one")
         try:
-            cids = tuple(CID.from_bytes(raw[i : i + 40]) for i in range(0, len(raw), 40))
+            cids = tuple(cids_from_concat(raw))
         except MalformedCID as exc:
             raise CorruptStoreFile(name, f"a tombstone is not a CID: {exc}") from None
         if list(cids) != sorted(set(cids)):

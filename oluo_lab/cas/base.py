@@ -23,7 +23,7 @@ from typing import Any
 import blake3
 
 from oluo_lab._faults import fault_point
-from oluo_lab.cas.cid import CID, KIND_META
+from oluo_lab.cas.cid import CID, KIND_META, cids_from_concat
 from oluo_lab.cas.errors import (
     BookTooLarge,
     CorruptBook,
@@ -203,13 +203,12 @@ def bundle_depth(data: Buffer, allow_meta: bool = True) -> int:
     start = CID_LEN if allow_meta and n and mv[1] == KIND_META else 0
     if start >= n:
         raise MalformedBundle("bundle has no children")
-    deepest = 0
-    for off in range(start, n, CID_LEN):
-        try:
-            child = CID.from_bytes(mv[off : off + CID_LEN])
-        except MalformedCID as exc:
-            raise MalformedBundle(f"bundle entry {off // CID_LEN} is not a CID: {exc}") from None
-        deepest = max(deepest, child.depth)
+    try:
+        children = cids_from_concat(mv[start:])
+    except MalformedCID as exc:
+        entry = start // CID_LEN + exc.index  # type: ignore[attr-defined]
+        raise MalformedBundle(f"bundle entry {entry} is not a CID: {exc}") from None
+    deepest = max(c.depth for c in children)
     if deepest + 1 > MAX_DEPTH:
         raise DagDepthExceeded(f"bundle depth {deepest + 1} exceeds MAX_DEPTH {MAX_DEPTH}")
     return deepest + 1
@@ -261,6 +260,11 @@ class BookStore(ABC):
         cid = CID.for_book(data)
         self._store(cid, data)
         return cid
+
+    def put_many(self, chunks: Iterable[Buffer]) -> list[CID]:
+        """:meth:`put` each chunk, in order; their CIDs (stores may queue them together)."""
+        with self.batch():
+            return [self.put(data) for data in chunks]
 
     def put_bundle(self, data: Buffer) -> CID:
         """Store bundle bytes (concatenated 40-byte CIDs, optionally led by a root-metadata

@@ -21,7 +21,7 @@ from pyfastcdc.cy import FastCDC
 
 from oluo_lab.cas._output import FreshBytes
 from oluo_lab.cas.base import BookStore
-from oluo_lab.cas.cid import CID, CID_VERSION, KIND_META
+from oluo_lab.cas.cid import CID, CID_VERSION, KIND_META, cids_from_concat
 from oluo_lab.cas.errors import (
     DagDepthExceeded,
     DagSizeMismatch,
@@ -219,12 +219,15 @@ def ingest_pages(data: Any, store: BookStore, page_size: int, *, fanout: int = F
 
 def _store_leaves(chunks: Iterator[Any], store: BookStore, params: ChunkParams, fanout: int) -> CID:
     with store.batch():
-        leaves: list[CID] = []
-        total = 0
-        put = store.put
-        for chunk in chunks:
-            leaves.append(put(chunk))
-            total += len(chunk)
+        sizes: list[int] = []
+
+        def sized() -> Iterator[Any]:
+            for chunk in chunks:
+                sizes.append(len(chunk))
+                yield chunk
+
+        leaves = store.put_many(sized())
+        total = sum(sizes)
         if not leaves:
             return store.put(b"")
         if len(leaves) == 1:
@@ -243,14 +246,11 @@ def _parse_bundle(cid: CID, raw: bytes, root: bool) -> tuple[RootMeta | None, li
             raise MalformedBundle(f"root bundle {cid.hex} lacks its metadata record", cid)
         meta = RootMeta.decode(mv[:CID_LEN], cid)
         start = CID_LEN
-    children = []
-    for off in range(start, len(raw), CID_LEN):
-        try:
-            children.append(CID.from_bytes(mv[off : off + CID_LEN]))
-        except MalformedCID as exc:
-            raise MalformedBundle(
-                f"bundle {cid.hex} entry {off // CID_LEN} is not a CID: {exc}", cid
-            ) from None
+    try:
+        children = cids_from_concat(mv[start:])
+    except MalformedCID as exc:
+        entry = start // CID_LEN + exc.index  # type: ignore[attr-defined]
+        raise MalformedBundle(f"bundle {cid.hex} entry {entry} is not a CID: {exc}", cid) from None
     if not children:
         raise MalformedBundle(f"bundle {cid.hex} has no children", cid)
     deepest = max(c.depth for c in children)

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import blake3
+
 from oluo_lab._faults import fault_point
 from oluo_lab.cas._backends import Backend, LocalBackend, Missing, ObstoreBackend, import_obstore
 from oluo_lab.cas._bookfile import HEADER_LEN, RAW_HEADER, BookCodec
@@ -75,11 +77,13 @@ from oluo_lab.cas.base import (
 from oluo_lab.cas.cid import CID
 from oluo_lab.cas.errors import (
     BookNotFound,
+    BookTooLarge,
     ContentError,
     CorruptBook,
     CorruptStoreFile,
     StoreIOError,
 )
+from oluo_lab.cas.params import MAX_BOOK_SIZE
 
 __all__ = [
     "DEFAULT_LEVEL",
@@ -498,6 +502,38 @@ class PackStore(BookStore):
             batch.renewed.add(cid)
         batch.add(cid, data)
 
+    def put_many(self, chunks: Iterable[Buffer]) -> list[CID]:
+        """:meth:`put` each chunk (one batch, the books queued together); their CIDs."""
+        out: list[CID] = []
+        with self.batch():
+            batch = self._batch
+            assert batch is not None
+            view = self._view
+            todo: list[tuple[CID, Buffer]] = []
+            new: set[CID] = set()
+            for data in chunks:
+                if len(data) > MAX_BOOK_SIZE:
+                    raise BookTooLarge(
+                        f"book of {len(data)} bytes exceeds MAX_BOOK_SIZE {MAX_BOOK_SIZE}"
+                    )
+                cid = CID.for_book(data)
+                out.append(cid)
+                if cid in new or cid in batch or (cid in view.loc and cid not in view.tombs):
+                    continue
+                if not isinstance(data, bytes) and not (
+                    isinstance(data, memoryview) and isinstance(data.obj, bytes)
+                ):
+                    data = bytes(data)  # the caller may reuse a mutable buffer
+                if cid in view.tombs:
+                    batch.renewed.add(cid)
+                new.add(cid)
+                todo.append((cid, data))
+                if len(todo) >= 1024:
+                    batch.add_many(todo)
+                    todo = []
+            batch.add_many(todo)
+        return out
+
     @contextlib.contextmanager
     def batch(self) -> Iterator[PackStore]:
         """Write many books into packs with one index file at the end (see ``PackBatch``).
@@ -599,7 +635,7 @@ class PackStore(BookStore):
 
     def get_many_into(self, items: Iterable[tuple[CID, memoryview]]) -> None:
         """Fill the buffers: books grouped by pack, neighbouring records read together
-        (one ranged read, or one ``preadv`` straight into the buffers for a local pack),
+        (one request: the records' ranges, or for a local pack one read of their span),
         on ``workers`` threads. The first failing book in ``items`` order is reported."""
         todo = list(items)
         for cid, out in todo:
@@ -608,9 +644,10 @@ class PackStore(BookStore):
             if len(out) != cid.size:
                 raise ValueError(f"buffer of {len(out)} B for a {cid.size} B book")
         errors: dict[int, BaseException] = {}
-        # pack -> entry -> (entry, the (item index, buffer) pairs that want it); by entry,
+        # pack -> entry -> (entry, the (item index, buffer) pairs that want it); by entry
+        # object (the view's, alive for the call; hashing one by value costs microseconds),
         # never by offset alone: each book is verified against its own CID
-        by_pack: dict[str, dict[Entry, tuple[Entry, list[tuple[int, memoryview]]]]] = {}
+        by_pack: dict[str, dict[int, tuple[Entry, list[tuple[int, memoryview]]]]] = {}
         batch = self._batch
         loc = self._view.loc
         for i, (cid, out) in enumerate(todo):
@@ -625,9 +662,9 @@ class PackStore(BookStore):
             records = by_pack.get(pid)
             if records is None:
                 records = by_pack[pid] = {}
-            wanted = records.get(e)
+            wanted = records.get(id(e))
             if wanted is None:
-                records[e] = (e, [(i, out)])
+                records[id(e)] = (e, [(i, out)])
             else:
                 wanted[1].append((i, out))
         runs = [
@@ -663,16 +700,18 @@ class PackStore(BookStore):
                         errors[i] = exc
             return
         for (e, outs), rec in zip(run, records, strict=True):
-            first_i, first = outs[0]
+            first = outs[0][1]
+            cid = e.cid
             try:
-                if rec is None:  # read straight into the first buffer (a raw record)
-                    verify_book(e.cid, first)
+                if len(rec) != e.length:
+                    raise CorruptBook(cid, f"pack {pid} ends inside the record")
+                if e.raw and rec[:HEADER_LEN] == RAW_HEADER:
+                    data = rec[HEADER_LEN:]
                 else:
-                    if len(rec) != e.length:
-                        raise CorruptBook(e.cid, f"pack {pid} ends inside the record")
-                    data = self._decode(e.cid, rec)
-                    verify_book(e.cid, data)
-                    first[:] = data
+                    data = self._decode(cid, rec)
+                if len(data) != cid.size or blake3.blake3(data).digest() != cid.digest:
+                    verify_book(cid, data)  # raises CorruptBook with the reason
+                first[:] = data
             except ContentError as exc:
                 for i, _ in outs:
                     errors[i] = exc
@@ -682,42 +721,18 @@ class PackStore(BookStore):
 
     def _read_run(
         self, pid: str, run: list[tuple[Entry, list[tuple[int, memoryview]]]]
-    ) -> list[Buffer | None]:
-        """Records of one run: ``None`` for a raw record read straight into its first
-        buffer (local packs), else the record's bytes."""
+    ) -> list[Buffer]:
+        """The records of one run (a record the pack cuts short comes back short), read
+        with one request: the records' ranges (object stores), or their span, sliced."""
         key = pack_key(pid)
-        b = self._backend
-        if not b.scatter:
-            return list(b.read_ranges(key, [e.offset for e, _ in run], [e.length for e, _ in run]))
+        if not self._backend.scatter:
+            starts, lengths = [e.offset for e, _ in run], [e.length for e, _ in run]
+            return list(self._backend.read_ranges(key, starts, lengths))
         start = run[0][0].offset
-        bufs: list[Any] = []
-        recs: list[Buffer | None] = []
-        pos = start
-        raw_heads: list[tuple[int, bytearray]] = []
-        for k, (e, outs) in enumerate(run):
-            if e.offset > pos:
-                bufs.append(bytearray(e.offset - pos))
-            if e.raw:
-                head = bytearray(HEADER_LEN)
-                bufs += [head, outs[0][1]]
-                raw_heads.append((k, head))
-                recs.append(None)
-            else:
-                rec = bytearray(e.length)
-                bufs.append(rec)
-                recs.append(rec)
-            pos = e.end
-        got = b.read_scatter(key, start, bufs)
-        if got != pos - start:
-            end = start + got
-            for k, (e, _) in enumerate(run):
-                if e.end > end:
-                    recs[k] = b""  # short: reported as truncated
-        for k, head in raw_heads:
-            if recs[k] is None and bytes(head) != RAW_HEADER:
-                e, outs = run[k]
-                recs[k] = bytes(head) + bytes(outs[0][1])  # decode reports the bad header
-        return recs
+        end = max(e.end for e, _ in run)
+        [span] = self._backend.read_ranges(key, [start], [end - start])
+        mv = memoryview(span)
+        return [mv[e.offset - start : e.end - start] for e, _ in run]
 
     def _has(self, cid: CID) -> bool:
         batch = self._batch
