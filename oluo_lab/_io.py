@@ -37,6 +37,7 @@ __all__ = [
     "open_lock",
     "open_read",
     "pread_into",
+    "preadv",
     "read",
     "read_file",
     "readv",
@@ -352,3 +353,29 @@ def pread_into(fd: int, buf: Any, offset: int) -> int:
     return _call("read", _pread_into, fd, buf, offset)
 
 
+def _preadv(fd: int, buffers: list[Any], offset: int) -> int:
+    views = [v for v in (memoryview(b).cast("B") for b in buffers) if len(v)]
+    got = 0
+    i = 0  # first buffer not yet full
+    while i < len(views):
+        n = os.preadv(fd, views[i : i + _IOV_MAX], offset + got)
+        if n == 0:
+            break
+        got += n
+        while n:  # advance past what this call filled
+            take = min(n, len(views[i]))
+            views[i] = views[i][take:]
+            n -= take
+            if not len(views[i]):
+                i += 1
+    return got
+
+
+def preadv(fd: int, buffers: list[Any], offset: int) -> int:
+    """Scatter-read consecutive bytes from ``offset`` into ``buffers`` in order (one system
+    call per ``IOV_MAX`` buffers, repeated until all are full or the file ends); returns
+    the bytes read."""
+    return _call("read", _preadv, fd, buffers, offset)
+
+
+_IOV_MAX: int = min(1024, os.sysconf("SC_IOV_MAX")) if hasattr(os, "sysconf") else 16

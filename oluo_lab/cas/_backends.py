@@ -93,8 +93,7 @@ class Sink(ABC):
 class Backend(ABC):
     """The file operations a pack store uses (see the module docstring)."""
 
-    #: whether a run of neighbouring records is best read as one span, gaps included
-    #: (local files: one pread), rather than as the records' ranges (object stores)
+    #: whether :meth:`read_scatter` reads straight into caller buffers (local files)
     scatter = False
 
     @abstractmethod
@@ -112,6 +111,10 @@ class Backend(ABC):
     @abstractmethod
     def read_ranges(self, key: str, starts: Sequence[int], lengths: Sequence[int]) -> list[Any]:
         """Byte ranges of a file (buffers; a range past the end comes back short)."""
+
+    def read_scatter(self, key: str, offset: int, buffers: list[Any]) -> int:
+        """Read consecutive bytes from ``offset`` into ``buffers``; bytes read."""
+        raise NotImplementedError
 
     @abstractmethod
     def list(self, directory: str) -> list[ObjectInfo]:
@@ -275,6 +278,10 @@ class LocalBackend(Backend):
                 got = _io.pread_into(fd, buf, start)
                 out.append(buf if got == length else buf[:got])
         return out
+
+    def read_scatter(self, key: str, offset: int, buffers: list[Any]) -> int:
+        with self._open(key) as fd, _os_op("read", key):
+            return _io.preadv(fd, buffers, offset)
 
     def list(self, directory: str) -> list[ObjectInfo]:
         try:

@@ -32,8 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import blake3
-
 from oluo_lab._faults import fault_point
 from oluo_lab.cas._backends import Backend, LocalBackend, Missing, ObstoreBackend, import_obstore
 from oluo_lab.cas._bookfile import HEADER_LEN, RAW_HEADER, BookCodec
@@ -635,7 +633,7 @@ class PackStore(BookStore):
 
     def get_many_into(self, items: Iterable[tuple[CID, memoryview]]) -> None:
         """Fill the buffers: books grouped by pack, neighbouring records read together
-        (one request: the records' ranges, or for a local pack one read of their span),
+        (one ranged read, or one ``preadv`` straight into the buffers for a local pack),
         on ``workers`` threads. The first failing book in ``items`` order is reported."""
         todo = list(items)
         for cid, out in todo:
@@ -700,18 +698,16 @@ class PackStore(BookStore):
                         errors[i] = exc
             return
         for (e, outs), rec in zip(run, records, strict=True):
-            first = outs[0][1]
-            cid = e.cid
+            first_i, first = outs[0]
             try:
-                if len(rec) != e.length:
-                    raise CorruptBook(cid, f"pack {pid} ends inside the record")
-                if e.raw and rec[:HEADER_LEN] == RAW_HEADER:
-                    data = rec[HEADER_LEN:]
+                if rec is None:  # read straight into the first buffer (a raw record)
+                    verify_book(e.cid, first)
                 else:
-                    data = self._decode(cid, rec)
-                if len(data) != cid.size or blake3.blake3(data).digest() != cid.digest:
-                    verify_book(cid, data)  # raises CorruptBook with the reason
-                first[:] = data
+                    if len(rec) != e.length:
+                        raise CorruptBook(e.cid, f"pack {pid} ends inside the record")
+                    data = self._decode(e.cid, rec)
+                    verify_book(e.cid, data)
+                    first[:] = data
             except ContentError as exc:
                 for i, _ in outs:
                     errors[i] = exc
@@ -721,18 +717,42 @@ class PackStore(BookStore):
 
     def _read_run(
         self, pid: str, run: list[tuple[Entry, list[tuple[int, memoryview]]]]
-    ) -> list[Buffer]:
-        """The records of one run (a record the pack cuts short comes back short), read
-        with one request: the records' ranges (object stores), or their span, sliced."""
+    ) -> list[Buffer | None]:
+        """Records of one run: ``None`` for a raw record read straight into its first
+        buffer (local packs), else the record's bytes."""
         key = pack_key(pid)
-        if not self._backend.scatter:
-            starts, lengths = [e.offset for e, _ in run], [e.length for e, _ in run]
-            return list(self._backend.read_ranges(key, starts, lengths))
+        b = self._backend
+        if not b.scatter:
+            return list(b.read_ranges(key, [e.offset for e, _ in run], [e.length for e, _ in run]))
         start = run[0][0].offset
-        end = max(e.end for e, _ in run)
-        [span] = self._backend.read_ranges(key, [start], [end - start])
-        mv = memoryview(span)
-        return [mv[e.offset - start : e.end - start] for e, _ in run]
+        bufs: list[Any] = []
+        recs: list[Buffer | None] = []
+        pos = start
+        raw_heads: list[tuple[int, bytearray]] = []
+        for k, (e, outs) in enumerate(run):
+            if e.offset > pos:
+                bufs.append(bytearray(e.offset - pos))
+            if e.raw:
+                head = bytearray(HEADER_LEN)
+                bufs += [head, outs[0][1]]
+                raw_heads.append((k, head))
+                recs.append(None)
+            else:
+                rec = bytearray(e.length)
+                bufs.append(rec)
+                recs.append(rec)
+            pos = e.end
+        got = b.read_scatter(key, start, bufs)
+        if got != pos - start:
+            end = start + got
+            for k, (e, _) in enumerate(run):
+                if e.end > end:
+                    recs[k] = b""  # short: reported as truncated
+        for k, head in raw_heads:
+            if recs[k] is None and bytes(head) != RAW_HEADER:
+                e, outs = run[k]
+                recs[k] = bytes(head) + bytes(outs[0][1])  # decode reports the bad header
+        return recs
 
     def _has(self, cid: CID) -> bool:
         batch = self._batch

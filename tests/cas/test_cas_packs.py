@@ -226,16 +226,16 @@ def test_reads_coalesce_neighbouring_records(tmp_path, monkeypatch):
     with store.batch():
         cids = [store.put(d) for d in datas]
     calls = []
-    orig = store.backend.read_ranges
-    monkeypatch.setattr(store.backend, "read_ranges", lambda *a: calls.append(a[1]) or orig(*a))
+    orig = store.backend.read_scatter
+    monkeypatch.setattr(store.backend, "read_scatter", lambda *a: calls.append(a[1]) or orig(*a))
     bufs = [bytearray(c.size) for c in cids]
     store.get_many_into(zip(cids[::-1], map(memoryview, bufs[::-1]), strict=True))
     assert [bytes(b) for b in bufs] == datas
-    assert calls == [[8]]  # one read from the first record of the pack
+    assert calls == [8]  # one read from the first record of the pack
     sub = cids[::5]  # records 80 kB apart: still one read
     calls.clear()
     store.get_many_into((c, memoryview(bytearray(c.size))) for c in sub)
-    assert calls == [[8]]
+    assert calls == [8]
 
 
 def test_reads_coalesce_on_an_object_store(monkeypatch):
