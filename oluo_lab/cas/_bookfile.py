@@ -29,6 +29,7 @@ __all__ = [
     "CODEC_ZSTD",
     "HEADER_LEN",
     "MAGIC",
+    "MIN_SAVING",
     "PROBE_LEN",
     "PROBE_PIECES",
     "RAW_HEADER",

@@ -130,6 +130,19 @@ class StoreConformance(ABC):
             store.put(data + b"!")
         assert len(store) == 1
 
+    def test_put_many_is_put_for_each(self, store):
+        old = store.put(b"stored before")
+        buf = bytearray(b"reused buffer 1")
+        chunks = [b"a", b"stored before", b"a", xof(b"pm", 9000), buf, b""]
+        cids = store.put_many(chunks)
+        buf[-1:] = b"2"  # the caller may reuse its buffer once put_many returns
+        want = [b"a", b"stored before", b"a", xof(b"pm", 9000), b"reused buffer 1", b""]
+        assert cids == [CID.for_book(d) for d in want] and cids[1] == old
+        assert [store.get(c) for c in cids] == want
+        assert len(store) == 5
+        with pytest.raises(BookTooLarge):
+            store.put_many([b"fine", xof(b"max", MAX_BOOK_SIZE) + b"!"])
+
     def test_get_missing_names_cid(self, store):
         cid = CID.for_book(b"never stored")
         with pytest.raises(BookNotFound) as ei:
@@ -214,6 +227,8 @@ class StoreConformance(ABC):
             store.put_bundle(leaf.raw + b"\x00")
         with pytest.raises(MalformedBundle):
             store.put_bundle(b"\xff" * 40)
+        with pytest.raises(MalformedBundle, match="entry 1 is not a CID"):
+            store.put_bundle(leaf.raw + b"\x01\x00\x01" + leaf.raw[3:])  # a book at depth 1
         with pytest.raises(MalformedBundle):
             store.put_bundle(b"")
         assert len(store) == 1

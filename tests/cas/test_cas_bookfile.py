@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import blake3
+import numpy as np
 import pytest
 import zstandard
 
@@ -12,6 +13,7 @@ from oluo_lab.cas._bookfile import (
     CODEC_ZSTD,
     HEADER_LEN,
     MAGIC,
+    MIN_SAVING,
     PROBE_LEN,
     RAW_HEADER,
     check_file_size,
@@ -40,6 +42,19 @@ def test_incompressible_book_is_stored_raw(data):
     assert header == RAW_HEADER and header[4] == CODEC_RAW
     assert bytes(payload) == data
     assert decode_book(CID.for_book(data), header, bytes(payload)) == data
+
+
+def test_a_book_zstd_shrinks_by_less_than_an_eighth_is_stored_raw():
+    rng = np.random.default_rng(0)
+    page = rng.standard_normal(1000).astype(np.float32).tobytes()  # 4 kB of float vectors
+    assert len(zstandard.ZstdCompressor(level=3).compress(page)) < len(page)  # it does shrink
+    header, payload = encode_book(page, 3)
+    assert header == RAW_HEADER and bytes(payload) == page
+    half = bytes(2000) + page[:2000]  # saves about half: compressed
+    header, payload = encode_book(half, 3)
+    assert header[4] == CODEC_ZSTD and len(payload) <= len(half) - len(half) // MIN_SAVING
+    big = rng.standard_normal(3000).astype(np.float32).tobytes()  # past the probe threshold
+    assert encode_book(big, 3)[0] == RAW_HEADER
 
 
 def test_probe_decides_without_compressing_the_whole_book():

@@ -224,3 +224,39 @@ def test_scoped_search_with_holes_keeps_the_fast_path_rules():
     assert all(t.startswith("p") for t in personal.ids[0].tolist())
     batch = eng.search(v[:3], k=5).ids.tolist()
     assert batch == [eng.search(x, k=5).ids[0].tolist() for x in v[:3]]
+
+
+def test_a_repair_changes_the_metadata_columns_only_where_entries_were_removed():
+    """Version 4 names entries by key and stores map sizes, so after a delete every column
+    is the old column without the removed entries' values: nothing shifts (row numbers
+    and end offsets would, making the whole column new bytes in the next snapshot)."""
+    eng = OluoEngine(DIM, "l2", compact_threshold=10**9, M=8, ef_construction=60)
+    v = make_vectors("l2", 600, DIM, seed=3)
+    ids = [f"v{i}" for i in range(600)]
+    eng.add(v[:400], ids=ids[:400], metadata={"k": 1}, progress=False)
+    eng.add(v[400:], ids=ids[400:], ttl_secs=60, metadata={"long": "x" * 30}, progress=False)
+    eng.delete(ids[:5])  # dead entries: the next compaction rebuilds and renumbers
+    before = cbor2.loads(eng.compact().metadata_bytes)["entry_columns"]
+    assert "index_keys" in before  # a renumbered base
+    gone = sorted(np.random.default_rng(4).choice(np.arange(5, 600), 12, replace=False))
+    assert eng.compaction_mode == "append"
+    eng.delete([ids[i] for i in gone])
+    assert eng.compaction_mode == "repair"
+    after = cbor2.loads(eng.compact().metadata_bytes)["entry_columns"]
+    keys = np.frombuffer(before["keys"], "<u8")
+    dead = np.isin(keys, np.frombuffer(after["keys"], "<u8"), invert=True)
+    assert dead.sum() == 12
+    dead_keys = keys[dead]
+
+    def without(name: str, dtype: str, by_key: bool) -> np.ndarray:
+        col = np.frombuffer(before[name], dtype)
+        return col[~np.isin(col, dead_keys)] if by_key else col[~dead]
+
+    for name in ("keys", "expires_keys", "index_keys"):
+        assert np.array_equal(np.frombuffer(after[name], "<u8"), without(name, "<u8", True))
+    assert np.array_equal(
+        np.frombuffer(after["metadata_sizes"], "<u4"), without("metadata_sizes", "<u4", False)
+    )
+    assert np.array_equal(
+        np.frombuffer(after["ingested_at_ms"], "<u8"), without("ingested_at_ms", "<u8", False)
+    )
