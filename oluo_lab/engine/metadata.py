@@ -10,19 +10,23 @@ that a restore builds no Python object per entry::
                 "repair_fraction", "hole_fraction", "faiss_version"},
      "entries": n, "holes": h, "key_counter": int, "generation": int,
      "entry_columns": {"keys", "targets", "scope", "privacy_tier", "ingested_at_ms",
-                       "expires_rows", "expires_at", "overlay_rows", "overlays",
-                       "metadata_ends", "metadata"[, "row_order"][, "index_holes"]}}
+                       "expires_keys", "expires_at", "overlay_keys", "overlays",
+                       "metadata_sizes", "metadata"[, "index_keys"][, "index_holes"]}}
 
 Fixed-width columns are little-endian byte strings; ``targets`` is a CBOR array;
-``metadata`` concatenates one canonical CBOR map per entry (``metadata_ends`` holds
-each entry's end offset). Because the map keys sort length-first, every header field
+``metadata`` concatenates one canonical CBOR map per entry (``metadata_sizes`` holds
+each entry's map length). Because the map keys sort length-first, every header field
 precedes ``entry_columns``: :func:`read_metadata_header` reads them without touching
 the entries. ``index_holes`` (u32 each, ascending) lists the index positions that hold
 no entry: deleted vectors whose graph was repaired in place (zeroed, unlinked; the
-index holds ``n + h`` vectors). ``row_order`` (u32 per index position that is not a
-hole: the row of the entry stored there) is present only when the entries are not in
+index holds ``n + h`` vectors). ``index_keys`` (u64 per index position that is not a
+hole: the key of the entry stored there) is present only when the entries are not in
 key order, i.e. after the engine renumbered a rebuilt base for cache locality or
-appended re-ingested keys after holes. :func:`decode_metadata` validates
+appended re-ingested keys after holes. Version 4 names entries by key and stores sizes
+so that a delete changes each column only where the removed entries were (versions 2
+and 3 stored row numbers, ``expires_rows``/``overlay_rows``/``row_order``, and end
+offsets, ``metadata_ends``, which shift after any removed row; they are converted to
+the same in-memory columns on decode). :func:`decode_metadata` validates
 every column with numpy; the caller's per-entry maps are decoded (strictly) on first
 access, or all at once by :meth:`DecodedMetadata.check_entries`. Version 1 (one CBOR
 array per entry) is still decoded, into the same columns; only version 4 is written.
