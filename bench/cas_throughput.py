@@ -7,7 +7,8 @@ rounds for every figure, so load noise hits both sides):
 
 Single-core compute limits (no store; the target ratios are computed against these):
 
-* ingest:      FastCDC cut + blake3 + zstd compress of every chunk
+* ingest:      FastCDC cut + blake3 + the stores' raw-or-zstd decision for every chunk
+               (``encode_book``: a 4 KiB probe on chunks over 8 KiB, zstd where it may pay)
 * reassemble:  zstd decompress (of the chunks stored compressed) + blake3 of every chunk
 
 Physical limits of this machine (no compute at all):
@@ -63,7 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from oluo_lab._io import syncfs  # noqa: E402
 from oluo_lab.cas import CHUNK_PARAMS, DirStore, PackStore, ingest, reassemble  # noqa: E402
-from oluo_lab.cas._bookfile import MIN_SAVING  # noqa: E402
+from oluo_lab.cas._bookfile import RAW_HEADER, encode_book  # noqa: E402
 
 STORES = {"packs": PackStore, "dir": DirStore}
 
@@ -103,16 +104,17 @@ def _cdc() -> FastCDC:
 
 
 def limit_ingest(data: bytes, level: int) -> tuple[float, list[bytes | None]]:
-    """Seconds for cut + blake3 + compress on one core; the frames a store keeps (zstd
-    saves at least 1/MIN_SAVING of the chunk, else None: stored raw)."""
+    """Seconds for cut + blake3 + the stores' raw-or-zstd decision (``encode_book``: a
+    probe, then zstd where it may pay) on one core; the frames a store keeps compressed
+    (else None: stored raw)."""
     cdc = _cdc()
     cctx = zstandard.ZstdCompressor(level=level)
     frames: list[bytes | None] = []
     t0 = time.perf_counter()
     for ch in cdc.cut_buf(data):
         blake3.blake3(ch.data).digest()
-        comp = cctx.compress(ch.data)
-        frames.append(comp if len(comp) <= ch.length - ch.length // MIN_SAVING else None)
+        header, payload = encode_book(ch.data, level, cctx)
+        frames.append(None if header == RAW_HEADER else bytes(payload))
     return time.perf_counter() - t0, frames
 
 
@@ -322,7 +324,7 @@ def main() -> None:
     print(f"# loadavg at end {os.getloadavg()[0]:.2f}; all figures MB/s unless a ratio")
     print()
     print(
-        "| data | store | MB | ingest | single-core compute limit (cut+blake3+zstd) | ratio | "
+        "| data | store | MB | ingest | single-core compute limit (cut+blake3+encode) | ratio | "
         "durable-write limit (1 file + fsync) | ratio to min(compute, durable) | "
         "file-creation limit (1 file per chunk + syncfs) | ratio to it | "
         "file-creation limit, 2 threads | ceiling: file-creation-2t / compute limit |"

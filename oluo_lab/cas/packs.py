@@ -35,7 +35,7 @@ from typing import Any
 from oluo_lab._faults import fault_point
 from oluo_lab.cas._backends import Backend, LocalBackend, Missing, ObstoreBackend, import_obstore
 from oluo_lab.cas._bookfile import HEADER_LEN, RAW_HEADER, BookCodec
-from oluo_lab.cas._packbatch import PackBatch
+from oluo_lab.cas._packbatch import GROUP_BYTES, PackBatch
 from oluo_lab.cas._packfile import (
     ENTRY_LEN,
     FOOTER_LEN,
@@ -508,6 +508,7 @@ class PackStore(BookStore):
             assert batch is not None
             view = self._view
             todo: list[tuple[CID, Buffer]] = []
+            queued = 0
             new: set[CID] = set()
             for data in chunks:
                 if len(data) > MAX_BOOK_SIZE:
@@ -526,9 +527,10 @@ class PackStore(BookStore):
                     batch.renewed.add(cid)
                 new.add(cid)
                 todo.append((cid, data))
-                if len(todo) >= 1024:
+                queued += len(data)
+                if queued >= GROUP_BYTES:  # hand over often: the batch bounds its memory
                     batch.add_many(todo)
-                    todo = []
+                    todo, queued = [], 0
             batch.add_many(todo)
         return out
 
@@ -719,11 +721,15 @@ class PackStore(BookStore):
         self, pid: str, run: list[tuple[Entry, list[tuple[int, memoryview]]]]
     ) -> list[Buffer | None]:
         """Records of one run: ``None`` for a raw record read straight into its first
-        buffer (local packs), else the record's bytes."""
+        buffer (local packs), else the record's bytes (object stores: slices of one ranged
+        read of the run's span; a record the object cuts short comes back short)."""
         key = pack_key(pid)
         b = self._backend
-        if not b.scatter:
-            return list(b.read_ranges(key, [e.offset for e, _ in run], [e.length for e, _ in run]))
+        if not b.scatter:  # one range, the run's span: thousands of small ranges cost more
+            start = run[0][0].offset
+            [span] = b.read_ranges(key, [start], [max(e.end for e, _ in run) - start])
+            mv = memoryview(span)
+            return [mv[e.offset - start : e.end - start] for e, _ in run]
         start = run[0][0].offset
         bufs: list[Any] = []
         recs: list[Buffer | None] = []
