@@ -272,20 +272,34 @@ def blob_info(cid: CID, store: BookStore) -> BlobInfo:
     assert meta is not None
     if meta.params not in KNOWN_CHUNK_PARAMS and not meta.params.is_paged:
         raise UnsupportedChunker(f"root {cid.hex} records unknown chunker {meta.params!r}", cid)
+    # the bundles are read one level at a time, each level with one get_many_into (a few
+    # coalesced reads: one request per bundle would be hundreds of GETs on an object store)
+    parsed: dict[CID, list[CID]] = {cid: children}
+    frontier = [c for c in children if not c.is_book]
+    level = 1
+    while frontier:
+        if level >= MAX_DEPTH:
+            raise DagDepthExceeded(f"DAG under {cid.hex} is deeper than {MAX_DEPTH}", frontier[0])
+        todo = [c for c in dict.fromkeys(frontier) if c not in parsed]
+        raws = [bytearray(c.size) for c in todo]
+        store.get_many_into([(c, memoryview(raw)) for c, raw in zip(todo, raws, strict=True)])
+        frontier = []
+        for c, raw in zip(todo, raws, strict=True):
+            parsed[c] = kids = _parse_bundle(c, bytes(raw), root=False)[1]
+            frontier.extend(k for k in kids if not k.is_book)
+        level += 1
     bundles = [cid]
     leaves: list[CID] = []
 
-    def collect(kids: list[CID], level: int) -> None:
+    def collect(kids: list[CID]) -> None:  # depth-first, in order
         for child in kids:
             if child.is_book:
                 leaves.append(child)
-                continue
-            if level >= MAX_DEPTH:
-                raise DagDepthExceeded(f"DAG under {cid.hex} is deeper than {MAX_DEPTH}", child)
-            bundles.append(child)
-            collect(_parse_bundle(child, store.get(child), root=False)[1], level + 1)
+            else:
+                bundles.append(child)
+                collect(parsed[child])
 
-    collect(children, 1)
+    collect(children)
     total = sum(c.size for c in leaves)
     if total != meta.total_size or len(leaves) != meta.chunk_count:
         raise DagSizeMismatch(
