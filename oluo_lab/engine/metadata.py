@@ -606,6 +606,17 @@ def _small_column(c: Mapping[str, Any], name: str, n: int, top: int) -> np.ndarr
     return a.astype(np.int8)
 
 
+def _keys_column(c: Mapping[str, Any], n: int) -> np.ndarray:
+    """The ``keys`` column (u64): ``n`` strictly increasing keys below 2**63."""
+    keys = _u64_column(c, "keys", n)
+    if n and int(keys[-1]) >= 2**63:
+        raise _fail("keys must be below 2**63")
+    if not _increasing(keys):
+        bad = int(np.argmin(keys[1:] > keys[:-1])) + 1
+        raise _fail(f"entry {bad}: key {int(keys[bad])} is not greater than the previous key")
+    return keys
+
+
 def _keys_as_rows(keys: np.ndarray, c: Mapping[str, Any], name: str, n: int | None) -> np.ndarray:
     """Rows of the keys in column ``name`` (u64 each; ``n`` of them, or any number)."""
     named = _u64_column(c, name, n)
@@ -628,12 +639,7 @@ def _columns_from_v4(c: Any, n: int) -> dict[str, Any]:
             f"entry_columns must have exactly the columns {list(COLUMN_FIELDS_V4)} "
             "(and optionally index_keys and index_holes)"
         )
-    keys = _u64_column(c, "keys", n)
-    if n and int(keys[-1]) >= 2**63:
-        raise _fail("keys must be below 2**63")
-    if not _increasing(keys):
-        bad = int(np.argmin(keys[1:] > keys[:-1])) + 1
-        raise _fail(f"entry {bad}: key {int(keys[bad])} is not greater than the previous key")
+    keys = _keys_column(c, n)
     out = {k: v for k, v in c.items() if k in COLUMN_FIELDS or k == "index_holes"}
     for name, classic in (("expires_keys", "expires_rows"), ("overlay_keys", "overlay_rows")):
         rows = _keys_as_rows(keys, c, name, None)
@@ -665,13 +671,7 @@ def _columns_from_v2(c: Any, n: int, n_holes: int = 0) -> MetadataColumns:
             f"entry_columns must have exactly the columns {list(COLUMN_FIELDS)} "
             "(and optionally row_order and index_holes)"
         )
-    keys_u = _u64_column(c, "keys", n)
-    if n and int(keys_u[-1]) >= 2**63:
-        raise _fail("keys must be below 2**63")
-    if not _increasing(keys_u):
-        bad = int(np.argmin(keys_u[1:] > keys_u[:-1])) + 1
-        raise _fail(f"entry {bad}: key {int(keys_u[bad])} is not greater than the previous key")
-    keys = keys_u.astype(np.int64)
+    keys = _keys_column(c, n).astype(np.int64)
     targets = c["targets"]
     if type(targets) is not list or len(targets) != n:
         raise _fail(f"column targets must be an array of {n} ids")
