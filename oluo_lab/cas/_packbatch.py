@@ -222,17 +222,9 @@ class PackBatch:
         items = encoded.result()
         i = 0
         while i < len(items):
-            if self._open is None:
-                sink = self._backend.new_sink(PACK_DIR)
-                try:
-                    self._open = PackBuilder(sink)
-                except BaseException:
-                    sink.abort()
-                    raise
-            builder = self._open
             run: list[tuple[CID, tuple[Buffer, ...]]] = []
             in_run: set[CID] = set()
-            pos = builder.pos
+            pos = len(PACK_HEADER) if self._open is None else self._open.pos
             # records up to the one that takes the pack to its target size, in one write
             while i < len(items) and pos < self._target:
                 cid, header, payload = items[i]
@@ -244,6 +236,16 @@ class PackBatch:
                 run.append((cid, pieces))
                 in_run.add(cid)
                 pos += sum(len(p) for p in pieces)
+            if not run:
+                continue
+            if self._open is None:  # a pack is opened only for records to put in it
+                sink = self._backend.new_sink(PACK_DIR)
+                try:
+                    self._open = PackBuilder(sink)
+                except BaseException:
+                    sink.abort()
+                    raise
+            builder = self._open
             for e in builder.add_run(run):
                 self._placed[e.cid] = (builder, e)
                 self._queued.pop(e.cid, None)

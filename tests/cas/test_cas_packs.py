@@ -207,6 +207,19 @@ def test_a_book_queued_twice_is_packed_once(tmp_path):
     assert fresh.check() and fresh.get(cid) == data and len(fresh) == 1
 
 
+def test_a_group_of_books_already_packed_opens_no_pack(tmp_path):
+    store = PackStore(tmp_path / "s", target_pack_size=1000)  # each book seals its pack
+    data = b"once " * 1000
+    cid = CID.for_book(data)
+    with store.batch():
+        store._batch.add(cid, data)
+        store._batch._flush_group()
+        store._batch.add(cid, data)  # a second group holding only a book already packed
+    assert len(list((tmp_path / "s" / "packs").iterdir())) == 1
+    fresh = PackStore(tmp_path / "s")
+    assert fresh.check() and fresh.get(cid) == data and len(fresh) == 1
+
+
 def test_packs_split_at_the_target_and_reopen(tmp_path):
     store = PackStore(tmp_path / "s", target_pack_size=300_000)
     data = xof(b"big", 3_000_000)
