@@ -54,18 +54,6 @@ class PackBuilder:
     def __post_init__(self) -> None:
         self.sink.append(PACK_HEADER)
 
-    def add(self, cid: CID, pieces: tuple[Buffer, ...]) -> Entry:
-        """Append one record (its pieces back to back) and return its entry."""
-        length = 0
-        for piece in pieces:
-            self.sink.append(piece)
-            self.hasher.update(piece)
-            length += len(piece)
-        entry = Entry(cid, self.pos, length)
-        self.entries.append(entry)
-        self.pos += length
-        return entry
-
     def add_run(self, records: list[tuple[CID, tuple[Buffer, ...]]]) -> list[Entry]:
         """Append records back to back with one write and one hash update; their entries."""
         pieces: list[Buffer] = []
@@ -151,16 +139,10 @@ class PackBatch:
 
     def add(self, cid: CID, data: Buffer) -> None:
         """Queue a book (CID known, not yet stored) to be compressed and packed."""
-        with self._lock:
-            self._raise_failure()
-            self._queued[cid] = None
-            self._group.append((cid, data))
-            self._group_bytes += len(data)
-            if self._group_bytes >= GROUP_BYTES:
-                self._flush_group()
+        self.add_many([(cid, data)])
 
     def add_many(self, items: list[tuple[CID, Buffer]]) -> None:
-        """:meth:`add` for many books (distinct CIDs, none in the batch yet), one lock."""
+        """Queue books (CIDs known, not yet stored) to be compressed and packed, one lock."""
         with self._lock:
             self._raise_failure()
             for cid, data in items:
@@ -261,7 +243,7 @@ class PackBatch:
         if builder.unique:  # a small random book, garbage for a later gc
             nonce = b"oluo-pack-nonce " + secrets.token_bytes(16)
             [(cid, header, payload)] = self._encode([(CID.for_book(nonce), nonce)])
-            builder.add(cid, (header, payload))
+            builder.add_run([(cid, (header, payload))])
         try:
             pack_id, size, _ = builder.seal()
             busy = [s for s in self._sealed if not s.done.done()]

@@ -219,15 +219,8 @@ def ingest_pages(data: Any, store: BookStore, page_size: int, *, fanout: int = F
 
 def _store_leaves(chunks: Iterator[Any], store: BookStore, params: ChunkParams, fanout: int) -> CID:
     with store.batch():
-        sizes: list[int] = []
-
-        def sized() -> Iterator[Any]:
-            for chunk in chunks:
-                sizes.append(len(chunk))
-                yield chunk
-
-        leaves = store.put_many(sized())
-        total = sum(sizes)
+        leaves = store.put_many(chunks)
+        total = sum(c.size for c in leaves)
         if not leaves:
             return store.put(b"")
         if len(leaves) == 1:

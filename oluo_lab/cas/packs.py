@@ -492,13 +492,18 @@ class PackStore(BookStore):
             with self.batch():
                 self._store(cid, data)
             return
+        batch.add(cid, self._owned(batch, cid, data))
+
+    def _owned(self, batch: PackBatch, cid: CID, data: Buffer) -> Buffer:
+        """``data`` as bytes the batch may keep (the caller may reuse a mutable buffer once
+        put returns); a book put again after a tombstone is marked for a unique pack."""
         if not isinstance(data, bytes) and not (
             isinstance(data, memoryview) and isinstance(data.obj, bytes)
         ):
-            data = bytes(data)  # the caller may reuse a mutable buffer once put() returns
+            data = bytes(data)
         if cid in self._view.tombs:
             batch.renewed.add(cid)
-        batch.add(cid, data)
+        return data
 
     def put_many(self, chunks: Iterable[Buffer]) -> list[CID]:
         """:meth:`put` each chunk (one batch, the books queued together); their CIDs."""
@@ -506,7 +511,6 @@ class PackStore(BookStore):
         with self.batch():
             batch = self._batch
             assert batch is not None
-            view = self._view
             todo: list[tuple[CID, Buffer]] = []
             queued = 0
             new: set[CID] = set()
@@ -517,14 +521,9 @@ class PackStore(BookStore):
                     )
                 cid = CID.for_book(data)
                 out.append(cid)
-                if cid in new or cid in batch or (cid in view.loc and cid not in view.tombs):
+                if cid in new or cid in batch or self._reusable_now(cid):
                     continue
-                if not isinstance(data, bytes) and not (
-                    isinstance(data, memoryview) and isinstance(data.obj, bytes)
-                ):
-                    data = bytes(data)  # the caller may reuse a mutable buffer
-                if cid in view.tombs:
-                    batch.renewed.add(cid)
+                data = self._owned(batch, cid, data)
                 new.add(cid)
                 todo.append((cid, data))
                 queued += len(data)

@@ -284,9 +284,10 @@ def _select(
     # pools ascend by position, so a stable sort breaks distance ties by position
     order = np.argsort(dq, axis=1, kind="stable")
     keep = np.take_along_axis(valid, order, axis=1)  # by rank
+    ranked = np.take_along_axis(pool, order, axis=1)
     rows = np.nonzero(n_valid > cap)[0]
     if len(rows):
-        ranked_rows = np.take_along_axis(pool[rows], order[rows], axis=1)
+        ranked_rows = ranked[rows]
         dq_rows = np.take_along_axis(dq[rows], order[rows], axis=1)
         keep[rows] = _heuristic(x, ranked_rows, dq_rows, n_valid[rows], l2, limit)
         # top up from the rejected candidates: the node's own surviving neighbours
@@ -295,13 +296,11 @@ def _select(
         count = keep[rows].sum(axis=1)
         want = np.minimum(np.maximum(target[rows], count), cap)
         rejected = ~keep[rows] & (np.arange(w)[None, :] < n_valid[rows, None])
-        ranked = np.take_along_axis(pool[rows], order[rows], axis=1)
-        was_there = (ranked[:, :, None] == old[rows][:, None, :]).any(axis=2)
+        was_there = (ranked_rows[:, :, None] == old[rows][:, None, :]).any(axis=2)
         for group in (rejected & was_there, rejected & ~was_there):
             add = group & (np.cumsum(group, axis=1) <= (want - count)[:, None])
             keep[rows] |= add
             count = count + add.sum(axis=1)
-    ranked = np.take_along_axis(pool, order, axis=1)
     # left-pack the chosen candidates, nearest first
     pick = np.argsort(~keep, axis=1, kind="stable")[:, :cap]
     chosen = np.take_along_axis(np.where(keep, ranked, -1), pick, axis=1)

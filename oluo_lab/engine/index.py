@@ -732,12 +732,12 @@ class CompoundIndex:
             return "repair"
         return "rebuild"
 
-    def compact(self, mode: str | None = None) -> tuple[object, bytes, np.ndarray, np.ndarray]:
+    def compact(self, mode: str) -> tuple[object, bytes, np.ndarray, np.ndarray]:
         """Build the next base without touching the current state.
 
         Returns (index, index_bytes, keys, scopes) with ``keys[i]`` the key at position
-        ``i`` (-1 at a hole); :meth:`install` makes it current. ``mode`` (default: what
-        :meth:`compaction_mode` picks under the default policy):
+        ``i`` (-1 at a hole); :meth:`install` makes it current. ``mode`` (what
+        :meth:`compaction_mode` picks under the engine's policy):
 
         * ``append``: copy-on-write append, new rows in key order after the old ones,
           which keep their positions, so snapshots of the old part dedupe;
@@ -751,8 +751,6 @@ class CompoundIndex:
         :func:`deterministic_threaded_build` holds), level RNG reseeded from the row
         count, the config's build rules set on the index first.
         """
-        if mode is None:
-            mode = self.compaction_mode(CompactionPolicy())
         if mode not in COMPACTION_MODES:
             raise ValueError(f"mode must be one of {COMPACTION_MODES}, got {mode!r}")
         n = self.delta_n
@@ -762,15 +760,12 @@ class CompoundIndex:
         d_scope = self.delta_scope[:n][order]
         if mode != "rebuild":
             ix = self._owned_copy()
-            keys, scopes = self.base_keys, self.base_scope
+            keys = np.concatenate([self.base_keys, d_keys])
+            scopes = np.concatenate([self.base_scope, d_scope])
             if mode == "repair":
                 dead = np.flatnonzero(~self.base_alive & (self.base_keys >= 0))
-                self.config.apply_build_rules(ix)
                 repair_graph(ix, dead, prune_headroom=self.config.prune_headroom)
-                keys, scopes = keys.copy(), scopes.copy()
                 keys[dead], scopes[dead] = -1, 0
-            keys = np.concatenate([keys, d_keys])
-            scopes = np.concatenate([scopes, d_scope])
             vecs = d_vecs
         else:
             live = np.nonzero(self.base_alive)[0]

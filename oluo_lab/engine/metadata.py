@@ -567,10 +567,11 @@ def decode_metadata(data: bytes | bytearray | memoryview | Mapping[str, Any]) ->
         fields = {*_HEADER_FIELDS, "entry_columns"} | ({"holes"} if head.version >= 4 else set())
         if set(doc) != fields:
             raise _fail(f"fields must be exactly {sorted(fields)}")
-        c = doc["entry_columns"]
+        c, keys_u = doc["entry_columns"], None
         if head.version >= 4:
             c = _columns_from_v4(c, head.entries)
-        cols = _columns_from_v2(c, head.entries, head.holes)
+            keys_u = np.frombuffer(c["keys"], _U64)  # validated by _columns_from_v4
+        cols = _columns_from_v2(c, head.entries, head.holes, keys_u)
     return DecodedMetadata(head.config, head.key_counter, head.generation, cols)
 
 
@@ -631,7 +632,8 @@ def _keys_as_rows(keys: np.ndarray, c: Mapping[str, Any], name: str, n: int | No
 
 def _columns_from_v4(c: Any, n: int) -> dict[str, Any]:
     """Version 4's columns as the row-numbered columns of versions 2 and 3 (which
-    :func:`_columns_from_v2` then validates): keys become rows, sizes become ends."""
+    :func:`_columns_from_v2` then validates, all but the keys checked here): keys become
+    rows, sizes become ends."""
     if not isinstance(c, Mapping) or set(c) - {"index_keys", "index_holes"} != set(
         COLUMN_FIELDS_V4
     ):
@@ -665,13 +667,15 @@ def _columns_from_v4(c: Any, n: int) -> dict[str, Any]:
     return out
 
 
-def _columns_from_v2(c: Any, n: int, n_holes: int = 0) -> MetadataColumns:
+def _columns_from_v2(
+    c: Any, n: int, n_holes: int = 0, keys_u: np.ndarray | None = None
+) -> MetadataColumns:
     if not isinstance(c, Mapping) or set(c) - {"row_order", "index_holes"} != set(COLUMN_FIELDS):
         raise _fail(
             f"entry_columns must have exactly the columns {list(COLUMN_FIELDS)} "
             "(and optionally row_order and index_holes)"
         )
-    keys = _keys_column(c, n).astype(np.int64)
+    keys = (_keys_column(c, n) if keys_u is None else keys_u).astype(np.int64)
     targets = c["targets"]
     if type(targets) is not list or len(targets) != n:
         raise _fail(f"column targets must be an array of {n} ids")

@@ -133,16 +133,11 @@ def evaluation_roots(manifest: SnapshotManifest) -> list[CID]:
     return roots
 
 
-def generation_holes(
-    store: BookStore,
-    manifest: SnapshotManifest,
-    retired: Collection[CID] = (),
-    cid: CID | None = None,
-) -> int | None:
+def generation_holes(store: BookStore, manifest: SnapshotManifest) -> int | None:
     """Index positions of a generation that hold no entry (holes an in-place repair left),
     read from the front of its metadata payload (the header; a few KB). None when the
     payloads were collected or the header cannot be read (``verify`` reports why)."""
-    if cid in retired or payload_collected(store, manifest):
+    if payload_collected(store, manifest):
         return None
     try:
         with open_blob(manifest.metadata_cid, store) as f:

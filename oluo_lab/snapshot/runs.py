@@ -74,7 +74,7 @@ class Books:
         key = (cid, retired)
         if key not in self._holes:
             m = view.manifest(cid)
-            self._holes[key] = generation_holes(self.store, m, {cid} if retired else (), cid)
+            self._holes[key] = None if retired else generation_holes(self.store, m)
         return self._holes[key]
 
     def of(self, view: LabView, cid: CID) -> frozenset[CID]:
