@@ -37,6 +37,7 @@ __all__ = [
     "check_file_size",
     "decode_book",
     "encode_book",
+    "pages_incompressible",
 ]
 
 #: format (docs/FORMAT.md §1.3): the four bytes every book file starts with.
@@ -95,6 +96,30 @@ def encode_book(
         h.update(comp)
         return head + h.digest(length=8), comp
     return RAW_HEADER, data
+
+
+#: pages of a paged blob that :func:`pages_incompressible` compresses together
+PAGE_PROBES = 16
+
+
+def pages_incompressible(data: Buffer, page_size: int) -> bool:
+    """Whether the pages of a paged blob are not worth a zstd attempt each.
+
+    ``PAGE_PROBES`` pages spread evenly over ``data`` (every page of a shorter blob) are
+    compressed together at level 1; True when that saves less than 1/``MIN_SAVING``, the
+    rule :func:`encode_book` applies to one book. Pages compressed together share their
+    redundancy, so a blob whose pages compress one by one is never called incompressible
+    here. A writer may then store every page raw without trying (float vectors: one zstd
+    pass per 4 KiB page cost more than hashing it). A function of the bytes only.
+    """
+    mv = memoryview(data).cast("B")
+    pages = -(-len(mv) // page_size)
+    if pages < 2:
+        return False
+    picks = sorted({k * (pages - 1) // (PAGE_PROBES - 1) for k in range(PAGE_PROBES)})
+    sample = b"".join([mv[k * page_size : (k + 1) * page_size] for k in picks])
+    comp = zstandard.ZstdCompressor(level=1).compress(sample)
+    return len(comp) > len(sample) - len(sample) // MIN_SAVING
 
 
 def check_file_size(cid: CID, size: int) -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import blake3
 
 from oluo_lab.cas._backends import Backend, Sink
+from oluo_lab.cas._bookfile import RAW_HEADER
 from oluo_lab.cas._packfile import (
     PACK_DIR,
     PACK_HEADER,
@@ -141,10 +142,18 @@ class PackBatch:
         """Queue a book (CID known, not yet stored) to be compressed and packed."""
         self.add_many([(cid, data)])
 
-    def add_many(self, items: list[tuple[CID, Buffer]]) -> None:
-        """Queue books (CIDs known, not yet stored) to be compressed and packed, one lock."""
+    def add_many(self, items: list[tuple[CID, Buffer]], *, raw: bool = False) -> None:
+        """Queue books (CIDs known, not yet stored) to be compressed and packed, one lock.
+        ``raw``: packed as raw records, with no zstd attempt (they skip the encoders)."""
         with self._lock:
             self._raise_failure()
+            if raw:
+                if items:
+                    self._flush_group()  # keeps the books in the order they were put
+                    done: Future[list[tuple[CID, bytes, Buffer]]] = Future()
+                    done.set_result([(cid, RAW_HEADER, data) for cid, data in items])
+                    self._submit([cid for cid, _ in items], done)
+                return
             for cid, data in items:
                 self._queued[cid] = None
                 self._group.append((cid, data))

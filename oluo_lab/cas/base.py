@@ -261,8 +261,13 @@ class BookStore(ABC):
         self._store(cid, data)
         return cid
 
-    def put_many(self, chunks: Iterable[Buffer]) -> list[CID]:
-        """:meth:`put` each chunk, in order; their CIDs (stores may queue them together)."""
+    def put_many(self, chunks: Iterable[Buffer], *, raw: bool = False) -> list[CID]:
+        """:meth:`put` each chunk, in order; their CIDs (stores may queue them together).
+
+        ``raw=True``: the caller found the chunks incompressible (e.g.
+        ``pages_incompressible``); a store that compresses may store them raw without a
+        zstd attempt each. Only the stored form differs; CIDs and reads do not.
+        """
         with self.batch():
             return [self.put(data) for data in chunks]
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from pyfastcdc.cy import FastCDC
 
+from oluo_lab.cas._bookfile import pages_incompressible
 from oluo_lab.cas._output import FreshBytes
 from oluo_lab.cas.base import BookStore
 from oluo_lab.cas.cid import CID, CID_VERSION, KIND_META, cids_from_concat
@@ -207,19 +208,24 @@ def ingest_pages(data: Any, store: BookStore, page_size: int, *, fanout: int = F
     """Store bytes-like ``data`` as a *paged* blob: leaves of exactly ``page_size`` bytes
     (the last one shorter if the length is not a multiple). For arrays of fixed-size rows
     changed in place (a page of whole rows changes only when one of its rows does);
-    ``fanout`` as for :func:`ingest`. Read back by :func:`reassemble` like any blob."""
+    ``fanout`` as for :func:`ingest`. Read back by :func:`reassemble` like any blob.
+    Pages that a probe of the blob finds incompressible (``pages_incompressible``) are
+    stored raw without a zstd attempt each."""
     params = ChunkParams.paged(page_size)
     mv = memoryview(data)
     if not mv.c_contiguous:
         raise TypeError("ingest_pages needs a C-contiguous buffer")
     mv = mv.cast("B") if (mv.format != "B" or mv.ndim != 1) else mv
     pages = (mv[i : i + page_size] for i in range(0, len(mv), page_size))
-    return _store_leaves(pages, store, params, fanout)
+    raw = pages_incompressible(mv, page_size)
+    return _store_leaves(pages, store, params, fanout, raw=raw)
 
 
-def _store_leaves(chunks: Iterator[Any], store: BookStore, params: ChunkParams, fanout: int) -> CID:
+def _store_leaves(
+    chunks: Iterator[Any], store: BookStore, params: ChunkParams, fanout: int, raw: bool = False
+) -> CID:
     with store.batch():
-        leaves = store.put_many(chunks)
+        leaves = store.put_many(chunks, raw=raw)
         total = sum(c.size for c in leaves)
         if not leaves:
             return store.put(b"")

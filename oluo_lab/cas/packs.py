@@ -505,8 +505,9 @@ class PackStore(BookStore):
             batch.renewed.add(cid)
         return data
 
-    def put_many(self, chunks: Iterable[Buffer]) -> list[CID]:
-        """:meth:`put` each chunk (one batch, the books queued together); their CIDs."""
+    def put_many(self, chunks: Iterable[Buffer], *, raw: bool = False) -> list[CID]:
+        """:meth:`put` each chunk (one batch, the books queued together); their CIDs.
+        ``raw=True``: store them as raw records, no zstd attempt (see ``BookStore``)."""
         out: list[CID] = []
         with self.batch():
             batch = self._batch
@@ -528,9 +529,9 @@ class PackStore(BookStore):
                 todo.append((cid, data))
                 queued += len(data)
                 if queued >= GROUP_BYTES:  # hand over often: the batch bounds its memory
-                    batch.add_many(todo)
+                    batch.add_many(todo, raw=raw)
                     todo, queued = [], 0
-            batch.add_many(todo)
+            batch.add_many(todo, raw=raw)
         return out
 
     @contextlib.contextmanager

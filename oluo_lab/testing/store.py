@@ -142,6 +142,10 @@ class StoreConformance(ABC):
         assert len(store) == 5
         with pytest.raises(BookTooLarge):
             store.put_many([b"fine", xof(b"max", MAX_BOOK_SIZE) + b"!"])
+        # raw=True only permits skipping compression: same CIDs, same bytes back
+        zeros = [bytes(3000), b"z" * 9000, b"a"]
+        assert store.put_many(zeros, raw=True) == [CID.for_book(d) for d in zeros]
+        assert [store.get(CID.for_book(d)) for d in zeros] == zeros
 
     def test_get_missing_names_cid(self, store):
         cid = CID.for_book(b"never stored")

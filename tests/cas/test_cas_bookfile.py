@@ -19,6 +19,7 @@ from oluo_lab.cas._bookfile import (
     check_file_size,
     decode_book,
     encode_book,
+    pages_incompressible,
 )
 from oluo_lab.testing.store import xof
 
@@ -157,3 +158,22 @@ def test_file_size_bounds():
     with pytest.raises(CorruptBook, match="exceeds book size") as ei:
         check_file_size(cid, HEADER_LEN + cid.size + 1)
     assert ei.value.cid == cid
+
+
+def test_pages_incompressible_samples_pages_spread_over_the_blob():
+    rng = np.random.default_rng(3)
+    floats = rng.standard_normal((2000, 50), dtype=np.float32)  # zstd saves ~5%
+    assert pages_incompressible(floats, 4000)
+    # rows that each compress: never called incompressible
+    assert not pages_incompressible(np.zeros((2000, 50), np.float32), 4000)
+    assert not pages_incompressible(b"vector text " * 20_000, 4000)
+    # one page (or less) is left to the per-book rule
+    assert not pages_incompressible(floats.tobytes()[:4000], 4000)
+    assert not pages_incompressible(b"", 4000)
+    # the sample includes the last page and pages between: zeros there are seen
+    tail = bytearray(floats.tobytes())
+    tail[-4000 * 3 :] = bytes(4000 * 3)
+    assert not pages_incompressible(tail, 4000)
+    mid = bytearray(floats.tobytes())
+    mid[len(mid) // 2 - 40_000 : len(mid) // 2 + 40_000] = bytes(80_000)
+    assert not pages_incompressible(mid, 4000)

@@ -350,6 +350,23 @@ def test_paged_blob_has_fixed_leaves_and_changes_page_by_page():
     assert repr(ChunkParams.paged(page)) == "ChunkParams(page=2000)"
 
 
+def test_paged_blob_of_incompressible_pages_is_put_raw():
+    asked = []
+
+    class Spy(MemoryStore):
+        def put_many(self, chunks, *, raw=False):
+            asked.append(raw)
+            return super().put_many(chunks, raw=raw)
+
+    rng = np.random.default_rng(5)
+    floats = rng.standard_normal((5000, 50), dtype=np.float32)
+    for rows, raw in ((floats, True), (np.zeros_like(floats), False), (floats[:10], False)):
+        store = Spy()
+        asked.clear()
+        root = ingest_pages(rows, store, 2000)
+        assert asked == [raw] and reassemble(root, store) == rows.tobytes()
+
+
 def test_paged_root_with_a_wrong_page_is_refused():
     store = MemoryStore()
     leaves = [store.put(b"a" * 100), store.put(b"b" * 99), store.put(b"c" * 100)]

@@ -33,6 +33,7 @@ from oluo_lab.cas import (
     store_kind,
 )
 from oluo_lab.cas import packs as packs_module
+from oluo_lab.cas._bookfile import HEADER_LEN
 from oluo_lab.cas._packfile import (
     ENTRY_LEN,
     FOOTER_LEN,
@@ -146,6 +147,23 @@ def test_records_are_the_book_file_records_byte_for_byte(tmp_path):
         pid, e = packs._view.loc[cid]
         record = (tmp_path / "p" / "packs" / f"{pid}.olp").read_bytes()[e.offset : e.end]
         assert record == Path(dirs._locate(cid)[1]).read_bytes()
+
+
+def test_put_many_raw_stores_raw_records_without_a_zstd_attempt(tmp_path, monkeypatch):
+    chunks = [bytes([i]) * 5000 for i in range(8)]  # each compresses to a few bytes
+    s = PackStore(tmp_path / "p")
+    s.put_many(chunks[:4])
+    tried = []
+    real = s._codec.encode
+    monkeypatch.setattr(s._codec, "encode", lambda data: tried.append(data) or real(data))
+    s.put_many(chunks[4:], raw=True)
+    assert not tried
+    for i, data in enumerate(chunks):
+        cid = CID.for_book(data)
+        pid, e = s._view.loc[cid]
+        assert e.raw == (i >= 4)
+        assert e.length == HEADER_LEN + len(data) if e.raw else e.length < len(data)
+        assert PackStore(tmp_path / "p").get(cid) == data
 
 
 def test_same_puts_same_packs_and_index(tmp_path):
