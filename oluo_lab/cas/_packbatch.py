@@ -17,21 +17,25 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import blake3
+import numpy as np
 
 from oluo_lab.cas._backends import Backend, Sink
 from oluo_lab.cas._bookfile import RAW_HEADER
 from oluo_lab.cas._packfile import (
+    ENTRY_LEN,
     PACK_DIR,
     PACK_HEADER,
-    Entry,
     PackRef,
-    encode_trailer,
+    encode_trailer_table,
+    entry_rows,
     pack_key,
 )
 from oluo_lab.cas.base import Buffer
 from oluo_lab.cas.cid import CID
+from oluo_lab.cas.params import CID_LEN
 
 __all__ = ["GROUP_BYTES", "PackBatch", "PackBuilder"]
 
@@ -42,41 +46,68 @@ GROUP_BYTES = 1 << 20
 Encode = Callable[[list[tuple[CID, Buffer]]], list[tuple[CID, bytes, Buffer]]]
 
 
+#: where a book of the batch is: (the pack builder holding it, record offset, length)
+Placed = tuple["PackBuilder", int, int]
+
+
 @dataclass
 class PackBuilder:
-    """One pack being filled: its sink, entries so far and running blake3 of its bytes."""
+    """One pack being filled: its sink, entry rows so far and running blake3 of its bytes."""
 
     sink: Sink
-    entries: list[Entry] = field(default_factory=list)
+    #: the entries' 56-byte forms (N x 56 uint8), one array per append, in offset order
+    tables: list[np.ndarray] = field(default_factory=list)
     pos: int = len(PACK_HEADER)
     hasher: blake3.blake3 = field(default_factory=lambda: blake3.blake3(PACK_HEADER))
     unique: bool = False  # holds a book put again after a tombstone: gets a nonce record
+    #: set when sealed: the published pack (its sink is this one's)
+    sealed: _Sealed | None = None
 
     def __post_init__(self) -> None:
         self.sink.append(PACK_HEADER)
 
-    def add_run(self, records: list[tuple[CID, tuple[Buffer, ...]]]) -> list[Entry]:
-        """Append records back to back with one write and one hash update; their entries."""
+    def add_run(self, records: list[tuple[CID, tuple[Buffer, ...]]]) -> list[tuple[int, int]]:
+        """Append records back to back with one write and one hash update; each one's
+        (offset, length)."""
         pieces: list[Buffer] = []
-        entries = []
+        placed = []
         pos = self.pos
-        for cid, parts in records:
+        for _, parts in records:
             length = 0
             for piece in parts:
                 pieces.append(piece)
                 length += len(piece)
-            entries.append(Entry(cid, pos, length))
+            placed.append((pos, length))
             pos += length
         blob = b"".join(pieces)
         self.sink.append(blob)
         self.hasher.update(blob)
-        self.entries.extend(entries)
+        rows = np.frombuffer(b"".join([cid.raw for cid, _ in records]), np.uint8)
+        offsets, lengths = zip(*placed, strict=True) if placed else ((), ())
+        self.tables.append(entry_rows(rows.reshape(-1, CID_LEN), offsets, lengths))
         self.pos = pos
-        return entries
+        return placed
+
+    def add_table(self, rows: np.ndarray, records: np.ndarray) -> np.ndarray:
+        """Append records of one length (an M x L array) named by M x 40 CID rows, with
+        one write and one hash update; their offsets."""
+        m, length = records.shape
+        offsets = self.pos + length * np.arange(m, dtype=np.int64)
+        self.sink.append(records)
+        self.hasher.update(records)
+        self.tables.append(entry_rows(rows, offsets, np.full(m, length)))
+        self.pos += m * length
+        return offsets
+
+    def table(self) -> np.ndarray:
+        """Every entry so far, N x 56."""
+        if len(self.tables) != 1:
+            self.tables = [np.concatenate(self.tables or [np.zeros((0, ENTRY_LEN), np.uint8)])]
+        return self.tables[0]
 
     def seal(self) -> tuple[str, int, bytes]:
         """Append the trailer; (pack id, pack size, trailer)."""
-        trailer = encode_trailer(self.entries)
+        trailer = encode_trailer_table(self.table())
         self.sink.append(trailer)
         self.hasher.update(trailer)
         return self.hasher.hexdigest(), self.pos + len(trailer), trailer
@@ -121,8 +152,9 @@ class PackBatch:
         self._group: list[tuple[CID, Buffer]] = []
         self._group_bytes = 0
         self._appended: list[Future[None]] = []
-        self._queued: dict[CID, Future[None] | None] = {}  # None: in the unflushed group
-        self._placed: dict[CID, tuple[PackBuilder | _Sealed, Entry]] = {}
+        # books by the 40 bytes of their CID (a table of records has no CID objects)
+        self._queued: dict[bytes, Future[None] | None] = {}  # None: in the unflushed group
+        self._placed: dict[bytes, Placed] = {}
         self._open: PackBuilder | None = None  # appender thread only
         self._sealed: list[_Sealed] = []
         self._error: BaseException | None = None
@@ -133,10 +165,14 @@ class PackBatch:
 
     # --- writing (caller's thread) ---------------------------------------------------------
     def __contains__(self, cid: CID) -> bool:
+        return self.holds(cid.raw)
+
+    def holds(self, raw: bytes) -> bool:
+        """Whether the book whose CID's 40 bytes are ``raw`` is queued or packed here."""
         # in this order: the appender places a book before it unqueues it, so one of the
         # two always holds it (the other order can miss a book moving between them, which
         # would then be packed twice: a pack listing a CID twice is unreadable)
-        return cid in self._queued or cid in self._placed
+        return raw in self._queued or raw in self._placed
 
     def add(self, cid: CID, data: Buffer) -> None:
         """Queue a book (CID known, not yet stored) to be compressed and packed."""
@@ -152,14 +188,26 @@ class PackBatch:
                     self._flush_group()  # keeps the books in the order they were put
                     done: Future[list[tuple[CID, bytes, Buffer]]] = Future()
                     done.set_result([(cid, RAW_HEADER, data) for cid, data in items])
-                    self._submit([cid for cid, _ in items], done)
+                    self._submit([cid.raw for cid, _ in items], self._append_group, done)
                 return
             for cid, data in items:
-                self._queued[cid] = None
+                self._queued[cid.raw] = None
                 self._group.append((cid, data))
                 self._group_bytes += len(data)
                 if self._group_bytes >= GROUP_BYTES:
                     self._flush_group()
+
+    def add_table(self, keys: list[bytes], rows: np.ndarray, records: np.ndarray) -> None:
+        """Queue ready records of one length (M x L uint8, e.g. raw pages behind their
+        header) of books not yet stored, named by their CIDs' M x 40 ``rows`` (and their
+        bytes, ``keys``): packed in order with no per-book work but a dict entry. Books
+        already in the batch must have been left out (see :meth:`holds`)."""
+        with self._lock:
+            self._raise_failure()
+            if not keys:
+                return
+            self._flush_group()
+            self._submit(keys, self._append_table, keys, rows, records)
 
     def add_record(self, cid: CID, record: Buffer) -> None:
         """Append an already-encoded record verbatim (repack and conversion: no recompression)."""
@@ -168,7 +216,7 @@ class PackBatch:
             self._flush_group()
             done: Future[list[tuple[CID, bytes, Buffer]]] = Future()
             done.set_result([(cid, b"", record)])
-            self._submit([cid], done)
+            self._submit([cid.raw], self._append_group, done)
 
     def _flush_group(self) -> None:
         if not self._group:
@@ -180,21 +228,20 @@ class PackBatch:
         except BaseException:
             self._slots.release()
             raise
-        self._submit([cid for cid, _ in group], encoded, acquired=True)
+        keys = [cid.raw for cid, _ in group]
+        self._submit(keys, self._append_group, encoded, acquired=True)
 
     def _submit(
-        self,
-        cids: list[CID],
-        encoded: Future[list[tuple[CID, bytes, Buffer]]],
-        acquired: bool = False,
+        self, keys: list[bytes], append: Callable[..., None], *args: Any, acquired: bool = False
     ) -> None:
         if not acquired:
             self._slots.acquire()
-        appended = self._appender.submit(self._append_group, encoded)
+        appended = self._appender.submit(append, *args)
         appended.add_done_callback(self._done)
         self._appended.append(appended)
-        for cid in cids:
-            self._queued[cid] = appended
+        queued = self._queued
+        for key in keys:
+            queued[key] = appended
 
     def _done(self, fut: Future[None]) -> None:
         self._slots.release()
@@ -207,6 +254,16 @@ class PackBatch:
             raise self._error
 
     # --- the appender thread -----------------------------------------------------------------
+    def _builder(self) -> PackBuilder:
+        if self._open is None:  # a pack is opened only for records to put in it
+            sink = self._backend.new_sink(PACK_DIR)
+            try:
+                self._open = PackBuilder(sink)
+            except BaseException:
+                sink.abort()
+                raise
+        return self._open
+
     def _append_group(self, encoded: Future[list[tuple[CID, bytes, Buffer]]]) -> None:
         if self._error is not None:
             return  # the batch has failed: write nothing more
@@ -214,34 +271,49 @@ class PackBatch:
         i = 0
         while i < len(items):
             run: list[tuple[CID, tuple[Buffer, ...]]] = []
-            in_run: set[CID] = set()
+            in_run: set[bytes] = set()
             pos = len(PACK_HEADER) if self._open is None else self._open.pos
             # records up to the one that takes the pack to its target size, in one write
             while i < len(items) and pos < self._target:
                 cid, header, payload = items[i]
                 i += 1
-                if cid in self._placed or cid in in_run:  # queued twice (racing puts)
-                    self._queued.pop(cid, None)
+                raw = cid.raw
+                if raw in self._placed or raw in in_run:  # queued twice (racing puts)
+                    self._queued.pop(raw, None)
                     continue
                 pieces = (header, payload) if header else (payload,)
                 run.append((cid, pieces))
-                in_run.add(cid)
+                in_run.add(raw)
                 pos += sum(len(p) for p in pieces)
             if not run:
                 continue
-            if self._open is None:  # a pack is opened only for records to put in it
-                sink = self._backend.new_sink(PACK_DIR)
-                try:
-                    self._open = PackBuilder(sink)
-                except BaseException:
-                    sink.abort()
-                    raise
-            builder = self._open
-            for e in builder.add_run(run):
-                self._placed[e.cid] = (builder, e)
-                self._queued.pop(e.cid, None)
-                if e.cid in self.renewed:
+            builder = self._builder()
+            for (cid, _), (offset, length) in zip(run, builder.add_run(run), strict=True):
+                raw = cid.raw
+                self._placed[raw] = (builder, offset, length)
+                self._queued.pop(raw, None)
+                if cid in self.renewed:
                     builder.unique = True
+            if builder.pos >= self._target:
+                self._seal()
+
+    def _append_table(self, keys: list[bytes], rows: np.ndarray, records: np.ndarray) -> None:
+        if self._error is not None:
+            return
+        m, length = records.shape
+        i = 0
+        while i < m:
+            builder = self._builder()
+            # records up to the one that takes the pack to its target size, in one write
+            n = min(m - i, max(1, -(-(self._target - builder.pos) // length)))
+            offsets = builder.add_table(rows[i : i + n], records[i : i + n])
+            self._placed.update(
+                zip(keys[i : i + n], [(builder, o, length) for o in offsets.tolist()], strict=True)
+            )
+            queued = self._queued
+            for key in keys[i : i + n]:
+                queued.pop(key, None)
+            i += n
             if builder.pos >= self._target:
                 self._seal()
 
@@ -262,25 +334,25 @@ class PackBatch:
         except BaseException:
             builder.sink.abort()  # no one else holds it: close and remove its temp file
             raise
-        sealed = _Sealed(PackRef(pack_id, size, tuple(builder.entries)), builder.sink, done)
+        sealed = _Sealed(PackRef(pack_id, size, table=builder.table()), builder.sink, done)
         self._sealed.append(sealed)
-        for e in builder.entries:
-            self._placed[e.cid] = (sealed, e)
+        builder.sealed = sealed
 
     # --- reading back ----------------------------------------------------------------------
     def record(self, cid: CID) -> bytes:
         """The stored record of a book put in this batch (waits until it is packed)."""
+        raw = cid.raw
         with self._lock:
-            appended = self._queued.get(cid)
-            if cid in self._queued and appended is None:
+            appended = self._queued.get(raw)
+            if raw in self._queued and appended is None:
                 self._flush_group()
-                appended = self._queued.get(cid)
+                appended = self._queued.get(raw)
         if appended is not None:
             appended.result()
-        where, entry = self._placed[cid]
-        if isinstance(where, _Sealed):
-            where.done.result()
-        return where.sink.read(entry.offset, entry.length)
+        builder, offset, length = self._placed[raw]
+        if builder.sealed is not None:
+            builder.sealed.done.result()
+        return builder.sink.read(offset, length)
 
     # --- ending ----------------------------------------------------------------------------
     def close(self, commit: bool) -> list[PackRef]:
