@@ -45,6 +45,7 @@ from ..cas import (
     ingest_pages,
     reassemble,
 )
+from ..cas.dag import blob_into, blob_size
 from ..cas.params import MAX_BOOK_SIZE
 from ..errors import OluoError
 from .errors import IndexCodecError
@@ -354,21 +355,9 @@ def _put_record(doc: dict, store: BookStore) -> CID:
 
 def _blob_into(cid: CID, store: BookStore, out: memoryview, owner: CID) -> None:
     """Read the DAG ``cid`` straight into ``out`` (every book verified by the store)."""
-    info = blob_info(cid, store)
-    if info.total_size != len(out):
-        raise _bad(
-            owner, f"blob {cid.hex} holds {info.total_size} B, the record expects {len(out)}"
-        )
-    items: list[tuple[CID, memoryview]] = []
-    pos = 0
-    try:
-        for leaf in info.leaves:
-            items.append((leaf, out[pos : pos + leaf.size]))
-            pos += leaf.size
-        store.get_many_into(items)
-    finally:
-        for _, part in items:
-            part.release()
+    if not blob_into(cid, store, out):
+        size = blob_size(cid, store)
+        raise _bad(owner, f"blob {cid.hex} holds {size} B, the record expects {len(out)}")
 
 
 def _neighbors_of(rec: IndexRecord, store: BookStore) -> np.ndarray:
@@ -617,7 +606,7 @@ def _check_section_sizes(rec: IndexRecord, store: BookStore) -> None:
     from them (a forged record could otherwise claim terabytes). Reads bundles only."""
     secs = rec.doc["sections"]
     for name in ("levels", "offsets", "codes"):
-        size = blob_info(CID.from_bytes(secs[name]["blob"]), store).total_size
+        size = blob_size(CID.from_bytes(secs[name]["blob"]), store)
         if size != secs[name]["len"]:
             raise _bad(
                 rec.cid, f"section {name} claims {secs[name]['len']} B, its blob holds {size}"
@@ -625,7 +614,7 @@ def _check_section_sizes(rec: IndexRecord, store: BookStore) -> None:
     cur = rec
     for _ in range(MAX_PATCH_CHAIN + 1):
         nb = cur.doc["sections"]["neighbors"]
-        size = blob_info(CID.from_bytes(nb["blob"]), store).total_size
+        size = blob_size(CID.from_bytes(nb["blob"]), store)
         if nb["form"] == "full":
             if size != nb["len"]:
                 raise _bad(cur.cid, f"neighbors claim {nb['len']} B, their blob holds {size}")
