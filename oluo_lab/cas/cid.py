@@ -126,15 +126,13 @@ class CID:
         raw = bytes(raw)
         _validate(raw)
         object.__setattr__(self, "_raw", raw)
-        object.__setattr__(self, "_size", int.from_bytes(raw[4:8], "big"))
 
     @classmethod
     def _unchecked(cls, raw: bytes) -> CID:
         """A CID of 40 bytes this module built itself (a header it packed, a digest it
         computed): no validation, for the per-book hot paths."""
         cid = object.__new__(cls)
-        object.__setattr__(cid, "_raw", raw)
-        object.__setattr__(cid, "_size", int.from_bytes(raw[4:8], "big"))
+        _SET_RAW(cid, raw)
         return cid
 
     # construction -----------------------------------------------------------------
@@ -204,7 +202,12 @@ class CID:
     @property
     def size(self) -> int:
         """Exact byte length of the uncompressed book (bundle bytes for a bundle)."""
-        return self._size
+        try:
+            return self._size
+        except AttributeError:  # computed on first use: most CIDs are never asked
+            size = int.from_bytes(self._raw[4:8], "big")
+            _SET_SIZE(self, size)
+            return size
 
     @property
     def digest(self) -> bytes:
@@ -276,3 +279,8 @@ class CID:
             rows.insert(2, ("depth", self.depth))
         rows.append(("hex", Raw(f"<code>{self.hex}</code>")))
         return kv_table("CID", rows)
+
+
+# the slots' setters, bypassing the __setattr__ that keeps a CID immutable
+_SET_RAW = CID.__dict__["_raw"].__set__
+_SET_SIZE = CID.__dict__["_size"].__set__
