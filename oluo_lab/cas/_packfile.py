@@ -110,13 +110,50 @@ class Entry(NamedTuple):
         return self.length == HEADER_LEN + self.cid.size
 
 
-@dataclass(frozen=True)
 class PackRef:
-    """A pack as an index file names it: id (hex), size and the entries the store holds."""
+    """A pack as an index file names it: id (hex), size and the entries the store holds.
 
-    id: str
-    size: int
-    entries: tuple[Entry, ...]
+    A decoded index file gives ``table`` (the entries' checked 56-byte forms, N x 56)
+    instead of the entries, which are made on first use: a store that only reads books
+    looks them up in arrays built from the tables and never needs one object per book."""
+
+    __slots__ = ("_entries", "id", "size", "table")
+
+    def __init__(
+        self,
+        id: str,  # noqa: A002 - the field's name
+        size: int,
+        entries: tuple[Entry, ...] | None = None,
+        *,
+        table: np.ndarray | None = None,
+    ) -> None:
+        if (entries is None) == (table is None):
+            raise TypeError("a PackRef takes entries or a table")
+        self.id = id
+        self.size = size
+        self._entries = entries
+        self.table = table
+
+    @property
+    def entries(self) -> tuple[Entry, ...]:
+        if self._entries is None:
+            assert self.table is not None
+            self._entries = tuple(_entries_of(self.table))
+        return self._entries
+
+    def __len__(self) -> int:
+        return len(self.table) if self._entries is None else len(self._entries)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PackRef):
+            return NotImplemented
+        return (self.id, self.size, self.entries) == (other.id, other.size, other.entries)
+
+    def __hash__(self) -> int:
+        return hash((self.id, self.size, self.entries))
+
+    def __repr__(self) -> str:
+        return f"PackRef(id={self.id!r}, size={self.size}, entries={len(self)})"
 
 
 @dataclass(frozen=True)
@@ -160,11 +197,20 @@ def encode_entries(entries: Iterable[Entry]) -> bytes:
 def decode_entries(name: str, raw: bytes | memoryview) -> list[Entry]:
     """Entries from their 56-byte form; checks each CID, the reserved zero and the length
     bounds (16 .. 16 + book size), not their order (see :func:`check_entries`)."""
-    return _decode_entries(name, raw)[0]
+    return _entries_of(_entry_table(name, raw))
 
 
-def _decode_entries(name: str, raw: bytes | memoryview) -> tuple[list[Entry], np.ndarray]:
-    """:func:`decode_entries`, and the entries as an N x 56 uint8 array (checked with
+def _entries_of(table: np.ndarray) -> list[Entry]:
+    """The entries of a checked N x 56 entry table."""
+    fields = table.view(_ENTRY_ROW).reshape(-1)
+    cids = cids_of(np.ascontiguousarray(table[:, :CID_LEN]))
+    make = Entry._make
+    offsets, lengths = fields["offset"].tolist(), fields["length"].tolist()
+    return [make(e) for e in zip(cids, offsets, lengths, strict=True)]
+
+
+def _entry_table(name: str, raw: bytes | memoryview) -> np.ndarray:
+    """The entries as an N x 56 uint8 array, checked as by :func:`decode_entries` (with
     numpy; the first bad entry is then found and named by the loop over them)."""
     if len(raw) % ENTRY_LEN:
         raise CorruptStoreFile(name, f"entry bytes of length {len(raw)} not a multiple of 56")
@@ -178,11 +224,9 @@ def _decode_entries(name: str, raw: bytes | memoryview) -> tuple[list[Entry], np
     fields = np.frombuffer(data, _ENTRY_ROW)
     length = fields["length"].astype(np.int64)
     ok = (fields["zero"] == 0) & (length >= HEADER_LEN) & (length <= HEADER_LEN + cid_sizes(rows))
-    cids = cids_of(rows)
     if ok.all():
-        make = Entry._make
-        offsets = fields["offset"].tolist()
-        return [make(e) for e in zip(cids, offsets, length.tolist(), strict=True)], table
+        return table
+    cids = cids_of(rows)
     for k, (cid, (_, _, length, zero)) in enumerate(
         zip(cids, ENTRY.iter_unpack(data), strict=True)
     ):
@@ -203,7 +247,7 @@ def check_entries(
     """Entries of one pack: strictly ascending, non-overlapping, within the records area
     ``[8, records_end)``, one per CID. ``whole`` (a trailer): also contiguous from byte 8
     to exactly ``records_end``. ``table``: the entries' 56-byte form as an N x 56 array
-    (from :func:`_decode_entries`), checked with numpy first."""
+    (from :func:`_entry_table`), checked with numpy first."""
     if table is not None and _entries_ok(table, records_end, whole):
         return
     pos = len(PACK_HEADER)
@@ -272,7 +316,8 @@ def decode_trailer(name: str, trailer: bytes | memoryview, pack_size: int) -> li
     body = trailer[: count * ENTRY_LEN]
     if blake3.blake3(body).digest(length=8) != check:
         raise CorruptStoreFile(name, "trailer check mismatch")
-    entries, table = _decode_entries(name, body)
+    table = _entry_table(name, body)
+    entries = _entries_of(table)
     check_entries(name, entries, pack_size - trailer_len, whole=True, table=table)
     return entries
 
@@ -326,13 +371,14 @@ def decode_index(name: str, data: bytes) -> IndexDoc:
         if not isinstance(raw, bytes):
             raise CorruptStoreFile(name, f"pack {ident.hex()} entries are not bytes")
         pname = f"{name} (pack {ident.hex()})"
-        entries, table = _decode_entries(pname, raw)
-        if not entries:
+        table = _entry_table(pname, raw)
+        if not len(table):
             raise CorruptStoreFile(pname, "a pack with no entries")
         # the pack's trailer holds at least these entries, so the records end before it
-        end = size - FOOTER_LEN - len(entries) * ENTRY_LEN
-        check_entries(pname, entries, end, whole=False, table=table)
-        packs.append(PackRef(ident.hex(), size, tuple(entries)))
+        end = size - FOOTER_LEN - len(table) * ENTRY_LEN
+        if not _entries_ok(table, end, whole=False):
+            check_entries(pname, _entries_of(table), end, whole=False)
+        packs.append(PackRef(ident.hex(), size, table=table))
     if [p.id for p in packs] != sorted({p.id for p in packs}):
         raise CorruptStoreFile(name, "packs not sorted by id, or a pack listed twice")
     sup = doc["supersedes"]

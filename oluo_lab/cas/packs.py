@@ -40,6 +40,7 @@ from oluo_lab.cas._backends import Backend, LocalBackend, Missing, ObstoreBacken
 from oluo_lab.cas._bookfile import HEADER_LEN, RAW_HEADER, BookCodec
 from oluo_lab.cas._packbatch import GROUP_BYTES, PackBatch
 from oluo_lab.cas._packfile import (
+    _ENTRY_ROW,
     ENTRY_LEN,
     FOOTER_LEN,
     INDEX_DIR,
@@ -55,6 +56,7 @@ from oluo_lab.cas._packfile import (
     decode_index,
     decode_tombstones,
     decode_trailer,
+    encode_entries,
     encode_index,
     encode_tombstones,
     file_id,
@@ -85,7 +87,7 @@ from oluo_lab.cas.errors import (
     CorruptStoreFile,
     StoreIOError,
 )
-from oluo_lab.cas.params import MAX_BOOK_SIZE
+from oluo_lab.cas.params import CID_LEN, MAX_BOOK_SIZE
 
 __all__ = [
     "DEFAULT_LEVEL",
@@ -176,34 +178,89 @@ def make_backend(
 
 @dataclass
 class _View:
-    """The store's index, as loaded: which index files, packs and entries are live."""
+    """The store's index, as loaded: which index files, packs and entries are live.
+
+    ``packs`` and ``loc`` (one entry object per book) are made on first use: reads look
+    books up in ``located()``, arrays built straight from the index files' entry tables."""
 
     docs: dict[str, IndexDoc] = field(default_factory=dict)  # healthy index files
     mtimes: dict[str, float] = field(default_factory=dict)  # index id -> mtime
     damaged: dict[str, str] = field(default_factory=dict)  # index id -> reason
     live: list[str] = field(default_factory=list)  # index ids not superseded
-    packs: dict[str, dict[CID, Entry]] = field(default_factory=dict)  # indexed entries
     sizes: dict[str, int] = field(default_factory=dict)
-    loc: dict[CID, tuple[str, Entry]] = field(default_factory=dict)
     problems: list[StoreProblem] = field(default_factory=list)
     fallback: bool = False  # damaged index files: packs no index names were read directly
+    # packs no index file names, found by reading their trailers (``fallback``)
+    found: dict[str, list[Entry]] = field(default_factory=dict)
     # two-phase gc (object stores): tombstone files, and the books writers must not reuse
     # id -> (modification time, pack id -> tombstoned CIDs of that pack)
     tomb_files: dict[str, tuple[float, dict[str, tuple[CID, ...]]]] = field(default_factory=dict)
     tomb_damaged: dict[str, str] = field(default_factory=dict)
     tombs: dict[CID, float] = field(default_factory=dict)  # every copy tombstoned -> when
     table: _Table | None = None  # ``loc`` as sorted arrays, built on first use
+    _packs: dict[str, dict[CID, Entry]] | None = None
+    _loc: dict[CID, tuple[str, Entry]] | None = None
 
     @property
     def names(self) -> set[str]:
         return set(self.docs) | set(self.damaged)
 
+    @property
+    def packs(self) -> dict[str, dict[CID, Entry]]:
+        """pack id -> CID -> entry, each pack's entries by offset."""
+        if self._packs is None:
+            self._entries()
+        assert self._packs is not None
+        return self._packs
+
+    @property
+    def loc(self) -> dict[CID, tuple[str, Entry]]:
+        """CID -> (pack id, entry): where each book is read from (the first pack by id
+        that holds it)."""
+        if self._loc is None:
+            self._entries()
+        assert self._loc is not None
+        return self._loc
+
+    def _entries(self) -> None:
+        """``packs`` and ``loc`` from the live index files (the first one naming a book
+        in a pack gives its entry there) and the packs found by their trailers."""
+        packs: dict[str, dict[CID, Entry]] = {}
+        for ident in self.live:
+            for p in self.docs[ident].packs:
+                entries = packs.setdefault(p.id, {})
+                for e in p.entries:
+                    entries.setdefault(e.cid, e)
+        for pid, found in self.found.items():
+            packs[pid] = {e.cid: e for e in found}
+        loc: dict[CID, tuple[str, Entry]] = {}
+        for pid in sorted(packs):
+            entries = packs[pid]
+            packs[pid] = dict(sorted(entries.items(), key=lambda kv: kv[1].offset))
+            for cid, e in packs[pid].items():
+                loc.setdefault(cid, (pid, e))
+        self._packs, self._loc = packs, loc
+
     def located(self) -> _Table:
-        """``loc`` as sorted arrays (built once per view; a write that extends the view
-        drops it)."""
+        """Where each book is, as sorted arrays (built once per view; a write that extends
+        the view drops them)."""
         if self.table is None:
-            self.table = _Table.of(self.loc)
+            if self._loc is None and not self.found:
+                self.table = _Table.of_docs([self.docs[i] for i in self.live])
+            else:
+                self.table = _Table.of(self.loc)
         return self.table
+
+    def where(self, cid: CID) -> tuple[str, Entry] | None:
+        """``loc.get(cid)``, from the arrays while ``loc`` is not made."""
+        if self._loc is not None:
+            return self._loc.get(cid)
+        table = self.located()
+        k = table.find(np.frombuffer(cid.raw, np.uint8).reshape(1, CID_LEN))
+        if k is None:
+            return None
+        i = int(k[0])
+        return table.pids[table.pack[i]], Entry(cid, int(table.offset[i]), int(table.length[i]))
 
 
 @dataclass(frozen=True)
@@ -228,6 +285,34 @@ class _Table:
         order = np.argsort(keys, kind="stable")
         return cls(keys[order], pack[order], offset[order], length[order], pids)
 
+    @classmethod
+    def of_docs(cls, docs: list[IndexDoc]) -> _Table:
+        """As :meth:`of` of the ``loc`` these index files give (in the order given), from
+        their entry tables: per CID the first pack by id, in it the first file's entry."""
+        refs = [p for doc in docs for p in doc.packs]
+        pids = sorted({p.id for p in refs})
+        if not refs:
+            return cls(np.empty(0, "S40"), *(np.empty(0, np.int64) for _ in range(3)), pids)
+        number = {pid: k for k, pid in enumerate(pids)}
+        tables = [p.table if p.table is not None else _entry_rows(p.entries) for p in refs]
+        rows = np.concatenate(tables)
+        fields = rows.view(_ENTRY_ROW).reshape(-1)
+        keys = np.ascontiguousarray(rows[:, :CID_LEN]).view("S40").reshape(-1)
+        pack = np.repeat([number[p.id] for p in refs], [len(t) for t in tables])
+        rank = np.arange(len(rows))  # files in order, each file's packs and entries in order
+        order = np.lexsort((rank, pack, keys))
+        keys = keys[order]
+        first = np.ones(len(keys), bool)
+        first[1:] = keys[1:] != keys[:-1]
+        pick = order[first]
+        return cls(
+            keys[first],
+            pack[pick].astype(np.int64),
+            fields["offset"][pick].astype(np.int64),
+            fields["length"][pick].astype(np.int64),
+            pids,
+        )
+
     def find(self, rows: np.ndarray) -> np.ndarray | None:
         """Each row's position in the arrays, or None when one is not there."""
         if not len(self.keys):
@@ -236,6 +321,11 @@ class _Table:
         pos = np.searchsorted(self.keys, keys)
         np.minimum(pos, len(self.keys) - 1, out=pos)
         return pos if bool((self.keys[pos] == keys).all()) else None
+
+
+def _entry_rows(entries: Sequence[Entry]) -> np.ndarray:
+    """Entries in their 56-byte form, N x 56."""
+    return np.frombuffer(encode_entries(entries), np.uint8).reshape(-1, ENTRY_LEN)
 
 
 class PackStore(BookStore):
@@ -438,25 +528,18 @@ class PackStore(BookStore):
                             index_key(ident), f"names pack {p.id} with size {p.size}, not {known}"
                         )
                     )
-                entries = view.packs.setdefault(p.id, {})
-                for e in p.entries:
-                    entries.setdefault(e.cid, e)
         for ident, reason in sorted(view.damaged.items()):
             if ident not in superseded:
                 view.problems.append(StoreProblem(index_key(ident), reason))
                 view.fallback = True
         if view.fallback:  # the damaged files' packs are found by reading the orphans' trailers
-            for pid, size, entries in self._unreferenced_trailers(set(view.packs)):
+            indexed = set(view.sizes)
+            for pid, size, entries in self._unreferenced_trailers(indexed):
                 if isinstance(entries, Exception):
                     view.problems.append(StoreProblem(pack_key(pid), str(entries)))
                     continue
                 view.sizes[pid] = size
-                view.packs[pid] = {e.cid: e for e in entries}
-        for pid in sorted(view.packs):
-            entries = view.packs[pid]
-            view.packs[pid] = dict(sorted(entries.items(), key=lambda kv: kv[1].offset))
-            for cid, e in view.packs[pid].items():
-                view.loc.setdefault(cid, (pid, e))
+                view.found[pid] = entries
         for ident, reason in sorted(view.tomb_damaged.items()):
             view.problems.append(StoreProblem(tomb_key(ident), reason))
         self._effective_tombs(view)
@@ -605,11 +688,12 @@ class PackStore(BookStore):
                     view.mtimes[ident] = time.time()
                     view.live.append(ident)
                     view.table = None
+                    view_packs, loc = view.packs, view.loc
                     for p in packs:
                         view.sizes[p.id] = p.size
-                        view.packs[p.id] = {e.cid: e for e in p.entries}
+                        view_packs[p.id] = {e.cid: e for e in p.entries}
                         for e in p.entries:
-                            view.loc.setdefault(e.cid, (p.id, e))
+                            loc.setdefault(e.cid, (p.id, e))
                             view.tombs.pop(e.cid, None)  # a copy newer than its tombstone
 
     def _new_batch(self) -> PackBatch:
@@ -639,10 +723,10 @@ class PackStore(BookStore):
 
     # --- reading -------------------------------------------------------------------------
     def _locate(self, cid: CID) -> tuple[str, Entry]:
-        loc = self._view.loc.get(cid)
+        loc = self._view.where(cid)
         if loc is None:
             self._refresh()
-            loc = self._view.loc.get(cid)
+            loc = self._view.where(cid)
             if loc is None:
                 raise BookNotFound(cid)
         return loc
@@ -693,13 +777,13 @@ class PackStore(BookStore):
         # never by offset alone: each book is verified against its own CID
         by_pack: dict[str, dict[int, tuple[Entry, list[tuple[int, memoryview]]]]] = {}
         batch = self._batch
-        loc = self._view.loc
+        where = self._view.where
         for i, (cid, out) in enumerate(todo):
             try:
                 if batch is not None and cid in batch:
                     out[:] = self.get(cid)
                     continue
-                pid, e = loc.get(cid) or self._locate(cid)
+                pid, e = where(cid) or self._locate(cid)
             except ContentError as exc:
                 errors[i] = exc
                 continue
@@ -932,7 +1016,7 @@ class PackStore(BookStore):
         if batch is not None and cid in batch:
             return True
         self._refresh()  # another process may have added or removed it
-        return cid in self._view.loc
+        return self._view.where(cid) is not None
 
     def _reusable_now(self, cid: CID) -> bool:
         """In the current view, and not tombstoned (a writer may name it without a put)."""
@@ -1378,7 +1462,7 @@ class PackStore(BookStore):
             [
                 ("location", self._name),
                 ("zstd level", self.level),
-                ("packs", len(self._view.packs)),
+                ("packs", len(self._view.sizes)),
             ]
             + self.stats().rows(),
         )
