@@ -9,6 +9,7 @@ fetched, so a lying root fails fast and nothing is ever preallocated from a clai
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import struct
@@ -265,12 +266,34 @@ def _parse_bundle(cid: CID, raw: bytes, root: bool) -> tuple[RootMeta | None, np
     return meta, children
 
 
+def _parse_level(bundles: list[CID], data: bytes) -> list[np.ndarray]:
+    """The children of non-root ``bundles`` whose bytes are ``data``, back to back:
+    checked all at once, and bundle by bundle only to name the first bad one."""
+    counts = [c.size // CID_LEN for c in bundles]
+    starts = np.zeros(len(counts), np.int64)
+    np.cumsum(counts[:-1], out=starts[1:])
+    with contextlib.suppress(MalformedCID):
+        rows = check_concat(data)
+        deepest = np.maximum.reduceat(rows[:, 2], starts)
+        if (deepest.astype(np.int64) + 1 == [c.depth for c in bundles]).all():
+            return np.split(rows, starts[1:])
+    out = []
+    for c, start in zip(bundles, starts.tolist(), strict=True):
+        raw = data[start * CID_LEN : start * CID_LEN + c.size]
+        out.append(_parse_bundle(c, raw, root=False)[1])
+    raise AssertionError("level check disagrees with the bundle check")  # pragma: no cover
+
+
+def _rows(cids: list[CID]) -> np.ndarray:
+    return np.frombuffer(b"".join([c.raw for c in cids]), np.uint8).reshape(-1, CID_LEN)
+
+
 def _sub_bundles(rows: np.ndarray) -> list[CID]:
     return cids_of(rows[rows[:, 1] != KIND_BOOK])
 
 
 @dataclass(frozen=True)
-class _Walk:
+class BlobWalk:
     """A blob's checked DAG: root metadata (None for a bare book), bundles depth-first,
     and the leaf CIDs in order as N x 40 rows (no CID objects: a blob has many leaves)."""
 
@@ -283,12 +306,12 @@ class _Walk:
         return int(cid_sizes(self.leaves).sum())
 
 
-def _walk(cid: CID, store: BookStore) -> _Walk:
+def walk_blob(cid: CID, store: BookStore) -> BlobWalk:
     """Read and check the bundles of a blob (never its leaves)."""
     if not isinstance(cid, CID):
         raise TypeError(f"cid must be a CID, got {type(cid).__name__}")
     if cid.is_book:
-        return _Walk(None, [], np.frombuffer(cid.raw, np.uint8).reshape(1, CID_LEN))
+        return BlobWalk(None, [], np.frombuffer(cid.raw, np.uint8).reshape(1, CID_LEN))
     meta, children = _parse_bundle(cid, store.get(cid), root=True)
     assert meta is not None
     if meta.params not in KNOWN_CHUNK_PARAMS and not meta.params.is_paged:
@@ -302,12 +325,11 @@ def _walk(cid: CID, store: BookStore) -> _Walk:
         if level >= MAX_DEPTH:
             raise DagDepthExceeded(f"DAG under {cid.hex} is deeper than {MAX_DEPTH}", frontier[0])
         todo = [c for c in dict.fromkeys(frontier) if c not in parsed]
-        raws = [bytearray(c.size) for c in todo]
-        store.get_many_into([(c, memoryview(raw)) for c, raw in zip(todo, raws, strict=True)])
-        frontier = []
-        for c, raw in zip(todo, raws, strict=True):
-            parsed[c] = kids = _parse_bundle(c, bytes(raw), root=False)[1]
-            frontier += _sub_bundles(kids)
+        buf = bytearray(sum(c.size for c in todo))
+        store.get_concat_into(_rows(todo), memoryview(buf))
+        kids = _parse_level(todo, bytes(buf))
+        parsed.update(zip(todo, kids, strict=True))
+        frontier = _sub_bundles(np.concatenate(kids))
         level += 1
     bundles = [cid]
     pieces: list[np.ndarray] = []
@@ -338,12 +360,12 @@ def _walk(cid: CID, store: BookStore) -> _Walk:
             raise DagSizeMismatch(
                 f"paged root {cid.hex} has a leaf that is not a {page} B page", cid
             )
-    return _Walk(meta, bundles, leaves)
+    return BlobWalk(meta, bundles, leaves)
 
 
 def blob_info(cid: CID, store: BookStore) -> BlobInfo:
     """Read and check the bundles of a blob (never its leaves) and describe it."""
-    walk = _walk(cid, store)
+    walk = walk_blob(cid, store)
     if walk.meta is None:
         return BlobInfo(cid, cid.size, 1, 0, None, (), (cid,))
     leaves = tuple(cids_of(walk.leaves))
@@ -358,21 +380,6 @@ def blob_info(cid: CID, store: BookStore) -> BlobInfo:
     )
 
 
-def blob_size(cid: CID, store: BookStore) -> int:
-    """The checked total size of a blob (its bundles are read, never its leaves)."""
-    return _walk(cid, store).total_size
-
-
-def blob_into(cid: CID, store: BookStore, out: memoryview) -> bool:
-    """Read the blob ``cid`` straight into ``out`` when ``out`` has its exact size (every
-    book verified by the store); False, with nothing read, when the sizes differ."""
-    walk = _walk(cid, store)
-    if walk.total_size != len(out):
-        return False
-    store.get_concat_into(walk.leaves, out)
-    return True
-
-
 def iter_chunks(cid: CID, store: BookStore) -> Iterator[bytes]:
     """Verified chunk bytes of a blob in order (the DAG is checked before the first one)."""
     info = blob_info(cid, store)
@@ -383,7 +390,7 @@ def reassemble(cid: CID, store: BookStore) -> bytes:
     """The whole blob as bytes; every book is verified. The result is allocated once, from the
     verified leaf sizes, and books are decoded straight into it (raw books are read into it
     from their files). Use ``open_blob``/``iter_chunks`` to stream large blobs instead."""
-    walk = _walk(cid, store)
+    walk = walk_blob(cid, store)
     if walk.meta is None:
         return store.get(cid)
     # One allocation of the verified total, filled in place by the store (see _output.py).

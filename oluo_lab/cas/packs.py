@@ -265,9 +265,12 @@ class _View:
 
 @dataclass(frozen=True)
 class _Table:
-    """Where each book is, as arrays sorted by CID: many books are looked up at once."""
+    """Where each book is, as arrays sorted by the first 8 digest bytes of its CID (a
+    digest is uniformly random: sorting and searching 64-bit keys is much faster than
+    40-byte strings); CIDs that share those bytes are told apart by their whole rows."""
 
-    keys: np.ndarray  # the 40-byte CIDs, dtype S40, sorted
+    key: np.ndarray  # uint64, sorted
+    rows: np.ndarray  # the 40-byte CIDs, N x 40 uint8
     pack: np.ndarray  # index into ``pids``
     offset: np.ndarray
     length: np.ndarray
@@ -278,12 +281,13 @@ class _Table:
         pids = sorted({pid for pid, _ in loc.values()})
         number = {pid: k for k, pid in enumerate(pids)}
         n = len(loc)
-        keys = np.frombuffer(b"".join([c.raw for c in loc]), "S40")
+        rows = np.frombuffer(b"".join([c.raw for c in loc]), np.uint8).reshape(-1, CID_LEN)
         pack = np.fromiter((number[pid] for pid, _ in loc.values()), np.int64, n)
         offset = np.fromiter((e.offset for _, e in loc.values()), np.int64, n)
         length = np.fromiter((e.length for _, e in loc.values()), np.int64, n)
-        order = np.argsort(keys, kind="stable")
-        return cls(keys[order], pack[order], offset[order], length[order], pids)
+        key = _key(rows)
+        order = np.argsort(key, kind="stable")
+        return cls(key[order], rows[order], pack[order], offset[order], length[order], pids)
 
     @classmethod
     def of_docs(cls, docs: list[IndexDoc]) -> _Table:
@@ -291,23 +295,31 @@ class _Table:
         their entry tables: per CID the first pack by id, in it the first file's entry."""
         refs = [p for doc in docs for p in doc.packs]
         pids = sorted({p.id for p in refs})
-        if not refs:
-            return cls(np.empty(0, "S40"), *(np.empty(0, np.int64) for _ in range(3)), pids)
         number = {pid: k for k, pid in enumerate(pids)}
         tables = [p.table if p.table is not None else _entry_rows(p.entries) for p in refs]
-        rows = np.concatenate(tables)
-        fields = rows.view(_ENTRY_ROW).reshape(-1)
-        keys = np.ascontiguousarray(rows[:, :CID_LEN]).view("S40").reshape(-1)
-        pack = np.repeat([number[p.id] for p in refs], [len(t) for t in tables])
+        table = np.concatenate(tables) if tables else np.empty((0, ENTRY_LEN), np.uint8)
+        fields = table.view(_ENTRY_ROW).reshape(-1)
+        rows = np.ascontiguousarray(table[:, :CID_LEN])
+        pack = np.repeat(np.array([number[p.id] for p in refs], np.int64), [len(t) for t in tables])
+        key = _key(rows)
         rank = np.arange(len(rows))  # files in order, each file's packs and entries in order
-        order = np.lexsort((rank, pack, keys))
-        keys = keys[order]
-        first = np.ones(len(keys), bool)
-        first[1:] = keys[1:] != keys[:-1]
+        order = np.lexsort((rank, pack, key))
+        key, rows = key[order], rows[order]
+        first = np.ones(len(key), bool)
+        first[1:] = key[1:] != key[:-1]
+        same = np.zeros(len(key), bool)
+        same[1:] = (rows[1:] == rows[:-1]).all(axis=1)
+        for j in np.flatnonzero(~first & ~same).tolist():  # another CID with the same key
+            start = j
+            while start and key[start - 1] == key[j]:
+                start -= 1
+            if not any((rows[k] == rows[j]).all() for k in range(start, j)):
+                first[j] = True
         pick = order[first]
         return cls(
-            keys[first],
-            pack[pick].astype(np.int64),
+            key[first],
+            rows[first],
+            pack[pick],
             fields["offset"][pick].astype(np.int64),
             fields["length"][pick].astype(np.int64),
             pids,
@@ -315,12 +327,27 @@ class _Table:
 
     def find(self, rows: np.ndarray) -> np.ndarray | None:
         """Each row's position in the arrays, or None when one is not there."""
-        if not len(self.keys):
+        if not len(self.key):
             return None
-        keys = rows.view("S40").reshape(-1)
-        pos = np.searchsorted(self.keys, keys)
-        np.minimum(pos, len(self.keys) - 1, out=pos)
-        return pos if bool((self.keys[pos] == keys).all()) else None
+        want = _key(rows)
+        pos = np.searchsorted(self.key, want)
+        np.minimum(pos, len(self.key) - 1, out=pos)
+        hit = (self.rows[pos] == rows).all(axis=1)
+        for i in np.flatnonzero(~hit).tolist():  # absent, or after another with its key
+            k = int(pos[i])
+            while k < len(self.key) and self.key[k] == want[i]:
+                if (self.rows[k] == rows[i]).all():
+                    pos[i] = k
+                    break
+                k += 1
+            else:
+                return None
+        return pos
+
+
+def _key(rows: np.ndarray) -> np.ndarray:
+    """The first 8 digest bytes (bytes 8..15) of each CID row, as uint64."""
+    return np.ascontiguousarray(rows[:, 8:16]).view(">u8").reshape(-1).astype(np.uint64)
 
 
 def _entry_rows(entries: Sequence[Entry]) -> np.ndarray:
