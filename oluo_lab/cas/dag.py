@@ -316,7 +316,7 @@ def walk_blob(cid: CID, store: BookStore) -> BlobWalk:
     assert meta is not None
     if meta.params not in KNOWN_CHUNK_PARAMS and not meta.params.is_paged:
         raise UnsupportedChunker(f"root {cid.hex} records unknown chunker {meta.params!r}", cid)
-    # the bundles are read one level at a time, each level with one get_many_into (a few
+    # the bundles are read one level at a time, each level with one get_concat_into (a few
     # coalesced reads: one request per bundle would be hundreds of GETs on an object store)
     parsed: dict[CID, np.ndarray] = {cid: children}
     frontier = _sub_bundles(children)
@@ -325,6 +325,8 @@ def walk_blob(cid: CID, store: BookStore) -> BlobWalk:
         if level >= MAX_DEPTH:
             raise DagDepthExceeded(f"DAG under {cid.hex} is deeper than {MAX_DEPTH}", frontier[0])
         todo = [c for c in dict.fromkeys(frontier) if c not in parsed]
+        if not todo:  # each was read at a level nearer the root already
+            break
         buf = bytearray(sum(c.size for c in todo))
         store.get_concat_into(_rows(todo), memoryview(buf))
         kids = _parse_level(todo, bytes(buf))

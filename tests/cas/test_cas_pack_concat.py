@@ -208,3 +208,14 @@ def test_a_bad_bundle_after_good_ones_in_its_level_is_named():
     fine = store.put_bundle(meta + good.raw + store.put_bundle(body).raw)
     assert reassemble(fine, store) == b"".join(bytes([i]) * 100 for i in range(6))
     assert blob_info(fine, store).leaves == tuple(leaves)
+
+
+def test_a_bundle_reached_at_two_levels_is_read_once_and_walked_twice():
+    store = MemoryStore()
+    leaves = [store.put(bytes([i]) * 100) for i in range(3)]
+    low = store.put_bundle(b"".join(c.raw for c in leaves))
+    high = store.put_bundle(low.raw)  # depth 2, over the same bundle
+    root = store.put_bundle(RootMeta(600, 6, CHUNK_PARAMS).encode() + low.raw + high.raw)
+    assert reassemble(root, store) == 2 * b"".join(bytes([i]) * 100 for i in range(3))
+    info = blob_info(root, store)
+    assert info.leaves == 2 * tuple(leaves) and info.bundles == (root, low, high, low)
