@@ -15,13 +15,16 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import blake3
 import cbor2
+import numpy as np
 
 from oluo_lab.cas._bookfile import HEADER_LEN
-from oluo_lab.cas.cid import CID, cids_from_concat
+from oluo_lab.cas.cid import CID, check_concat, cid_sizes, cids_from_concat, cids_of
 from oluo_lab.cas.errors import CorruptStoreFile, MalformedCID
+from oluo_lab.cas.params import CID_LEN
 
 __all__ = [
     "ENTRY",
@@ -67,6 +70,7 @@ ENTRY_LEN = ENTRY.size  # 56
 #: trailer length (entries + footer).
 FOOTER = struct.Struct(">I8s4sI")
 FOOTER_LEN = FOOTER.size  # 20
+_ENTRY_ROW = np.dtype([("cid", "V40"), ("offset", ">u8"), ("length", ">u4"), ("zero", ">u4")])
 TRAILER_MAGIC = b"OLPT"
 #: format (§1.4): the ``format`` / ``version`` of an index file.
 INDEX_FORMAT = "oluo-pack-index"
@@ -88,9 +92,9 @@ _PACK_KEYS = frozenset({"id", "size", "entries"})
 _HEX = frozenset("0123456789abcdef")
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One book record in a pack: its CID, byte offset in the pack and record length."""
+class Entry(NamedTuple):
+    """One book record in a pack: its CID, byte offset in the pack and record length
+    (a named tuple: an index holds one per book, and a tuple is the cheapest to make)."""
 
     cid: CID
     offset: int
@@ -106,13 +110,50 @@ class Entry:
         return self.length == HEADER_LEN + self.cid.size
 
 
-@dataclass(frozen=True)
 class PackRef:
-    """A pack as an index file names it: id (hex), size and the entries the store holds."""
+    """A pack as an index file names it: id (hex), size and the entries the store holds.
 
-    id: str
-    size: int
-    entries: tuple[Entry, ...]
+    A decoded index file gives ``table`` (the entries' checked 56-byte forms, N x 56)
+    instead of the entries, which are made on first use: a store that only reads books
+    looks them up in arrays built from the tables and never needs one object per book."""
+
+    __slots__ = ("_entries", "id", "size", "table")
+
+    def __init__(
+        self,
+        id: str,  # noqa: A002 - the field's name
+        size: int,
+        entries: tuple[Entry, ...] | None = None,
+        *,
+        table: np.ndarray | None = None,
+    ) -> None:
+        if (entries is None) == (table is None):
+            raise TypeError("a PackRef takes entries or a table")
+        self.id = id
+        self.size = size
+        self._entries = entries
+        self.table = table
+
+    @property
+    def entries(self) -> tuple[Entry, ...]:
+        if self._entries is None:
+            assert self.table is not None
+            self._entries = tuple(_entries_of(self.table))
+        return self._entries
+
+    def __len__(self) -> int:
+        return len(self.table) if self._entries is None else len(self._entries)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PackRef):
+            return NotImplemented
+        return (self.id, self.size, self.entries) == (other.id, other.size, other.entries)
+
+    def __hash__(self) -> int:
+        return hash((self.id, self.size, self.entries))
+
+    def __repr__(self) -> str:
+        return f"PackRef(id={self.id!r}, size={self.size}, entries={len(self)})"
 
 
 @dataclass(frozen=True)
@@ -156,30 +197,59 @@ def encode_entries(entries: Iterable[Entry]) -> bytes:
 def decode_entries(name: str, raw: bytes | memoryview) -> list[Entry]:
     """Entries from their 56-byte form; checks each CID, the reserved zero and the length
     bounds (16 .. 16 + book size), not their order (see :func:`check_entries`)."""
+    return _entries_of(_entry_table(name, raw))
+
+
+def _entries_of(table: np.ndarray) -> list[Entry]:
+    """The entries of a checked N x 56 entry table."""
+    fields = table.view(_ENTRY_ROW).reshape(-1)
+    cids = cids_of(np.ascontiguousarray(table[:, :CID_LEN]))
+    make = Entry._make
+    offsets, lengths = fields["offset"].tolist(), fields["length"].tolist()
+    return [make(e) for e in zip(cids, offsets, lengths, strict=True)]
+
+
+def _entry_table(name: str, raw: bytes | memoryview) -> np.ndarray:
+    """The entries as an N x 56 uint8 array, checked as by :func:`decode_entries` (with
+    numpy; the first bad entry is then found and named by the loop over them)."""
     if len(raw) % ENTRY_LEN:
         raise CorruptStoreFile(name, f"entry bytes of length {len(raw)} not a multiple of 56")
-    fields = list(ENTRY.iter_unpack(raw))
+    data = bytes(raw)
+    table = np.frombuffer(data, np.uint8).reshape(-1, ENTRY_LEN)
     try:
-        cids = cids_from_concat(b"".join([f[0] for f in fields]))
+        rows = check_concat(table[:, :CID_LEN].tobytes())
     except MalformedCID as exc:
         bad = exc.index  # type: ignore[attr-defined]
         raise CorruptStoreFile(name, f"entry {bad} has no valid CID: {exc}") from None
-    out = []
-    for cid, (_, off, length, zero) in zip(cids, fields, strict=True):
+    fields = np.frombuffer(data, _ENTRY_ROW)
+    length = fields["length"].astype(np.int64)
+    ok = (fields["zero"] == 0) & (length >= HEADER_LEN) & (length <= HEADER_LEN + cid_sizes(rows))
+    if ok.all():
+        return table
+    cids = cids_of(rows)
+    for k, (cid, (_, _, length, zero)) in enumerate(
+        zip(cids, ENTRY.iter_unpack(data), strict=True)
+    ):
         if zero:
-            raise CorruptStoreFile(name, f"entry {len(out)} has nonzero reserved bytes", cid)
+            raise CorruptStoreFile(name, f"entry {k} has nonzero reserved bytes", cid)
         if not HEADER_LEN <= length <= HEADER_LEN + cid.size:
-            raise CorruptStoreFile(
-                name, f"entry {len(out)} record length {length} out of range", cid
-            )
-        out.append(Entry(cid, off, length))
-    return out
+            raise CorruptStoreFile(name, f"entry {k} record length {length} out of range", cid)
+    raise AssertionError("vectorised entry check disagrees with the loop")  # pragma: no cover
 
 
-def check_entries(name: str, entries: Sequence[Entry], records_end: int, whole: bool) -> None:
+def check_entries(
+    name: str,
+    entries: Sequence[Entry],
+    records_end: int,
+    whole: bool,
+    table: np.ndarray | None = None,
+) -> None:
     """Entries of one pack: strictly ascending, non-overlapping, within the records area
     ``[8, records_end)``, one per CID. ``whole`` (a trailer): also contiguous from byte 8
-    to exactly ``records_end``."""
+    to exactly ``records_end``. ``table``: the entries' 56-byte form as an N x 56 array
+    (from :func:`_entry_table`), checked with numpy first."""
+    if table is not None and _entries_ok(table, records_end, whole):
+        return
     pos = len(PACK_HEADER)
     seen: set[CID] = set()
     for i, e in enumerate(entries):
@@ -195,6 +265,30 @@ def check_entries(name: str, entries: Sequence[Entry], records_end: int, whole: 
         pos = e.end
     if whole and pos != records_end:
         raise CorruptStoreFile(name, f"records end at {pos}, the trailer at {records_end}")
+
+
+def _entries_ok(table: np.ndarray, records_end: int, whole: bool) -> bool:
+    """Whether the rules of :func:`check_entries` hold (False: the loop names the break)."""
+    if not len(table):
+        return not whole or records_end == len(PACK_HEADER)
+    fields = table.view(_ENTRY_ROW).reshape(-1)
+    offset = fields["offset"]
+    if int(offset.max()) >= 1 << 62 or records_end >= 1 << 62:  # int64 arithmetic below
+        return False
+    offset = offset.astype(np.int64)
+    end = offset + fields["length"].astype(np.int64)
+    prev = np.empty_like(end)
+    prev[0] = len(PACK_HEADER)
+    prev[1:] = end[:-1]
+    ok = (offset == prev).all() if whole else (offset >= prev).all()
+    ok = ok and int(end[-1]) <= records_end and (not whole or int(end[-1]) == records_end)
+    ok = ok and int(end.max()) <= records_end
+    if not ok:
+        return False
+    # CIDs with distinct first 8 digest bytes are distinct (and the loop judges the rest)
+    key = np.ascontiguousarray(table[:, 8:16]).view(">u8").reshape(-1)
+    key = np.sort(key.astype(np.uint64))
+    return not (key[1:] == key[:-1]).any()
 
 
 def encode_trailer(entries: Sequence[Entry]) -> bytes:
@@ -224,8 +318,9 @@ def decode_trailer(name: str, trailer: bytes | memoryview, pack_size: int) -> li
     body = trailer[: count * ENTRY_LEN]
     if blake3.blake3(body).digest(length=8) != check:
         raise CorruptStoreFile(name, "trailer check mismatch")
-    entries = decode_entries(name, body)
-    check_entries(name, entries, pack_size - trailer_len, whole=True)
+    table = _entry_table(name, body)
+    entries = _entries_of(table)
+    check_entries(name, entries, pack_size - trailer_len, whole=True, table=table)
     return entries
 
 
@@ -278,12 +373,14 @@ def decode_index(name: str, data: bytes) -> IndexDoc:
         if not isinstance(raw, bytes):
             raise CorruptStoreFile(name, f"pack {ident.hex()} entries are not bytes")
         pname = f"{name} (pack {ident.hex()})"
-        entries = decode_entries(pname, raw)
-        if not entries:
+        table = _entry_table(pname, raw)
+        if not len(table):
             raise CorruptStoreFile(pname, "a pack with no entries")
         # the pack's trailer holds at least these entries, so the records end before it
-        check_entries(pname, entries, size - FOOTER_LEN - len(entries) * ENTRY_LEN, whole=False)
-        packs.append(PackRef(ident.hex(), size, tuple(entries)))
+        end = size - FOOTER_LEN - len(table) * ENTRY_LEN
+        if not _entries_ok(table, end, whole=False):
+            check_entries(pname, _entries_of(table), end, whole=False)
+        packs.append(PackRef(ident.hex(), size, table=table))
     if [p.id for p in packs] != sorted({p.id for p in packs}):
         raise CorruptStoreFile(name, "packs not sorted by id, or a pack listed twice")
     sup = doc["supersedes"]

@@ -21,9 +21,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import blake3
+import numpy as np
 
 from oluo_lab._faults import fault_point
-from oluo_lab.cas.cid import CID, KIND_META, cids_from_concat
+from oluo_lab.cas.cid import CID, KIND_META, check_concat, cid_sizes, cids_from_concat, cids_of
 from oluo_lab.cas.errors import (
     BookTooLarge,
     CorruptBook,
@@ -182,6 +183,23 @@ def prefetch_get_many(
                 fut.cancel()
 
 
+def concat_plan(cids: Any, out: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(validated N x 40 CID rows, each book's start in ``out``, each book's size) for
+    :meth:`BookStore.get_concat_into`; MalformedCID / ValueError on bad input."""
+    if isinstance(cids, np.ndarray):
+        if cids.dtype != np.uint8 or cids.ndim != 2 or cids.shape[1] != CID_LEN:
+            raise ValueError(f"CID rows must be N x {CID_LEN} uint8, got {cids.dtype} {cids.shape}")
+        cids = cids.tobytes()
+    rows = check_concat(cids)
+    sizes = cid_sizes(rows)
+    starts = np.zeros(len(sizes), np.int64)
+    np.cumsum(sizes[:-1], out=starts[1:])
+    total = int(sizes.sum())
+    if total != len(memoryview(out).cast("B")):
+        raise ValueError(f"buffer of {len(memoryview(out))} B for {total} B of books")
+    return rows, starts, sizes
+
+
 def verify_book(cid: CID, data: Buffer) -> None:
     """Raise CorruptBook unless ``data`` has exactly the length and blake3 digest of ``cid``."""
     if len(data) != cid.size:
@@ -315,6 +333,24 @@ class BookStore(ABC):
         """``get_into`` for each (cid, buffer) pair; backends may run them concurrently."""
         for cid, out in items:
             self.get_into(cid, out)
+
+    def get_concat_into(self, cids: Any, out: memoryview) -> None:
+        """Write the verified books named by ``cids`` (N x 40 uint8 CID rows, or their
+        concatenated bytes) back to back into ``out``, whose length must be their total
+        size: a blob's leaves without a CID object or a buffer per leaf. Errors as
+        :meth:`get_many_into` (the first failing book in ``cids`` order is reported);
+        here it is what this does, with one CID and one slice of ``out`` per book."""
+        rows, starts, sizes = concat_plan(cids, out)
+        mv = memoryview(out).cast("B")
+        items = [
+            (cid, mv[p : p + n])
+            for cid, p, n in zip(cids_of(rows), starts.tolist(), sizes.tolist(), strict=True)
+        ]
+        try:
+            self.get_many_into(items)
+        finally:
+            for _, part in items:
+                part.release()
 
     def has(self, cid: CID) -> bool:
         return isinstance(cid, CID) and self._has(cid)

@@ -62,15 +62,17 @@ def _validate(raw: bytes) -> None:
         raise MalformedCID(f"unknown CID kind {kind:#04x} in {raw.hex()}")
 
 
-def cids_from_concat(data: bytes | bytearray | memoryview) -> list[CID]:
-    """The CIDs of concatenated 40-byte binary forms (bundle entries, pack indexes),
-    validated together with numpy. MalformedCID names the first invalid one; its
-    ``index`` attribute says which entry it is."""
-    raw = bytes(data)
-    if len(raw) % CID_LEN:
-        raise MalformedCID(f"{len(raw)} bytes are not whole {CID_LEN}-byte CIDs")
-    a = np.frombuffer(raw, np.uint8).reshape(-1, CID_LEN)
-    size = a[:, 4:8].copy().view(">u4").reshape(-1)
+def check_concat(data: bytes | bytearray | memoryview) -> np.ndarray:
+    """Concatenated 40-byte binary CID forms (bundle entries, pack indexes) as an N x 40
+    uint8 array, validated together with numpy and not turned into CID objects.
+    MalformedCID names the first invalid one; its ``index`` attribute says which entry
+    it is."""
+    if len(data) % CID_LEN:
+        raise MalformedCID(f"{len(data)} bytes are not whole {CID_LEN}-byte CIDs")
+    a = np.frombuffer(data if isinstance(data, bytes) else bytes(data), np.uint8).reshape(
+        -1, CID_LEN
+    )
+    size = cid_sizes(a)
     kind, depth = a[:, 1], a[:, 2]
     book = (kind == KIND_BOOK) & (depth == 0)
     bundle = (
@@ -84,13 +86,30 @@ def cids_from_concat(data: bytes | bytearray | memoryview) -> list[CID]:
     if not ok.all():
         i = int(np.argmin(ok))
         try:
-            _validate(raw[i * CID_LEN : (i + 1) * CID_LEN])
+            _validate(bytes(a[i]))
         except MalformedCID as exc:
             exc.index = i  # type: ignore[attr-defined]
             raise
         raise AssertionError("vectorised CID check disagrees with _validate")  # pragma: no cover
+    return a
+
+
+def cid_sizes(a: np.ndarray) -> np.ndarray:
+    """The size field (bytes 4..7, big-endian) of each row of an N x 40 CID array, int64."""
+    b = a[:, 4:8].astype(np.int64)
+    return (b[:, 0] << 24) | (b[:, 1] << 16) | (b[:, 2] << 8) | b[:, 3]
+
+
+def cids_of(a: np.ndarray) -> list[CID]:
+    """CID objects of the rows of an array :func:`check_concat` validated."""
+    raw = a.tobytes()
     new = CID._unchecked
     return [new(raw[i : i + CID_LEN]) for i in range(0, len(raw), CID_LEN)]
+
+
+def cids_from_concat(data: bytes | bytearray | memoryview) -> list[CID]:
+    """The CIDs of concatenated 40-byte binary forms (see :func:`check_concat`)."""
+    return cids_of(check_concat(data))
 
 
 class CID:
@@ -99,8 +118,9 @@ class CID:
     Ordering compares the 40 binary bytes, so sorting a list of CIDs is deterministic.
     """
 
-    __slots__ = ("_raw",)
+    __slots__ = ("_raw", "_size")
     _raw: bytes
+    _size: int
 
     def __init__(self, raw: bytes) -> None:
         raw = bytes(raw)
@@ -112,7 +132,7 @@ class CID:
         """A CID of 40 bytes this module built itself (a header it packed, a digest it
         computed): no validation, for the per-book hot paths."""
         cid = object.__new__(cls)
-        object.__setattr__(cid, "_raw", raw)
+        _SET_RAW(cid, raw)
         return cid
 
     # construction -----------------------------------------------------------------
@@ -182,7 +202,12 @@ class CID:
     @property
     def size(self) -> int:
         """Exact byte length of the uncompressed book (bundle bytes for a bundle)."""
-        return int.from_bytes(self._raw[4:8], "big")
+        try:
+            return self._size
+        except AttributeError:  # computed on first use: most CIDs are never asked
+            size = int.from_bytes(self._raw[4:8], "big")
+            _SET_SIZE(self, size)
+            return size
 
     @property
     def digest(self) -> bytes:
@@ -254,3 +279,8 @@ class CID:
             rows.insert(2, ("depth", self.depth))
         rows.append(("hex", Raw(f"<code>{self.hex}</code>")))
         return kv_table("CID", rows)
+
+
+# the slots' setters, bypassing the __setattr__ that keeps a CID immutable
+_SET_RAW = CID.__dict__["_raw"].__set__
+_SET_SIZE = CID.__dict__["_size"].__set__

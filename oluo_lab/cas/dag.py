@@ -9,6 +9,7 @@ fetched, so a lying root fails fast and nothing is ever preallocated from a clai
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import struct
@@ -17,12 +18,21 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
 from pyfastcdc.cy import FastCDC
 
 from oluo_lab.cas._bookfile import pages_incompressible
 from oluo_lab.cas._output import FreshBytes
 from oluo_lab.cas.base import BookStore
-from oluo_lab.cas.cid import CID, CID_VERSION, KIND_META, cids_from_concat
+from oluo_lab.cas.cid import (
+    CID,
+    CID_VERSION,
+    KIND_BOOK,
+    KIND_META,
+    check_concat,
+    cid_sizes,
+    cids_of,
+)
 from oluo_lab.cas.errors import (
     DagDepthExceeded,
     DagSizeMismatch,
@@ -234,7 +244,8 @@ def _store_leaves(
         return build_tree(leaves, store, RootMeta(total, len(leaves), params), fanout)
 
 
-def _parse_bundle(cid: CID, raw: bytes, root: bool) -> tuple[RootMeta | None, list[CID]]:
+def _parse_bundle(cid: CID, raw: bytes, root: bool) -> tuple[RootMeta | None, np.ndarray]:
+    """The root metadata (``root``) and the children of a bundle, as N x 40 CID rows."""
     if len(raw) % CID_LEN:
         raise MalformedBundle(f"bundle {cid.hex} is {len(raw)} B, not a multiple of {CID_LEN}", cid)
     mv = memoryview(raw)
@@ -246,13 +257,13 @@ def _parse_bundle(cid: CID, raw: bytes, root: bool) -> tuple[RootMeta | None, li
         meta = RootMeta.decode(mv[:CID_LEN], cid)
         start = CID_LEN
     try:
-        children = cids_from_concat(mv[start:])
+        children = check_concat(mv[start:])
     except MalformedCID as exc:
         entry = start // CID_LEN + exc.index  # type: ignore[attr-defined]
         raise MalformedBundle(f"bundle {cid.hex} entry {entry} is not a CID: {exc}", cid) from None
-    if not children:
+    if not len(children):
         raise MalformedBundle(f"bundle {cid.hex} has no children", cid)
-    deepest = max(c.depth for c in children)
+    deepest = int(children[:, 2].max())
     if deepest + 1 != cid.depth:
         raise MalformedBundle(
             f"bundle {cid.hex} claims depth {cid.depth} but its deepest child has depth {deepest}",
@@ -261,45 +272,90 @@ def _parse_bundle(cid: CID, raw: bytes, root: bool) -> tuple[RootMeta | None, li
     return meta, children
 
 
-def blob_info(cid: CID, store: BookStore) -> BlobInfo:
-    """Read and check the bundles of a blob (never its leaves) and describe it."""
+def _parse_level(bundles: list[CID], data: bytes) -> list[np.ndarray]:
+    """The children of non-root ``bundles`` whose bytes are ``data``, back to back:
+    checked all at once, and bundle by bundle only to name the first bad one."""
+    counts = [c.size // CID_LEN for c in bundles]
+    starts = np.zeros(len(counts), np.int64)
+    np.cumsum(counts[:-1], out=starts[1:])
+    with contextlib.suppress(MalformedCID):
+        rows = check_concat(data)
+        deepest = np.maximum.reduceat(rows[:, 2], starts)
+        if (deepest.astype(np.int64) + 1 == [c.depth for c in bundles]).all():
+            return np.split(rows, starts[1:])
+    out = []
+    for c, start in zip(bundles, starts.tolist(), strict=True):
+        raw = data[start * CID_LEN : start * CID_LEN + c.size]
+        out.append(_parse_bundle(c, raw, root=False)[1])
+    raise AssertionError("level check disagrees with the bundle check")  # pragma: no cover
+
+
+def _rows(cids: list[CID]) -> np.ndarray:
+    return np.frombuffer(b"".join([c.raw for c in cids]), np.uint8).reshape(-1, CID_LEN)
+
+
+def _sub_bundles(rows: np.ndarray) -> list[CID]:
+    return cids_of(rows[rows[:, 1] != KIND_BOOK])
+
+
+@dataclass(frozen=True)
+class BlobWalk:
+    """A blob's checked DAG: root metadata (None for a bare book), bundles depth-first,
+    and the leaf CIDs in order as N x 40 rows (no CID objects: a blob has many leaves)."""
+
+    meta: RootMeta | None
+    bundles: list[CID]
+    leaves: np.ndarray
+
+    @property
+    def total_size(self) -> int:
+        return int(cid_sizes(self.leaves).sum())
+
+
+def walk_blob(cid: CID, store: BookStore) -> BlobWalk:
+    """Read and check the bundles of a blob (never its leaves)."""
     if not isinstance(cid, CID):
         raise TypeError(f"cid must be a CID, got {type(cid).__name__}")
     if cid.is_book:
-        return BlobInfo(cid, cid.size, 1, 0, None, (), (cid,))
+        return BlobWalk(None, [], np.frombuffer(cid.raw, np.uint8).reshape(1, CID_LEN))
     meta, children = _parse_bundle(cid, store.get(cid), root=True)
     assert meta is not None
     if meta.params not in KNOWN_CHUNK_PARAMS and not meta.params.is_paged:
         raise UnsupportedChunker(f"root {cid.hex} records unknown chunker {meta.params!r}", cid)
-    # the bundles are read one level at a time, each level with one get_many_into (a few
+    # the bundles are read one level at a time, each level with one get_concat_into (a few
     # coalesced reads: one request per bundle would be hundreds of GETs on an object store)
-    parsed: dict[CID, list[CID]] = {cid: children}
-    frontier = [c for c in children if not c.is_book]
+    parsed: dict[CID, np.ndarray] = {cid: children}
+    frontier = _sub_bundles(children)
     level = 1
     while frontier:
         if level >= MAX_DEPTH:
             raise DagDepthExceeded(f"DAG under {cid.hex} is deeper than {MAX_DEPTH}", frontier[0])
         todo = [c for c in dict.fromkeys(frontier) if c not in parsed]
-        raws = [bytearray(c.size) for c in todo]
-        store.get_many_into([(c, memoryview(raw)) for c, raw in zip(todo, raws, strict=True)])
-        frontier = []
-        for c, raw in zip(todo, raws, strict=True):
-            parsed[c] = kids = _parse_bundle(c, bytes(raw), root=False)[1]
-            frontier.extend(k for k in kids if not k.is_book)
+        if not todo:  # each was read at a level nearer the root already
+            break
+        buf = bytearray(sum(c.size for c in todo))
+        store.get_concat_into(_rows(todo), memoryview(buf))
+        kids = _parse_level(todo, bytes(buf))
+        parsed.update(zip(todo, kids, strict=True))
+        frontier = _sub_bundles(np.concatenate(kids))
         level += 1
     bundles = [cid]
-    leaves: list[CID] = []
+    pieces: list[np.ndarray] = []
 
-    def collect(kids: list[CID]) -> None:  # depth-first, in order
-        for child in kids:
-            if child.is_book:
-                leaves.append(child)
-            else:
-                bundles.append(child)
-                collect(parsed[child])
+    def collect(kids: np.ndarray) -> None:  # depth-first, in order
+        start = 0
+        for i in np.flatnonzero(kids[:, 1] != KIND_BOOK).tolist():
+            pieces.append(kids[start:i])
+            child = CID._unchecked(kids[i].tobytes())
+            bundles.append(child)
+            collect(parsed[child])
+            start = i + 1
+        pieces.append(kids[start:])
 
     collect(children)
-    total = sum(c.size for c in leaves)
+    leaves = np.concatenate(pieces)
+    sizes = cid_sizes(leaves)
+    total = int(sizes.sum())
     if total != meta.total_size or len(leaves) != meta.chunk_count:
         raise DagSizeMismatch(
             f"root {cid.hex} records {meta.total_size} B in {meta.chunk_count} chunks, "
@@ -308,11 +364,28 @@ def blob_info(cid: CID, store: BookStore) -> BlobInfo:
         )
     if meta.params.is_paged:
         page = meta.params.max_size
-        if any(c.size != page for c in leaves[:-1]) or not 0 < leaves[-1].size <= page:
+        if (sizes[:-1] != page).any() or not 0 < sizes[-1] <= page:
             raise DagSizeMismatch(
                 f"paged root {cid.hex} has a leaf that is not a {page} B page", cid
             )
-    return BlobInfo(cid, total, len(leaves), cid.depth, meta.params, tuple(bundles), tuple(leaves))
+    return BlobWalk(meta, bundles, leaves)
+
+
+def blob_info(cid: CID, store: BookStore) -> BlobInfo:
+    """Read and check the bundles of a blob (never its leaves) and describe it."""
+    walk = walk_blob(cid, store)
+    if walk.meta is None:
+        return BlobInfo(cid, cid.size, 1, 0, None, (), (cid,))
+    leaves = tuple(cids_of(walk.leaves))
+    return BlobInfo(
+        cid,
+        walk.meta.total_size,
+        len(leaves),
+        cid.depth,
+        walk.meta.params,
+        tuple(walk.bundles),
+        leaves,
+    )
 
 
 def iter_chunks(cid: CID, store: BookStore) -> Iterator[bytes]:
@@ -325,25 +398,16 @@ def reassemble(cid: CID, store: BookStore) -> bytes:
     """The whole blob as bytes; every book is verified. The result is allocated once, from the
     verified leaf sizes, and books are decoded straight into it (raw books are read into it
     from their files). Use ``open_blob``/``iter_chunks`` to stream large blobs instead."""
-    info = blob_info(cid, store)
-    if info.params is None:
+    walk = walk_blob(cid, store)
+    if walk.meta is None:
         return store.get(cid)
     # One allocation of the verified total, filled in place by the store (see _output.py).
-    out = FreshBytes(info.total_size)
-    view = out.view
-    items: list[tuple[CID, memoryview]] = []
+    out = FreshBytes(walk.total_size)
     ok = False
     try:
-        pos = 0
-        for leaf in info.leaves:
-            items.append((leaf, view[pos : pos + leaf.size]))
-            pos += leaf.size
-        store.get_many_into(items)
+        store.get_concat_into(walk.leaves, out.view)
         ok = True
     finally:
-        for _, part in items:
-            part.release()
-        items.clear()
         if not ok:
             out.discard()
     return out.finish()

@@ -32,11 +32,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import blake3
+import numpy as np
+
 from oluo_lab._faults import fault_point
 from oluo_lab.cas._backends import Backend, LocalBackend, Missing, ObstoreBackend, import_obstore
 from oluo_lab.cas._bookfile import HEADER_LEN, RAW_HEADER, BookCodec
 from oluo_lab.cas._packbatch import GROUP_BYTES, PackBatch
 from oluo_lab.cas._packfile import (
+    _ENTRY_ROW,
     ENTRY_LEN,
     FOOTER_LEN,
     INDEX_DIR,
@@ -52,6 +56,7 @@ from oluo_lab.cas._packfile import (
     decode_index,
     decode_tombstones,
     decode_trailer,
+    encode_entries,
     encode_index,
     encode_tombstones,
     file_id,
@@ -69,6 +74,7 @@ from oluo_lab.cas.base import (
     StoreProblem,
     StoreStats,
     SweepReport,
+    concat_plan,
     prefetch_get_many,
     verify_book,
 )
@@ -81,7 +87,7 @@ from oluo_lab.cas.errors import (
     CorruptStoreFile,
     StoreIOError,
 )
-from oluo_lab.cas.params import MAX_BOOK_SIZE
+from oluo_lab.cas.params import CID_LEN, MAX_BOOK_SIZE
 
 __all__ = [
     "DEFAULT_LEVEL",
@@ -172,26 +178,181 @@ def make_backend(
 
 @dataclass
 class _View:
-    """The store's index, as loaded: which index files, packs and entries are live."""
+    """The store's index, as loaded: which index files, packs and entries are live.
+
+    ``packs`` and ``loc`` (one entry object per book) are made on first use: reads look
+    books up in ``located()``, arrays built straight from the index files' entry tables."""
 
     docs: dict[str, IndexDoc] = field(default_factory=dict)  # healthy index files
     mtimes: dict[str, float] = field(default_factory=dict)  # index id -> mtime
     damaged: dict[str, str] = field(default_factory=dict)  # index id -> reason
     live: list[str] = field(default_factory=list)  # index ids not superseded
-    packs: dict[str, dict[CID, Entry]] = field(default_factory=dict)  # indexed entries
     sizes: dict[str, int] = field(default_factory=dict)
-    loc: dict[CID, tuple[str, Entry]] = field(default_factory=dict)
     problems: list[StoreProblem] = field(default_factory=list)
     fallback: bool = False  # damaged index files: packs no index names were read directly
+    # packs no index file names, found by reading their trailers (``fallback``)
+    found: dict[str, list[Entry]] = field(default_factory=dict)
     # two-phase gc (object stores): tombstone files, and the books writers must not reuse
     # id -> (modification time, pack id -> tombstoned CIDs of that pack)
     tomb_files: dict[str, tuple[float, dict[str, tuple[CID, ...]]]] = field(default_factory=dict)
     tomb_damaged: dict[str, str] = field(default_factory=dict)
     tombs: dict[CID, float] = field(default_factory=dict)  # every copy tombstoned -> when
+    table: _Table | None = None  # ``loc`` as sorted arrays, built on first use
+    _packs: dict[str, dict[CID, Entry]] | None = None
+    _loc: dict[CID, tuple[str, Entry]] | None = None
 
     @property
     def names(self) -> set[str]:
         return set(self.docs) | set(self.damaged)
+
+    @property
+    def packs(self) -> dict[str, dict[CID, Entry]]:
+        """pack id -> CID -> entry, each pack's entries by offset."""
+        if self._packs is None:
+            self._entries()
+        assert self._packs is not None
+        return self._packs
+
+    @property
+    def loc(self) -> dict[CID, tuple[str, Entry]]:
+        """CID -> (pack id, entry): where each book is read from (the first pack by id
+        that holds it)."""
+        if self._loc is None:
+            self._entries()
+        assert self._loc is not None
+        return self._loc
+
+    def _entries(self) -> None:
+        """``packs`` and ``loc`` from the live index files (the first one naming a book
+        in a pack gives its entry there) and the packs found by their trailers."""
+        packs: dict[str, dict[CID, Entry]] = {}
+        for ident in self.live:
+            for p in self.docs[ident].packs:
+                entries = packs.setdefault(p.id, {})
+                for e in p.entries:
+                    entries.setdefault(e.cid, e)
+        for pid, found in self.found.items():
+            packs[pid] = {e.cid: e for e in found}
+        loc: dict[CID, tuple[str, Entry]] = {}
+        for pid in sorted(packs):
+            entries = packs[pid]
+            packs[pid] = dict(sorted(entries.items(), key=lambda kv: kv[1].offset))
+            for cid, e in packs[pid].items():
+                loc.setdefault(cid, (pid, e))
+        self._packs, self._loc = packs, loc
+
+    def located(self) -> _Table:
+        """Where each book is, as sorted arrays (built once per view; a write that extends
+        the view drops them)."""
+        if self.table is None:
+            if self._loc is None and not self.found:
+                self.table = _Table.of_docs([self.docs[i] for i in self.live])
+            else:
+                self.table = _Table.of(self.loc)
+        return self.table
+
+    def where(self, cid: CID) -> tuple[str, Entry] | None:
+        """``loc.get(cid)``, from the arrays while ``loc`` is not made."""
+        if self._loc is not None:
+            return self._loc.get(cid)
+        table = self.located()
+        k = table.find(np.frombuffer(cid.raw, np.uint8).reshape(1, CID_LEN))
+        if k is None:
+            return None
+        i = int(k[0])
+        return table.pids[table.pack[i]], Entry(cid, int(table.offset[i]), int(table.length[i]))
+
+
+@dataclass(frozen=True)
+class _Table:
+    """Where each book is, as arrays sorted by the first 8 digest bytes of its CID (a
+    digest is uniformly random: sorting and searching 64-bit keys is much faster than
+    40-byte strings); CIDs that share those bytes are told apart by their whole rows."""
+
+    key: np.ndarray  # uint64, sorted
+    rows: np.ndarray  # the 40-byte CIDs, N x 40 uint8
+    pack: np.ndarray  # index into ``pids``
+    offset: np.ndarray
+    length: np.ndarray
+    pids: list[str]
+
+    @classmethod
+    def of(cls, loc: dict[CID, tuple[str, Entry]]) -> _Table:
+        pids = sorted({pid for pid, _ in loc.values()})
+        number = {pid: k for k, pid in enumerate(pids)}
+        n = len(loc)
+        rows = np.frombuffer(b"".join([c.raw for c in loc]), np.uint8).reshape(-1, CID_LEN)
+        pack = np.fromiter((number[pid] for pid, _ in loc.values()), np.int64, n)
+        offset = np.fromiter((e.offset for _, e in loc.values()), np.int64, n)
+        length = np.fromiter((e.length for _, e in loc.values()), np.int64, n)
+        key = _key(rows)
+        order = np.argsort(key, kind="stable")
+        return cls(key[order], rows[order], pack[order], offset[order], length[order], pids)
+
+    @classmethod
+    def of_docs(cls, docs: list[IndexDoc]) -> _Table:
+        """As :meth:`of` of the ``loc`` these index files give (in the order given), from
+        their entry tables: per CID the first pack by id, in it the first file's entry."""
+        refs = [p for doc in docs for p in doc.packs]
+        pids = sorted({p.id for p in refs})
+        number = {pid: k for k, pid in enumerate(pids)}
+        tables = [p.table if p.table is not None else _entry_rows(p.entries) for p in refs]
+        table = np.concatenate(tables) if tables else np.empty((0, ENTRY_LEN), np.uint8)
+        fields = table.view(_ENTRY_ROW).reshape(-1)
+        rows = np.ascontiguousarray(table[:, :CID_LEN])
+        pack = np.repeat(np.array([number[p.id] for p in refs], np.int64), [len(t) for t in tables])
+        key = _key(rows)
+        rank = np.arange(len(rows))  # files in order, each file's packs and entries in order
+        order = np.lexsort((rank, pack, key))
+        key, rows = key[order], rows[order]
+        first = np.ones(len(key), bool)
+        first[1:] = key[1:] != key[:-1]
+        same = np.zeros(len(key), bool)
+        same[1:] = (rows[1:] == rows[:-1]).all(axis=1)
+        for j in np.flatnonzero(~first & ~same).tolist():  # another CID with the same key
+            start = j
+            while start and key[start - 1] == key[j]:
+                start -= 1
+            if not any((rows[k] == rows[j]).all() for k in range(start, j)):
+                first[j] = True
+        pick = order[first]
+        return cls(
+            key[first],
+            rows[first],
+            pack[pick],
+            fields["offset"][pick].astype(np.int64),
+            fields["length"][pick].astype(np.int64),
+            pids,
+        )
+
+    def find(self, rows: np.ndarray) -> np.ndarray | None:
+        """Each row's position in the arrays, or None when one is not there."""
+        if not len(self.key):
+            return None
+        want = _key(rows)
+        pos = np.searchsorted(self.key, want)
+        np.minimum(pos, len(self.key) - 1, out=pos)
+        hit = (self.rows[pos] == rows).all(axis=1)
+        for i in np.flatnonzero(~hit).tolist():  # absent, or after another with its key
+            k = int(pos[i])
+            while k < len(self.key) and self.key[k] == want[i]:
+                if (self.rows[k] == rows[i]).all():
+                    pos[i] = k
+                    break
+                k += 1
+            else:
+                return None
+        return pos
+
+
+def _key(rows: np.ndarray) -> np.ndarray:
+    """The first 8 digest bytes (bytes 8..15) of each CID row, as uint64."""
+    return np.ascontiguousarray(rows[:, 8:16]).view(">u8").reshape(-1).astype(np.uint64)
+
+
+def _entry_rows(entries: Sequence[Entry]) -> np.ndarray:
+    """Entries in their 56-byte form, N x 56."""
+    return np.frombuffer(encode_entries(entries), np.uint8).reshape(-1, ENTRY_LEN)
 
 
 class PackStore(BookStore):
@@ -394,25 +555,18 @@ class PackStore(BookStore):
                             index_key(ident), f"names pack {p.id} with size {p.size}, not {known}"
                         )
                     )
-                entries = view.packs.setdefault(p.id, {})
-                for e in p.entries:
-                    entries.setdefault(e.cid, e)
         for ident, reason in sorted(view.damaged.items()):
             if ident not in superseded:
                 view.problems.append(StoreProblem(index_key(ident), reason))
                 view.fallback = True
         if view.fallback:  # the damaged files' packs are found by reading the orphans' trailers
-            for pid, size, entries in self._unreferenced_trailers(set(view.packs)):
+            indexed = set(view.sizes)
+            for pid, size, entries in self._unreferenced_trailers(indexed):
                 if isinstance(entries, Exception):
                     view.problems.append(StoreProblem(pack_key(pid), str(entries)))
                     continue
                 view.sizes[pid] = size
-                view.packs[pid] = {e.cid: e for e in entries}
-        for pid in sorted(view.packs):
-            entries = view.packs[pid]
-            view.packs[pid] = dict(sorted(entries.items(), key=lambda kv: kv[1].offset))
-            for cid, e in view.packs[pid].items():
-                view.loc.setdefault(cid, (pid, e))
+                view.found[pid] = entries
         for ident, reason in sorted(view.tomb_damaged.items()):
             view.problems.append(StoreProblem(tomb_key(ident), reason))
         self._effective_tombs(view)
@@ -561,11 +715,13 @@ class PackStore(BookStore):
                     view.docs[ident] = IndexDoc(tuple(packs), ())
                     view.mtimes[ident] = time.time()
                     view.live.append(ident)
+                    view.table = None
+                    view_packs, loc = view.packs, view.loc
                     for p in packs:
                         view.sizes[p.id] = p.size
-                        view.packs[p.id] = {e.cid: e for e in p.entries}
+                        view_packs[p.id] = {e.cid: e for e in p.entries}
                         for e in p.entries:
-                            view.loc.setdefault(e.cid, (p.id, e))
+                            loc.setdefault(e.cid, (p.id, e))
                             view.tombs.pop(e.cid, None)  # a copy newer than its tombstone
 
     def _new_batch(self) -> PackBatch:
@@ -595,10 +751,10 @@ class PackStore(BookStore):
 
     # --- reading -------------------------------------------------------------------------
     def _locate(self, cid: CID) -> tuple[str, Entry]:
-        loc = self._view.loc.get(cid)
+        loc = self._view.where(cid)
         if loc is None:
             self._refresh()
-            loc = self._view.loc.get(cid)
+            loc = self._view.where(cid)
             if loc is None:
                 raise BookNotFound(cid)
         return loc
@@ -649,13 +805,13 @@ class PackStore(BookStore):
         # never by offset alone: each book is verified against its own CID
         by_pack: dict[str, dict[int, tuple[Entry, list[tuple[int, memoryview]]]]] = {}
         batch = self._batch
-        loc = self._view.loc
+        where = self._view.where
         for i, (cid, out) in enumerate(todo):
             try:
                 if batch is not None and cid in batch:
                     out[:] = self.get(cid)
                     continue
-                pid, e = loc.get(cid) or self._locate(cid)
+                pid, e = where(cid) or self._locate(cid)
             except ContentError as exc:
                 errors[i] = exc
                 continue
@@ -681,6 +837,129 @@ class PackStore(BookStore):
                     fut.result()
         if errors:
             raise errors[min(errors)]
+
+    def get_concat_into(self, cids: Any, out: memoryview) -> None:
+        """:meth:`BookStore.get_concat_into` with arrays: the books are looked up, grouped
+        by pack and sorted by offset all at once, each run of neighbouring records is
+        read with one read into a reused buffer (one ranged read on an object store) and
+        its records are decoded and verified on ``workers`` threads, a raw one copied
+        straight to its place in ``out``. Books in an open batch, books this view lacks
+        and a pack that vanished fall back to the book-by-book path, which errs alike."""
+        rows, starts, sizes = concat_plan(cids, out)
+        view = self._view
+        pos = view.located().find(rows) if self._batch is None else None
+        if pos is None:
+            super().get_concat_into(rows, out)
+            return
+        table = view.located()
+        pack, offset = table.pack[pos], table.offset[pos]
+        # records by pack and offset; one CID asked twice is one record, read for the
+        # first asker (the stable sort keeps the askers in order)
+        order = np.lexsort((pos, offset, pack))
+        first = np.ones(len(order), bool)
+        first[1:] = pos[order[1:]] != pos[order[:-1]]
+        item = order[first]
+        copies = order[~first], item[np.cumsum(first)[~first] - 1]
+        pack, offset = pack[item], offset[item]
+        end = offset + table.length[pos[item]]
+        brk = np.ones(len(item), bool)
+        gap = offset[1:] - end[:-1]
+        brk[1:] = (pack[1:] != pack[:-1]) | (gap < 0) | (gap > COALESCE_GAP)
+        bounds = []
+        run_start = 0
+        for k, (b, o, e) in enumerate(
+            zip(brk.tolist(), offset.tolist(), end.tolist(), strict=True)
+        ):
+            if b or e - run_start > self._run_max:
+                bounds.append(k)
+                run_start = o
+        bounds.append(len(item))
+        recs = _Records(
+            rows.tobytes(),
+            item.tolist(),
+            offset.tolist(),
+            (end - offset).tolist(),
+            starts[item].tolist(),
+            sizes[item].tolist(),
+            memoryview(out).cast("B"),
+        )
+        runs = [
+            (table.pids[int(pack[a])], a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+        ]
+        errors: dict[int, BaseException] = {}
+        try:
+            if len(runs) <= 1 or self._readers == 1:
+                for pid, a, b in runs:
+                    self._fill_records(pid, recs, a, b, errors)
+            else:
+                with ThreadPoolExecutor(self._readers, thread_name_prefix="oluo-pack-read") as pool:
+                    futs = [
+                        pool.submit(self._fill_records, pid, recs, a, b, errors)
+                        for pid, a, b in runs
+                    ]
+                    for fut in futs:
+                        fut.result()
+            mv = recs.out
+            for i, src in zip(*(c.tolist() for c in copies), strict=True):
+                if src in errors:
+                    errors[i] = errors[src]
+                else:
+                    p, q, n = int(starts[i]), int(starts[src]), int(sizes[i])
+                    mv[p : p + n] = mv[q : q + n]
+        finally:
+            recs.out.release()
+        if errors:
+            raise errors[min(errors)]
+
+    def _fill_records(
+        self, pid: str, recs: _Records, a: int, b: int, errors: dict[int, BaseException]
+    ) -> None:
+        """Read records ``a:b`` of ``recs`` (one run of pack ``pid``) and decode each into
+        its place in ``recs.out``."""
+        start = recs.offset[a]
+        span = max(recs.offset[k] + recs.length[k] for k in range(a, b)) - start
+        key = pack_key(pid)
+        try:
+            if self._backend.scatter:
+                buf = _read_buffer(span)
+                got = self._backend.read_scatter(key, start, [buf])
+                data = memoryview(buf)
+            else:
+                [raw] = self._backend.read_ranges(key, [start], [span])
+                data = memoryview(raw)
+                got = len(data)
+        except Missing:  # the view may be stale: look again, book by book
+            for k in range(a, b):
+                i = recs.item[k]
+                try:
+                    self.get_into(recs.cid(i), recs.dest(k))
+                except ContentError as exc:
+                    errors[i] = exc
+            return
+        out = recs.out
+        cids = recs.cids
+        for k in range(a, b):
+            i = recs.item[k]
+            o = recs.offset[k] - start
+            n = recs.length[k]
+            p = recs.start[k]
+            size = recs.size[k]
+            try:
+                if o + n > got:
+                    raise CorruptBook(recs.cid(i), f"pack {pid} ends inside the record")
+                if n == HEADER_LEN + size and data[o : o + HEADER_LEN] == RAW_HEADER:
+                    dest = out[p : p + size]
+                    dest[:] = data[o + HEADER_LEN : o + n]
+                    d = 40 * i + 8
+                    if blake3.blake3(dest).digest() != cids[d : d + 32]:
+                        verify_book(recs.cid(i), dest)
+                else:
+                    cid = recs.cid(i)
+                    book = self._decode(cid, data[o : o + n])
+                    verify_book(cid, book)
+                    out[p : p + size] = book
+            except ContentError as exc:
+                errors[i] = exc
 
     def _fill_run(
         self,
@@ -765,7 +1044,7 @@ class PackStore(BookStore):
         if batch is not None and cid in batch:
             return True
         self._refresh()  # another process may have added or removed it
-        return cid in self._view.loc
+        return self._view.where(cid) is not None
 
     def _reusable_now(self, cid: CID) -> bool:
         """In the current view, and not tombstoned (a writer may name it without a put)."""
@@ -1211,10 +1490,42 @@ class PackStore(BookStore):
             [
                 ("location", self._name),
                 ("zstd level", self.level),
-                ("packs", len(self._view.packs)),
+                ("packs", len(self._view.sizes)),
             ]
             + self.stats().rows(),
         )
+
+
+@dataclass(frozen=True)
+class _Records:
+    """The records one ``get_concat_into`` reads, by pack and offset: the asking item
+    (its index in the CID rows), offset, length, start in ``out`` and book size."""
+
+    cids: bytes  # the CID rows, concatenated
+    item: list[int]
+    offset: list[int]
+    length: list[int]
+    start: list[int]
+    size: list[int]
+    out: memoryview
+
+    def cid(self, i: int) -> CID:
+        return CID._unchecked(self.cids[40 * i : 40 * i + 40])
+
+    def dest(self, k: int) -> memoryview:
+        return self.out[self.start[k] : self.start[k] + self.size[k]]
+
+
+_BUFFERS = threading.local()
+
+
+def _read_buffer(n: int) -> memoryview:
+    """A buffer of ``n`` bytes reused by this thread's reads (a fresh one per read would
+    page-fault its way in every time)."""
+    buf = getattr(_BUFFERS, "buf", None)
+    if buf is None or len(buf) < n:
+        buf = _BUFFERS.buf = bytearray(max(n, _RUN_MAX_LOCAL + (1 << 16)))
+    return memoryview(buf)[:n]
 
 
 def _runs(entries: Sequence[tuple[Entry, Any]], most: int) -> Iterator[list[tuple[Entry, Any]]]:

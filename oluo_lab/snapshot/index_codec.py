@@ -45,6 +45,7 @@ from ..cas import (
     ingest_pages,
     reassemble,
 )
+from ..cas.dag import BlobWalk, walk_blob
 from ..cas.params import MAX_BOOK_SIZE
 from ..errors import OluoError
 from .errors import IndexCodecError
@@ -352,23 +353,23 @@ def _put_record(doc: dict, store: BookStore) -> CID:
 # --------------------------------------------------------------------------- encode
 
 
-def _blob_into(cid: CID, store: BookStore, out: memoryview, owner: CID) -> None:
-    """Read the DAG ``cid`` straight into ``out`` (every book verified by the store)."""
-    info = blob_info(cid, store)
-    if info.total_size != len(out):
+def _blob_into(
+    cid: CID,
+    store: BookStore,
+    out: memoryview,
+    owner: CID,
+    walks: dict[CID, BlobWalk] | None = None,
+) -> None:
+    """Read the DAG ``cid`` straight into ``out`` (every book verified by the store);
+    ``walks``: DAGs already read and checked (by :func:`_check_section_sizes`)."""
+    walk = walks.get(cid) if walks is not None else None
+    if walk is None:
+        walk = walk_blob(cid, store)
+    if walk.total_size != len(out):
         raise _bad(
-            owner, f"blob {cid.hex} holds {info.total_size} B, the record expects {len(out)}"
+            owner, f"blob {cid.hex} holds {walk.total_size} B, the record expects {len(out)}"
         )
-    items: list[tuple[CID, memoryview]] = []
-    pos = 0
-    try:
-        for leaf in info.leaves:
-            items.append((leaf, out[pos : pos + leaf.size]))
-            pos += leaf.size
-        store.get_many_into(items)
-    finally:
-        for _, part in items:
-            part.release()
+    store.get_concat_into(walk.leaves, out)
 
 
 def _neighbors_of(rec: IndexRecord, store: BookStore) -> np.ndarray:
@@ -559,7 +560,9 @@ def _apply_patch(
     arr[base:n] = vals[n_changed:]
 
 
-def _neighbors_into(rec: IndexRecord, store: BookStore, out: memoryview) -> None:
+def _neighbors_into(
+    rec: IndexRecord, store: BookStore, out: memoryview, walks: dict[CID, BlobWalk] | None = None
+) -> None:
     """Write the neighbour array of ``rec`` into ``out`` (its exact byte size)."""
     chain: list[IndexRecord] = []
     cur = rec
@@ -581,7 +584,11 @@ def _neighbors_into(rec: IndexRecord, store: BookStore, out: memoryview) -> None
     if full_len > len(out):
         raise _bad(rec.cid, "neighbour chain base is longer than the array")
     _blob_into(
-        CID.from_bytes(cur.doc["sections"]["neighbors"]["blob"]), store, out[:full_len], cur.cid
+        CID.from_bytes(cur.doc["sections"]["neighbors"]["blob"]),
+        store,
+        out[:full_len],
+        cur.cid,
+        walks,
     )
     arr = np.frombuffer(out, dtype=_I32)
     try:
@@ -612,12 +619,20 @@ def decode_index(cid: CID, store: BookStore) -> bytes:
     return out
 
 
-def _check_section_sizes(rec: IndexRecord, store: BookStore) -> None:
+def _check_section_sizes(rec: IndexRecord, store: BookStore) -> dict[CID, BlobWalk]:
     """Refuse section lengths the record's DAGs cannot fill, before anything is allocated
-    from them (a forged record could otherwise claim terabytes). Reads bundles only."""
+    from them (a forged record could otherwise claim terabytes). Reads bundles only;
+    returns the DAGs it read, for the decode to read their leaves."""
     secs = rec.doc["sections"]
+    walks: dict[CID, BlobWalk] = {}
+
+    def size_of(raw: bytes) -> int:
+        cid = CID.from_bytes(raw)
+        walks[cid] = walk = walks.get(cid) or walk_blob(cid, store)
+        return walk.total_size
+
     for name in ("levels", "offsets", "codes"):
-        size = blob_info(CID.from_bytes(secs[name]["blob"]), store).total_size
+        size = size_of(secs[name]["blob"])
         if size != secs[name]["len"]:
             raise _bad(
                 rec.cid, f"section {name} claims {secs[name]['len']} B, its blob holds {size}"
@@ -625,11 +640,11 @@ def _check_section_sizes(rec: IndexRecord, store: BookStore) -> None:
     cur = rec
     for _ in range(MAX_PATCH_CHAIN + 1):
         nb = cur.doc["sections"]["neighbors"]
-        size = blob_info(CID.from_bytes(nb["blob"]), store).total_size
+        size = size_of(nb["blob"])
         if nb["form"] == "full":
             if size != nb["len"]:
                 raise _bad(cur.cid, f"neighbors claim {nb['len']} B, their blob holds {size}")
-            return
+            return walks
         if nb["len"] > nb["base_len"] + size:
             raise _bad(cur.cid, f"a {size} B patch cannot grow {nb['base_len']} B to {nb['len']}")
         parent = read_index_record(CID.from_bytes(nb["parent"]), store)
@@ -647,7 +662,7 @@ def _decode_sections(rec: IndexRecord, store: BookStore) -> bytes:
     total = len(frame) + sum(secs[s]["len"] for s in _SECTIONS)
     if total != rec.length:
         raise _bad(rec.cid, f"frame and sections hold {total} B, the record says {rec.length}")
-    _check_section_sizes(rec, store)
+    walks = _check_section_sizes(rec, store)
     # one uninitialised allocation, first touched by the threads that fill it (a zero-filled
     # BytesIO cost ~80 ms of single-threaded page faults at 137 MB; see cas/_output.py)
     out = FreshBytes(total)
@@ -665,9 +680,9 @@ def _decode_sections(rec: IndexRecord, store: BookStore) -> bytes:
             part = view[at : at + n]
             try:
                 if name == "neighbors":
-                    _neighbors_into(rec, store, part)
+                    _neighbors_into(rec, store, part, walks)
                 else:
-                    _blob_into(CID.from_bytes(secs[name]["blob"]), store, part, rec.cid)
+                    _blob_into(CID.from_bytes(secs[name]["blob"]), store, part, rec.cid, walks)
             finally:
                 part.release()
             pos = at + n

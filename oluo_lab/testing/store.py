@@ -49,6 +49,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 
 import blake3
+import numpy as np
 import pytest
 
 from oluo_lab.cas import (
@@ -61,6 +62,7 @@ from oluo_lab.cas import (
     BookTooLarge,
     CorruptBook,
     MalformedBundle,
+    MalformedCID,
     blob_info,
     ingest,
     ingest_pages,
@@ -184,6 +186,44 @@ class StoreConformance(ABC):
         with pytest.raises(CorruptBook) as ei:
             store.get_many_into((c, memoryview(bytearray(c.size))) for c in cids)
         assert ei.value.cid == cids[1]
+
+    def test_get_concat_into_fills_the_books_back_to_back(self, store):
+        datas = [xof(bytes([i]), 40_000) if i % 2 else bytes([i]) * 30_000 for i in range(10)]
+        cids = [store.put(d) for d in datas]
+        order = [7, 0, 3, 3, 9, 1, 7]  # out of store order, with books asked twice
+        want = b"".join(datas[i] for i in order)
+        raw = b"".join(cids[i].raw for i in order)
+        out = bytearray(len(want))
+        store.get_concat_into(raw, memoryview(out))
+        assert bytes(out) == want
+        rows = np.frombuffer(raw, np.uint8).reshape(-1, 40)
+        out = bytearray(len(want))
+        store.get_concat_into(rows, memoryview(out))
+        assert bytes(out) == want
+        store.get_concat_into(b"", memoryview(bytearray(0)))
+        with pytest.raises(ValueError):
+            store.get_concat_into(raw, memoryview(bytearray(len(want) + 1)))
+        with pytest.raises(ValueError):
+            store.get_concat_into(rows[:, :20], memoryview(bytearray(len(want))))
+        with pytest.raises(MalformedCID):
+            store.get_concat_into(b"\x02" + raw[1:], memoryview(bytearray(len(want))))
+
+    def test_get_concat_into_names_the_first_bad_book(self, store):
+        datas = [xof(bytes([i]), 300_000) if i % 2 else bytes([i]) * 300_000 for i in range(12)]
+        cids = [store.put(d) for d in datas]
+        absent = CID.for_book(b"never stored")
+        self.corrupt(store, cids[10], "flip")
+        self.corrupt(store, cids[3], "flip")
+        order = [cids[k] for k in (0, 10, 2, 3, 11, 10)]
+        out = memoryview(bytearray(sum(c.size for c in order)))
+        with pytest.raises(CorruptBook) as ei:
+            store.get_concat_into(b"".join(c.raw for c in order), out)
+        assert ei.value.cid == cids[10]
+        order = [cids[0], absent, cids[3]]
+        out = memoryview(bytearray(sum(c.size for c in order)))
+        with pytest.raises(BookNotFound) as nf:
+            store.get_concat_into(b"".join(c.raw for c in order), out)
+        assert nf.value.cid == absent
 
     def test_has_contains_len_iter(self, store):
         cids = [store.put(bytes([i]) * (i + 1)) for i in range(20)]
