@@ -93,8 +93,9 @@ class PackBuilder:
         one write and one hash update; their offsets."""
         m, length = records.shape
         offsets = self.pos + length * np.arange(m, dtype=np.int64)
-        self.sink.append(records)
-        self.hasher.update(records)
+        blob = memoryview(np.ascontiguousarray(records).reshape(-1))
+        self.sink.append(blob)
+        self.hasher.update(blob)
         self.tables.append(entry_rows(rows, offsets, np.full(m, length)))
         self.pos += m * length
         return offsets

@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import blake3
 import cbor2
@@ -53,6 +53,8 @@ __all__ = [
     "encode_index",
     "encode_tombstones",
     "encode_trailer",
+    "encode_trailer_table",
+    "entry_rows",
     "file_id",
     "index_key",
     "pack_key",
@@ -293,9 +295,26 @@ def _entries_ok(table: np.ndarray, records_end: int, whole: bool) -> bool:
 
 def encode_trailer(entries: Sequence[Entry]) -> bytes:
     """The trailer of a pack whose records are ``entries`` (in offset order)."""
-    body = encode_entries(entries)
+    return _trailer(encode_entries(entries), len(entries))
+
+
+def encode_trailer_table(table: np.ndarray) -> bytes:
+    """:func:`encode_trailer` of the entries whose 56-byte forms are the rows of ``table``."""
+    return _trailer(table.tobytes(), len(table))
+
+
+def _trailer(body: bytes, count: int) -> bytes:
     check = blake3.blake3(body).digest(length=8)
-    return body + FOOTER.pack(len(entries), check, TRAILER_MAGIC, len(body) + FOOTER_LEN)
+    return body + FOOTER.pack(count, check, TRAILER_MAGIC, len(body) + FOOTER_LEN)
+
+
+def entry_rows(cids: np.ndarray, offsets: Any, lengths: Any) -> np.ndarray:
+    """The 56-byte forms (N x 56 uint8) of entries: N x 40 CID rows, offsets, lengths."""
+    t = np.zeros(len(cids), _ENTRY_ROW)
+    t["cid"] = np.ascontiguousarray(cids, np.uint8).view("V40").reshape(-1)
+    t["offset"] = offsets
+    t["length"] = lengths
+    return t.view(np.uint8).reshape(-1, ENTRY_LEN)
 
 
 def parse_footer(name: str, tail: bytes | memoryview, pack_size: int) -> tuple[int, bytes, int]:
@@ -330,7 +349,11 @@ def encode_index(packs: Iterable[PackRef], supersedes: Iterable[str] = (), salt:
     ``salt`` gives the same content another name (an index file must never get the name
     of one that a live index file supersedes)."""
     docs = [
-        {"id": bytes.fromhex(p.id), "size": p.size, "entries": encode_entries(p.entries)}
+        {
+            "id": bytes.fromhex(p.id),
+            "size": p.size,
+            "entries": p.table.tobytes() if p.table is not None else encode_entries(p.entries),
+        }
         for p in sorted(packs, key=lambda p: p.id)
     ]
     doc = {

@@ -289,6 +289,17 @@ class BookStore(ABC):
         with self.batch():
             return [self.put(data) for data in chunks]
 
+    def put_pages(self, data: Buffer, page_size: int, *, raw: bool = False) -> np.ndarray:
+        """Store bytes-like ``data`` cut into books of ``page_size`` bytes (the last one
+        shorter when the length is not a multiple): :meth:`put_many` of those pages, with
+        their CIDs as N x 40 uint8 rows. ``raw`` as for :meth:`put_many`. Stores may do it
+        without a CID object per page."""
+        if page_size < 1:
+            raise ValueError(f"page_size must be positive, got {page_size!r}")
+        mv = memoryview(data).cast("B")
+        cids = self.put_many((mv[i : i + page_size] for i in range(0, len(mv), page_size)), raw=raw)
+        return np.frombuffer(b"".join([c.raw for c in cids]), np.uint8).reshape(-1, CID_LEN)
+
     def put_bundle(self, data: Buffer) -> CID:
         """Store bundle bytes (concatenated 40-byte CIDs, optionally led by a root-metadata
         record); the depth is derived from the children. Returns the bundle CID."""

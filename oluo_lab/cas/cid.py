@@ -100,6 +100,16 @@ def cid_sizes(a: np.ndarray) -> np.ndarray:
     return (b[:, 0] << 24) | (b[:, 1] << 16) | (b[:, 2] << 8) | b[:, 3]
 
 
+def book_rows(digests: bytes, size: int) -> np.ndarray:
+    """The N x 40 CID rows of N books of ``size`` bytes whose blake3 digests are
+    ``digests`` (concatenated 32-byte digests)."""
+    d = np.frombuffer(digests, np.uint8).reshape(-1, 32)
+    rows = np.empty((len(d), CID_LEN), np.uint8)
+    rows[:, :8] = np.frombuffer(_HEADER.pack(CID_VERSION, KIND_BOOK, 0, 0, size), np.uint8)
+    rows[:, 8:] = d
+    return rows
+
+
 def cids_of(a: np.ndarray) -> list[CID]:
     """CID objects of the rows of an array :func:`check_concat` validated."""
     raw = a.tobytes()

@@ -226,9 +226,22 @@ def ingest_pages(data: Any, store: BookStore, page_size: int, *, fanout: int = F
     if not mv.c_contiguous:
         raise TypeError("ingest_pages needs a C-contiguous buffer")
     mv = mv.cast("B") if (mv.format != "B" or mv.ndim != 1) else mv
-    pages = (mv[i : i + page_size] for i in range(0, len(mv), page_size))
-    raw = pages_incompressible(mv, page_size)
-    return _store_leaves(pages, store, params, fanout, raw=raw)
+    if fanout < 2 or fanout > FANOUT:
+        raise ValueError(f"fanout must be in 2..{FANOUT}")
+    with store.batch():
+        rows = store.put_pages(mv, page_size, raw=pages_incompressible(mv, page_size))
+        if len(rows) == 0:
+            return store.put(b"")
+        if len(rows) == 1:
+            return CID.from_bytes(rows[0].tobytes())
+        meta = RootMeta(len(mv), len(rows), params)
+        if len(rows) <= fanout - 1:
+            return store.put_bundle(meta.encode() + rows.tobytes())
+        # the first level of build_tree's bundles, straight from the rows
+        level = [
+            store.put_bundle(rows[i : i + fanout].tobytes()) for i in range(0, len(rows), fanout)
+        ]
+        return build_tree(level, store, meta, fanout)
 
 
 def _store_leaves(

@@ -78,7 +78,7 @@ from oluo_lab.cas.base import (
     prefetch_get_many,
     verify_book,
 )
-from oluo_lab.cas.cid import CID
+from oluo_lab.cas.cid import CID, book_rows
 from oluo_lab.cas.errors import (
     BookNotFound,
     BookTooLarge,
@@ -241,6 +241,11 @@ class _View:
                 loc.setdefault(cid, (pid, e))
         self._packs, self._loc = packs, loc
 
+    @property
+    def made(self) -> bool:
+        """Whether ``packs`` and ``loc`` exist (a write must then keep them up to date)."""
+        return self._loc is not None
+
     def located(self) -> _Table:
         """Where each book is, as sorted arrays (built once per view; a write that extends
         the view drops them)."""
@@ -324,6 +329,23 @@ class _Table:
             fields["length"][pick].astype(np.int64),
             pids,
         )
+
+    def contains(self, rows: np.ndarray) -> np.ndarray:
+        """Whether each of the N x 40 CID ``rows`` is in the arrays (a bool per row)."""
+        if not len(self.key):
+            return np.zeros(len(rows), bool)
+        want = _key(rows)
+        pos = np.searchsorted(self.key, want)
+        np.minimum(pos, len(self.key) - 1, out=pos)
+        hit = (self.rows[pos] == rows).all(axis=1)
+        for i in np.flatnonzero(~hit & (self.key[pos] == want)).tolist():
+            k = int(pos[i]) + 1  # after another CID with its key
+            while k < len(self.key) and self.key[k] == want[i]:
+                if (self.rows[k] == rows[i]).all():
+                    hit[i] = True
+                    break
+                k += 1
+        return hit
 
     def find(self, rows: np.ndarray) -> np.ndarray | None:
         """Each row's position in the arrays, or None when one is not there."""
@@ -688,6 +710,51 @@ class PackStore(BookStore):
             batch.add_many(todo, raw=raw)
         return out
 
+    def put_pages(self, data: Buffer, page_size: int, *, raw: bool = False) -> np.ndarray:
+        """:meth:`BookStore.put_pages`; with ``raw``, the whole pages go into packs as a
+        table: hashed one by one, looked up and recorded with numpy, no CID object each."""
+        mv = memoryview(data).cast("B")
+        full = len(mv) // page_size if 0 < page_size <= MAX_BOOK_SIZE else 0
+        if not raw or full < 2:
+            return super().put_pages(data, page_size, raw=raw)
+        with self.batch():
+            batch = self._batch
+            assert batch is not None
+            if self._view.tombs:  # books put again after a tombstone need their marks
+                return super().put_pages(data, page_size, raw=raw)
+            out = np.empty((-(-len(mv) // page_size), CID_LEN), np.uint8)
+            stored = self._view.located()
+            pages = np.frombuffer(mv[: full * page_size], np.uint8).reshape(full, page_size)
+            step = max(1, GROUP_BYTES // page_size)
+            seen: set[bytes] = set()
+            for a in range(0, full, step):
+                b = min(full, a + step)
+                digests = [
+                    blake3.blake3(mv[i * page_size : (i + 1) * page_size]).digest()
+                    for i in range(a, b)
+                ]
+                rows = out[a:b]
+                rows[:] = book_rows(b"".join(digests), page_size)
+                flat = rows.tobytes()
+                keys = [flat[i : i + CID_LEN] for i in range(0, len(flat), CID_LEN)]
+                there = stored.contains(rows).tolist()
+                pick = []
+                for j, key in enumerate(keys):
+                    if there[j] or key in seen or batch.holds(key):
+                        continue
+                    seen.add(key)
+                    pick.append(j)
+                if not pick:
+                    continue
+                records = np.empty((len(pick), HEADER_LEN + page_size), np.uint8)
+                records[:, :HEADER_LEN] = np.frombuffer(RAW_HEADER, np.uint8)
+                records[:, HEADER_LEN:] = pages[np.add(pick, a)]
+                batch.add_table([keys[j] for j in pick], rows[pick], records)
+            if len(out) > full:
+                [tail] = self.put_many([mv[full * page_size :]], raw=raw)
+                out[full] = np.frombuffer(tail.raw, np.uint8)
+        return out
+
     @contextlib.contextmanager
     def batch(self) -> Iterator[PackStore]:
         """Write many books into packs with one index file at the end (see ``PackBatch``).
@@ -716,13 +783,18 @@ class PackStore(BookStore):
                     view.mtimes[ident] = time.time()
                     view.live.append(ident)
                     view.table = None
-                    view_packs, loc = view.packs, view.loc
                     for p in packs:
                         view.sizes[p.id] = p.size
-                        view_packs[p.id] = {e.cid: e for e in p.entries}
-                        for e in p.entries:
-                            loc.setdefault(e.cid, (p.id, e))
-                            view.tombs.pop(e.cid, None)  # a copy newer than its tombstone
+                    if view.made:  # else they are made from the index files when needed
+                        view_packs, loc = view.packs, view.loc
+                        for p in packs:
+                            view_packs[p.id] = {e.cid: e for e in p.entries}
+                            for e in p.entries:
+                                loc.setdefault(e.cid, (p.id, e))
+                    if view.tombs:
+                        for p in packs:
+                            for e in p.entries:
+                                view.tombs.pop(e.cid, None)  # a copy newer than its tombstone
 
     def _new_batch(self) -> PackBatch:
         # local packs: one fsync at a time is all the disk wants; uploads overlap
@@ -1384,11 +1456,11 @@ class PackStore(BookStore):
         groups: list[list[PackRef]] = [[]]
         count = 0
         for ref in refs:
-            if groups[-1] and count + len(ref.entries) > _INDEX_ENTRIES_MAX:
+            if groups[-1] and count + len(ref) > _INDEX_ENTRIES_MAX:
                 groups.append([])
                 count = 0
             groups[-1].append(ref)
-            count += len(ref.entries)
+            count += len(ref)
         written = set()
         for k, group in enumerate(groups):
             last = k == len(groups) - 1

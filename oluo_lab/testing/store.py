@@ -187,6 +187,26 @@ class StoreConformance(ABC):
             store.get_many_into((c, memoryview(bytearray(c.size))) for c in cids)
         assert ei.value.cid == cids[1]
 
+    def test_put_pages_is_put_many_of_the_pages(self, store):
+        page = 2000
+        stored_before = xof(b"p3", page)
+        store.put(stored_before)
+        pages = [xof(bytes([i % 5]), page) for i in range(9)]  # repeats among them
+        pages[3] = stored_before
+        for raw, tail in ((True, b"tail"), (False, b""), (True, b"")):
+            data = bytearray(b"".join(pages) + tail)
+            rows = store.put_pages(data, page, raw=raw)
+            data[:] = bytes(len(data))  # the caller may reuse its buffer once it returns
+            want = [*pages, tail] if tail else pages
+            assert rows.shape == (len(want), 40) and rows.dtype == np.uint8
+            assert [CID.from_bytes(r.tobytes()) for r in rows] == [CID.for_book(p) for p in want]
+            assert [store.get(CID.for_book(p)) for p in want] == want
+        assert len(store) == 7  # six distinct pages (one stored before) and the tail
+        assert store.put_pages(b"", page).shape == (0, 40)
+        assert store.put_pages(b"short", page, raw=True).tobytes() == CID.for_book(b"short").raw
+        with pytest.raises(ValueError):
+            store.put_pages(b"abc", 0)
+
     def test_get_concat_into_fills_the_books_back_to_back(self, store):
         datas = [xof(bytes([i]), 40_000) if i % 2 else bytes([i]) * 30_000 for i in range(10)]
         cids = [store.put(d) for d in datas]

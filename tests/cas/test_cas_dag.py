@@ -25,6 +25,7 @@ from oluo_lab.cas import (
     DagSizeMismatch,
     MalformedBundle,
     MemoryStore,
+    PackStore,
     RootMeta,
     UnsupportedChunker,
     blob_info,
@@ -385,3 +386,14 @@ def test_ingest_refuses_unknown_chunkers_and_pages():
         ingest(b"x", MemoryStore(), params=ChunkParams(1, 2, 3))
     with pytest.raises(ValueError, match="page size"):
         ingest_pages(b"x", MemoryStore(), 0)
+
+
+def test_paged_blob_is_the_same_dag_in_every_store(tmp_path):
+    rng = np.random.default_rng(9)
+    for rows_n in (5000, 40, 3):  # deep, one bundle level, a root only
+        rows = rng.standard_normal((rows_n, 50), dtype=np.float32)
+        data = rows.tobytes() + b"odd"
+        mem, packs = MemoryStore(), PackStore(tmp_path / f"p{rows_n}")
+        root = ingest_pages(data, mem, 400, fanout=4)
+        assert ingest_pages(data, packs, 400, fanout=4) == root
+        assert reassemble(root, packs) == data == reassemble(root, mem)

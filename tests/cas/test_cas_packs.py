@@ -166,6 +166,55 @@ def test_put_many_raw_stores_raw_records_without_a_zstd_attempt(tmp_path, monkey
         assert PackStore(tmp_path / "p").get(cid) == data
 
 
+def test_put_pages_as_a_table_writes_the_packs_put_many_writes(tmp_path, monkeypatch):
+    page = 3000
+    data = b"".join(xof(bytes([i % 40]), page) for i in range(100)) + b"tail"
+    a = PackStore(tmp_path / "a", target_pack_size=50_000)
+    b = PackStore(tmp_path / "b", target_pack_size=50_000)
+    tried, tables = [], []
+    real = a._codec.encode
+    monkeypatch.setattr(a._codec, "encode", lambda d: tried.append(d) or real(d))
+    add_table = _packbatch.PackBatch.add_table
+
+    def spy(batch, keys, rows, records):
+        tables.append(len(keys))
+        return add_table(batch, keys, rows, records)
+
+    monkeypatch.setattr(_packbatch.PackBatch, "add_table", spy)
+    rows = a.put_pages(data, page, raw=True)
+    assert not tried and sum(tables) == 40  # the 40 distinct whole pages went as tables
+    cids = b.put_many([data[i : i + page] for i in range(0, len(data), page)], raw=True)
+    assert rows.tobytes() == b"".join(c.raw for c in cids)
+    # the same packs (each book once, split at the same target) and the same index file
+    assert _files(tmp_path / "a", "packs") == _files(tmp_path / "b", "packs")
+    assert _files(tmp_path / "a", "index") == _files(tmp_path / "b", "index")
+    assert len(_files(tmp_path / "a", "packs")) == 3
+    fresh = PackStore(tmp_path / "a")
+    assert [fresh.get(c) for c in cids] == [data[i : i + page] for i in range(0, len(data), page)]
+    assert fresh.check()
+
+
+def test_put_pages_skips_books_stored_or_queued_and_an_abandoned_batch_stores_none(tmp_path):
+    page = 2500
+    pages = [xof(bytes([i]), page) for i in range(30)]
+    s = PackStore(tmp_path / "s")
+    s.put_many(pages[:10])  # stored, in a pack an index names
+    with s.batch():
+        s.put(pages[10])  # queued in this batch
+        s.put_pages(b"".join(pages), page, raw=True)
+        s.put_pages(b"".join(pages[::-1]), page, raw=True)  # every page known by now
+    view = PackStore(tmp_path / "s")._view
+    held = [e.cid for ref in view.docs.values() for p in ref.packs for e in p.entries]
+    assert sorted(held) == sorted(CID.for_book(p) for p in pages)  # each book once
+    before = _files(tmp_path / "s", "index")
+    more = [xof(b"new" + bytes([i]), page) for i in range(5)]
+    with pytest.raises(RuntimeError), s.batch():
+        s.put_pages(b"".join(more), page, raw=True)
+        raise RuntimeError("abandon")
+    assert _files(tmp_path / "s", "index") == before
+    assert not any(CID.for_book(p) in PackStore(tmp_path / "s") for p in more)
+
+
 def test_same_puts_same_packs_and_index(tmp_path):
     datas = [xof(bytes([i]), 40_000 + i) for i in range(30)] + [b"text " * 9000]
     for name in ("a", "b"):
@@ -763,7 +812,7 @@ def test_a_pack_that_fails_to_start_or_seal_leaves_no_descriptor_or_temp_file(
     if where == "header":  # the pack's first write
         monkeypatch.setattr(_io, "write_all", enospc)
     else:
-        monkeypatch.setattr(_packbatch, "encode_trailer", enospc)
+        monkeypatch.setattr(_packbatch, "encode_trailer_table", enospc)
     with pytest.raises(OSError) as info:
         store.put(b"x" * 5000)
     assert info.value.errno == errno.ENOSPC
