@@ -18,7 +18,6 @@ has checked (or rewritten) it against the verified index bytes.
 from __future__ import annotations
 
 import dataclasses
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -320,16 +319,13 @@ def _restore_parts(
     store: BookStore, manifest: SnapshotManifest, check_entries: bool
 ) -> tuple[bytes, bytes, Any]:
     """The verified index bytes, their blake3 digest and the decoded metadata."""
-    # The metadata is reassembled and decoded (GIL-bound CBOR work) on a second thread
-    # while this one waits for the index books (read, zstd and blake3 release the GIL).
-    with ThreadPoolExecutor(1, thread_name_prefix="oluo-load-meta") as pool:
-        meta = pool.submit(_metadata_of, store, manifest, check_entries)
-        index_bytes = decode_index(manifest.index_cid, store)
-        if len(index_bytes) != manifest.index_size:
-            raise ManifestSerde(
-                f"manifest sizes disagree with the payloads it names ({manifest!r})"
-            )
-        decoded = meta.result()
+    # One after the other: decoding the metadata (GIL-bound CBOR work) beside the index
+    # reads made each page's blake3, which lets go of the GIL, wait to get it back
+    # (measured at 400k: load 0.43-0.47 s serial, 0.47-0.57 s on two threads).
+    index_bytes = decode_index(manifest.index_cid, store)
+    if len(index_bytes) != manifest.index_size:
+        raise ManifestSerde(f"manifest sizes disagree with the payloads it names ({manifest!r})")
+    decoded = _metadata_of(store, manifest, check_entries)
     # decode_index checked the bytes against this digest: the engine need not hash them
     digest = read_index_record(manifest.index_cid, store).digest
     return index_bytes, digest, decoded
