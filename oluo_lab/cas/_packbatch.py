@@ -12,6 +12,7 @@ store write the index file naming them.
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import threading
 from collections.abc import Callable
@@ -301,6 +302,13 @@ class PackBatch:
     def _append_table(self, keys: list[bytes], rows: np.ndarray, records: np.ndarray) -> None:
         if self._error is not None:
             return
+        placed = self._placed
+        fresh = [key not in placed for key in keys]
+        if not all(fresh):  # queued twice (a racing put packed some first)
+            for key in itertools.compress(keys, [not f for f in fresh]):
+                self._queued.pop(key, None)
+            keys = list(itertools.compress(keys, fresh))
+            rows, records = rows[fresh], records[fresh]
         m, length = records.shape
         i = 0
         while i < m:

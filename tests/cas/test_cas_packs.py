@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import cbor2
+import numpy as np
 import pytest
 from pack_helpers import pack_corrupt
 
@@ -33,7 +34,7 @@ from oluo_lab.cas import (
     store_kind,
 )
 from oluo_lab.cas import packs as packs_module
-from oluo_lab.cas._bookfile import HEADER_LEN
+from oluo_lab.cas._bookfile import HEADER_LEN, RAW_HEADER
 from oluo_lab.cas._packfile import (
     ENTRY_LEN,
     FOOTER_LEN,
@@ -213,6 +214,23 @@ def test_put_pages_skips_books_stored_or_queued_and_an_abandoned_batch_stores_no
         raise RuntimeError("abandon")
     assert _files(tmp_path / "s", "index") == before
     assert not any(CID.for_book(p) in PackStore(tmp_path / "s") for p in more)
+
+
+def test_a_table_record_a_racing_put_packed_first_is_dropped(tmp_path):
+    page = 2000
+    pages = [xof(bytes([i]), page) for i in range(6)]
+    rows = np.frombuffer(b"".join(CID.for_book(p).raw for p in pages), np.uint8).reshape(-1, 40)
+    records = np.frombuffer(b"".join(RAW_HEADER + p for p in pages), np.uint8).reshape(6, -1)
+    keys = [r.tobytes() for r in rows]
+    s = PackStore(tmp_path / "s")
+    with s.batch():
+        s.put(pages[2])  # packed by another thread between the check and add_table
+        s._batch.record(CID.for_book(pages[2]))  # waits until it is placed
+        s._batch.add_table(keys, rows, records)
+    fresh = PackStore(tmp_path / "s")
+    held = [e.cid for doc in fresh._view.docs.values() for p in doc.packs for e in p.entries]
+    assert sorted(held) == sorted(CID.for_book(p) for p in pages)
+    assert [fresh.get(CID.for_book(p)) for p in pages] == pages and fresh.check()
 
 
 def test_same_puts_same_packs_and_index(tmp_path):
