@@ -275,8 +275,9 @@ class PackBatch:
             run: list[tuple[CID, tuple[Buffer, ...]]] = []
             in_run: set[bytes] = set()
             pos = len(PACK_HEADER) if self._open is None else self._open.pos
-            # records up to the one that takes the pack to its target size, in one write
-            while i < len(items) and pos < self._target:
+            # records up to the one that takes the pack to its target size (at least one,
+            # whatever the target), in one write
+            while i < len(items) and (not run or pos < self._target):
                 cid, header, payload = items[i]
                 i += 1
                 raw = cid.raw

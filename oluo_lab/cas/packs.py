@@ -252,10 +252,35 @@ class _View:
                 self._keys = _row_keys(self.located().rows)
         return self._keys
 
-    @property
-    def made(self) -> bool:
-        """Whether ``packs`` and ``loc`` exist (a write must then keep them up to date)."""
-        return self._loc is not None
+    def extended(self, ident: str, packs: Sequence[PackRef]) -> _View:
+        """A new view: this one plus the index file ``ident`` naming ``packs`` (just
+        written). A new object, not this one changed: a reader still building a cache of
+        this view (``table``, ``stored_keys``, ``loc``) keeps it to itself."""
+        new = dataclasses.replace(
+            self,
+            docs={**self.docs, ident: IndexDoc(tuple(packs), ())},
+            mtimes={**self.mtimes, ident: time.time()},
+            live=[*self.live, ident],
+            sizes={**self.sizes, **{p.id: p.size for p in packs}},
+            tombs=dict(self.tombs),
+            table=None,
+            _keys=None,
+            _packs=None,
+            _loc=None,
+        )
+        keys = self._keys
+        if keys is not None:  # kept up to date: cheaper than making it again
+            new._keys = keys.union(
+                *(
+                    _row_keys(p.table if p.table is not None else _entry_rows(p.entries))
+                    for p in packs
+                )
+            )
+        if new.tombs:
+            for p in packs:
+                for e in p.entries:
+                    new.tombs.pop(e.cid, None)  # a copy newer than its tombstone
+        return new
 
     def located(self) -> _Table:
         """Where each book is, as sorted arrays (built once per view; a write that extends
@@ -795,27 +820,7 @@ class PackStore(BookStore):
             if packs:
                 with self._lock:
                     ident = self._add_index(packs)
-                    view = self._view
-                    view.docs[ident] = IndexDoc(tuple(packs), ())
-                    view.mtimes[ident] = time.time()
-                    view.live.append(ident)
-                    view.table = None
-                    for p in packs:
-                        view.sizes[p.id] = p.size
-                        if view._keys is not None:
-                            view._keys |= _row_keys(
-                                p.table if p.table is not None else _entry_rows(p.entries)
-                            )
-                    if view.made:  # else they are made from the index files when needed
-                        view_packs, loc = view.packs, view.loc
-                        for p in packs:
-                            view_packs[p.id] = {e.cid: e for e in p.entries}
-                            for e in p.entries:
-                                loc.setdefault(e.cid, (p.id, e))
-                    if view.tombs:
-                        for p in packs:
-                            for e in p.entries:
-                                view.tombs.pop(e.cid, None)  # a copy newer than its tombstone
+                    self._view = self._view.extended(ident, packs)
 
     def _new_batch(self) -> PackBatch:
         # local packs: one fsync at a time is all the disk wants; uploads overlap
@@ -939,12 +944,11 @@ class PackStore(BookStore):
         straight to its place in ``out``. Books in an open batch, books this view lacks
         and a pack that vanished fall back to the book-by-book path, which errs alike."""
         rows, starts, sizes = concat_plan(cids, out)
-        view = self._view
-        pos = view.located().find(rows) if self._batch is None else None
+        table = self._view.located()  # one table: positions index this one only
+        pos = table.find(rows) if self._batch is None else None
         if pos is None:
             super().get_concat_into(rows, out)
             return
-        table = view.located()
         pack, offset = table.pack[pos], table.offset[pos]
         # records by pack and offset; one CID asked twice is one record, read for the
         # first asker (the stable sort keeps the askers in order)

@@ -4,6 +4,7 @@ behind it: the same bytes and the same first error as the book-by-book path."""
 from __future__ import annotations
 
 import random
+import threading
 
 import numpy as np
 import pytest
@@ -219,3 +220,53 @@ def test_a_bundle_reached_at_two_levels_is_read_once_and_walked_twice():
     assert reassemble(root, store) == 2 * b"".join(bytes([i]) * 100 for i in range(3))
     info = blob_info(root, store)
     assert info.leaves == 2 * tuple(leaves) and info.bundles == (root, low, high, low)
+
+
+def test_a_reader_building_the_lookup_table_while_a_batch_commits_sees_the_new_book(
+    tmp_path, monkeypatch
+):
+    s = PackStore(tmp_path / "s", fsync=False)
+    old = s.put(b"old book" * 100)
+    s._refresh(force=True)  # a fresh view: its table is not built yet
+    started, go = threading.Event(), threading.Event()
+    build = packs_module._Table.of_docs.__func__
+
+    def slow(cls, docs):
+        table = build(cls, docs)  # from the index files as they were
+        if threading.current_thread().name == "reader":
+            started.set()
+            go.wait()  # a slow build overlaps another thread's commit
+        return table
+
+    monkeypatch.setattr(packs_module._Table, "of_docs", classmethod(slow))
+    reader = threading.Thread(target=lambda: s.get(old), name="reader")
+    reader.start()
+    started.wait()
+    new = s.put(b"new book" * 100)
+    go.set()
+    reader.join()
+    assert s.get(new) == b"new book" * 100 and s.has(new) and s.reusable(new)
+
+
+def test_get_concat_into_keeps_one_table_while_another_thread_commits(tmp_path, monkeypatch):
+    s = PackStore(tmp_path / "s", fsync=False)
+    datas = [xof(bytes([i]), 3000) for i in range(20)]
+    cids = [s.put(d) for d in datas]
+    rows = np.frombuffer(b"".join(c.raw for c in cids), np.uint8).reshape(-1, 40)
+    find = packs_module._Table.find
+    fired = []
+
+    def find_then_commit_elsewhere(table, want):
+        pos = find(table, want)
+        if not fired:
+            fired.append(1)
+            more = [xof(b"more" + bytes([i]), 3000) for i in range(200)]
+            t = threading.Thread(target=lambda: s.put_many(more))
+            t.start()
+            t.join()  # another thread's batch commits between the lookup and the reads
+        return pos
+
+    monkeypatch.setattr(packs_module._Table, "find", find_then_commit_elsewhere)
+    out = bytearray(sum(len(d) for d in datas))
+    s.get_concat_into(rows, memoryview(out))
+    assert fired and bytes(out) == b"".join(datas)

@@ -233,6 +233,16 @@ def test_a_table_record_a_racing_put_packed_first_is_dropped(tmp_path):
     assert [fresh.get(CID.for_book(p)) for p in pages] == pages and fresh.check()
 
 
+@pytest.mark.parametrize("target", [1, 8, 9])
+def test_a_target_below_the_pack_header_still_packs_one_record_each(tmp_path, target):
+    s = PackStore(tmp_path / "s", fsync=False, target_pack_size=target)
+    datas = [xof(bytes([i]), 3000) for i in range(3)]
+    cids = s.put_many(datas)
+    s.put_pages(b"".join(datas), 3000, raw=True)
+    assert [PackStore(tmp_path / "s").get(c) for c in cids] == datas
+    assert len(_files(tmp_path / "s", "packs")) == 3
+
+
 def test_same_puts_same_packs_and_index(tmp_path):
     datas = [xof(bytes([i]), 40_000 + i) for i in range(30)] + [b"text " * 9000]
     for name in ("a", "b"):
