@@ -13,7 +13,7 @@ import contextlib
 import io
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -167,12 +167,18 @@ def _cut(data: Any, params: ChunkParams) -> tuple[Iterator[Any], Any]:
     return cdc.cut_buf(mv), None
 
 
-def _join(cids: list[CID]) -> bytes:
+def _join(cids: Sequence[CID] | np.ndarray) -> bytes:
+    """The 40-byte forms of CIDs, or of N x 40 CID rows, back to back."""
+    if isinstance(cids, np.ndarray):
+        return cids.tobytes()
     return b"".join(c.raw for c in cids)
 
 
-def build_tree(leaves: list[CID], store: BookStore, meta: RootMeta, fanout: int = FANOUT) -> CID:
-    """Store left-packed bundle levels over ``leaves`` and a root led by ``meta``.
+def build_tree(
+    leaves: Sequence[CID] | np.ndarray, store: BookStore, meta: RootMeta, fanout: int = FANOUT
+) -> CID:
+    """Store left-packed bundle levels over ``leaves`` (CIDs, or their N x 40 rows) and a
+    root led by ``meta``.
 
     ``fanout`` is the format constant; tests pass a small one to build deep trees cheaply.
     """
@@ -208,7 +214,9 @@ def ingest(
         raise ValueError(f"unknown chunker {params!r}")
     chunks, owned = _cut(data, params)
     try:
-        return _store_leaves((c.data for c in chunks), store, params, fanout)
+        with store.batch():
+            leaves = store.put_many(c.data for c in chunks)
+            return _blob_root(leaves, sum(c.size for c in leaves), store, params, fanout)
     finally:
         if owned is not None:
             owned.close()
@@ -226,35 +234,25 @@ def ingest_pages(data: Any, store: BookStore, page_size: int, *, fanout: int = F
     if not mv.c_contiguous:
         raise TypeError("ingest_pages needs a C-contiguous buffer")
     mv = mv.cast("B") if (mv.format != "B" or mv.ndim != 1) else mv
-    if fanout < 2 or fanout > FANOUT:
-        raise ValueError(f"fanout must be in 2..{FANOUT}")
     with store.batch():
         rows = store.put_pages(mv, page_size, raw=pages_incompressible(mv, page_size))
-        if len(rows) == 0:
-            return store.put(b"")
-        if len(rows) == 1:
-            return CID.from_bytes(rows[0].tobytes())
-        meta = RootMeta(len(mv), len(rows), params)
-        if len(rows) <= fanout - 1:
-            return store.put_bundle(meta.encode() + rows.tobytes())
-        # the first level of build_tree's bundles, straight from the rows
-        level = [
-            store.put_bundle(rows[i : i + fanout].tobytes()) for i in range(0, len(rows), fanout)
-        ]
-        return build_tree(level, store, meta, fanout)
+        return _blob_root(rows, len(mv), store, params, fanout)
 
 
-def _store_leaves(
-    chunks: Iterator[Any], store: BookStore, params: ChunkParams, fanout: int, raw: bool = False
+def _blob_root(
+    leaves: Sequence[CID] | np.ndarray,
+    total: int,
+    store: BookStore,
+    params: ChunkParams,
+    fanout: int,
 ) -> CID:
-    with store.batch():
-        leaves = store.put_many(chunks, raw=raw)
-        total = sum(c.size for c in leaves)
-        if not leaves:
-            return store.put(b"")
-        if len(leaves) == 1:
-            return leaves[0]
-        return build_tree(leaves, store, RootMeta(total, len(leaves), params), fanout)
+    """The CID of a blob of ``total`` bytes whose stored leaves are ``leaves``: the empty
+    book, the one leaf, or the root of a tree over them."""
+    if len(leaves) == 0:
+        return store.put(b"")
+    if len(leaves) == 1:
+        return CID.from_bytes(_join(leaves[:1]))
+    return build_tree(leaves, store, RootMeta(total, len(leaves), params), fanout)
 
 
 def _parse_bundle(cid: CID, raw: bytes, root: bool) -> tuple[RootMeta | None, np.ndarray]:

@@ -403,10 +403,15 @@ class _Table:
         return pos
 
 
+def _row_bytes(rows: np.ndarray) -> list[bytes]:
+    """The CIDs of N x 40 rows (or the first 40 bytes of wider rows) as 40-byte strings."""
+    flat = np.ascontiguousarray(rows[:, :CID_LEN]).tobytes()
+    return [flat[i : i + CID_LEN] for i in range(0, len(flat), CID_LEN)]
+
+
 def _row_keys(rows: np.ndarray) -> set[bytes]:
     """The N x 40 CID rows as a set of 40-byte strings."""
-    flat = np.ascontiguousarray(rows[:, :CID_LEN]).tobytes()
-    return {flat[i : i + CID_LEN] for i in range(0, len(flat), CID_LEN)}
+    return set(_row_bytes(rows))
 
 
 def _key(rows: np.ndarray) -> np.ndarray:
@@ -777,8 +782,7 @@ class PackStore(BookStore):
                 ]
                 rows = out[a:b]
                 rows[:] = book_rows(b"".join(digests), page_size)
-                flat = rows.tobytes()
-                keys = [flat[i : i + CID_LEN] for i in range(0, len(flat), CID_LEN)]
+                keys = _row_bytes(rows)
                 there = stored.contains(rows).tolist()
                 pick = []
                 for j, key in enumerate(keys):
