@@ -382,6 +382,18 @@ def walk_blob(cid: CID, store: BookStore) -> BlobWalk:
     return BlobWalk(meta, bundles, leaves)
 
 
+def root_params(cid: CID, store: BookStore) -> ChunkParams | None:
+    """The chunker a blob's root records, reading the root bundle only (None for a blob of
+    one book, which has no root)."""
+    if not isinstance(cid, CID):
+        raise TypeError(f"cid must be a CID, got {type(cid).__name__}")
+    if cid.is_book:
+        return None
+    meta, _ = _parse_bundle(cid, store.get(cid), root=True)
+    assert meta is not None
+    return meta.params
+
+
 def blob_info(cid: CID, store: BookStore) -> BlobInfo:
     """Read and check the bundles of a blob (never its leaves) and describe it."""
     walk = walk_blob(cid, store)

@@ -45,7 +45,7 @@ from ..cas import (
     ingest_pages,
     reassemble,
 )
-from ..cas.dag import BlobWalk, walk_blob
+from ..cas.dag import BlobWalk, root_params, walk_blob
 from ..cas.params import MAX_BOOK_SIZE
 from ..errors import OluoError
 from .errors import IndexCodecError
@@ -80,9 +80,10 @@ REBASE_DEPTH = 4
 PATCH_BLOCK = 8
 #: A patch larger than this fraction of the full neighbour array re-bases the chain.
 REBASE_FRACTION = 0.5
-#: format (docs/FORMAT.md §3.3): the stored vectors are a paged blob of whole rows, as
-#: many as fit in this many bytes (at least one): a vector zeroed by an in-place delete
-#: rewrites one small page, and the pages that hold no deleted vector are shared.
+#: format (docs/FORMAT.md §3.3): the stored vectors are a paged blob of whole rows, the
+#: fewest that fill this many bytes (a lab keeps its first page size, see
+#: :func:`_codes_page`): a vector zeroed by an in-place delete rewrites one small page,
+#: and the pages that hold no deleted vector are shared.
 CODES_PAGE = 4096
 
 _HNSW_FLAT = b"IHNf"
@@ -411,13 +412,38 @@ def _make_patch(old: np.ndarray, new: np.ndarray, block: int) -> bytes:
     return b"".join(parts)
 
 
-def _patch_parent(
-    parent: CID | None, layout: _Layout, mv: memoryview, store: BookStore
-) -> IndexRecord | None:
-    """The parent record when the new graph is the parent plus appended nodes, else None."""
+def _parent_record(parent: CID | None, store: BookStore) -> IndexRecord | None:
+    """The parent's index record, or None when there is none (or it is a plain DAG)."""
     if parent is None or not is_index_record(parent, store):
         return None
-    prec = read_index_record(parent, store)
+    return read_index_record(parent, store)
+
+
+def _codes_page(layout: _Layout, prec: IndexRecord | None, store: BookStore) -> int:
+    """Bytes per page of the stored vectors.
+
+    The parent's page when its vectors are paged whole rows of this size, so that its
+    unchanged pages are shared (a lab keeps the page size of its first paged record);
+    otherwise the fewest whole rows that fill :data:`CODES_PAGE` bytes. A page of at least
+    four 1 KiB blake3 chunks hashes about twice as fast per byte as one a little short of
+    that (GloVe's 200-byte rows: 21 rows, 4,200 bytes, instead of 20), on write and on
+    every verified read."""
+    row = max(layout.row, 1)
+    if prec is not None and prec.kind == layout.kind:
+        blob = _cid_field(prec.doc["sections"]["codes"], "blob", prec.cid, "codes")
+        params = root_params(blob, store)
+        if params is not None and params.is_paged and params.max_size % row == 0:
+            return params.max_size
+    return row * max(1, -(-CODES_PAGE // row))
+
+
+def _patch_parent(
+    prec: IndexRecord | None, layout: _Layout, mv: memoryview, store: BookStore
+) -> IndexRecord | None:
+    """The parent record when the new graph is the parent plus appended nodes, else None."""
+    if prec is None:
+        return None
+    parent = prec.cid
     if prec.kind != layout.kind or prec.doc.get("cum_nneighbor") != list(layout.cum_nneighbor):
         return None
     psecs = prec.doc["sections"]
@@ -491,15 +517,16 @@ def _encode_sections(
     for name in ("levels", "offsets"):
         start, nbytes = spans[name]
         secs[name]["blob"] = ingest(mv[start : start + nbytes], store).raw
+    parent_rec = _parent_record(parent, store)
     start, nbytes = spans["codes"]
-    page = layout.row * max(1, CODES_PAGE // max(layout.row, 1))
+    page = _codes_page(layout, parent_rec, store)
     secs["codes"]["blob"] = ingest_pages(
         mv[start : start + nbytes], store, page, fanout=FINE_FANOUT
     ).raw
     start, nbytes = spans["neighbors"]
     new = np.frombuffer(mv[start : start + nbytes], dtype=_I32)
     nb = secs["neighbors"]
-    prec = _patch_parent(parent, layout, mv, store)
+    prec = _patch_parent(parent_rec, layout, mv, store)
     patch = None
     if prec is not None and prec.depth < max_chain:
         old = _neighbors_of(prec, store)

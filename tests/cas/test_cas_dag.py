@@ -37,6 +37,7 @@ from oluo_lab.cas import (
     reassemble,
 )
 from oluo_lab.cas import open as cas_open
+from oluo_lab.cas.dag import root_params
 from oluo_lab.testing.store import xof
 
 REPO = Path(__file__).resolve().parents[2]
@@ -349,6 +350,11 @@ def test_paged_blob_has_fixed_leaves_and_changes_page_by_page():
     assert ingest_pages(b"", store, page) == store.put(b"")
     assert ingest_pages(b"abc", store, page) == store.put(b"abc")
     assert repr(ChunkParams.paged(page)) == "ChunkParams(page=2000)"
+    # the root alone names the chunker; a one-book blob has no root
+    assert root_params(root, store) == ChunkParams.paged(page)
+    assert root_params(ingest(bytes(300_000), store), store) == CHUNK_PARAMS
+    assert root_params(tail, store) == ChunkParams.paged(page)
+    assert root_params(ingest_pages(b"abc", store, page), store) is None
 
 
 def test_paged_blob_of_incompressible_pages_is_put_raw():

@@ -109,7 +109,7 @@ def test_codes_are_pages_of_whole_rows_and_older_plain_codes_still_decode(
     codes = read_index_record(encode_index(data, store), store).doc["sections"]["codes"]
     row = DIM if metric == "hamming" else 4 * DIM  # bytes per stored vector
     info = blob_info(CID.from_bytes(codes["blob"]), store)
-    assert info.params == ChunkParams.paged(row * (index_codec.CODES_PAGE // row))
+    assert info.params == ChunkParams.paged(row * -(-index_codec.CODES_PAGE // row))
     # a record written before paged codes existed: the codes as a plain FastCDC blob
     monkeypatch.setattr(index_codec, "ingest_pages", lambda mv, st, page, fanout: ingest(mv, st))
     old = MemoryStore()
@@ -117,6 +117,48 @@ def test_codes_are_pages_of_whole_rows_and_older_plain_codes_still_decode(
     plain = read_index_record(cid, old).doc["sections"]["codes"]["blob"]
     assert blob_info(CID.from_bytes(plain), old).params in (None, CHUNK_PARAMS)
     assert decode_index(cid, old) == data
+
+
+def _codes_leaves(cid: CID, store: MemoryStore) -> tuple[int, set[CID]]:
+    codes = read_index_record(cid, store).doc["sections"]["codes"]
+    info = blob_info(CID.from_bytes(codes["blob"]), store)
+    return info.params.max_size, set(info.leaves)
+
+
+def test_codes_pages_fill_codes_page_and_a_lab_keeps_its_first_page_size(monkeypatch) -> None:
+    from oluo_lab.snapshot import index_codec
+
+    x = np.random.default_rng(1).standard_normal((1200, 50)).astype(np.float32)
+    eng = OluoEngine(50, "l2", compact_threshold=10**9, M=8, ef_construction=40)
+    eng.add(x[:1000])
+    g1 = eng.compact().index_bytes
+    eng.add(x[1000:])
+    g2 = eng.compact().index_bytes
+    # 200-byte rows: the fewest whole rows that fill CODES_PAGE bytes (21, not 20)
+    store = MemoryStore()
+    c1 = encode_index(g1, store)
+    c2 = encode_index(g2, store, c1)
+    (p1, l1), (p2, l2) = _codes_leaves(c1, store), _codes_leaves(c2, store)
+    assert p1 == p2 == 21 * 200
+    assert len(l1 - l2) == 1  # only the last, partial page of the parent changed
+    # a lab whose records have 20-row pages (written before the rule) keeps them, so the
+    # next record shares its parent's pages instead of rewriting every vector once
+    old = MemoryStore()
+    monkeypatch.setattr(index_codec, "CODES_PAGE", 4000)
+    o1 = encode_index(g1, old)
+    monkeypatch.undo()
+    o2 = encode_index(g2, old, o1)
+    (q1, m1), (q2, m2) = _codes_leaves(o1, old), _codes_leaves(o2, old)
+    assert q1 == q2 == 20 * 200 and m1 <= m2
+    assert decode_index(o2, old) == g2
+    # a parent whose vectors are not pages of whole rows: the rule's page
+    monkeypatch.setattr(index_codec, "ingest_pages", lambda mv, st, page, fanout: ingest(mv, st))
+    plain = MemoryStore()
+    r1 = encode_index(g1, plain)
+    monkeypatch.undo()
+    r2 = encode_index(g2, plain, r1)
+    assert _codes_leaves(r2, plain)[0] == 21 * 200
+    assert decode_index(r2, plain) == g2
 
 
 def test_decoded_index_searches_like_the_original() -> None:
