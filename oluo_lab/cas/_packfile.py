@@ -143,6 +143,13 @@ class PackRef:
             self._entries = tuple(_entries_of(self.table))
         return self._entries
 
+    def rows(self) -> np.ndarray:
+        """The entries' 56-byte forms, N x 56 (the table, or made from the entries)."""
+        if self.table is not None:
+            return self.table
+        raw = encode_entries(self._entries or ())
+        return np.frombuffer(raw, np.uint8).reshape(-1, ENTRY_LEN)
+
     def __len__(self) -> int:
         return len(self.table) if self._entries is None else len(self._entries)
 
@@ -352,7 +359,7 @@ def encode_index(packs: Iterable[PackRef], supersedes: Iterable[str] = (), salt:
         {
             "id": bytes.fromhex(p.id),
             "size": p.size,
-            "entries": p.table.tobytes() if p.table is not None else encode_entries(p.entries),
+            "entries": p.rows().tobytes(),
         }
         for p in sorted(packs, key=lambda p: p.id)
     ]

@@ -56,7 +56,6 @@ from oluo_lab.cas._packfile import (
     decode_index,
     decode_tombstones,
     decode_trailer,
-    encode_entries,
     encode_index,
     encode_tombstones,
     file_id,
@@ -270,12 +269,7 @@ class _View:
         )
         keys = self._keys
         if keys is not None:  # kept up to date: cheaper than making it again
-            new._keys = keys.union(
-                *(
-                    _row_keys(p.table if p.table is not None else _entry_rows(p.entries))
-                    for p in packs
-                )
-            )
+            new._keys = keys.union(*(_row_keys(p.rows()) for p in packs))
         if new.tombs:
             for p in packs:
                 for e in p.entries:
@@ -337,7 +331,7 @@ class _Table:
         refs = [p for doc in docs for p in doc.packs]
         pids = sorted({p.id for p in refs})
         number = {pid: k for k, pid in enumerate(pids)}
-        tables = [p.table if p.table is not None else _entry_rows(p.entries) for p in refs]
+        tables = [p.rows() for p in refs]
         table = np.concatenate(tables) if tables else np.empty((0, ENTRY_LEN), np.uint8)
         fields = table.view(_ENTRY_ROW).reshape(-1)
         rows = np.ascontiguousarray(table[:, :CID_LEN])
@@ -417,11 +411,6 @@ def _row_keys(rows: np.ndarray) -> set[bytes]:
 def _key(rows: np.ndarray) -> np.ndarray:
     """The first 8 digest bytes (bytes 8..15) of each CID row, as uint64."""
     return np.ascontiguousarray(rows[:, 8:16]).view(">u8").reshape(-1).astype(np.uint64)
-
-
-def _entry_rows(entries: Sequence[Entry]) -> np.ndarray:
-    """Entries in their 56-byte form, N x 56."""
-    return np.frombuffer(encode_entries(entries), np.uint8).reshape(-1, ENTRY_LEN)
 
 
 class PackStore(BookStore):
