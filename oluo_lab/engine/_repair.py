@@ -185,10 +185,14 @@ def _repair_level(
     valid = lists >= 0
     hit = valid & is_dead[np.where(valid, lists, 0)]
     n_dead = hit.sum(axis=1)
+    # the length each list is topped up to: its previous degree, or its capacity
+    target = valid.sum(axis=1) if top_up == "previous" else np.full(len(nodes), cap)
     out = np.empty((len(nodes), cap), np.int32)
     # rows with the same number of dead neighbours gather pools of the same width
     for rows in _chunks(np.argsort(n_dead, kind="stable"), _ROW_CHUNK):
-        pools, prev_deg = _pools(nbrs, starts, nodes[rows], lists[rows], hit[rows], is_dead, cap)
+        pools = _pools(
+            nbrs, starts, nodes[rows], lists[rows], hit[rows], n_dead[rows], is_dead, cap
+        )
         n_valid = (pools >= 0).sum(axis=1)
         # rows with similar pool sizes share a batch, so padding stays small
         by_size = np.argsort(n_valid, kind="stable")
@@ -207,7 +211,7 @@ def _repair_level(
                 pools[sel, :width],
                 cap,
                 limit,
-                prev_deg[sel] if top_up == "previous" else np.full(len(sel), cap),
+                target[rows[sel]],
                 old,
             )
             out[rows[sel]] = _layout(old, chosen)
@@ -229,15 +233,13 @@ def _pools(
     owners: np.ndarray,
     own: np.ndarray,
     own_hit: np.ndarray,
+    k: np.ndarray,
     is_dead: np.ndarray,
     cap: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Candidate pools of ``owners`` (lists ``own``): live neighbours and the live
-    neighbours of dead neighbours, without the node itself, unique, ascending, padded
-    with -1 at the end (n_rows, width). Also each row's previous degree (its non-empty
-    slots)."""
-    prev_deg = (own >= 0).sum(axis=1)
-    k = own_hit.sum(axis=1)
+) -> np.ndarray:
+    """Candidate pools of ``owners`` (lists ``own``, dead slots ``own_hit``, ``k`` of
+    them per row): live neighbours and the live neighbours of dead neighbours, without
+    the node itself, unique, ascending, padded with -1 at the end (n_rows, width)."""
     kmax = int(k.max())
     # the dead neighbours of each row, left-packed into (n_rows, kmax)
     order = np.argsort(~own_hit, axis=1, kind="stable")[:, :kmax]
@@ -256,7 +258,7 @@ def _pools(
     pool = np.take_along_axis(
         np.where(drop, -1, pool), np.argsort(drop, axis=1, kind="stable"), axis=1
     )
-    return pool[:, :width], prev_deg
+    return pool[:, :width]
 
 
 def _select(
@@ -289,7 +291,8 @@ def _select(
     if len(rows):
         ranked_rows = ranked[rows]
         dq_rows = np.take_along_axis(dq[rows], order[rows], axis=1)
-        keep[rows] = _heuristic(x, ranked_rows, dq_rows, n_valid[rows], l2, limit)
+        xs = xc[rows[:, None], order[rows]]  # (r, w, d), nearest first
+        keep[rows] = _heuristic(xs, dq_rows, n_valid[rows], l2, limit)
         # top up from the rejected candidates: the node's own surviving neighbours
         # first (they keep their slots, so the list changes less), then the others,
         # nearest first
@@ -309,36 +312,44 @@ def _select(
     return chosen
 
 
-def _distances(a: np.ndarray, b: np.ndarray, l2: bool) -> np.ndarray:
+def _distances(
+    a: np.ndarray,
+    b: np.ndarray,
+    l2: bool,
+    a_sq: np.ndarray | None = None,
+    b_sq: np.ndarray | None = None,
+) -> np.ndarray:
     """Batched distance matrices (ascending = closer) between rows of ``a`` (r, i, d)
-    and ``b`` (r, j, d): squared L2, or the negated inner product."""
+    and ``b`` (r, j, d): squared L2, or the negated inner product. ``a_sq`` / ``b_sq``:
+    the squared norms of ``a`` (r, i) / ``b`` (r, j) when already known (L2 only)."""
     dots = np.matmul(a, b.transpose(0, 2, 1))
     if not l2:
         return np.negative(dots, out=dots)
-    sa = np.einsum("rid,rid->ri", a, a)
-    sb = sa if a is b else np.einsum("rjd,rjd->rj", b, b)
+    if a_sq is None:
+        a_sq = np.einsum("rid,rid->ri", a, a)
+    if b_sq is None:
+        b_sq = a_sq if a is b else np.einsum("rjd,rjd->rj", b, b)
     dots *= -2
-    dots += sa[:, :, None]
-    dots += sb[:, None, :]
+    dots += a_sq[:, :, None]
+    dots += b_sq[:, None, :]
     return dots
 
 
 def _heuristic(
-    x: np.ndarray, ranked: np.ndarray, dq: np.ndarray, n_valid: np.ndarray, l2: bool, limit: int
+    xs: np.ndarray, dq: np.ndarray, n_valid: np.ndarray, l2: bool, limit: int
 ) -> np.ndarray:
     """faiss's ``shrink_neighbor_list`` over many pools at once: which candidates (by
-    rank) are kept. ``ranked`` (r, w): each pool's candidates nearest first (-1 after
-    ``n_valid``), ``dq`` their distances to the owner. A candidate is kept when no kept
-    candidate is strictly closer to it than the owner is, until ``limit`` are kept.
+    rank) are kept. ``xs`` (r, w, d): the vectors of each pool's candidates nearest
+    first (``n_valid`` of them, then padding), ``dq`` their distances to the owner. A
+    candidate is kept when no kept candidate is strictly closer to it than the owner is,
+    until ``limit`` are kept.
 
     Candidates are taken in blocks of :data:`_BLOCK` ranks: one batched product gives a
     block's distances to the candidates kept so far, another those within the block,
     then a vector step per rank decides the block. A pool leaves the batch once it has
     ``limit`` candidates or none left, so the work follows what the greedy rule needs
     (about w * kept distances per pool) rather than all w * w pairs."""
-    r, w = ranked.shape
-    d = x.shape[1]
-    xs = x[np.where(ranked >= 0, ranked, 0)]  # (r, w, d), nearest first
+    r, w, d = xs.shape
     sq = np.einsum("rwd,rwd->rw", xs, xs) if l2 else None
     keep = np.zeros((r, w), bool)
     count = np.zeros(r, np.int64)
@@ -351,15 +362,17 @@ def _heuristic(
         e = min(s + _BLOCK, w)
         xb = xs[rows, s:e]
         dqb = dq[rows, s:e, None]
+        sqb = None if sq is None else sq[rows, s:e]
         c0 = count[rows]
         # conflicts with the candidates kept in earlier blocks
         kmax = int(c0.max())
         if kmax:
-            old = _pair_distances(xb, kept_x[rows, :kmax], l2, sq, rows, s, e, kept_sq[rows, :kmax])
+            kept_sqb = None if sq is None else kept_sq[rows, :kmax]
+            old = _distances(xb, kept_x[rows, :kmax], l2, sqb, kept_sqb)
             blocked = ((old < dqb) & (np.arange(kmax)[None, None, :] < c0[:, None, None])).any(2)
         else:
             blocked = np.zeros((len(rows), e - s), bool)
-        inner = _pair_distances(xb, xb, l2, sq, rows, s, e, None if sq is None else sq[rows, s:e])
+        inner = _distances(xb, xb, l2, sqb)
         inner = inner < dqb  # inner[p, j, i]: block candidate i is closer to j than the owner
         kb = np.zeros((len(rows), e - s), bool)
         cnt = c0.copy()
@@ -379,28 +392,6 @@ def _heuristic(
             kept_sq[rows[pr], slot] = sq[rows[pr], s + pj]
         count[rows] = cnt
     return keep
-
-
-def _pair_distances(
-    a: np.ndarray,
-    b: np.ndarray,
-    l2: bool,
-    sq: np.ndarray | None,
-    rows: np.ndarray,
-    s: int,
-    e: int,
-    b_sq: np.ndarray | None,
-) -> np.ndarray:
-    """Distances (ascending = closer) between the block ``a`` (p, i, d) and ``b`` (p, j, d):
-    the negated inner product, or squared L2 from the squared norms (``sq`` of the ranked
-    candidates, ``b_sq`` of ``b``)."""
-    dots = np.matmul(a, b.transpose(0, 2, 1))
-    if not l2:
-        return np.negative(dots, out=dots)
-    dots *= -2
-    dots += sq[rows, s:e, None]
-    dots += b_sq[:, None, :]
-    return dots
 
 
 def _layout(old: np.ndarray, chosen: np.ndarray) -> np.ndarray:

@@ -316,12 +316,19 @@ def _row_order(sorted_keys: np.ndarray, row_keys: np.ndarray | None) -> np.ndarr
         raise ValueError(f"row_keys has {len(row_keys)} keys for {len(sorted_keys)} entries")
     if np.array_equal(row_keys, sorted_keys):
         return None
-    pos = np.searchsorted(sorted_keys, row_keys)
-    ok = pos < len(sorted_keys)
-    ok[ok] = sorted_keys[pos[ok]] == row_keys[ok]
+    pos, ok = _key_rows(sorted_keys, row_keys)
     if not ok.all() or len(np.unique(pos)) != len(pos):
         raise ValueError("row_keys is not a permutation of the entry keys")
     return pos.astype(np.int64)
+
+
+def _key_rows(sorted_keys: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The row of each of ``keys`` in ``sorted_keys`` (ascending), and whether that row
+    holds the key (False: no entry has it)."""
+    rows = np.searchsorted(sorted_keys, keys)
+    found = rows < len(sorted_keys)
+    found[found] = sorted_keys[rows[found]] == keys[found]
+    return rows, found
 
 
 def _u64_array(values: list[int], name: str) -> np.ndarray:
@@ -621,9 +628,7 @@ def _keys_column(c: Mapping[str, Any], n: int) -> np.ndarray:
 def _keys_as_rows(keys: np.ndarray, c: Mapping[str, Any], name: str, n: int | None) -> np.ndarray:
     """Rows of the keys in column ``name`` (u64 each; ``n`` of them, or any number)."""
     named = _u64_column(c, name, n)
-    rows = np.searchsorted(keys, named)
-    found = rows < len(keys)
-    found[found] = keys[rows[found]] == named[found]
+    rows, found = _key_rows(keys, named)
     if not found.all():
         bad = int(named[int(np.argmin(found))])
         raise _fail(f"column {name} names key {bad}, which no entry has")
