@@ -17,11 +17,11 @@ does), then times, interleaved, best of ``--repeat``:
 Beside each time: the CPU seconds (user + system, every thread of the process) of the
 same operation, best of the runs, which a busy machine inflates less than the wall time,
 and the megabytes it made durable (the files a persist leaves; the baseline's two files).
-Before each timed operation the script syncs and waits ``--settle`` seconds, so one
-operation's write-back does not land in the next one's time; and it times a 64 MB write +
-fsync at the start and at the end (the disk's durable-write rate): on a VM whose virtual
-disk absorbs a burst quickly and then slows to its sustained rate, a persist that writes
-more bytes than the baseline pays that difference at the disk's rate, not the CPU's.
+``--settle S`` syncs and waits S seconds before each timed operation (default 0: on this
+VM a rest before a load made it slower, not steadier). It times a 64 MB write + fsync at
+the start and at the end (the disk's durable-write rate): on a VM whose virtual disk
+absorbs a burst quickly and then slows to its sustained rate, a persist that writes more
+bytes than the baseline pays that difference at the disk's rate, not the CPU's.
 Peak RSS during persist (pack store) is measured in a fresh subprocess: the engine's
 resident size just before ``persist_snapshot`` vs the peak (VmHWM, reset via
 /proc/self/clear_refs) during it. ``--levels 1 3`` also reports, per payload section,
@@ -180,8 +180,8 @@ def main() -> None:
     ap.add_argument(
         "--settle",
         type=float,
-        default=1.0,
-        help="seconds to wait after a sync before each timed operation (default 1)",
+        default=0.0,
+        help="seconds to wait after a sync before each timed operation (default 0: none)",
     )
     ap.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
