@@ -160,10 +160,10 @@ class PackBatch:
         self._open: PackBuilder | None = None  # appender thread only
         self._sealed: list[_Sealed] = []
         self._error: BaseException | None = None
-        #: books put again because a two-phase gc tombstoned them: a pack holding one is
-        #: made unique (a nonce book is added), so it is never an existing pack of the
-        #: same content (which would hold a tombstoned copy, not a new one)
-        self.renewed: set[CID] = set()
+        #: books (their CIDs' 40 bytes) put again because a two-phase gc tombstoned them:
+        #: a pack holding one is made unique (a nonce book is added), so it is never an
+        #: existing pack of the same content (which would hold a tombstoned copy)
+        self.renewed: set[bytes] = set()
 
     # --- writing (caller's thread) ---------------------------------------------------------
     def __contains__(self, cid: CID) -> bool:
@@ -295,7 +295,7 @@ class PackBatch:
                 raw = cid.raw
                 self._placed[raw] = (builder, offset, length)
                 self._queued.pop(raw, None)
-                if cid in self.renewed:
+                if raw in self.renewed:
                     builder.unique = True
             if builder.pos >= self._target:
                 self._seal()
@@ -317,6 +317,9 @@ class PackBatch:
             # records up to the one that takes the pack to its target size, in one write
             n = min(m - i, max(1, -(-(self._target - builder.pos) // length)))
             offsets = builder.add_table(rows[i : i + n], records[i : i + n])
+            renewed = self.renewed
+            if renewed and any(key in renewed for key in keys[i : i + n]):
+                builder.unique = True
             self._placed.update(
                 zip(keys[i : i + n], [(builder, o, length) for o in offsets.tolist()], strict=True)
             )

@@ -714,7 +714,7 @@ class PackStore(BookStore):
         ):
             data = bytes(data)
         if cid in self._view.tombs:
-            batch.renewed.add(cid)
+            batch.renewed.add(cid.raw)
         return data
 
     def put_many(self, chunks: Iterable[Buffer], *, raw: bool = False) -> list[CID]:
@@ -756,8 +756,8 @@ class PackStore(BookStore):
         with self.batch():
             batch = self._batch
             assert batch is not None
-            if self._view.tombs:  # books put again after a tombstone need their marks
-                return super().put_pages(data, page_size, raw=raw)
+            # a tombstoned book is still located but must be put again (renewed)
+            tombs = {c.raw for c in self._view.tombs}
             out = np.empty((-(-len(mv) // page_size), CID_LEN), np.uint8)
             stored = self._view.located()
             pages = np.frombuffer(mv[: full * page_size], np.uint8).reshape(full, page_size)
@@ -775,10 +775,12 @@ class PackStore(BookStore):
                 there = stored.contains(rows).tolist()
                 pick = []
                 for j, key in enumerate(keys):
-                    if there[j] or key in seen or batch.holds(key):
+                    if (there[j] and key not in tombs) or key in seen or batch.holds(key):
                         continue
                     seen.add(key)
                     pick.append(j)
+                    if key in tombs:
+                        batch.renewed.add(key)
                 if not pick:
                     continue
                 records = np.empty((len(pick), HEADER_LEN + page_size), np.uint8)
@@ -837,7 +839,7 @@ class PackStore(BookStore):
                     continue
                 verify_book(cid, self._decode(cid, record))
                 if cid in self._view.tombs:
-                    batch.renewed.add(cid)
+                    batch.renewed.add(cid.raw)
                 batch.add_record(cid, bytes(record))
 
     # --- reading -------------------------------------------------------------------------
@@ -1442,7 +1444,7 @@ class PackStore(BookStore):
         deleted then, and the new packs stay unreferenced."""
         batch = self._new_batch()
         if renew:
-            batch.renewed.update(e.cid for es in live.values() for e in es)
+            batch.renewed.update(e.cid.raw for es in live.values() for e in es)
         ok = False
         try:
             for pid in rewrite:

@@ -48,6 +48,7 @@ from oluo_lab.cas._packfile import (
     file_id,
     parse_footer,
 )
+from oluo_lab.cas.base import BookStore
 from oluo_lab.testing.damage import damage_book, drop_index_entry
 from oluo_lab.testing.store import StoreConformance, xof
 
@@ -214,6 +215,33 @@ def test_put_pages_skips_books_stored_or_queued_and_an_abandoned_batch_stores_no
         raise RuntimeError("abandon")
     assert _files(tmp_path / "s", "index") == before
     assert not any(CID.for_book(p) in PackStore(tmp_path / "s") for p in more)
+
+
+def test_put_pages_puts_tombstoned_pages_again_in_a_unique_pack(tmp_path, monkeypatch):
+    page = 2500
+    pages = [xof(bytes([i]), page) for i in range(12)]
+    cids = [CID.for_book(p) for p in pages]
+    s = PackStore(tmp_path / "s", two_phase=True)
+    s.put_pages(b"".join(pages[:8]), page, raw=True)
+    assert s.sweep(cids[:3], grace_s=0).tombstoned == 3
+    assert s.tombstoned() == set(cids[:3])
+    packs = set(_files(tmp_path / "s", "packs"))
+
+    def book_by_book(*args, **kwargs):
+        raise AssertionError("put_pages fell back to the book-by-book path")
+
+    monkeypatch.setattr(BookStore, "put_pages", book_by_book)
+    rows = s.put_pages(b"".join(pages), page, raw=True)  # the table path, tombstones and all
+    assert [CID.from_bytes(r.tobytes()) for r in rows] == cids
+    fresh = PackStore(tmp_path / "s", two_phase=True)
+    assert fresh.tombstoned() == set()  # the three were put again: revived
+    new = set(_files(tmp_path / "s", "packs")) - packs
+    assert len(new) == 1  # the copies and the four new pages, made unique by a nonce book
+    [nonce] = set(fresh) - set(cids)
+    assert fresh.get(nonce).startswith(b"oluo-pack-nonce ")
+    # the old copies' second phase removes nothing a reader needs
+    fresh.sweep(cids[:3], grace_s=0)
+    assert [fresh.get(c) for c in cids] == pages and fresh.check()
 
 
 def test_a_table_record_a_racing_put_packed_first_is_dropped(tmp_path):
