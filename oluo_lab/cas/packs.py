@@ -360,41 +360,34 @@ class _Table:
             pids,
         )
 
-    def contains(self, rows: np.ndarray) -> np.ndarray:
-        """Whether each of the N x 40 CID ``rows`` is in the arrays (a bool per row)."""
-        if not len(self.key):
-            return np.zeros(len(rows), bool)
+    def _positions(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For each of the N x 40 CID ``rows``: its position in the arrays, and whether
+        it is there (a CID after another that shares its key is found by a short scan)."""
         want = _key(rows)
         pos = np.searchsorted(self.key, want)
         np.minimum(pos, len(self.key) - 1, out=pos)
         hit = (self.rows[pos] == rows).all(axis=1)
         for i in np.flatnonzero(~hit & (self.key[pos] == want)).tolist():
-            k = int(pos[i]) + 1  # after another CID with its key
+            k = int(pos[i]) + 1
             while k < len(self.key) and self.key[k] == want[i]:
                 if (self.rows[k] == rows[i]).all():
-                    hit[i] = True
+                    pos[i], hit[i] = k, True
                     break
                 k += 1
-        return hit
+        return pos, hit
+
+    def contains(self, rows: np.ndarray) -> np.ndarray:
+        """Whether each of the N x 40 CID ``rows`` is in the arrays (a bool per row)."""
+        if not len(self.key):
+            return np.zeros(len(rows), bool)
+        return self._positions(rows)[1]
 
     def find(self, rows: np.ndarray) -> np.ndarray | None:
         """Each row's position in the arrays, or None when one is not there."""
         if not len(self.key):
             return None
-        want = _key(rows)
-        pos = np.searchsorted(self.key, want)
-        np.minimum(pos, len(self.key) - 1, out=pos)
-        hit = (self.rows[pos] == rows).all(axis=1)
-        for i in np.flatnonzero(~hit).tolist():  # absent, or after another with its key
-            k = int(pos[i])
-            while k < len(self.key) and self.key[k] == want[i]:
-                if (self.rows[k] == rows[i]).all():
-                    pos[i] = k
-                    break
-                k += 1
-            else:
-                return None
-        return pos
+        pos, hit = self._positions(rows)
+        return pos if hit.all() else None
 
 
 def _row_bytes(rows: np.ndarray) -> list[bytes]:
