@@ -1,8 +1,10 @@
 """Snapshot persist/load on an S3 server (moto, loopback) against plain obstore put/get.
 
 Builds the same engine as ``bench/snapshot_io.py`` (GloVe-6B-50d, cosine, M=16,
-efConstruction=128), starts a moto S3 server on 127.0.0.1 (ephemeral port, one bucket)
-and times, interleaved, best of ``--repeat``:
+efConstruction=128), starts a moto S3 server on 127.0.0.1 (ephemeral port, one bucket) in
+its own process, as a real server would be (``--server thread`` runs it in a thread of this
+process, where its request handling competes with the client for the GIL), and times,
+interleaved, best of ``--repeat``:
 
 * ours: ``persist_snapshot`` into a fresh ``PackStore("s3://bucket/<prefix>")`` (the data
   directory itself is local), then ``load_snapshot`` through a fresh store object (every
@@ -51,6 +53,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=400_000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument(
+        "--server",
+        choices=("process", "thread"),
+        default="process",
+        help="run the moto server in its own process (default) or in a thread of this one",
+    )
     args = ap.parse_args()
     print(
         f"# python {platform.python_version()}, faiss {faiss.__version__}, obstore "
@@ -72,7 +80,7 @@ def main() -> None:
     objects = 0
     local = Path(tempfile.mkdtemp(prefix="oluo-s3-bench-"))
     try:
-        with MotoS3() as s3:
+        with MotoS3(process=args.server == "process") as s3:
             for rep in range(args.repeat):
                 url = s3.url(f"lab{rep}")
                 data_dir = local / f"lab{rep}"
@@ -131,7 +139,10 @@ def main() -> None:
     plain_s = best["put"] + best["get"]
     full = best["put_z"] + best["get_z"]
     mb = sum(len(b) for b in blobs.values()) / 1e6
-    print(f"# loadavg at end {os.getloadavg()[0]:.2f}; compressed payload {mb:.1f} MB")
+    print(
+        f"# loadavg at end {os.getloadavg()[0]:.2f}; compressed payload {mb:.1f} MB; "
+        f"moto server in a {args.server}"
+    )
     print("| operation | oluo_lab (PackStore on moto) | plain obstore | ratio | target |")
     print("|---|---|---|---|---|")
     print(f"| persist / put | {best['persist']:.2f} s | {best['put']:.2f} s | | |")

@@ -358,3 +358,32 @@ def test_cli_on_an_s3_lab_with_options_and_environment(s3_lab, capsys, monkeypat
         monkeypatch.setenv(k, v)
     assert main(["log", url, "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 2
+
+
+def test_moto_server_in_its_own_process_serves_a_store_and_stops_with_its_owner():
+    """``MotoS3(process=True)`` (the benchmark's server): a store round-trips through the
+    child process on 127.0.0.1, and stopping the owner ends the child and frees its port."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from oluo_lab.cas import CID, PackStore
+    from oluo_lab.testing.s3 import MotoS3
+
+    server = MotoS3(process=True).start()
+    try:
+        child = server._child
+        assert child is not None and child.poll() is None
+        host, port = urlsplit(server.endpoint).hostname, urlsplit(server.endpoint).port
+        assert host == "127.0.0.1" and port
+        url = server.url("child")
+        data = b"served from another process" * 100
+        store = PackStore(url, **server.options)
+        with store.batch():
+            cid = store.put(data)
+        assert cid == CID.for_book(data)
+        assert PackStore(url, **server.options).get(cid) == data  # a fresh client reads it
+    finally:
+        server.stop()
+    assert child.returncode is not None
+    with pytest.raises(OSError), socket.create_connection((host, port), timeout=2):
+        pass
