@@ -362,7 +362,11 @@ class PackBatch:
                 appended = self._queued.get(raw)
         if appended is not None:
             appended.result()
-        builder, offset, length = self._placed[raw]
+        placed = self._placed.get(raw)
+        if placed is None:  # the batch failed before its append: that failure, not a miss
+            self._raise_failure()
+            raise KeyError(raw)
+        builder, offset, length = placed
         if builder.sealed is not None:
             builder.sealed.done.result()
         return builder.sink.read(offset, length)

@@ -8,13 +8,14 @@ import threading
 
 import numpy as np
 import pytest
-from pack_helpers import pack_corrupt
+from pack_helpers import pack_corrupt, rewrite_pack
 
 from oluo_lab.cas import (
     CID,
     BookNotFound,
     BookStore,
     ContentError,
+    CorruptBook,
     CorruptStoreFile,
     MalformedBundle,
     MemoryStore,
@@ -30,6 +31,7 @@ from oluo_lab.cas._packfile import (
     PackRef,
     decode_index,
     encode_index,
+    pack_key,
 )
 from oluo_lab.cas.dag import blob_info
 from oluo_lab.cas.params import CHUNK_PARAMS
@@ -270,3 +272,31 @@ def test_get_concat_into_keeps_one_table_while_another_thread_commits(tmp_path, 
     out = bytearray(sum(len(d) for d in datas))
     s.get_concat_into(rows, memoryview(out))
     assert fired and bytes(out) == b"".join(datas)
+
+
+def _cut_before_the_record(store: PackStore, cid: CID) -> None:
+    """Truncate ``cid``'s pack before its record starts (a short copy of the pack)."""
+    pid, e = store._view.loc[cid]
+    data = store.backend.read(pack_key(pid))
+    rewrite_pack(store, pid, data[: e.offset - 1])
+
+
+def _a_pack_cut_before_a_record_is_a_corrupt_book(store: PackStore) -> None:
+    cids, _ = _books(store, 20)
+    cut = cids[12]
+    _cut_before_the_record(store, cut)
+    with pytest.raises(CorruptBook) as ei:
+        store.get(cut)
+    assert ei.value.cid == cut
+    for order in ([cut], [cids[0], cut, cids[1]]):
+        fast, slow = _both(store, order)
+        assert fast == slow and fast[0] is CorruptBook and fast[1] == cut
+
+
+def test_a_pack_cut_before_a_record_is_a_corrupt_book_naming_it(store):
+    _a_pack_cut_before_a_record_is_a_corrupt_book(store)
+
+
+def test_a_pack_cut_before_a_record_is_a_corrupt_book_naming_it_on_s3(s3, tmp_path):
+    store = PackStore(s3.url(tmp_path.name), target_pack_size=64 << 10, **s3.options)
+    _a_pack_cut_before_a_record_is_a_corrupt_book(store)

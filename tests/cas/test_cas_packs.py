@@ -878,6 +878,33 @@ def test_a_pack_that_fails_to_start_or_seal_leaves_no_descriptor_or_temp_file(
     assert store.get(store.put(b"x" * 5000)) == b"x" * 5000
 
 
+def test_a_book_the_failed_batch_never_packed_reads_as_the_write_error(tmp_path, monkeypatch):
+    store = PackStore(tmp_path / "s")
+    first, second = xof(b"first", 5000), xof(b"second", 5000)
+    go = threading.Event()
+    add_run = _packbatch.PackBuilder.add_run
+
+    def full_disk(builder, records):
+        if records[0][0] == CID.for_book(first):
+            go.wait(10)  # the second book is queued before this write fails
+            raise StoreIOError("write", "packs/tmp", OSError(errno.ENOSPC, "No space left"))
+        return add_run(builder, records)
+
+    monkeypatch.setattr(_packbatch.PackBuilder, "add_run", full_disk)
+    seen: list[BaseException] = []
+    with pytest.raises(StoreIOError), store.batch():
+        store.put_many([first], raw=True)
+        [cid] = store.put_many([second], raw=True)
+        go.set()
+        try:
+            store.get(cid)
+        except BaseException as exc:  # noqa: BLE001 - the block's own error is raised on exit
+            seen.append(exc)
+    assert [type(e) for e in seen] == [StoreIOError]  # the appender's error, not a KeyError
+    monkeypatch.undo()
+    assert cid not in store and store.get(store.put(second)) == second
+
+
 def test_bad_arguments(tmp_path):
     for kwargs in ({"level": 0}, {"level": 23}, {"target_pack_size": 0}, {"max_unused": 1.0},
                    {"workers": 0}):  # fmt: skip
