@@ -323,6 +323,23 @@ class BlobWalk:
         return int(cid_sizes(self.leaves).sum())
 
 
+#: bundle bytes read per request while walking a level: a root may name up to ~26,000
+#: bundles of up to MAX_BOOK_SIZE each, so a level is never allocated whole from their
+#: claimed sizes; a lying root fails at its first missing or bad bundle instead.
+_LEVEL_READ = 64 << 20
+
+
+def _read_slices(bundles: list[CID]) -> Iterator[list[CID]]:
+    """``bundles`` in order, cut into runs of at most ``_LEVEL_READ`` claimed bytes."""
+    start, size = 0, 0
+    for i, c in enumerate(bundles):
+        if size and size + c.size > _LEVEL_READ:
+            yield bundles[start:i]
+            start, size = i, 0
+        size += c.size
+    yield bundles[start:]
+
+
 def walk_blob(cid: CID, store: BookStore) -> BlobWalk:
     """Read and check the bundles of a blob (never its leaves)."""
     if not isinstance(cid, CID):
@@ -344,9 +361,11 @@ def walk_blob(cid: CID, store: BookStore) -> BlobWalk:
         todo = [c for c in dict.fromkeys(frontier) if c not in parsed]
         if not todo:  # each was read at a level nearer the root already
             break
-        buf = bytearray(sum(c.size for c in todo))
-        store.get_concat_into(_rows(todo), memoryview(buf))
-        kids = _parse_level(todo, bytes(buf))
+        kids: list[np.ndarray] = []
+        for part in _read_slices(todo):
+            buf = bytearray(sum(c.size for c in part))
+            store.get_concat_into(_rows(part), memoryview(buf))
+            kids += _parse_level(part, bytes(buf))
         parsed.update(zip(todo, kids, strict=True))
         frontier = _sub_bundles(np.concatenate(kids))
         level += 1

@@ -37,7 +37,7 @@ from oluo_lab.cas import (
     reassemble,
 )
 from oluo_lab.cas import open as cas_open
-from oluo_lab.cas.dag import root_params
+from oluo_lab.cas.dag import root_params, walk_blob
 from oluo_lab.testing.store import xof
 
 REPO = Path(__file__).resolve().parents[2]
@@ -403,3 +403,30 @@ def test_paged_blob_is_the_same_dag_in_every_store(tmp_path):
         root = ingest_pages(data, mem, 400, fanout=4)
         assert ingest_pages(data, packs, 400, fanout=4) == root
         assert reassemble(root, packs) == data == reassemble(root, mem)
+
+
+def test_a_root_naming_many_absent_bundles_fails_without_allocating_their_claims():
+    """A root may name ~26,000 bundles claiming MAX_BOOK_SIZE each (26 GiB): the walk
+    reads a level in bounded slices, so it fails at the first absent bundle, naming it,
+    after allocating at most one slice, not the sum of the claims."""
+    import tracemalloc
+
+    from oluo_lab.cas import CID_LEN, MAX_BOOK_SIZE, BookNotFound
+
+    store = MemoryStore()
+    size = MAX_BOOK_SIZE - MAX_BOOK_SIZE % CID_LEN
+    template = bytearray(CID.for_bundle(bytes(size), 1).raw)
+    fakes = []
+    for i in range(2000):  # 2 GiB of claims
+        template[-8:] = i.to_bytes(8, "big")
+        fakes.append(bytes(template))
+    root = store.put_bundle(meta_for([], total=size * 2000, count=2000) + b"".join(fakes))
+    tracemalloc.start()
+    try:
+        with pytest.raises(BookNotFound) as ei:
+            walk_blob(root, store)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert ei.value.cid.raw == fakes[0]
+    assert peak < 256 << 20, f"{peak} B allocated for 2 GiB of claims"
