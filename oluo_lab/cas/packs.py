@@ -792,6 +792,10 @@ class PackStore(BookStore):
         Books put inside the block are readable at once and durable, with the index file
         naming them, when it exits normally; if the block raises, none is stored (packs
         already written stay as unreferenced files until gc). Nested blocks join the outer.
+
+        The batch belongs to this store object, not to a thread: while it is open, puts
+        from any thread join it (the index encoder's worker threads rely on this), so
+        independent writers in several threads each open their own store object.
         """
         if self._batch is not None:
             yield self

@@ -269,6 +269,11 @@ class Lab:
     ``AWS_*`` environment variables. Commits there are lock-free (create-only numbered
     refs); a server that ignores conditional writes makes every write raise
     :class:`UnsafeObjectStore` unless ``single_writer=True``.
+
+    Concurrent writers each use their own ``Lab`` object (one per thread, process or
+    worker, as :meth:`sweep`'s tasks do): a commit's books are written in one batch of
+    the Lab's store object, and a commit from another thread on the same object would
+    join that batch instead of making its own books durable first.
     """
 
     def __init__(
