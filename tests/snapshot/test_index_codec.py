@@ -119,6 +119,20 @@ def test_codes_are_pages_of_whole_rows_and_older_plain_codes_still_decode(
     assert decode_index(cid, old) == data
 
 
+def _two_records(
+    eng: OluoEngine, x: np.ndarray, first: int
+) -> tuple[MemoryStore, tuple[bytes, bytes], tuple[CID, CID]]:
+    """Two compactions of ``eng`` (``x[:first]``, then the rest) and their index records,
+    the second encoded against the first, in a fresh store."""
+    eng.add(x[:first])
+    g1 = eng.compact().index_bytes
+    eng.add(x[first:])
+    g2 = eng.compact().index_bytes
+    store = MemoryStore()
+    c1 = encode_index(g1, store)
+    return store, (g1, g2), (c1, encode_index(g2, store, c1))
+
+
 def _codes_leaves(cid: CID, store: MemoryStore) -> tuple[int, set[CID]]:
     codes = read_index_record(cid, store).doc["sections"]["codes"]
     info = blob_info(CID.from_bytes(codes["blob"]), store)
@@ -130,14 +144,8 @@ def test_codes_pages_fill_codes_page_and_a_lab_keeps_its_first_page_size(monkeyp
 
     x = np.random.default_rng(1).standard_normal((1200, 50)).astype(np.float32)
     eng = OluoEngine(50, "l2", compact_threshold=10**9, M=8, ef_construction=40)
-    eng.add(x[:1000])
-    g1 = eng.compact().index_bytes
-    eng.add(x[1000:])
-    g2 = eng.compact().index_bytes
+    store, (g1, g2), (c1, c2) = _two_records(eng, x, 1000)
     # 200-byte rows: the fewest whole rows that fill CODES_PAGE bytes (21, not 20)
-    store = MemoryStore()
-    c1 = encode_index(g1, store)
-    c2 = encode_index(g2, store, c1)
     (p1, l1), (p2, l2) = _codes_leaves(c1, store), _codes_leaves(c2, store)
     assert p1 == p2 == 21 * 200
     assert len(l1 - l2) == 1  # only the last, partial page of the parent changed
@@ -422,13 +430,7 @@ def test_second_generation_adds_far_fewer_bytes_glove() -> None:
     ds = glove_sample(verify=False)
     x = np.concatenate([ds.base, ds.queries[:200]]).astype(np.float32)
     eng = OluoEngine(x.shape[1], "cosine", compact_threshold=10**9)
-    eng.add(x[:20_000])
-    g1 = eng.compact().index_bytes
-    eng.add(x[20_000:])
-    g2 = eng.compact().index_bytes
-    store = MemoryStore()
-    c1 = encode_index(g1, store)
-    c2 = encode_index(g2, store, c1)
+    store, (g1, g2), (c1, c2) = _two_records(eng, x, 20_000)
     assert decode_index(c2, store) == g2
     new = sum(c.size for c in index_books(c2, store) - index_books(c1, store))
     first = sum(c.size for c in index_books(c1, store))
